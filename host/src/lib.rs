@@ -1,1 +1,3 @@
-
+pub mod contract;
+pub mod replication_log;
+pub mod value;

@@ -1,0 +1,16 @@
+//! Host-side bindings generated from the plugin contract
+//! (`guest-sdk/wit/plugin.wit`, package `replica:plugin`).
+
+wasmtime::component::bindgen!({
+    path: "../guest-sdk/wit",
+    world: "plugin",
+});
+
+pub use replica::plugin::types;
+
+/// The contract version this host implements (the WIT package version).
+pub const CONTRACT_VERSION: &str = "1.0.0";
+/// The contract's major version; plugins of another major are refused.
+pub const CONTRACT_MAJOR: u64 = 1;
+/// The WIT package name, without version.
+pub const CONTRACT_PACKAGE: &str = "replica:plugin";
