@@ -1,3 +1,4 @@
 pub mod contract;
+pub mod plugin;
 pub mod replication_log;
 pub mod value;

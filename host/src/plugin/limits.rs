@@ -1,0 +1,26 @@
+//! What one plugin may use per call: time, memory and output size.
+
+use std::time::Duration;
+
+use crate::value::OutputLimits;
+
+/// Per-plugin resource limits, enforced on every call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// Wall-clock time one decode call may take (enforced by epoch interruption).
+    pub timeout: Duration,
+    /// Largest linear memory the plugin may grow to, in bytes.
+    pub max_memory_bytes: usize,
+    /// Bounds on the returned value.
+    pub output: OutputLimits,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_millis(250),
+            max_memory_bytes: 64 << 20,
+            output: OutputLimits::default(),
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The Wasm plugin runtime: one shared engine; each plugin compiled once,
+//! checked against the contract, and called in a fresh, limited instance.
+
+mod call_state;
+mod checks;
+pub mod build;
+pub mod engine;
+pub mod error;
+pub mod limits;
+pub mod loaded;
+
+pub use engine::PluginEngine;
+pub use error::{CallError, CallErrorKind, LoadError};
+pub use limits::PluginLimits;
+pub use loaded::{LoadedPlugin, PluginDescription, PluginStats, SnapshotRef};
