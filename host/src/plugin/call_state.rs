@@ -65,7 +65,11 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-fn truncate(mut message: String) -> String {
+/// Keeps a guest's line to one bounded line: control characters (newlines
+/// included) become spaces, so a guest cannot forge extra log lines.
+fn sanitize(message: String) -> String {
+    let mut message: String =
+        message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     if message.len() > MAX_LOG_BYTES {
         let mut end = MAX_LOG_BYTES;
         while !message.is_char_boundary(end) {
@@ -85,7 +89,7 @@ impl logging::Host for CallState {
         if self.log_lines > MAX_LOG_LINES {
             return;
         }
-        let message = truncate(message);
+        let message = sanitize(message);
         let (plugin, grain_type, grain_key, sequence) =
             (&*self.plugin, &self.grain_type, &self.grain_key, self.sequence);
         macro_rules! emit {

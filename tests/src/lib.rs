@@ -1,0 +1,99 @@
+//! Helpers for the end-to-end tests: build the real plugins from source
+//! (once per test process), find the real `replica-host` binary, and encode
+//! payloads exactly as Orlando does.
+
+pub mod orlando;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The workspace root.
+pub fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"))
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace());
+    cmd
+}
+
+/// Every plugin crate the tests use: `(crate name, directory)`.
+pub const PLUGINS: &[(&str, &str)] = &[
+    ("counter-plugin", "plugins/counter"),
+    ("bank-account-plugin", "plugins/bank-account"),
+    ("user-profile-plugin", "plugins/user-profile"),
+    ("misbehave-plugin", "tests/plugins/misbehave"),
+    ("wasi-import-plugin", "tests/plugins/wasi-import"),
+];
+
+/// Builds every plugin in [`PLUGINS`] with one cargo invocation and
+/// componentizes each; returns the component path of the crate `name`.
+pub fn plugin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let mut cmd = cargo();
+        cmd.args(["build", "--release", "--lib", "--target", "wasm32-unknown-unknown"]);
+        for (krate, _) in PLUGINS {
+            cmd.args(["-p", krate]);
+        }
+        let status = cmd.status().expect("run cargo");
+        assert!(status.success(), "building the test plugins failed");
+        PLUGINS
+            .iter()
+            .map(|(krate, _)| {
+                let core = target_dir()
+                    .join("wasm32-unknown-unknown/release")
+                    .join(format!("{}.wasm", krate.replace('-', "_")));
+                let component = replica_host::plugin::build::componentize(&core)
+                    .unwrap_or_else(|e| panic!("componentize {krate}: {e:#}"));
+                (krate.to_string(), component)
+            })
+            .collect()
+    });
+    built
+        .iter()
+        .find(|(krate, _)| krate == name)
+        .map(|(_, path)| path.clone())
+        .unwrap_or_else(|| panic!("unknown test plugin {name}"))
+}
+
+/// The core module (not a component) cargo built for the crate `name`.
+pub fn core_module(name: &str) -> PathBuf {
+    plugin(name);
+    target_dir().join("wasm32-unknown-unknown/release").join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// The `replica-host` binary, built (or brought up to date) on first use.
+pub fn host_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let status = cargo()
+            .args(["build", "-p", "replica-host", "--bin", "replica-host"])
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "building replica-host failed");
+        target_dir().join("debug/replica-host")
+    })
+    .clone()
+}
+
+/// Runs `replica-host` with `args`; returns (exit code, stdout, stderr).
+pub fn run_host(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(host_bin());
+    cmd.args(args).env_remove("RUST_LOG");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run replica-host");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
