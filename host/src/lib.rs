@@ -1,4 +1,10 @@
+pub mod config;
+pub mod consumer;
 pub mod contract;
+pub mod daemon;
+pub mod demo;
 pub mod plugin;
+pub mod plugin_set;
 pub mod replication_log;
+pub mod store;
 pub mod value;

@@ -2,7 +2,7 @@
 //! (once per test process), find the real `replica-host` binary, and encode
 //! payloads exactly as Orlando does.
 
-pub mod orlando;
+pub use replica_host::demo::orlando;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,6 +1,8 @@
 //! Command-line parsing and dispatch.
 
+mod demo;
 mod plugin;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +32,25 @@ enum Command {
     /// Build, inspect and try out plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Run the host: load and check every plugin, replicate, serve HTTP.
+    Run {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run everything locally: build the sample plugins, create an SQLite
+    /// log, write Orlando-format snapshots into it, and replicate them.
+    Demo {
+        /// Where the demo's log, plugins and config go.
+        #[arg(long, default_value = "target/demo")]
+        dir: PathBuf,
+        /// Address of the HTTP API.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// The sample plugins' sources.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins"))]
+        plugins_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -68,10 +89,13 @@ pub fn main() -> ExitCode {
     // stderr; guest logs show only when RUST_LOG asks for them.
     let default_filter = match cli.command {
         Command::Plugin(_) => "off",
+        Command::Run { .. } | Command::Demo { .. } => "info",
     };
     init_tracing(cli.log_format, default_filter);
     match cli.command {
         Command::Plugin(cmd) => plugin::run(cmd),
+        Command::Run { config } => run::run(&config),
+        Command::Demo { dir, listen, plugins_dir } => demo::run(dir, listen, plugins_dir),
     }
 }
 

@@ -4,11 +4,13 @@
 mod call_state;
 mod checks;
 pub mod build;
+pub mod decoder;
 pub mod engine;
 pub mod error;
 pub mod limits;
 pub mod loaded;
 
+pub use decoder::PluginDecoder;
 pub use engine::PluginEngine;
 pub use error::{CallError, CallErrorKind, LoadError};
 pub use limits::PluginLimits;

@@ -1,5 +1,6 @@
-//! The primary's side: the sample grains' states, declared here as Orlando
-//! declares them, and encoded with the real crates exactly as Orlando does.
+//! The primary's side of the sample grains: their states, declared as the
+//! Orlando grains declare them, and encoded with the real crates exactly as
+//! Orlando does. Used by the demo producer, the tests and the benchmarks.
 
 use serde::{Deserialize, Serialize};
 

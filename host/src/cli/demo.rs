@@ -1,0 +1,60 @@
+//! `replica-host demo`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use replica_host::config::Config;
+use replica_host::daemon;
+use replica_host::demo::producer::{ProducerConfig, run_producer};
+use replica_host::demo::{self as demo_lib};
+use replica_host::replication_log;
+
+pub(super) fn run(dir: PathBuf, listen: String, plugins_dir: PathBuf) -> ExitCode {
+    let config_path = match demo_lib::prepare(&plugins_dir, &dir, &listen) {
+        Ok(path) => path,
+        Err(e) => return fail(&format!("{e:#}")),
+    };
+    let config = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let log = match replication_log::open(&config.log_url()).await {
+            Ok(log) => log,
+            Err(e) => return fail(&e.to_string()),
+        };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let producer = tokio::spawn(run_producer(log, ProducerConfig::default(), stop_rx));
+        let config_shown = config_path.display().to_string();
+        let result = daemon::run(config, super::run::shutdown_signal(), move |addr| {
+            println!();
+            println!("replica-host demo is running (config: {config_shown}). Try:");
+            println!("  curl http://{addr}/v1/plugins");
+            println!("  curl http://{addr}/v1/replicas/Counter");
+            println!("  curl http://{addr}/v1/replicas/Counter/counter-0");
+            println!("  curl http://{addr}/v1/replicas/BankAccount/account-1");
+            println!("  curl http://{addr}/v1/replicas/UserProfile/user-0?max_staleness_ms=5000");
+            println!("  curl http://{addr}/metrics");
+            println!("Press Ctrl-C to stop.");
+        })
+        .await;
+        let _ = stop_tx.send(true);
+        let written = producer.await.unwrap_or(0);
+        match result {
+            Ok(()) => {
+                eprintln!("demo stopped; the producer wrote {written} entries");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e.to_string()),
+        }
+    })
+}
+
+fn fail(line: &str) -> ExitCode {
+    eprintln!("error: {}", line.replace('\n', " "));
+    ExitCode::FAILURE
+}

@@ -1,0 +1,44 @@
+//! `replica-host run --config FILE`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use replica_host::config::Config;
+use replica_host::daemon::{self, StartupError};
+
+/// Exit status for an invalid config or plugin.
+const EXIT_INVALID: u8 = 2;
+/// Exit status when the log or the listen address cannot be used.
+const EXIT_UNAVAILABLE: u8 = 1;
+
+pub(super) fn run(config_path: &Path) -> ExitCode {
+    let config = match Config::load(config_path) {
+        Ok(config) => config,
+        Err(e) => return fail(EXIT_INVALID, &e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(EXIT_UNAVAILABLE, &format!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(daemon::run(config, shutdown_signal(), |_| {}));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ StartupError::Invalid(_)) => fail(EXIT_INVALID, &e.to_string()),
+        Err(e @ StartupError::Unavailable(_)) => fail(EXIT_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+fn fail(code: u8, line: &str) -> ExitCode {
+    eprintln!("error: {}", line.replace('\n', " "));
+    ExitCode::from(code)
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub(super) async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,154 @@
+//! The `replica-host run` daemon: load and check every plugin, open the log,
+//! replicate, serve HTTP, and stop cleanly on a signal.
+//!
+//! Startup order: config → plugins (all compiled and checked; the first
+//! failure stops startup before anything else starts) → log → HTTP listener
+//! → consumers. Shutdown: consumers stop, in-flight plugin calls finish,
+//! the HTTP server closes, the log is dropped.
+
+pub mod http;
+pub mod metrics;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::consumer::{ConsumerConfig, ConsumerMetrics, Replicator, SnapshotDecoder};
+use crate::plugin::{PluginDecoder, PluginEngine};
+use crate::plugin_set::PluginSet;
+use crate::replication_log;
+use crate::store::ReplicaStore;
+
+/// Why the daemon did not start; each is one line for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The config or a plugin is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The log or the listen address cannot be used.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Longest wait for in-flight plugin calls at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the daemon until `shutdown` completes; `on_ready` is called with the
+/// bound HTTP address once everything runs.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), StartupError> {
+    let engine = PluginEngine::new()
+        .map_err(|e| StartupError::Unavailable(format!("cannot start the Wasm engine: {e:#}")))?;
+    let plugins = PluginSet::load(&config, &engine).map_err(StartupError::Invalid)?;
+
+    let url = config.log_url();
+    let log = replication_log::open(&url).await.map_err(|e| {
+        StartupError::Unavailable(format!("{}: log.url: {e}", config.source.display()))
+    })?;
+    let listener = tokio::net::TcpListener::bind(config.http.listen).await.map_err(|e| {
+        StartupError::Unavailable(format!(
+            "{}: http.listen {}: {e}",
+            config.source.display(),
+            config.http.listen
+        ))
+    })?;
+    let addr = listener.local_addr().map_err(|e| StartupError::Unavailable(e.to_string()))?;
+
+    let store = Arc::new(ReplicaStore::new());
+    let consumer_metrics = Arc::new(ConsumerMetrics::default());
+    let limiter = PluginDecoder::default_limiter();
+    let decoders: HashMap<String, Arc<dyn SnapshotDecoder>> = plugins
+        .iter()
+        .map(|(grain_type, plugin)| {
+            let decoder: Arc<dyn SnapshotDecoder> =
+                Arc::new(PluginDecoder::new(Arc::clone(plugin), Arc::clone(&limiter)));
+            (grain_type.clone(), decoder)
+        })
+        .collect();
+    let consumer_config = ConsumerConfig {
+        poll_interval: Duration::from_millis(config.consumer.poll_interval_ms),
+        batch_limit: config.consumer.batch_limit,
+        max_backoff: Duration::from_millis(config.consumer.max_backoff_ms),
+        ..ConsumerConfig::default()
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let lag = tokio::spawn(metrics::record_lag(Arc::clone(&store), stop_rx.clone()));
+    let replicator = Replicator::new(Arc::clone(&log), Arc::clone(&store), decoders, consumer_config)
+        .with_metrics(Arc::clone(&consumer_metrics))
+        .spawn(stop_rx.clone());
+
+    let api = http::ApiState {
+        store: Arc::clone(&store),
+        plugins: plugins.clone(),
+        log: Arc::clone(&log),
+        metrics: metrics::MetricsExporter::new(consumer_metrics),
+    };
+    let mut http_stop = stop_rx.clone();
+    let server = tokio::spawn(
+        axum::serve(listener, http::router(api))
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|stop| *stop).await;
+            })
+            .into_future(),
+    );
+
+    tracing::info!(
+        cluster_id = %config.cluster_id,
+        log = %redact(&url),
+        http = %addr,
+        plugins = plugins.len(),
+        "replica-host running"
+    );
+    on_ready(addr);
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = replicator.await;
+    // Let plugin calls already running on the blocking pool finish.
+    let permits = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) as u32;
+    if tokio::time::timeout(DRAIN_TIMEOUT, limiter.acquire_many(permits)).await.is_err() {
+        tracing::warn!("plugin calls still running after {DRAIN_TIMEOUT:?}; stopping anyway");
+    }
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
+    }
+    let _ = lag.await;
+    drop(log);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(super::redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(super::redact("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+}
