@@ -25,17 +25,26 @@ pub struct DecodeError {
 impl DecodeError {
     /// The payload is not a valid encoding of the state.
     pub fn malformed(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::MalformedPayload, message: message.into() }
+        Self {
+            kind: ErrorKind::MalformedPayload,
+            message: message.into(),
+        }
     }
 
     /// The payload's schema version is not one this plugin decodes.
     pub fn unsupported_version(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::UnsupportedSchemaVersion, message: message.into() }
+        Self {
+            kind: ErrorKind::UnsupportedSchemaVersion,
+            message: message.into(),
+        }
     }
 
     /// The plugin's own validation refused the decoded state.
     pub fn rejected(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Rejected, message: message.into() }
+        Self {
+            kind: ErrorKind::Rejected,
+            message: message.into(),
+        }
     }
 }
 

@@ -39,7 +39,10 @@ mod tests {
 
     #[test]
     fn bincode_round_trip_and_errors() {
-        let s = S { a: -5, b: "x".into() };
+        let s = S {
+            a: -5,
+            b: "x".into(),
+        };
         let bytes = bincode::serde::encode_to_vec(&s, bincode::config::standard()).unwrap();
         assert_eq!(super::bincode::<S>(&bytes).unwrap(), s);
 
@@ -57,6 +60,12 @@ mod tests {
         let err = json::<S>(b"{\"a\":1}").unwrap_err();
         assert_eq!(err.kind, crate::ErrorKind::MalformedPayload);
         assert!(err.message.contains("missing field `b`"), "{err}");
-        assert_eq!(json::<S>(br#"{"a":1,"b":"q"}"#).unwrap(), S { a: 1, b: "q".into() });
+        assert_eq!(
+            json::<S>(br#"{"a":1,"b":"q"}"#).unwrap(),
+            S {
+                a: 1,
+                b: "q".into()
+            }
+        );
     }
 }

@@ -62,7 +62,16 @@ impl<'a> NodeWriter<'a> {
             }
             None => (None, index),
         };
-        Ok(Compound { nodes, variant, body, kind, items: Vec::new(), fields: Vec::new(), entries: Vec::new(), pending_key: None })
+        Ok(Compound {
+            nodes,
+            variant,
+            body,
+            kind,
+            items: Vec::new(),
+            fields: Vec::new(),
+            entries: Vec::new(),
+            pending_key: None,
+        })
     }
 }
 
@@ -86,7 +95,9 @@ struct Compound<'a> {
 
 impl Compound<'_> {
     fn child<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<Index, ToValueError> {
-        value.serialize(NodeWriter { nodes: &mut *self.nodes })
+        value.serialize(NodeWriter {
+            nodes: &mut *self.nodes,
+        })
     }
 
     fn finish(self) -> Result<Index, ToValueError> {
@@ -137,7 +148,9 @@ impl<'a> ser::Serializer for NodeWriter<'a> {
     fn serialize_i128(self, v: i128) -> Result<Index, ToValueError> {
         match i64::try_from(v) {
             Ok(v) => self.serialize_i64(v),
-            Err(_) => Err(ToValueError(format!("i128 value {v} does not fit in 64 bits"))),
+            Err(_) => Err(ToValueError(format!(
+                "i128 value {v} does not fit in 64 bits"
+            ))),
         }
     }
     fn serialize_u8(self, v: u8) -> Result<Index, ToValueError> {
@@ -155,7 +168,9 @@ impl<'a> ser::Serializer for NodeWriter<'a> {
     fn serialize_u128(self, v: u128) -> Result<Index, ToValueError> {
         match u64::try_from(v) {
             Ok(v) => self.serialize_u64(v),
-            Err(_) => Err(ToValueError(format!("u128 value {v} does not fit in 64 bits"))),
+            Err(_) => Err(ToValueError(format!(
+                "u128 value {v} does not fit in 64 bits"
+            ))),
         }
     }
     fn serialize_f32(self, v: f32) -> Result<Index, ToValueError> {
@@ -195,7 +210,10 @@ impl<'a> ser::Serializer for NodeWriter<'a> {
         _index: u32,
         variant: &'static str,
     ) -> Result<Index, ToValueError> {
-        self.push(ValueNode::Variant(VariantValue { name: variant.to_string(), payload: None }))
+        self.push(ValueNode::Variant(VariantValue {
+            name: variant.to_string(),
+            payload: None,
+        }))
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
@@ -215,8 +233,10 @@ impl<'a> ser::Serializer for NodeWriter<'a> {
         let nodes = self.nodes;
         let index = NodeWriter { nodes: &mut *nodes }.push(ValueNode::Unit)?;
         let child = value.serialize(NodeWriter { nodes: &mut *nodes })?;
-        nodes[index as usize] =
-            ValueNode::Variant(VariantValue { name: variant.to_string(), payload: Some(child) });
+        nodes[index as usize] = ValueNode::Variant(VariantValue {
+            name: variant.to_string(),
+            payload: Some(child),
+        });
         Ok(index)
     }
     fn serialize_seq(self, _len: Option<usize>) -> Result<Compound<'a>, ToValueError> {
@@ -338,7 +358,10 @@ impl ser::SerializeStruct for Compound<'_> {
         value: &T,
     ) -> Result<(), ToValueError> {
         let value = self.child(value)?;
-        self.fields.push(Field { name: key.to_string(), value });
+        self.fields.push(Field {
+            name: key.to_string(),
+            value,
+        });
         Ok(())
     }
     fn end(self) -> Result<Index, ToValueError> {
@@ -412,22 +435,39 @@ mod tests {
             big: u64::MAX,
             neg: i64::MIN,
             name: "zoë ✓".into(),
-            tags: vec![E::Unit, E::New(7), E::Tup(-1, true), E::Str { x: Some(None) }],
+            tags: vec![
+                E::Unit,
+                E::New(7),
+                E::Tup(-1, true),
+                E::Str { x: Some(None) },
+            ],
             map: [("a".to_string(), 1.5)].into_iter().collect(),
         };
         let v = to_state_value(&value).unwrap();
         check_tree(&v);
-        let ValueNode::Record(fields) = &v.nodes[0] else { panic!("root is not a record") };
+        let ValueNode::Record(fields) = &v.nodes[0] else {
+            panic!("root is not a record")
+        };
         let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["big", "neg", "name", "tags", "map"]);
-        assert!(matches!(v.nodes[fields[0].value as usize], ValueNode::Unsigned(u64::MAX)));
-        assert!(matches!(v.nodes[fields[1].value as usize], ValueNode::Signed(i64::MIN)));
-        assert!(
-            matches!(&v.nodes[fields[2].value as usize], ValueNode::Text(s) if s == "zoë ✓")
-        );
+        assert!(matches!(
+            v.nodes[fields[0].value as usize],
+            ValueNode::Unsigned(u64::MAX)
+        ));
+        assert!(matches!(
+            v.nodes[fields[1].value as usize],
+            ValueNode::Signed(i64::MIN)
+        ));
+        assert!(matches!(&v.nodes[fields[2].value as usize], ValueNode::Text(s) if s == "zoë ✓"));
         // Some(None) keeps both layers.
-        let present = v.nodes.iter().position(|n| matches!(n, ValueNode::Present(_))).unwrap();
-        let ValueNode::Present(inner) = v.nodes[present] else { unreachable!() };
+        let present = v
+            .nodes
+            .iter()
+            .position(|n| matches!(n, ValueNode::Present(_)))
+            .unwrap();
+        let ValueNode::Present(inner) = v.nodes[present] else {
+            unreachable!()
+        };
         assert!(matches!(v.nodes[inner as usize], ValueNode::Absent));
     }
 

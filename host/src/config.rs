@@ -61,7 +61,11 @@ pub struct ConsumerSection {
 
 impl Default for ConsumerSection {
     fn default() -> Self {
-        Self { poll_interval_ms: 100, batch_limit: 100, max_backoff_ms: 30_000 }
+        Self {
+            poll_interval_ms: 100,
+            batch_limit: 100,
+            max_backoff_ms: 30_000,
+        }
     }
 }
 
@@ -75,7 +79,9 @@ pub struct HttpSection {
 
 impl Default for HttpSection {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
     }
 }
 
@@ -137,7 +143,11 @@ impl Config {
                     format!(":{line}")
                 })
                 .unwrap_or_default();
-            format!("{}{location}: {}", path.display(), e.message().trim().replace('\n', " "))
+            format!(
+                "{}{location}: {}",
+                path.display(),
+                e.message().trim().replace('\n', " ")
+            )
         })?;
         config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         config.source = path.to_path_buf();
@@ -157,7 +167,10 @@ impl Config {
             return Err(at("consumer.batch_limit must be at least 1".into()));
         }
         for (i, p) in self.plugins.iter().enumerate() {
-            if let Some(first) = self.plugins[..i].iter().position(|q| q.grain_type == p.grain_type) {
+            if let Some(first) = self.plugins[..i]
+                .iter()
+                .position(|q| q.grain_type == p.grain_type)
+            {
                 return Err(at(format!(
                     "plugin[{i}]: grain type {:?} is configured twice (also plugin[{first}])",
                     p.grain_type
@@ -166,7 +179,10 @@ impl Config {
             if let Some(pin) = &p.sha256
                 && (pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()))
             {
-                return Err(at(format!("plugin[{i}] ({}): sha256 must be 64 hex digits", p.grain_type)));
+                return Err(at(format!(
+                    "plugin[{i}] ({}): sha256 must be 64 hex digits",
+                    p.grain_type
+                )));
             }
         }
         Ok(())
@@ -177,7 +193,9 @@ impl Config {
         let url = &self.log.url;
         for prefix in ["sqlite://", "sqlite:"] {
             if let Some(rest) = url.strip_prefix(prefix) {
-                let (path, query) = rest.split_once('?').map_or((rest, None), |(p, q)| (p, Some(q)));
+                let (path, query) = rest
+                    .split_once('?')
+                    .map_or((rest, None), |(p, q)| (p, Some(q)));
                 if !path.is_empty() && Path::new(path).is_relative() && path != ":memory:" {
                     let resolved = self.base_dir.join(path);
                     return match query {
@@ -199,9 +217,12 @@ impl Config {
     pub fn plugin_limits(&self, entry: &PluginEntry) -> PluginLimits {
         let mut limits = PluginLimits::default();
         limits.timeout = Duration::from_millis(entry.timeout_ms.unwrap_or(self.limits.timeout_ms));
-        limits.max_memory_bytes =
-            (entry.max_memory_mib.unwrap_or(self.limits.max_memory_mib) as usize).saturating_mul(1 << 20);
-        limits.output.max_nodes = entry.max_output_nodes.unwrap_or(self.limits.max_output_nodes);
+        limits.max_memory_bytes = (entry.max_memory_mib.unwrap_or(self.limits.max_memory_mib)
+            as usize)
+            .saturating_mul(1 << 20);
+        limits.output.max_nodes = entry
+            .max_output_nodes
+            .unwrap_or(self.limits.max_output_nodes);
         limits
     }
 }
@@ -232,7 +253,10 @@ timeout_ms = 20
         assert_eq!(c.consumer.poll_interval_ms, 50);
         assert_eq!(c.consumer.batch_limit, 100);
         assert_eq!(c.log_url(), "sqlite:///etc/replica/replication.db");
-        assert_eq!(c.plugin_path(&c.plugins[0]), Path::new("/etc/replica/plugins/counter.wasm"));
+        assert_eq!(
+            c.plugin_path(&c.plugins[0]),
+            Path::new("/etc/replica/plugins/counter.wasm")
+        );
         let limits = c.plugin_limits(&c.plugins[0]);
         assert_eq!(limits.timeout, Duration::from_millis(20));
         assert_eq!(limits.max_memory_bytes, 64 << 20);
@@ -240,7 +264,10 @@ timeout_ms = 20
 
     #[test]
     fn unknown_keys_and_wrong_types_name_key_and_line() {
-        let text = GOOD.replace("poll_interval_ms = 50", "poll_interval_ms = 50\npoll_intervall = 3");
+        let text = GOOD.replace(
+            "poll_interval_ms = 50",
+            "poll_interval_ms = 50\npoll_intervall = 3",
+        );
         let err = Config::parse(&text, Path::new("host.toml")).unwrap_err();
         assert!(err.starts_with("host.toml:9: "), "{err}");
         assert!(err.contains("poll_intervall"), "{err}");
@@ -258,7 +285,10 @@ timeout_ms = 20
     fn refuses_duplicate_grain_types_and_bad_pins() {
         let text = format!("{GOOD}\n[[plugin]]\ngrain_type = \"Counter\"\npath = \"other.wasm\"\n");
         let err = Config::parse(&text, Path::new("h.toml")).unwrap_err();
-        assert!(err.contains("plugin[1]") && err.contains("configured twice"), "{err}");
+        assert!(
+            err.contains("plugin[1]") && err.contains("configured twice"),
+            "{err}"
+        );
         let text = GOOD.replace("timeout_ms = 20", "sha256 = \"abc\"");
         let err = Config::parse(&text, Path::new("h.toml")).unwrap_err();
         assert!(err.contains("sha256 must be 64 hex digits"), "{err}");

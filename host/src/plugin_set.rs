@@ -69,8 +69,10 @@ impl PluginSet {
 
     /// Builds a set from already loaded plugins (for embedders and tests).
     pub fn from_plugins(plugins: impl IntoIterator<Item = Arc<LoadedPlugin>>) -> Self {
-        let by_grain_type =
-            plugins.into_iter().map(|p| (p.description().grain_type.clone(), p)).collect();
+        let by_grain_type = plugins
+            .into_iter()
+            .map(|p| (p.description().grain_type.clone(), p))
+            .collect();
         Self { by_grain_type }
     }
 

@@ -2,7 +2,13 @@
 //! (once per test process), find the real `replica-host` binary, and encode
 //! payloads exactly as Orlando does.
 
+pub mod daemon;
+pub mod http;
+pub mod log_writer;
 pub use replica_host::demo::orlando;
+/// A real PostgreSQL server for tests, each test in a schema of its own.
+#[path = "../../host/tests/common/pg.rs"]
+pub mod pg;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,11 +16,15 @@ use std::sync::OnceLock;
 
 /// The workspace root.
 pub fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
 }
 
 fn cargo() -> Command {
@@ -38,7 +48,13 @@ pub fn plugin(name: &str) -> PathBuf {
     static BUILT: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let mut cmd = cargo();
-        cmd.args(["build", "--release", "--lib", "--target", "wasm32-unknown-unknown"]);
+        cmd.args([
+            "build",
+            "--release",
+            "--lib",
+            "--target",
+            "wasm32-unknown-unknown",
+        ]);
         for (krate, _) in PLUGINS {
             cmd.args(["-p", krate]);
         }
@@ -66,7 +82,9 @@ pub fn plugin(name: &str) -> PathBuf {
 /// The core module (not a component) cargo built for the crate `name`.
 pub fn core_module(name: &str) -> PathBuf {
     plugin(name);
-    target_dir().join("wasm32-unknown-unknown/release").join(format!("{}.wasm", name.replace('-', "_")))
+    target_dir()
+        .join("wasm32-unknown-unknown/release")
+        .join(format!("{}.wasm", name.replace('-', "_")))
 }
 
 /// The `replica-host` binary, built (or brought up to date) on first use.

@@ -71,21 +71,54 @@ replica_guest::export_plugin!(Thermostat);
     // Share the workspace's build cache so the SDK's dependencies compile once.
     let target = workspace().join("target/grain-author");
     let target = target.to_str().unwrap();
-    let (code, stdout, stderr) =
-        run_host(&["plugin", "build", krate.to_str().unwrap()], &[("CARGO_TARGET_DIR", target)]);
+    let (code, stdout, stderr) = run_host(
+        &["plugin", "build", krate.to_str().unwrap()],
+        &[("CARGO_TARGET_DIR", target)],
+    );
     assert_eq!(code, 0, "build failed:\n{stderr}");
-    let wasm = stdout.lines().last().expect("the component path is the last line").to_string();
+    let wasm = stdout
+        .lines()
+        .last()
+        .expect("the component path is the last line")
+        .to_string();
     assert!(std::path::Path::new(&wasm).is_file(), "{wasm}");
 
     let payload = dir.path().join("p.json");
-    std::fs::write(&payload, r#"{"celsius":21.5,"mode":{"Heat":{"target":22.5}}}"#).unwrap();
-    let (code, stdout, stderr) =
-        run_host(&["plugin", "decode", &wasm, "--payload", payload.to_str().unwrap()], &[]);
+    std::fs::write(
+        &payload,
+        r#"{"celsius":21.5,"mode":{"Heat":{"target":22.5}}}"#,
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run_host(
+        &[
+            "plugin",
+            "decode",
+            &wasm,
+            "--payload",
+            payload.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(stdout.trim_end(), r#"{"celsius":21.5,"mode":{"Heat":{"target":22.5}}}"#);
+    assert_eq!(
+        stdout.trim_end(),
+        r#"{"celsius":21.5,"mode":{"Heat":{"target":22.5}}}"#
+    );
 
     std::fs::write(&payload, r#"{"celsius":-300.0,"mode":"Off"}"#).unwrap();
-    let (code, _, stderr) = run_host(&["plugin", "decode", &wasm, "--payload", payload.to_str().unwrap()], &[]);
+    let (code, _, stderr) = run_host(
+        &[
+            "plugin",
+            "decode",
+            &wasm,
+            "--payload",
+            payload.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(code, 1);
-    assert!(stderr.contains("rejected") && stderr.contains("below absolute zero"), "{stderr}");
+    assert!(
+        stderr.contains("rejected") && stderr.contains("below absolute zero"),
+        "{stderr}"
+    );
 }

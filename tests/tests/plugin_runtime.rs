@@ -47,8 +47,14 @@ fn counter_decodes_orlando_bincode() {
     for count in [0, 1, -1, i64::MAX, i64::MIN] {
         let payload = orlando::bincode(&CounterState { count });
         let value = p.decode(snap("Counter", "c", &payload)).unwrap();
-        assert_eq!(value, Value::Record(vec![("count".into(), Value::I64(count))]));
-        assert_eq!(value.to_json().unwrap(), serde_json::to_string(&CounterState { count }).unwrap());
+        assert_eq!(
+            value,
+            Value::Record(vec![("count".into(), Value::I64(count))])
+        );
+        assert_eq!(
+            value.to_json().unwrap(),
+            serde_json::to_string(&CounterState { count }).unwrap()
+        );
     }
 }
 
@@ -60,12 +66,25 @@ fn bank_account_renders_exactly_like_serde_json() {
     none.tags.clear();
     for state in [orlando::sample_account(0), orlando::sample_account(3), none] {
         let payload = orlando::bincode(&state);
-        let value = p.decode(snap("BankAccount", "acc/1 \"ü\"", &payload)).unwrap();
-        assert_eq!(value.to_json().unwrap(), serde_json::to_string(&state).unwrap());
+        let value = p
+            .decode(snap("BankAccount", "acc/1 \"ü\"", &payload))
+            .unwrap();
+        assert_eq!(
+            value.to_json().unwrap(),
+            serde_json::to_string(&state).unwrap()
+        );
     }
     // u64 above 2^53 stays exact and typed.
-    let value = p.decode(snap("BankAccount", "a", &orlando::bincode(&orlando::sample_account(0)))).unwrap();
-    let Some(Value::Some(tx)) = value.field("last_transaction") else { panic!("no transaction: {value:?}") };
+    let value = p
+        .decode(snap(
+            "BankAccount",
+            "a",
+            &orlando::bincode(&orlando::sample_account(0)),
+        ))
+        .unwrap();
+    let Some(Value::Some(tx)) = value.field("last_transaction") else {
+        panic!("no transaction: {value:?}")
+    };
     assert_eq!(tx.field("id"), Some(&Value::U64(u64::MAX)));
 }
 
@@ -78,8 +97,13 @@ fn user_profile_decodes_orlando_json() {
         visits: u32::MAX,
         roles: vec!["admin".into(), "ops".into()],
     };
-    let value = p.decode(snap("UserProfile", "u-1", &orlando::json(&state))).unwrap();
-    assert_eq!(value.to_json().unwrap(), serde_json::to_string(&state).unwrap());
+    let value = p
+        .decode(snap("UserProfile", "u-1", &orlando::json(&state)))
+        .unwrap();
+    assert_eq!(
+        value.to_json().unwrap(),
+        serde_json::to_string(&state).unwrap()
+    );
     assert_eq!(value.field("visits"), Some(&Value::U64(u32::MAX as u64)));
 }
 
@@ -94,11 +118,15 @@ fn malformed_and_empty_payloads_are_typed_errors() {
     let bank = load("bank-account-plugin");
     let mut truncated = orlando::bincode(&orlando::sample_account(0));
     truncated.truncate(truncated.len() / 2);
-    let err = bank.decode(snap("BankAccount", "a", &truncated)).unwrap_err();
+    let err = bank
+        .decode(snap("BankAccount", "a", &truncated))
+        .unwrap_err();
     assert_eq!(err.kind, CallErrorKind::MalformedPayload);
 
     let users = load("user-profile-plugin");
-    let err = users.decode(snap("UserProfile", "u", br#"{"name":"x"}"#)).unwrap_err();
+    let err = users
+        .decode(snap("UserProfile", "u", br#"{"name":"x"}"#))
+        .unwrap_err();
     assert_eq!(err.kind, CallErrorKind::MalformedPayload);
     assert!(err.message.contains("missing field"), "{err}");
     assert_eq!(counter.stats().failures(), 1);
@@ -108,17 +136,31 @@ fn malformed_and_empty_payloads_are_typed_errors() {
 #[test]
 fn a_panic_is_a_trap_carrying_its_message_and_the_plugin_stays_usable() {
     let p = load("misbehave-plugin");
-    let err = p.decode(snap("Misbehave", "grain-p", b"panic")).unwrap_err();
+    let err = p
+        .decode(snap("Misbehave", "grain-p", b"panic"))
+        .unwrap_err();
     assert_eq!(err.kind, CallErrorKind::Trap);
-    assert!(err.message.contains("deliberate panic for grain grain-p"), "{err}");
+    assert!(
+        err.message.contains("deliberate panic for grain grain-p"),
+        "{err}"
+    );
     // The trapped instance is gone; the next call runs in a fresh one.
-    let ok = p.decode(snap("Misbehave", "g", &orlando::bincode(&CounterState { count: 5 }))).unwrap();
+    let ok = p
+        .decode(snap(
+            "Misbehave",
+            "g",
+            &orlando::bincode(&CounterState { count: 5 }),
+        ))
+        .unwrap();
     assert_eq!(ok.to_json().unwrap(), r#"{"count":5}"#);
 }
 
 #[test]
 fn an_endless_loop_times_out() {
-    let limits = PluginLimits { timeout: std::time::Duration::from_millis(50), ..Default::default() };
+    let limits = PluginLimits {
+        timeout: std::time::Duration::from_millis(50),
+        ..Default::default()
+    };
     let p = load_with("misbehave-plugin", limits);
     let started = std::time::Instant::now();
     let err = p.decode(snap("Misbehave", "g", b"loop")).unwrap_err();
@@ -131,7 +173,10 @@ fn an_endless_loop_times_out() {
 
 #[test]
 fn unbounded_memory_growth_is_refused() {
-    let limits = PluginLimits { max_memory_bytes: 16 << 20, ..Default::default() };
+    let limits = PluginLimits {
+        max_memory_bytes: 16 << 20,
+        ..Default::default()
+    };
     let p = load_with("misbehave-plugin", limits);
     let err = p.decode(snap("Misbehave", "g", b"grow")).unwrap_err();
     assert_eq!(err.kind, CallErrorKind::OutOfMemory, "{err}");
@@ -153,18 +198,28 @@ fn oversized_or_too_deep_output_is_refused() {
     assert_eq!(err.kind, CallErrorKind::BadOutput);
     assert!(err.message.contains("nested more than 128"), "{err}");
     let limits = PluginLimits {
-        output: replica_host::value::OutputLimits { max_nodes: 1000, ..Default::default() },
+        output: replica_host::value::OutputLimits {
+            max_nodes: 1000,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let p = load_with("misbehave-plugin", limits);
-    assert_eq!(p.decode(snap("Misbehave", "g", b"wide:2000")).unwrap_err().kind, CallErrorKind::BadOutput);
+    assert_eq!(
+        p.decode(snap("Misbehave", "g", b"wide:2000"))
+            .unwrap_err()
+            .kind,
+        CallErrorKind::BadOutput
+    );
     assert!(p.decode(snap("Misbehave", "g", b"wide:500")).is_ok());
 }
 
 #[test]
 fn no_state_survives_between_calls() {
     let p = load("misbehave-plugin");
-    let first = p.decode(snap("Misbehave", "a", b"remember:secret-of-a")).unwrap();
+    let first = p
+        .decode(snap("Misbehave", "a", b"remember:secret-of-a"))
+        .unwrap();
     let second = p.decode(snap("Misbehave", "b", b"remember:b")).unwrap();
     assert_eq!(first.to_json().unwrap(), r#"["secret-of-a"]"#);
     assert_eq!(second.to_json().unwrap(), r#"["b"]"#);
@@ -175,18 +230,33 @@ fn files_that_are_not_valid_plugins_are_refused_clearly() {
     let engine = PluginEngine::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cases: Vec<(std::path::PathBuf, &str)> = vec![
-        (replica_e2e::plugin("wasi-import-plugin"), "imports `wasi:random/random@0.2.0`"),
-        (replica_e2e::core_module("counter-plugin"), "core WebAssembly module, not a component"),
-        (write(dir.path(), "text.wasm", b"hello"), "not a WebAssembly file"),
+        (
+            replica_e2e::plugin("wasi-import-plugin"),
+            "imports `wasi:random/random@0.2.0`",
+        ),
+        (
+            replica_e2e::core_module("counter-plugin"),
+            "core WebAssembly module, not a component",
+        ),
+        (
+            write(dir.path(), "text.wasm", b"hello"),
+            "not a WebAssembly file",
+        ),
         (write(dir.path(), "empty.wasm", b""), "empty"),
         (
-            write(dir.path(), "truncated.wasm", &std::fs::read(plugin("counter-plugin")).unwrap()[..500]),
+            write(
+                dir.path(),
+                "truncated.wasm",
+                &std::fs::read(plugin("counter-plugin")).unwrap()[..500],
+            ),
             "not a valid component",
         ),
         (dir.path().join("missing.wasm"), "cannot read the file"),
     ];
     for (path, expected) in cases {
-        let err = LoadedPlugin::load(&engine, &path, PluginLimits::default()).err().expect("must be refused");
+        let err = LoadedPlugin::load(&engine, &path, PluginLimits::default())
+            .err()
+            .expect("must be refused");
         let text = err.to_string();
         assert!(text.contains(expected), "{}: {text}", path.display());
         assert!(text.starts_with(&path.display().to_string()), "{text}");

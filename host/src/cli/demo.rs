@@ -18,7 +18,10 @@ pub(super) fn run(dir: PathBuf, listen: String, plugins_dir: PathBuf) -> ExitCod
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };

@@ -95,13 +95,18 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Run { config } => run::run(&config),
-        Command::Demo { dir, listen, plugins_dir } => demo::run(dir, listen, plugins_dir),
+        Command::Demo {
+            dir,
+            listen,
+            plugins_dir,
+        } => demo::run(dir, listen, plugins_dir),
     }
 }
 
 fn init_tracing(format: LogFormat, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -28,8 +28,14 @@ pub(super) fn run(cmd: PluginCommand) -> ExitCode {
                 let d = plugin.description();
                 println!("file:           {}", file.display());
                 println!("grain type:     {}", d.grain_type);
-                println!("state schema:   {} version {}", d.schema_name, d.schema_version);
-                println!("contract:       {CONTRACT_PACKAGE}@{CONTRACT_VERSION} (sdk {})", d.sdk_version);
+                println!(
+                    "state schema:   {} version {}",
+                    d.schema_name, d.schema_version
+                );
+                println!(
+                    "contract:       {CONTRACT_PACKAGE}@{CONTRACT_VERSION} (sdk {})",
+                    d.sdk_version
+                );
                 println!("imports:        {}", plugin.imports().join(", "));
                 println!("size:           {} bytes", plugin.size());
                 println!("sha256:         {}", plugin.sha256());
@@ -37,14 +43,24 @@ pub(super) fn run(cmd: PluginCommand) -> ExitCode {
             }
             Err(code) => code,
         },
-        PluginCommand::Decode { file, payload, grain_key, sequence } => {
+        PluginCommand::Decode {
+            file,
+            payload,
+            grain_key,
+            sequence,
+        } => {
             let plugin = match load(&file) {
                 Ok(plugin) => plugin,
                 Err(code) => return code,
             };
             let bytes = match std::fs::read(&payload) {
                 Ok(bytes) => bytes,
-                Err(e) => return fail(EXIT_DECODE_FAILED, &format!("error: {}: {e}", payload.display())),
+                Err(e) => {
+                    return fail(
+                        EXIT_DECODE_FAILED,
+                        &format!("error: {}: {e}", payload.display()),
+                    );
+                }
             };
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -58,9 +74,17 @@ pub(super) fn run(cmd: PluginCommand) -> ExitCode {
                 source_cluster: "cli",
                 payload: &bytes,
             };
-            match plugin.decode(snapshot).map_err(|e| e.to_string()).and_then(|v| {
-                v.to_json().map_err(|e| format!("plugin {}: state cannot be rendered as JSON: {e}", plugin.name()))
-            }) {
+            match plugin
+                .decode(snapshot)
+                .map_err(|e| e.to_string())
+                .and_then(|v| {
+                    v.to_json().map_err(|e| {
+                        format!(
+                            "plugin {}: state cannot be rendered as JSON: {e}",
+                            plugin.name()
+                        )
+                    })
+                }) {
                 Ok(json) => {
                     println!("{json}");
                     ExitCode::SUCCESS
@@ -72,7 +96,12 @@ pub(super) fn run(cmd: PluginCommand) -> ExitCode {
 }
 
 fn load(file: &Path) -> Result<LoadedPlugin, ExitCode> {
-    let engine = PluginEngine::new().map_err(|e| fail(EXIT_BAD_PLUGIN, &format!("error: cannot start the Wasm engine: {e:#}")))?;
+    let engine = PluginEngine::new().map_err(|e| {
+        fail(
+            EXIT_BAD_PLUGIN,
+            &format!("error: cannot start the Wasm engine: {e:#}"),
+        )
+    })?;
     LoadedPlugin::load(&engine, file, PluginLimits::default())
         .map_err(|e| fail(EXIT_BAD_PLUGIN, &format!("error: invalid plugin {e}")))
 }

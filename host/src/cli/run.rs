@@ -16,9 +16,17 @@ pub(super) fn run(config_path: &Path) -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(EXIT_INVALID, &e),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
-        Err(e) => return fail(EXIT_UNAVAILABLE, &format!("cannot start the async runtime: {e}")),
+        Err(e) => {
+            return fail(
+                EXIT_UNAVAILABLE,
+                &format!("cannot start the async runtime: {e}"),
+            );
+        }
     };
     let result = runtime.block_on(daemon::run(config, shutdown_signal(), |_| {}));
     match result {

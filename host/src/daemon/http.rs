@@ -40,12 +40,22 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/plugins", get(plugins))
         .route("/v1/replicas/{grain_type}", get(list_keys))
         .route("/v1/replicas/{grain_type}/{*grain_key}", get(get_replica))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint".into()) })
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint".into(),
+            )
+        })
         .with_state(state)
 }
 
 fn error(status: StatusCode, code: &str, message: String) -> Response {
-    (status, axum::Json(serde_json::json!({ "error": code, "message": message }))).into_response()
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": code, "message": message })),
+    )
+        .into_response()
 }
 
 /// A replica as the API renders it.
@@ -79,7 +89,9 @@ fn render(replica: &Replica) -> Result<String, serde_json::Error> {
         timestamp_millis: replica.timestamp_millis,
         source_cluster: &replica.source_cluster,
         applied_at_millis: replica.applied_at.and_then(|t| {
-            t.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_millis() as i64)
+            t.duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_millis() as i64)
         }),
         status: replica.status.label(),
         status_detail,
@@ -98,10 +110,18 @@ async fn get_replica(
     query: Result<Query<ReplicaQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(query)) = query else {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "max_staleness_ms must be a non-negative integer".into());
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "max_staleness_ms must be a non-negative integer".into(),
+        );
     };
     let Some(replica) = api.store.get(&grain_type, &grain_key) else {
-        return error(StatusCode::NOT_FOUND, "unknown_grain", format!("no replica of {grain_type}/{grain_key}"));
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_grain",
+            format!("no replica of {grain_type}/{grain_key}"),
+        );
     };
     if let Some(max) = query.max_staleness_ms {
         let staleness = now_millis().saturating_sub(replica.timestamp_millis);
@@ -109,13 +129,19 @@ async fn get_replica(
             return error(
                 StatusCode::CONFLICT,
                 "stale",
-                format!("{grain_type}/{grain_key} is {staleness} ms behind the primary, more than {max} ms"),
+                format!(
+                    "{grain_type}/{grain_key} is {staleness} ms behind the primary, more than {max} ms"
+                ),
             );
         }
     }
     match render(&replica) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "render", format!("state cannot be rendered as JSON: {e}")),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "render",
+            format!("state cannot be rendered as JSON: {e}"),
+        ),
     }
 }
 
@@ -131,21 +157,33 @@ async fn list_keys(
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(page)) = query else {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "limit must be a positive integer".into());
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "limit must be a positive integer".into(),
+        );
     };
     if api.plugins.get(&grain_type).is_none() {
-        return error(StatusCode::NOT_FOUND, "unknown_grain_type", format!("no plugin replicates grain type {grain_type}"));
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_grain_type",
+            format!("no plugin replicates grain type {grain_type}"),
+        );
     }
     let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
-    let mut keys = api.store.keys(&grain_type, page.after.as_deref(), limit + 1);
+    let mut keys = api
+        .store
+        .keys(&grain_type, page.after.as_deref(), limit + 1);
     let next_after = if keys.len() > limit {
         keys.truncate(limit);
         keys.last().cloned()
     } else {
         None
     };
-    axum::Json(serde_json::json!({ "grain_type": grain_type, "keys": keys, "next_after": next_after }))
-        .into_response()
+    axum::Json(
+        serde_json::json!({ "grain_type": grain_type, "keys": keys, "next_after": next_after }),
+    )
+    .into_response()
 }
 
 async fn plugins(State(api): State<ApiState>) -> Response {
@@ -176,8 +214,13 @@ async fn plugins(State(api): State<ApiState>) -> Response {
 
 async fn readyz(State(api): State<ApiState>) -> Response {
     match api.log.ping().await {
-        Ok(()) => axum::Json(serde_json::json!({ "ready": true, "plugins": api.plugins.len() })).into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "log_unreachable", e.to_string()),
+        Ok(()) => axum::Json(serde_json::json!({ "ready": true, "plugins": api.plugins.len() }))
+            .into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "log_unreachable",
+            e.to_string(),
+        ),
     }
 }
 

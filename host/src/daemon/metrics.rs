@@ -22,7 +22,10 @@ fn handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+            let buckets = [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ];
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("seconds".into()), &buckets)
                 .expect("non-empty buckets")
@@ -38,7 +41,10 @@ fn handle() -> PrometheusHandle {
 impl MetricsExporter {
     /// An exporter reading the consumer's counters.
     pub fn new(consumer: Arc<ConsumerMetrics>) -> Self {
-        Self { handle: handle(), consumer }
+        Self {
+            handle: handle(),
+            consumer,
+        }
     }
 
     /// Publishes the current counters and renders everything.
@@ -46,11 +52,16 @@ impl MetricsExporter {
         let snapshot = self.consumer.snapshot();
         for (grain_type, s) in &snapshot.grain_types {
             let gt = grain_type.clone();
-            metrics::counter!("replica_snapshots_applied_total", "grain_type" => gt.clone()).absolute(s.snapshots_applied);
-            metrics::counter!("replica_snapshots_skipped_total", "grain_type" => gt.clone()).absolute(s.snapshots_skipped);
-            metrics::counter!("replica_deltas_refused_total", "grain_type" => gt.clone()).absolute(s.deltas_refused);
-            metrics::counter!("replica_rows_refused_total", "grain_type" => gt.clone()).absolute(s.rows_refused);
-            metrics::counter!("replica_log_read_errors_total", "grain_type" => gt.clone()).absolute(s.read_errors + s.discovery_errors);
+            metrics::counter!("replica_snapshots_applied_total", "grain_type" => gt.clone())
+                .absolute(s.snapshots_applied);
+            metrics::counter!("replica_snapshots_skipped_total", "grain_type" => gt.clone())
+                .absolute(s.snapshots_skipped);
+            metrics::counter!("replica_deltas_refused_total", "grain_type" => gt.clone())
+                .absolute(s.deltas_refused);
+            metrics::counter!("replica_rows_refused_total", "grain_type" => gt.clone())
+                .absolute(s.rows_refused);
+            metrics::counter!("replica_log_read_errors_total", "grain_type" => gt.clone())
+                .absolute(s.read_errors + s.discovery_errors);
             metrics::gauge!("replica_grains", "grain_type" => gt.clone()).set(s.grains as f64);
             for (kind, n) in &s.decode_failures {
                 metrics::counter!("replica_decode_failures_total", "grain_type" => gt.clone(), "kind" => kind.as_str())
@@ -62,10 +73,15 @@ impl MetricsExporter {
         }
         for (grain_type, plugin) in plugins.iter() {
             let counts = store.status_counts(grain_type);
-            for (status, n) in [("ok", counts.ok), ("behind", counts.behind), ("failing", counts.failing)] {
+            for (status, n) in [
+                ("ok", counts.ok),
+                ("behind", counts.behind),
+                ("failing", counts.failing),
+            ] {
                 metrics::gauge!("replica_replicas", "grain_type" => grain_type.clone(), "status" => status).set(n as f64);
             }
-            metrics::counter!("replica_plugin_calls_total", "grain_type" => grain_type.clone()).absolute(plugin.stats().calls());
+            metrics::counter!("replica_plugin_calls_total", "grain_type" => grain_type.clone())
+                .absolute(plugin.stats().calls());
             metrics::counter!("replica_plugin_failures_total", "grain_type" => grain_type.clone())
                 .absolute(plugin.stats().failures());
         }
@@ -75,7 +91,10 @@ impl MetricsExporter {
 
 /// Records replication lag (apply time minus the entry's timestamp) for
 /// every applied snapshot, until the store's change channel closes.
-pub async fn record_lag(store: Arc<ReplicaStore>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn record_lag(
+    store: Arc<ReplicaStore>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     use tokio::sync::broadcast::error::RecvError;
     let mut changes = store.subscribe();
     drop(store);

@@ -52,14 +52,18 @@ pub async fn run(
     let log = replication_log::open(&url).await.map_err(|e| {
         StartupError::Unavailable(format!("{}: log.url: {e}", config.source.display()))
     })?;
-    let listener = tokio::net::TcpListener::bind(config.http.listen).await.map_err(|e| {
-        StartupError::Unavailable(format!(
-            "{}: http.listen {}: {e}",
-            config.source.display(),
-            config.http.listen
-        ))
-    })?;
-    let addr = listener.local_addr().map_err(|e| StartupError::Unavailable(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|e| {
+            StartupError::Unavailable(format!(
+                "{}: http.listen {}: {e}",
+                config.source.display(),
+                config.http.listen
+            ))
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartupError::Unavailable(e.to_string()))?;
 
     let store = Arc::new(ReplicaStore::new());
     let consumer_metrics = Arc::new(ConsumerMetrics::default());
@@ -81,9 +85,14 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let lag = tokio::spawn(metrics::record_lag(Arc::clone(&store), stop_rx.clone()));
-    let replicator = Replicator::new(Arc::clone(&log), Arc::clone(&store), decoders, consumer_config)
-        .with_metrics(Arc::clone(&consumer_metrics))
-        .spawn(stop_rx.clone());
+    let replicator = Replicator::new(
+        Arc::clone(&log),
+        Arc::clone(&store),
+        decoders,
+        consumer_config,
+    )
+    .with_metrics(Arc::clone(&consumer_metrics))
+    .spawn(stop_rx.clone());
 
     let api = http::ApiState {
         store: Arc::clone(&store),
@@ -102,7 +111,7 @@ pub async fn run(
 
     tracing::info!(
         cluster_id = %config.cluster_id,
-        log = %redact(&url),
+        log = %replication_log::redact_password(&url),
         http = %addr,
         plugins = plugins.len(),
         "replica-host running"
@@ -114,8 +123,13 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = replicator.await;
     // Let plugin calls already running on the blocking pool finish.
-    let permits = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) as u32;
-    if tokio::time::timeout(DRAIN_TIMEOUT, limiter.acquire_many(permits)).await.is_err() {
+    let permits = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2) as u32;
+    if tokio::time::timeout(DRAIN_TIMEOUT, limiter.acquire_many(permits))
+        .await
+        .is_err()
+    {
         tracing::warn!("plugin calls still running after {DRAIN_TIMEOUT:?}; stopping anyway");
     }
     match server.await {
@@ -127,28 +141,4 @@ pub async fn run(
     drop(log);
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The URL without its password, for logs.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(super::redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(super::redact("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
-    }
 }

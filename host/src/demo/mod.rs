@@ -12,8 +12,11 @@ use anyhow::Context;
 use crate::plugin::build::build_plugin;
 
 /// The sample plugins: (grain type, crate directory under `plugins/`).
-pub const SAMPLE_PLUGINS: &[(&str, &str)] =
-    &[("Counter", "counter"), ("BankAccount", "bank-account"), ("UserProfile", "user-profile")];
+pub const SAMPLE_PLUGINS: &[(&str, &str)] = &[
+    ("Counter", "counter"),
+    ("BankAccount", "bank-account"),
+    ("UserProfile", "user-profile"),
+];
 
 /// Builds the sample plugins from `plugins_dir` and writes a config for them
 /// into `demo_dir`, with the log at `demo_dir/replication.db` (removed first).
@@ -28,7 +31,9 @@ pub fn prepare(plugins_dir: &Path, demo_dir: &Path, listen: &str) -> anyhow::Res
         let built = build_plugin(&plugins_dir.join(dir))?;
         let target = demo_dir.join(format!("{dir}.wasm"));
         std::fs::copy(&built, &target).with_context(|| format!("{}", target.display()))?;
-        config.push_str(&format!("\n[[plugin]]\ngrain_type = \"{grain_type}\"\npath = \"{dir}.wasm\"\n"));
+        config.push_str(&format!(
+            "\n[[plugin]]\ngrain_type = \"{grain_type}\"\npath = \"{dir}.wasm\"\n"
+        ));
     }
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(demo_dir.join(format!("replication.db{suffix}")));

@@ -65,8 +65,12 @@ pub fn sample_account(i: u64) -> AccountState {
     AccountState {
         owner: format!("Zoë \"Ω\" #{i}"),
         balance_cents: -1_234_567 - i as i64,
-        frozen: i % 2 == 0,
+        frozen: i.is_multiple_of(2),
         tags: vec!["vip".into(), "日本".into()],
-        last_transaction: Some(Transaction { id: u64::MAX - i, amount_cents: i64::MIN + 1, memo: "rent/déc".into() }),
+        last_transaction: Some(Transaction {
+            id: u64::MAX - i,
+            amount_cents: i64::MIN + 1,
+            memo: "rent/déc".into(),
+        }),
     }
 }

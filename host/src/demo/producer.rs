@@ -43,10 +43,20 @@ pub async fn run_producer(
     loop {
         let i = (round as usize) % config.grains_per_type.max(1);
         let sequence = round / config.grains_per_type.max(1) as u64 + 1;
-        let delta = config.delta_every > 0 && sequence % config.delta_every == 0;
+        let delta = config.delta_every > 0 && sequence.is_multiple_of(config.delta_every);
         for (grain_type, key, payload) in [
-            ("Counter", format!("counter-{i}"), orlando::bincode(&CounterState { count: sequence as i64 * 10 + i as i64 })),
-            ("BankAccount", format!("account-{i}"), orlando::bincode(&orlando::sample_account(sequence))),
+            (
+                "Counter",
+                format!("counter-{i}"),
+                orlando::bincode(&CounterState {
+                    count: sequence as i64 * 10 + i as i64,
+                }),
+            ),
+            (
+                "BankAccount",
+                format!("account-{i}"),
+                orlando::bincode(&orlando::sample_account(sequence)),
+            ),
             (
                 "UserProfile",
                 format!("user-{i}"),
@@ -64,7 +74,11 @@ pub async fn run_producer(
                 sequence,
                 timestamp_millis: now_millis(),
                 source_cluster: config.source_cluster.clone(),
-                entry_type: if delta { EntryType::Delta } else { EntryType::FullState },
+                entry_type: if delta {
+                    EntryType::Delta
+                } else {
+                    EntryType::FullState
+                },
                 payload,
             };
             match log.append(&entry).await {

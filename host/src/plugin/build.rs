@@ -16,14 +16,23 @@ pub const PLUGIN_TARGET: &str = "wasm32-unknown-unknown";
 pub fn build_plugin(dir: &Path) -> anyhow::Result<PathBuf> {
     let manifest = dir.join("Cargo.toml");
     if !manifest.is_file() {
-        bail!("{}: no Cargo.toml, not a plugin crate directory", dir.display());
+        bail!(
+            "{}: no Cargo.toml, not a plugin crate directory",
+            dir.display()
+        );
     }
-    let manifest = manifest.canonicalize().with_context(|| format!("{}", manifest.display()))?;
+    let manifest = manifest
+        .canonicalize()
+        .with_context(|| format!("{}", manifest.display()))?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut child = Command::new(cargo)
         .current_dir(dir)
         .args(["build", "--release", "--lib", "--target", PLUGIN_TARGET])
-        .args(["--message-format", "json-render-diagnostics", "--manifest-path"])
+        .args([
+            "--message-format",
+            "json-render-diagnostics",
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .stdout(Stdio::piped())
         .spawn()
@@ -40,9 +49,14 @@ pub fn build_plugin(dir: &Path) -> anyhow::Result<PathBuf> {
     let status = child.wait().context("waiting for cargo")?;
     if !status.success() {
         if !target_installed() {
-            bail!("the {PLUGIN_TARGET} target is not installed: run `rustup target add {PLUGIN_TARGET}`");
+            bail!(
+                "the {PLUGIN_TARGET} target is not installed: run `rustup target add {PLUGIN_TARGET}`"
+            );
         }
-        bail!("cargo build failed for {} (see the errors above)", manifest.display());
+        bail!(
+            "cargo build failed for {} (see the errors above)",
+            manifest.display()
+        );
     }
     let Some(core_module) = core_module else {
         bail!(
@@ -67,7 +81,12 @@ fn cdylib_artifact(line: &str, manifest: &Path) -> Option<PathBuf> {
     if !kinds.iter().any(|k| k == "cdylib") {
         return None;
     }
-    msg["filenames"].as_array()?.iter().filter_map(|f| f.as_str()).find(|f| f.ends_with(".wasm")).map(PathBuf::from)
+    msg["filenames"]
+        .as_array()?
+        .iter()
+        .filter_map(|f| f.as_str())
+        .find(|f| f.ends_with(".wasm"))
+        .map(PathBuf::from)
 }
 
 /// Wraps a core module into a component next to it, under `plugin/`.
@@ -87,7 +106,10 @@ pub fn componentize(core_module: &Path) -> anyhow::Result<PathBuf> {
                 anyhow::anyhow!("{}: cannot make a component: {text}", core_module.display())
             }
         })?;
-    let dir = core_module.parent().unwrap_or(Path::new(".")).join("plugin");
+    let dir = core_module
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("plugin");
     std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
     let output = dir.join(core_module.file_name().expect("a file name"));
     std::fs::write(&output, component).with_context(|| format!("{}", output.display()))?;
@@ -98,7 +120,11 @@ fn target_installed() -> bool {
     Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == PLUGIN_TARGET))
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == PLUGIN_TARGET)
+        })
         // Without rustup we cannot tell; do not claim it is missing.
         .unwrap_or(true)
 }

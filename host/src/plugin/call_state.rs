@@ -26,13 +26,22 @@ pub(crate) struct CallState {
 }
 
 impl CallState {
-    pub fn new(plugin: Arc<str>, grain_type: &str, grain_key: &str, sequence: u64, max_memory: usize) -> Self {
+    pub fn new(
+        plugin: Arc<str>,
+        grain_type: &str,
+        grain_key: &str,
+        sequence: u64,
+        max_memory: usize,
+    ) -> Self {
         Self {
             plugin,
             grain_type: grain_type.to_string(),
             grain_key: grain_key.to_string(),
             sequence,
-            memory: MemoryLimiter { max_bytes: max_memory, denied: false },
+            memory: MemoryLimiter {
+                max_bytes: max_memory,
+                denied: false,
+            },
             log_lines: 0,
             last_error: None,
         }
@@ -52,7 +61,12 @@ pub(crate) struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
             self.denied = true;
             return Ok(false);
@@ -60,7 +74,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -68,15 +87,17 @@ impl ResourceLimiter for MemoryLimiter {
 /// Keeps a guest's line to one bounded line: control characters (newlines
 /// included) become spaces, so a guest cannot forge extra log lines.
 fn sanitize(message: String) -> String {
-    let mut message: String =
-        message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let mut message: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if message.len() > MAX_LOG_BYTES {
         let mut end = MAX_LOG_BYTES;
         while !message.is_char_boundary(end) {
             end -= 1;
         }
         message.truncate(end);
-        message.push_str("…");
+        message.push('…');
     }
     message
 }
@@ -90,8 +111,12 @@ impl logging::Host for CallState {
             return;
         }
         let message = sanitize(message);
-        let (plugin, grain_type, grain_key, sequence) =
-            (&*self.plugin, &self.grain_type, &self.grain_key, self.sequence);
+        let (plugin, grain_type, grain_key, sequence) = (
+            &*self.plugin,
+            &self.grain_type,
+            &self.grain_key,
+            self.sequence,
+        );
         macro_rules! emit {
             ($lvl:expr) => {
                 tracing::event!(target: "replica_host::plugin", $lvl, plugin, grain_type, grain_key, sequence, "{message}")

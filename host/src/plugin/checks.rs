@@ -24,20 +24,26 @@ pub(crate) fn check_header(bytes: &[u8]) -> Result<(), String> {
             "a core WebAssembly module, not a component: build it with `replica-host plugin build`"
                 .to_string(),
         ),
-        _ => Err(format!("unknown WebAssembly version/layer {:02x?}", &bytes[4..8])),
+        _ => Err(format!(
+            "unknown WebAssembly version/layer {:02x?}",
+            &bytes[4..8]
+        )),
     }
 }
 
 /// The interfaces a plugin may import (any version of our major).
 fn import_allowed(name: &str) -> bool {
-    ["logging", "types"].iter().any(|iface| {
-        parse_versioned(name, iface).is_some_and(|(major, _)| major == CONTRACT_MAJOR)
-    })
+    ["logging", "types"]
+        .iter()
+        .any(|iface| parse_versioned(name, iface).is_some_and(|(major, _)| major == CONTRACT_MAJOR))
 }
 
 /// Splits `replica:plugin/IFACE@X.Y.Z` into (major, full version).
 fn parse_versioned<'a>(name: &'a str, iface: &str) -> Option<(u64, &'a str)> {
-    let rest = name.strip_prefix(CONTRACT_PACKAGE)?.strip_prefix('/')?.strip_prefix(iface)?;
+    let rest = name
+        .strip_prefix(CONTRACT_PACKAGE)?
+        .strip_prefix('/')?
+        .strip_prefix(iface)?;
     let version = rest.strip_prefix('@')?;
     let major = version.split('.').next()?.parse().ok()?;
     Some((major, version))
@@ -45,23 +51,39 @@ fn parse_versioned<'a>(name: &'a str, iface: &str) -> Option<(u64, &'a str)> {
 
 /// Checks a compiled component's imports and exports against the contract.
 /// Returns its import names.
-pub(crate) fn check_component(engine: &Engine, component: &Component) -> Result<Vec<String>, String> {
+pub(crate) fn check_component(
+    engine: &Engine,
+    component: &Component,
+) -> Result<Vec<String>, String> {
     let ty = component.component_type();
-    let imports: Vec<String> = ty.imports(engine).map(|(name, _)| name.to_string()).collect();
+    let imports: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
     if let Some(bad) = imports.iter().find(|name| !import_allowed(name)) {
         return Err(format!(
             "imports `{bad}`, but plugins may only import {CONTRACT_PACKAGE}/logging@{CONTRACT_MAJOR}.x (no WASI, clocks, randomness, files or network)"
         ));
     }
-    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
-    match exports.iter().find_map(|name| parse_versioned(name, "decoder")) {
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    match exports
+        .iter()
+        .find_map(|name| parse_versioned(name, "decoder"))
+    {
         Some((major, _)) if major == CONTRACT_MAJOR => Ok(imports),
         Some((_, version)) => Err(format!(
             "built against contract {CONTRACT_PACKAGE}@{version}; this host implements {CONTRACT_VERSION} (major {CONTRACT_MAJOR})"
         )),
         None => Err(format!(
             "does not export {CONTRACT_PACKAGE}/decoder@{CONTRACT_MAJOR}.x (exports: {})",
-            if exports.is_empty() { "none".to_string() } else { exports.join(", ") }
+            if exports.is_empty() {
+                "none".to_string()
+            } else {
+                exports.join(", ")
+            }
         )),
     }
 }
@@ -73,8 +95,16 @@ mod tests {
     #[test]
     fn headers() {
         assert!(check_header(b"\0asm\x0d\x00\x01\x00").is_ok());
-        assert!(check_header(b"\0asm\x01\x00\x00\x00").unwrap_err().contains("core WebAssembly module"));
-        assert!(check_header(b"hello world").unwrap_err().contains("not a WebAssembly file"));
+        assert!(
+            check_header(b"\0asm\x01\x00\x00\x00")
+                .unwrap_err()
+                .contains("core WebAssembly module")
+        );
+        assert!(
+            check_header(b"hello world")
+                .unwrap_err()
+                .contains("not a WebAssembly file")
+        );
         assert!(check_header(b"").unwrap_err().contains("empty"));
         assert!(check_header(b"\0asm").is_err());
     }

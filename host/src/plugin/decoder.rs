@@ -28,7 +28,9 @@ impl PluginDecoder {
 
     /// A limiter allowing as many concurrent calls as the machine has cores.
     pub fn default_limiter() -> Arc<Semaphore> {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         Arc::new(Semaphore::new(cores))
     }
 }

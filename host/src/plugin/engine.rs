@@ -37,16 +37,21 @@ impl PluginEngine {
         PluginWorld::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
 
         let weak = engine.weak();
-        std::thread::Builder::new().name("replica-epoch".into()).spawn(move || {
-            loop {
-                std::thread::sleep(EPOCH_TICK);
-                match weak.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => return,
+        std::thread::Builder::new()
+            .name("replica-epoch".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => return,
+                    }
                 }
-            }
-        })?;
-        Ok(Self { engine, linker: std::sync::Arc::new(linker) })
+            })?;
+        Ok(Self {
+            engine,
+            linker: std::sync::Arc::new(linker),
+        })
     }
 
     /// The underlying wasmtime engine.

@@ -58,7 +58,9 @@ impl fmt::Display for CallErrorKind {
 
 /// A failed decode call, naming the plugin, the grain and the sequence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("plugin {plugin}: {kind} decoding {grain_type}/{grain_key} at sequence {sequence}: {message}")]
+#[error(
+    "plugin {plugin}: {kind} decoding {grain_type}/{grain_key} at sequence {sequence}: {message}"
+)]
 pub struct CallError {
     /// The plugin's name (its file name).
     pub plugin: String,

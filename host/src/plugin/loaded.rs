@@ -82,11 +82,21 @@ pub struct SnapshotRef<'a> {
 
 impl LoadedPlugin {
     /// Reads, checks and compiles the plugin at `path`.
-    pub fn load(engine: &PluginEngine, path: &Path, limits: PluginLimits) -> Result<Self, LoadError> {
-        let fail = |reason: String| LoadError { path: path.display().to_string(), reason };
+    pub fn load(
+        engine: &PluginEngine,
+        path: &Path,
+        limits: PluginLimits,
+    ) -> Result<Self, LoadError> {
+        let fail = |reason: String| LoadError {
+            path: path.display().to_string(),
+            reason,
+        };
         let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read the file: {e}")))?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        Self::from_bytes(engine, &name, &bytes, limits).map_err(|reason| fail(reason))
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Self::from_bytes(engine, &name, &bytes, limits).map_err(fail)
     }
 
     /// Checks and compiles a plugin from its bytes; `name` tags its logs and errors.
@@ -126,7 +136,9 @@ impl LoadedPlugin {
             pre,
             stats: PluginStats::default(),
         };
-        plugin.description = plugin.describe().map_err(|e| format!("describe failed: {}", e.message))?;
+        plugin.description = plugin
+            .describe()
+            .map_err(|e| format!("describe failed: {}", e.message))?;
         Ok(plugin)
     }
 
@@ -217,14 +229,30 @@ impl LoadedPlugin {
         let outcome = self
             .pre
             .instantiate(&mut store)
-            .and_then(|world: PluginWorld| world.replica_plugin_decoder().call_decode(&mut store, &input));
+            .and_then(|world: PluginWorld| {
+                world
+                    .replica_plugin_decoder()
+                    .call_decode(&mut store, &input)
+            });
         let dropped = store.data().dropped_log_lines();
         if dropped > 0 {
-            tracing::warn!(plugin = &*self.name, grain_type = s.grain_type, grain_key = s.grain_key, sequence = s.sequence, dropped, "plugin log lines dropped (limit per call reached)");
+            tracing::warn!(
+                plugin = &*self.name,
+                grain_type = s.grain_type,
+                grain_key = s.grain_key,
+                sequence = s.sequence,
+                dropped,
+                "plugin log lines dropped (limit per call reached)"
+            );
         }
         match outcome {
-            Ok(Ok(state)) => lift(state.nodes, &self.limits.output)
-                .map_err(|e| self.error(s, CallErrorKind::BadOutput, format!("returned a value the host refuses: {e}"))),
+            Ok(Ok(state)) => lift(state.nodes, &self.limits.output).map_err(|e| {
+                self.error(
+                    s,
+                    CallErrorKind::BadOutput,
+                    format!("returned a value the host refuses: {e}"),
+                )
+            }),
             Ok(Err(e)) => {
                 let kind = match e.kind {
                     ErrorKind::MalformedPayload => CallErrorKind::MalformedPayload,
@@ -249,16 +277,27 @@ impl LoadedPlugin {
     }
 
     /// Turns a wasmtime error from instantiating or calling into a typed error.
-    fn classify(&self, store: &Store<CallState>, err: wasmtime::Error, s: SnapshotRef<'_>) -> CallError {
+    fn classify(
+        &self,
+        store: &Store<CallState>,
+        err: wasmtime::Error,
+        s: SnapshotRef<'_>,
+    ) -> CallError {
         let data = store.data();
         let trap = err.downcast_ref::<Trap>().copied();
         let (kind, message) = if data.memory.denied {
             (
                 CallErrorKind::OutOfMemory,
-                format!("memory limit of {} bytes reached", self.limits.max_memory_bytes),
+                format!(
+                    "memory limit of {} bytes reached",
+                    self.limits.max_memory_bytes
+                ),
             )
         } else if trap == Some(Trap::Interrupt) {
-            (CallErrorKind::Timeout, format!("call exceeded its time limit of {:?}", self.limits.timeout))
+            (
+                CallErrorKind::Timeout,
+                format!("call exceeded its time limit of {:?}", self.limits.timeout),
+            )
         } else {
             let mut message = match trap {
                 Some(trap) => trap.to_string(),
@@ -275,7 +314,14 @@ impl LoadedPlugin {
 
 impl SnapshotRef<'_> {
     fn empty() -> Self {
-        SnapshotRef { grain_type: "", grain_key: "", sequence: 0, timestamp_millis: 0, source_cluster: "", payload: &[] }
+        SnapshotRef {
+            grain_type: "",
+            grain_key: "",
+            sequence: 0,
+            timestamp_millis: 0,
+            source_cluster: "",
+            payload: &[],
+        }
     }
 }
 

@@ -1,9 +1,9 @@
 //! The Wasm plugin runtime: one shared engine; each plugin compiled once,
 //! checked against the contract, and called in a fresh, limited instance.
 
+pub mod build;
 mod call_state;
 mod checks;
-pub mod build;
 pub mod decoder;
 pub mod engine;
 pub mod error;

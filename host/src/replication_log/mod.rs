@@ -9,6 +9,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+mod memory;
+mod postgres;
+mod record;
+mod seq;
+mod sqlite;
+mod url;
+
+pub use memory::{MemoryLog, RawRow};
+pub use postgres::PostgresLog;
+pub use sqlite::SqliteLog;
+pub use url::redact_password;
+
 /// What a log entry carries: a full snapshot, or a delta (reserved by Orlando,
 /// never applied by this host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -123,7 +135,9 @@ pub enum LogError {
 pub trait ReplicationLog: Send + Sync + 'static {
     /// Rows of one grain with `sequence > after`, ascending, at most `limit`.
     /// Rows that cannot be interpreted come back as [`LogRecord::Refused`];
-    /// they never fail the whole read.
+    /// they never fail the whole read. Rows whose sequence is unusable
+    /// (negative, not an integer) sort after every valid one and, having no
+    /// position to read past, come back in every read with room for them.
     async fn read_from(
         &self,
         grain_type: &str,
@@ -140,6 +154,7 @@ pub trait ReplicationLog: Send + Sync + 'static {
     async fn append(&self, entry: &LogEntry) -> Result<u64, LogError>;
 
     /// Deletes the grain's rows with `sequence < before`; returns how many.
+    /// Rows whose sequence is unusable are kept.
     async fn truncate(
         &self,
         grain_type: &str,
@@ -148,7 +163,8 @@ pub trait ReplicationLog: Send + Sync + 'static {
     ) -> Result<u64, LogError>;
 
     /// Every grain of `grain_type` with its newest sequence: how the host
-    /// discovers grains and learns which have new entries.
+    /// discovers grains and learns which have new entries. Grains without a
+    /// valid sequence are left out.
     async fn grain_heads(&self, grain_type: &str) -> Result<Vec<GrainHead>, LogError>;
 
     /// The distinct grain types present in the log.
@@ -158,9 +174,13 @@ pub trait ReplicationLog: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), LogError>;
 }
 
-/// Opens the log a URL names: `memory://`, `sqlite://PATH` (created with
-/// Orlando's table when missing) or `postgres://...`.
+/// Opens the log a URL names: `memory://`, `sqlite://PATH` or `sqlite:PATH`
+/// (file and Orlando's table created when missing), or `postgres://...` /
+/// `postgresql://...` (table created when missing).
 pub async fn open(url: &str) -> Result<Arc<dyn ReplicationLog>, LogError> {
-    let _ = url;
-    Err(LogError::Config("not implemented yet".into()))
+    Ok(match url::LogUrl::parse(url)? {
+        url::LogUrl::Memory => Arc::new(MemoryLog::new()),
+        url::LogUrl::Sqlite(path) => Arc::new(SqliteLog::open(path).await?),
+        url::LogUrl::Postgres(url) => Arc::new(PostgresLog::connect(url).await?),
+    })
 }

@@ -21,7 +21,11 @@ pub struct OutputLimits {
 
 impl Default for OutputLimits {
     fn default() -> Self {
-        Self { max_nodes: 1_000_000, max_depth: 128, max_bytes: 32 << 20 }
+        Self {
+            max_nodes: 1_000_000,
+            max_depth: 128,
+            max_bytes: 32 << 20,
+        }
     }
 }
 
@@ -70,7 +74,11 @@ pub fn lift(nodes: Vec<ValueNode>, limits: &OutputLimits) -> Result<Value, LiftE
     let mut bytes = 0usize;
     let mut count_bytes = |n: usize| {
         bytes = bytes.saturating_add(n);
-        if bytes > limits.max_bytes { Err(LiftError::TooLarge(limits.max_bytes)) } else { Ok(()) }
+        if bytes > limits.max_bytes {
+            Err(LiftError::TooLarge(limits.max_bytes))
+        } else {
+            Ok(())
+        }
     };
 
     // Built values and their depths, filled from the last node to the first,
@@ -85,13 +93,19 @@ pub fn lift(nodes: Vec<ValueNode>, limits: &OutputLimits) -> Result<Value, LiftE
         let mut take = |child: u32| -> Result<Value, LiftError> {
             let c = child as usize;
             if c <= i || c >= len {
-                return Err(LiftError::BadIndex { parent: i, child, len });
+                return Err(LiftError::BadIndex {
+                    parent: i,
+                    child,
+                    len,
+                });
             }
             if std::mem::replace(&mut claimed[c], true) {
                 return Err(LiftError::Shared(child));
             }
             depth[i] = depth[i].max(depth[c]);
-            Ok(built[c].take().expect("a forward node is built before its parent"))
+            Ok(built[c]
+                .take()
+                .expect("a forward node is built before its parent"))
         };
         let value = match node {
             ValueNode::Unit => Value::Unit,
@@ -156,7 +170,13 @@ mod tests {
 
     fn rec(fields: &[(&str, u32)]) -> ValueNode {
         ValueNode::Record(
-            fields.iter().map(|(n, v)| Field { name: n.to_string(), value: *v }).collect(),
+            fields
+                .iter()
+                .map(|(n, v)| Field {
+                    name: n.to_string(),
+                    value: *v,
+                })
+                .collect(),
         )
     }
 
@@ -167,10 +187,16 @@ mod tests {
             ValueNode::Unsigned(u64::MAX),
             ValueNode::Present(3),
             ValueNode::Absent,
-            ValueNode::Variant(VariantValue { name: "Red".into(), payload: None }),
+            ValueNode::Variant(VariantValue {
+                name: "Red".into(),
+                payload: None,
+            }),
         ];
         let v = lift(nodes, &OutputLimits::default()).unwrap();
-        assert_eq!(v.to_json().unwrap(), r#"{"a":18446744073709551615,"b":null,"c":"Red"}"#);
+        assert_eq!(
+            v.to_json().unwrap(),
+            r#"{"a":18446744073709551615,"b":null,"c":"Red"}"#
+        );
         assert_eq!(v.field("b"), Some(&Value::Some(Box::new(Value::None))));
     }
 
@@ -178,24 +204,52 @@ mod tests {
     fn refuses_cycles_shared_nodes_and_orphans() {
         let limits = OutputLimits::default();
         let back = vec![ValueNode::List(vec![1]), ValueNode::List(vec![0])];
-        assert!(matches!(lift(back, &limits), Err(LiftError::BadIndex { parent: 1, child: 0, .. })));
+        assert!(matches!(
+            lift(back, &limits),
+            Err(LiftError::BadIndex {
+                parent: 1,
+                child: 0,
+                ..
+            })
+        ));
         let shared = vec![ValueNode::List(vec![1, 1]), ValueNode::Unit];
         assert_eq!(lift(shared, &limits), Err(LiftError::Shared(1)));
         let orphan = vec![ValueNode::Unit, ValueNode::Unit];
         assert_eq!(lift(orphan, &limits), Err(LiftError::Orphan(1)));
         assert_eq!(lift(vec![], &limits), Err(LiftError::Empty));
         let out_of_range = vec![ValueNode::Present(9)];
-        assert!(matches!(lift(out_of_range, &limits), Err(LiftError::BadIndex { .. })));
+        assert!(matches!(
+            lift(out_of_range, &limits),
+            Err(LiftError::BadIndex { .. })
+        ));
     }
 
     #[test]
     fn enforces_depth_nodes_and_bytes() {
-        let limits = OutputLimits { max_nodes: 10, max_depth: 3, max_bytes: 4 };
-        let deep: Vec<ValueNode> =
-            (0..4).map(|i| if i < 3 { ValueNode::Present(i + 1) } else { ValueNode::Unit }).collect();
+        let limits = OutputLimits {
+            max_nodes: 10,
+            max_depth: 3,
+            max_bytes: 4,
+        };
+        let deep: Vec<ValueNode> = (0..4)
+            .map(|i| {
+                if i < 3 {
+                    ValueNode::Present(i + 1)
+                } else {
+                    ValueNode::Unit
+                }
+            })
+            .collect();
         assert_eq!(lift(deep, &limits), Err(LiftError::TooDeep(3)));
-        let ok: Vec<ValueNode> =
-            (0..3).map(|i| if i < 2 { ValueNode::Present(i + 1) } else { ValueNode::Unit }).collect();
+        let ok: Vec<ValueNode> = (0..3)
+            .map(|i| {
+                if i < 2 {
+                    ValueNode::Present(i + 1)
+                } else {
+                    ValueNode::Unit
+                }
+            })
+            .collect();
         assert!(lift(ok, &limits).is_ok());
         let many = vec![ValueNode::Unit; 11];
         assert_eq!(lift(many, &limits), Err(LiftError::TooManyNodes(11, 10)));

@@ -60,7 +60,8 @@ fn recurse(depth: u64, buf: &mut [u8; 256]) -> u64 {
 }
 
 fn number(arg: &str) -> Result<u64, DecodeError> {
-    arg.parse().map_err(|_| DecodeError::malformed(format!("not a number: {arg}")))
+    arg.parse()
+        .map_err(|_| DecodeError::malformed(format!("not a number: {arg}")))
 }
 
 impl Plugin for Misbehave {

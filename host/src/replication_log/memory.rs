@@ -1,0 +1,218 @@
+//! The in-memory log: for tests and for embedders that feed it themselves.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+
+use super::record::LooseRow;
+use super::{GrainHead, LogEntry, LogError, LogRecord, ReplicationLog, seq};
+
+/// A row exactly as a table would hold it, sequence and entry type
+/// uninterpreted: lets tests store what a well-behaved writer never would.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRow {
+    /// The grain's type name.
+    pub grain_type: String,
+    /// The grain's key.
+    pub grain_key: String,
+    /// The stored (signed) sequence; negative ones are refused on read.
+    pub sequence: i64,
+    /// The writer's wall clock (Unix ms).
+    pub timestamp_millis: i64,
+    /// The cluster that wrote the row.
+    pub source_cluster: String,
+    /// The stored entry type; only 0 and 1 are known.
+    pub entry_type: i64,
+    /// The serialized state.
+    pub payload: Vec<u8>,
+}
+
+/// One stored row of a grain, keyed by its sequence.
+#[derive(Debug, Clone)]
+struct Stored {
+    timestamp_millis: i64,
+    source_cluster: String,
+    entry_type: i64,
+    payload: Vec<u8>,
+}
+
+/// Rows by (grain type, grain key), then by stored sequence.
+type Grains = BTreeMap<(String, String), BTreeMap<i64, Stored>>;
+
+/// An in-memory [`ReplicationLog`]; behaves like the SQL backends.
+#[derive(Debug, Default)]
+pub struct MemoryLog {
+    grains: Mutex<Grains>,
+}
+
+impl MemoryLog {
+    /// An empty log.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores a row as given, without checks beyond the primary key: for
+    /// tests of rows the host must refuse (unknown entry type, negative
+    /// sequence). A row with the same key is a [`LogError::Backend`].
+    pub fn insert_raw(&self, row: RawRow) -> Result<(), LogError> {
+        let mut grains = self.lock();
+        let rows = grains
+            .entry((row.grain_type.clone(), row.grain_key.clone()))
+            .or_default();
+        if rows.contains_key(&row.sequence) {
+            return Err(LogError::Backend(format!(
+                "a row {}/{}/{} already exists",
+                row.grain_type, row.grain_key, row.sequence
+            )));
+        }
+        rows.insert(
+            row.sequence,
+            Stored {
+                timestamp_millis: row.timestamp_millis,
+                source_cluster: row.source_cluster,
+                entry_type: row.entry_type,
+                payload: row.payload,
+            },
+        );
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Grains> {
+        self.grains.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The newest valid sequence among a grain's rows, 0 when none.
+fn latest(rows: &BTreeMap<i64, Stored>) -> u64 {
+    rows.range(0..)
+        .next_back()
+        .and_then(|(s, _)| seq::from_stored(*s))
+        .unwrap_or(0)
+}
+
+fn key(grain_type: &str, grain_key: &str) -> (String, String) {
+    (grain_type.to_owned(), grain_key.to_owned())
+}
+
+#[async_trait]
+impl ReplicationLog for MemoryLog {
+    async fn read_from(
+        &self,
+        grain_type: &str,
+        grain_key: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LogRecord>, LogError> {
+        let grains = self.lock();
+        let Some(rows) = grains.get(&key(grain_type, grain_key)) else {
+            return Ok(Vec::new());
+        };
+        let above = (Bound::Excluded(seq::after_bound(after)), Bound::Unbounded);
+        let records = rows
+            .range(above)
+            .chain(rows.range(..0))
+            .take(limit)
+            .map(|(sequence, row)| {
+                LooseRow {
+                    grain_type: grain_type.to_owned(),
+                    grain_key: grain_key.to_owned(),
+                    sequence: Ok(*sequence),
+                    timestamp_millis: Ok(row.timestamp_millis),
+                    source_cluster: Ok(row.source_cluster.clone()),
+                    entry_type: Ok(row.entry_type),
+                    payload: Ok(row.payload.clone()),
+                }
+                .interpret()
+            })
+            .collect();
+        Ok(records)
+    }
+
+    async fn latest_sequence(&self, grain_type: &str, grain_key: &str) -> Result<u64, LogError> {
+        Ok(self
+            .lock()
+            .get(&key(grain_type, grain_key))
+            .map_or(0, latest))
+    }
+
+    async fn append(&self, entry: &LogEntry) -> Result<u64, LogError> {
+        let stored = seq::to_stored(entry.sequence)?;
+        let mut grains = self.lock();
+        let grain = key(&entry.grain_type, &entry.grain_key);
+        let newest = grains.get(&grain).map_or(0, latest);
+        if entry.sequence <= newest {
+            return Err(LogError::SequenceConflict {
+                grain_type: entry.grain_type.clone(),
+                grain_key: entry.grain_key.clone(),
+                sequence: entry.sequence,
+                latest: newest,
+            });
+        }
+        grains.entry(grain).or_default().insert(
+            stored,
+            Stored {
+                timestamp_millis: entry.timestamp_millis,
+                source_cluster: entry.source_cluster.clone(),
+                entry_type: entry.entry_type.code(),
+                payload: entry.payload.clone(),
+            },
+        );
+        Ok(entry.sequence)
+    }
+
+    async fn truncate(
+        &self,
+        grain_type: &str,
+        grain_key: &str,
+        before: u64,
+    ) -> Result<u64, LogError> {
+        let Some(last) = seq::last_below(before) else {
+            return Ok(0);
+        };
+        let mut grains = self.lock();
+        let grain = key(grain_type, grain_key);
+        let Some(rows) = grains.get_mut(&grain) else {
+            return Ok(0);
+        };
+        let doomed: Vec<i64> = rows.range(0..=last).map(|(s, _)| *s).collect();
+        for sequence in &doomed {
+            rows.remove(sequence);
+        }
+        if rows.is_empty() {
+            grains.remove(&grain);
+        }
+        Ok(doomed.len() as u64)
+    }
+
+    async fn grain_heads(&self, grain_type: &str) -> Result<Vec<GrainHead>, LogError> {
+        let grains = self.lock();
+        let start = (Bound::Included(key(grain_type, "")), Bound::Unbounded);
+        Ok(grains
+            .range(start)
+            .take_while(|((t, _), _)| t == grain_type)
+            .filter(|(_, rows)| rows.range(0..).next().is_some())
+            .map(|((_, grain_key), rows)| GrainHead {
+                grain_key: grain_key.clone(),
+                latest_sequence: latest(rows),
+            })
+            .collect())
+    }
+
+    async fn grain_types(&self) -> Result<Vec<String>, LogError> {
+        let mut types: Vec<String> = self
+            .lock()
+            .iter()
+            .filter(|(_, rows)| !rows.is_empty())
+            .map(|((t, _), _)| t.clone())
+            .collect();
+        types.dedup();
+        Ok(types)
+    }
+
+    async fn ping(&self) -> Result<(), LogError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,346 @@
+//! The log in PostgreSQL (or anything speaking its protocol), in Orlando's
+//! table. Only plain SQL: no LISTEN/NOTIFY, no advisory locks.
+//!
+//! The pool tests each connection before handing it out, so a connection
+//! the server dropped is replaced on the next call.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, TypeInfo, ValueRef};
+
+use super::record::LooseRow;
+use super::{GrainHead, LogEntry, LogError, LogRecord, ReplicationLog, redact_password, seq};
+
+/// Orlando's table, as Orlando creates it.
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS replication_log (
+    grain_type TEXT NOT NULL,
+    grain_key TEXT NOT NULL,
+    sequence BIGINT NOT NULL,
+    timestamp_millis BIGINT NOT NULL,
+    source_cluster TEXT NOT NULL,
+    entry_type SMALLINT NOT NULL,
+    payload BYTEA NOT NULL,
+    PRIMARY KEY (grain_type, grain_key, sequence)
+)";
+
+/// Whether the table is there and readable.
+const PROBE: &str = "SELECT 1 FROM replication_log LIMIT 1";
+
+/// A grain's rows above a sequence: valid sequences ascending, then the
+/// negative ones.
+const READ_FROM: &str = "SELECT sequence, timestamp_millis, source_cluster, entry_type, payload
+FROM replication_log
+WHERE grain_type = $1 AND grain_key = $2 AND (sequence > $3 OR sequence < 0)
+ORDER BY CASE WHEN sequence < 0 THEN 1 ELSE 0 END, sequence
+LIMIT $4";
+
+const LATEST: &str = "SELECT MAX(sequence) FROM replication_log
+WHERE grain_type = $1 AND grain_key = $2 AND sequence >= 0";
+
+const INSERT: &str = "INSERT INTO replication_log
+    (grain_type, grain_key, sequence, timestamp_millis, source_cluster, entry_type, payload)
+VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+const TRUNCATE: &str = "DELETE FROM replication_log
+WHERE grain_type = $1 AND grain_key = $2 AND sequence >= 0 AND sequence <= $3";
+
+const GRAIN_HEADS: &str = "SELECT grain_key, MAX(sequence) FROM replication_log
+WHERE grain_type = $1 AND sequence >= 0
+GROUP BY grain_key ORDER BY grain_key";
+
+const GRAIN_TYPES: &str = "SELECT DISTINCT grain_type FROM replication_log ORDER BY grain_type";
+
+/// How many times an append is retried after a serialization failure.
+const APPEND_RETRIES: u32 = 12;
+
+/// A [`ReplicationLog`] in PostgreSQL, through a self-healing pool.
+#[derive(Debug, Clone)]
+pub struct PostgresLog {
+    pool: PgPool,
+    /// The URL without its password, for error messages.
+    url: String,
+}
+
+impl PostgresLog {
+    /// How long a call waits for a connection before it is
+    /// [`LogError::Unavailable`], unless [`PostgresLog::connect_with_timeout`] says otherwise.
+    pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Connects and creates Orlando's table when missing.
+    pub async fn connect(url: &str) -> Result<Self, LogError> {
+        Self::connect_with_timeout(url, Self::DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// Like [`PostgresLog::connect`], giving up on a connection after
+    /// `acquire_timeout` (here and in every later call).
+    pub async fn connect_with_timeout(
+        url: &str,
+        acquire_timeout: Duration,
+    ) -> Result<Self, LogError> {
+        let shown = redact_password(url);
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| LogError::Config(format!("invalid PostgreSQL URL {shown}: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(5)
+            .min_connections(0)
+            .acquire_timeout(acquire_timeout)
+            .test_before_acquire(true)
+            .connect_with(options)
+            .await
+            .map_err(|e| error(&shown, e))?;
+        let log = Self { pool, url: shown };
+        if let Err(e) = sqlx::query(CREATE_TABLE).execute(&log.pool).await {
+            // Two processes creating the table at once: one loses the race
+            // on the catalog. A reader without CREATE rights (or on a
+            // read-only server) is fine too, as long as the table is there.
+            let raced = has_code(&e, &["23505", "42P07"]);
+            if !raced && sqlx::query(PROBE).execute(&log.pool).await.is_err() {
+                return Err(log.error(e));
+            }
+        }
+        Ok(log)
+    }
+
+    /// Closes every connection; later calls are [`LogError::Unavailable`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    fn error(&self, err: sqlx::Error) -> LogError {
+        error(&self.url, err)
+    }
+
+    /// One attempt at an append in a serializable transaction: `Ok(None)`
+    /// when stored, `Ok(Some(latest))` on a sequence conflict.
+    async fn try_append(&self, entry: &LogEntry, stored: i64) -> Result<Option<u64>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        // Serializable: two appends to one grain cannot both pass the check.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+            .execute(&mut *tx)
+            .await?;
+        let newest: Option<i64> = sqlx::query_scalar(LATEST)
+            .bind(&entry.grain_type)
+            .bind(&entry.grain_key)
+            .fetch_one(&mut *tx)
+            .await?;
+        let newest = newest.and_then(seq::from_stored).unwrap_or(0);
+        if entry.sequence <= newest {
+            let _ = tx.rollback().await;
+            return Ok(Some(newest));
+        }
+        let entry_type = i16::try_from(entry.entry_type.code()).unwrap_or(i16::MAX);
+        sqlx::query(INSERT)
+            .bind(&entry.grain_type)
+            .bind(&entry.grain_key)
+            .bind(stored)
+            .bind(entry.timestamp_millis)
+            .bind(&entry.source_cluster)
+            .bind(entry_type)
+            .bind(entry.payload.as_slice())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(None)
+    }
+}
+
+/// Whether `err` is a database error with one of these SQLSTATEs.
+fn has_code(err: &sqlx::Error, codes: &[&str]) -> bool {
+    match err {
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| codes.contains(&c.as_ref())),
+        _ => false,
+    }
+}
+
+/// Maps a sqlx error, naming the server: a lost, refused or timed-out
+/// connection is [`LogError::Unavailable`].
+fn error(url: &str, err: sqlx::Error) -> LogError {
+    let message = format!("{url}: {err}");
+    let unavailable = match &err {
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 57P0x: the server shut down or is
+            // starting; 53300: too many connections.
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    };
+    if unavailable {
+        LogError::Unavailable(message)
+    } else {
+        LogError::Backend(message)
+    }
+}
+
+/// What a column holds, if it cannot be read: `NULL` or its SQL type.
+fn unreadable(row: &PgRow, column: &str) -> Option<String> {
+    match row.try_get_raw(column) {
+        Ok(raw) if raw.is_null() => Some("found NULL".to_owned()),
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+/// An integer column of any width, read loosely.
+fn loose_int(row: &PgRow, column: &str) -> Result<i64, String> {
+    if let Some(why) = unreadable(row, column) {
+        return Err(why);
+    }
+    let type_name = row
+        .try_get_raw(column)
+        .map(|raw| raw.type_info().name().to_owned())
+        .map_err(|e| e.to_string())?;
+    let value = match type_name.as_str() {
+        "INT8" => row.try_get::<i64, _>(column),
+        "INT4" => row.try_get::<i32, _>(column).map(i64::from),
+        "INT2" => row.try_get::<i16, _>(column).map(i64::from),
+        other => return Err(format!("expected an integer, found {other}")),
+    };
+    value.map_err(|e| e.to_string())
+}
+
+/// Any other column, read loosely.
+fn loose<'r, T>(row: &'r PgRow, column: &str) -> Result<T, String>
+where
+    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
+    if let Some(why) = unreadable(row, column) {
+        return Err(why);
+    }
+    row.try_get(column).map_err(|e| e.to_string())
+}
+
+#[async_trait]
+impl ReplicationLog for PostgresLog {
+    async fn read_from(
+        &self,
+        grain_type: &str,
+        grain_key: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LogRecord>, LogError> {
+        let rows = sqlx::query(READ_FROM)
+            .bind(grain_type)
+            .bind(grain_key)
+            .bind(seq::after_bound(after))
+            .bind(seq::limit_bound(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                LooseRow {
+                    grain_type: grain_type.to_owned(),
+                    grain_key: grain_key.to_owned(),
+                    sequence: loose_int(row, "sequence"),
+                    timestamp_millis: loose_int(row, "timestamp_millis"),
+                    source_cluster: loose(row, "source_cluster"),
+                    entry_type: loose_int(row, "entry_type"),
+                    payload: loose(row, "payload"),
+                }
+                .interpret()
+            })
+            .collect())
+    }
+
+    async fn latest_sequence(&self, grain_type: &str, grain_key: &str) -> Result<u64, LogError> {
+        let newest: Option<i64> = sqlx::query_scalar(LATEST)
+            .bind(grain_type)
+            .bind(grain_key)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(newest.and_then(seq::from_stored).unwrap_or(0))
+    }
+
+    async fn append(&self, entry: &LogEntry) -> Result<u64, LogError> {
+        let stored = seq::to_stored(entry.sequence)?;
+        let conflict = |latest| LogError::SequenceConflict {
+            grain_type: entry.grain_type.clone(),
+            grain_key: entry.grain_key.clone(),
+            sequence: entry.sequence,
+            latest,
+        };
+        let mut attempt = 0;
+        loop {
+            match self.try_append(entry, stored).await {
+                Ok(None) => return Ok(entry.sequence),
+                Ok(Some(latest)) => return Err(conflict(latest)),
+                // A concurrent append of the same sequence committed first.
+                Err(e) if has_code(&e, &["23505"]) => {
+                    let latest = self
+                        .latest_sequence(&entry.grain_type, &entry.grain_key)
+                        .await
+                        .unwrap_or(entry.sequence);
+                    return Err(conflict(latest.max(entry.sequence)));
+                }
+                // Another transaction got in the way: check again.
+                Err(e) if has_code(&e, &["40001", "40P01"]) && attempt < APPEND_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(1 << attempt.min(6))).await;
+                }
+                Err(e) => return Err(self.error(e)),
+            }
+        }
+    }
+
+    async fn truncate(
+        &self,
+        grain_type: &str,
+        grain_key: &str,
+        before: u64,
+    ) -> Result<u64, LogError> {
+        let Some(last) = seq::last_below(before) else {
+            return Ok(0);
+        };
+        let done = sqlx::query(TRUNCATE)
+            .bind(grain_type)
+            .bind(grain_key)
+            .bind(last)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn grain_heads(&self, grain_type: &str) -> Result<Vec<GrainHead>, LogError> {
+        let heads: Vec<(String, i64)> = sqlx::query_as(GRAIN_HEADS)
+            .bind(grain_type)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(heads
+            .into_iter()
+            .filter_map(|(grain_key, head)| {
+                seq::from_stored(head).map(|latest_sequence| GrainHead {
+                    grain_key,
+                    latest_sequence,
+                })
+            })
+            .collect())
+    }
+
+    async fn grain_types(&self) -> Result<Vec<String>, LogError> {
+        sqlx::query_scalar(GRAIN_TYPES)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    async fn ping(&self) -> Result<(), LogError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(|e| self.error(e))
+    }
+}

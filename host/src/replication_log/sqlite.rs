@@ -1,0 +1,318 @@
+//! The log in a SQLite file, in Orlando's exact table, so the host can read
+//! a database an Orlando primary writes.
+//!
+//! SQLite is dynamically typed: every column is read together with its
+//! `typeof()` and judged by [`LooseRow`], so one odd row is refused rather
+//! than failing the read.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite};
+
+use super::record::LooseRow;
+use super::{GrainHead, LogEntry, LogError, LogRecord, ReplicationLog, seq};
+
+/// Orlando's table, as Orlando creates it.
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS replication_log (
+    grain_type TEXT NOT NULL,
+    grain_key TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    timestamp_millis INTEGER NOT NULL,
+    source_cluster TEXT NOT NULL,
+    entry_type INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (grain_type, grain_key, sequence)
+)";
+
+/// A grain's rows above a sequence: valid sequences ascending, then rows
+/// whose sequence is unusable (negative or not an integer).
+const READ_FROM: &str = "SELECT
+    sequence, typeof(sequence) AS sequence_type,
+    timestamp_millis, typeof(timestamp_millis) AS timestamp_millis_type,
+    source_cluster, typeof(source_cluster) AS source_cluster_type,
+    entry_type, typeof(entry_type) AS entry_type_type,
+    payload, typeof(payload) AS payload_type
+FROM replication_log
+WHERE grain_type = ? AND grain_key = ?
+  AND (sequence > ? OR sequence < 0 OR typeof(sequence) <> 'integer')
+ORDER BY CASE WHEN typeof(sequence) = 'integer' AND sequence >= 0 THEN 0 ELSE 1 END, sequence
+LIMIT ?";
+
+const LATEST: &str = "SELECT sequence FROM replication_log
+WHERE grain_type = ? AND grain_key = ? AND sequence >= 0 AND typeof(sequence) = 'integer'
+ORDER BY sequence DESC LIMIT 1";
+
+const INSERT: &str = "INSERT INTO replication_log
+    (grain_type, grain_key, sequence, timestamp_millis, source_cluster, entry_type, payload)
+VALUES (?, ?, ?, ?, ?, ?, ?)";
+
+const TRUNCATE: &str = "DELETE FROM replication_log
+WHERE grain_type = ? AND grain_key = ? AND typeof(sequence) = 'integer'
+  AND sequence >= 0 AND sequence <= ?";
+
+const GRAIN_HEADS: &str = "SELECT grain_key, MAX(sequence) AS head FROM replication_log
+WHERE grain_type = ? AND typeof(grain_key) = 'text'
+  AND typeof(sequence) = 'integer' AND sequence >= 0
+GROUP BY grain_key ORDER BY grain_key";
+
+const GRAIN_TYPES: &str = "SELECT DISTINCT grain_type FROM replication_log
+WHERE typeof(grain_type) = 'text' ORDER BY grain_type";
+
+/// A [`ReplicationLog`] in a SQLite file (WAL mode, busy timeout).
+#[derive(Debug, Clone)]
+pub struct SqliteLog {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl SqliteLog {
+    /// How long a call waits for a locked database before it is
+    /// [`LogError::Unavailable`], unless [`SqliteLog::open_with_busy_timeout`] says otherwise.
+    pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Opens (creating when missing) the file and Orlando's table.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, LogError> {
+        Self::open_with_busy_timeout(path, Self::DEFAULT_BUSY_TIMEOUT).await
+    }
+
+    /// Like [`SqliteLog::open`], waiting at most `busy_timeout` for locks.
+    pub async fn open_with_busy_timeout(
+        path: impl AsRef<Path>,
+        busy_timeout: Duration,
+    ) -> Result<Self, LogError> {
+        let path = path.as_ref().to_path_buf();
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(busy_timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(busy_timeout.max(Duration::from_secs(5)))
+            .connect_with(options)
+            .await
+            .map_err(|e| error(&path, e))?;
+        let log = Self { pool, path };
+        sqlx::query(CREATE_TABLE)
+            .execute(&log.pool)
+            .await
+            .map_err(|e| log.error(e))?;
+        Ok(log)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes every connection; later calls are [`LogError::Unavailable`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    fn error(&self, err: sqlx::Error) -> LogError {
+        error(&self.path, err)
+    }
+}
+
+/// Maps a sqlx error, naming the file: locked, busy or unopenable is
+/// [`LogError::Unavailable`].
+fn error(path: &Path, err: sqlx::Error) -> LogError {
+    let message = format!("sqlite {}: {err}", path.display());
+    let unavailable = match &err {
+        sqlx::Error::Database(db) => {
+            // Extended result codes; the low byte is the primary code:
+            // SQLITE_BUSY 5, SQLITE_LOCKED 6, SQLITE_CANTOPEN 14.
+            let primary = db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .map(|c| c & 0xff);
+            matches!(primary, Some(5 | 6 | 14))
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    };
+    if unavailable {
+        LogError::Unavailable(message)
+    } else {
+        LogError::Backend(message)
+    }
+}
+
+/// One column read loosely: its value if its storage class is `expected`.
+fn column<'r, T>(row: &'r SqliteRow, name: &str, expected: &str) -> Result<T, String>
+where
+    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+{
+    let found: String = row
+        .try_get(format!("{name}_type").as_str())
+        .map_err(|e| e.to_string())?;
+    if found != expected {
+        return Err(format!(
+            "expected {}, found {}",
+            expected.to_uppercase(),
+            found.to_uppercase()
+        ));
+    }
+    row.try_get(name).map_err(|e| e.to_string())
+}
+
+fn loose_row(grain_type: &str, grain_key: &str, row: &SqliteRow) -> LooseRow {
+    LooseRow {
+        grain_type: grain_type.to_owned(),
+        grain_key: grain_key.to_owned(),
+        sequence: column(row, "sequence", "integer"),
+        timestamp_millis: column(row, "timestamp_millis", "integer"),
+        source_cluster: column(row, "source_cluster", "text"),
+        entry_type: column(row, "entry_type", "integer"),
+        payload: column(row, "payload", "blob"),
+    }
+}
+
+/// The grain's newest valid sequence (0 when none), through `executor`.
+async fn latest<'e, E>(executor: E, grain_type: &str, grain_key: &str) -> Result<u64, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    let newest: Option<i64> = sqlx::query_scalar(LATEST)
+        .bind(grain_type)
+        .bind(grain_key)
+        .fetch_optional(executor)
+        .await?;
+    Ok(newest.and_then(seq::from_stored).unwrap_or(0))
+}
+
+#[async_trait]
+impl ReplicationLog for SqliteLog {
+    async fn read_from(
+        &self,
+        grain_type: &str,
+        grain_key: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LogRecord>, LogError> {
+        let rows = sqlx::query(READ_FROM)
+            .bind(grain_type)
+            .bind(grain_key)
+            .bind(seq::after_bound(after))
+            .bind(seq::limit_bound(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(rows
+            .iter()
+            .map(|row| loose_row(grain_type, grain_key, row).interpret())
+            .collect())
+    }
+
+    async fn latest_sequence(&self, grain_type: &str, grain_key: &str) -> Result<u64, LogError> {
+        latest(&self.pool, grain_type, grain_key)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    async fn append(&self, entry: &LogEntry) -> Result<u64, LogError> {
+        let stored = seq::to_stored(entry.sequence)?;
+        let conflict = |latest| LogError::SequenceConflict {
+            grain_type: entry.grain_type.clone(),
+            grain_key: entry.grain_key.clone(),
+            sequence: entry.sequence,
+            latest,
+        };
+        // IMMEDIATE takes the write lock first, so the check and the insert
+        // cannot interleave with another writer's.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| self.error(e))?;
+        let newest = latest(&mut *tx, &entry.grain_type, &entry.grain_key)
+            .await
+            .map_err(|e| self.error(e))?;
+        if entry.sequence <= newest {
+            let _ = tx.rollback().await;
+            return Err(conflict(newest));
+        }
+        let inserted = sqlx::query(INSERT)
+            .bind(&entry.grain_type)
+            .bind(&entry.grain_key)
+            .bind(stored)
+            .bind(entry.timestamp_millis)
+            .bind(&entry.source_cluster)
+            .bind(entry.entry_type.code())
+            .bind(entry.payload.as_slice())
+            .execute(&mut *tx)
+            .await;
+        match inserted {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                let _ = tx.rollback().await;
+                return Err(conflict(newest.max(entry.sequence)));
+            }
+            Err(e) => return Err(self.error(e)),
+        }
+        tx.commit().await.map_err(|e| self.error(e))?;
+        Ok(entry.sequence)
+    }
+
+    async fn truncate(
+        &self,
+        grain_type: &str,
+        grain_key: &str,
+        before: u64,
+    ) -> Result<u64, LogError> {
+        let Some(last) = seq::last_below(before) else {
+            return Ok(0);
+        };
+        let done = sqlx::query(TRUNCATE)
+            .bind(grain_type)
+            .bind(grain_key)
+            .bind(last)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(done.rows_affected())
+    }
+
+    async fn grain_heads(&self, grain_type: &str) -> Result<Vec<GrainHead>, LogError> {
+        let heads: Vec<(String, i64)> = sqlx::query_as(GRAIN_HEADS)
+            .bind(grain_type)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(heads
+            .into_iter()
+            .filter_map(|(grain_key, head)| {
+                seq::from_stored(head).map(|latest_sequence| GrainHead {
+                    grain_key,
+                    latest_sequence,
+                })
+            })
+            .collect())
+    }
+
+    async fn grain_types(&self) -> Result<Vec<String>, LogError> {
+        sqlx::query_scalar(GRAIN_TYPES)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    async fn ping(&self) -> Result<(), LogError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(|e| self.error(e))
+    }
+}

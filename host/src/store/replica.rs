@@ -1,0 +1,154 @@
+//! The data the store keeps per grain, and the events it publishes.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::value::Value;
+
+/// How current a replica is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ReplicaStatus {
+    /// The newest snapshot read from the log is applied.
+    Ok,
+    /// An entry the host refuses (a Delta, or a row it cannot interpret) lies
+    /// after the applied snapshot; the replica lacks it until a newer
+    /// snapshot arrives.
+    Behind {
+        /// The sequence of the newest refused entry after the applied snapshot.
+        delta_sequence: u64,
+    },
+    /// The newest snapshot does not decode; the replica keeps its last good
+    /// state and the consumer retries with backoff.
+    Failing {
+        /// The sequence of the newest snapshot that failed to decode.
+        sequence: u64,
+        /// Why it failed, in one line.
+        reason: String,
+    },
+}
+
+impl ReplicaStatus {
+    /// A stable snake_case label: `ok`, `behind` or `failing`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ReplicaStatus::Ok => "ok",
+            ReplicaStatus::Behind { .. } => "behind",
+            ReplicaStatus::Failing { .. } => "failing",
+        }
+    }
+}
+
+/// A decoded snapshot, ready to be applied to the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// The typed state.
+    pub state: Arc<Value>,
+    /// The log entry's sequence.
+    pub sequence: u64,
+    /// The primary's wall clock (Unix ms) when it wrote the entry.
+    pub timestamp_millis: i64,
+    /// The cluster that wrote the entry.
+    pub source_cluster: String,
+}
+
+/// A point-in-time copy of one grain's replica. Cheap to clone: the state
+/// is shared behind an [`Arc`].
+///
+/// A grain known to the store whose snapshots never decoded has no `state`,
+/// `sequence` 0, `timestamp_millis` 0, an empty `source_cluster` and no
+/// `applied_at`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replica {
+    /// The grain's type.
+    pub grain_type: String,
+    /// The grain's key.
+    pub grain_key: String,
+    /// The typed state of the applied snapshot, if any.
+    pub state: Option<Arc<Value>>,
+    /// The applied snapshot's sequence (0 when none).
+    pub sequence: u64,
+    /// The applied snapshot's timestamp (primary's Unix ms; 0 when none).
+    pub timestamp_millis: i64,
+    /// The cluster that wrote the applied snapshot (empty when none).
+    pub source_cluster: String,
+    /// When this host applied the snapshot.
+    pub applied_at: Option<SystemTime>,
+    /// How current the replica is.
+    pub status: ReplicaStatus,
+}
+
+impl Replica {
+    /// A replica of a grain that has no applied snapshot yet.
+    pub(crate) fn empty(grain_type: &str, grain_key: &str, status: ReplicaStatus) -> Self {
+        Self {
+            grain_type: grain_type.to_owned(),
+            grain_key: grain_key.to_owned(),
+            state: None,
+            sequence: 0,
+            timestamp_millis: 0,
+            source_cluster: String::new(),
+            applied_at: None,
+            status,
+        }
+    }
+
+    /// Whether a snapshot has been applied.
+    pub fn has_state(&self) -> bool {
+        self.state.is_some()
+    }
+}
+
+/// What changed in a [`ReplicaChange`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeKind {
+    /// A newer snapshot was applied (the status may have changed too).
+    Applied,
+    /// Only the status changed.
+    Status,
+    /// The replica was removed.
+    Removed,
+}
+
+/// A change published by [`super::ReplicaStore::subscribe`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaChange {
+    /// What changed.
+    pub kind: ChangeKind,
+    /// The replica after the change (before it, for [`ChangeKind::Removed`]).
+    pub replica: Replica,
+}
+
+/// How many replicas of one grain type are in each status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusCounts {
+    /// Replicas with status [`ReplicaStatus::Ok`].
+    pub ok: usize,
+    /// Replicas with status [`ReplicaStatus::Behind`].
+    pub behind: usize,
+    /// Replicas with status [`ReplicaStatus::Failing`].
+    pub failing: usize,
+}
+
+impl StatusCounts {
+    /// All replicas counted.
+    pub fn total(&self) -> usize {
+        self.ok + self.behind + self.failing
+    }
+}
+
+/// Why [`super::ReplicaStore::apply`] refused a snapshot: replicas never go
+/// backwards.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "stale snapshot for {grain_type}/{grain_key}: sequence {offered} is not above the applied {current}"
+)]
+pub struct StaleSnapshot {
+    /// The grain's type.
+    pub grain_type: String,
+    /// The grain's key.
+    pub grain_key: String,
+    /// The sequence already applied.
+    pub current: u64,
+    /// The refused sequence.
+    pub offered: u64,
+}

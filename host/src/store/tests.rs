@@ -1,0 +1,243 @@
+use std::sync::Arc;
+
+use tokio::sync::broadcast::error::TryRecvError;
+
+use super::*;
+use crate::value::Value;
+
+fn snap(sequence: u64, count: i64, timestamp_millis: i64) -> Snapshot {
+    Snapshot {
+        state: Arc::new(Value::Record(vec![("count".into(), Value::I64(count))])),
+        sequence,
+        timestamp_millis,
+        source_cluster: "us-east".into(),
+    }
+}
+
+#[test]
+fn apply_then_get_returns_the_snapshot() {
+    let store = ReplicaStore::new();
+    store
+        .apply("Counter", "a", snap(3, 7, 1_000), ReplicaStatus::Ok)
+        .unwrap();
+    let replica = store.get("Counter", "a").unwrap();
+    assert_eq!(replica.sequence, 3);
+    assert_eq!(replica.timestamp_millis, 1_000);
+    assert_eq!(replica.source_cluster, "us-east");
+    assert_eq!(replica.status, ReplicaStatus::Ok);
+    assert!(replica.applied_at.is_some());
+    assert_eq!(replica.state.unwrap().field("count"), Some(&Value::I64(7)));
+    assert_eq!(store.applied_sequence("Counter", "a"), Some(3));
+    assert!(store.get("Counter", "b").is_none());
+    assert!(store.get("Other", "a").is_none());
+}
+
+#[test]
+fn apply_refuses_older_and_equal_sequences() {
+    let store = ReplicaStore::new();
+    store
+        .apply("Counter", "a", snap(5, 1, 0), ReplicaStatus::Ok)
+        .unwrap();
+    let err = store
+        .apply("Counter", "a", snap(5, 2, 0), ReplicaStatus::Ok)
+        .unwrap_err();
+    assert_eq!((err.current, err.offered), (5, 5));
+    let err = store
+        .apply("Counter", "a", snap(4, 3, 0), ReplicaStatus::Ok)
+        .unwrap_err();
+    assert_eq!((err.current, err.offered), (5, 4));
+    let replica = store.get("Counter", "a").unwrap();
+    assert_eq!(replica.sequence, 5);
+    assert_eq!(replica.state.unwrap().field("count"), Some(&Value::I64(1)));
+    store
+        .apply("Counter", "a", snap(9, 4, 0), ReplicaStatus::Ok)
+        .unwrap();
+    assert_eq!(store.applied_sequence("Counter", "a"), Some(9));
+}
+
+#[test]
+fn set_status_keeps_state_and_creates_stateless_replicas() {
+    let store = ReplicaStore::new();
+    let failing = ReplicaStatus::Failing {
+        sequence: 2,
+        reason: "trap".into(),
+    };
+    assert!(store.set_status("Counter", "new", failing.clone()));
+    assert!(!store.set_status("Counter", "new", failing.clone()));
+    let replica = store.get("Counter", "new").unwrap();
+    assert!(!replica.has_state());
+    assert_eq!(replica.sequence, 0);
+    assert_eq!(replica.status, failing);
+    assert_eq!(store.applied_sequence("Counter", "new"), None);
+
+    store
+        .apply("Counter", "a", snap(1, 1, 0), ReplicaStatus::Ok)
+        .unwrap();
+    assert!(store.set_status("Counter", "a", ReplicaStatus::Behind { delta_sequence: 2 }));
+    let replica = store.get("Counter", "a").unwrap();
+    assert_eq!(replica.status, ReplicaStatus::Behind { delta_sequence: 2 });
+    assert_eq!(replica.sequence, 1);
+    assert!(replica.has_state());
+
+    // A stateless replica accepts its first snapshot.
+    store
+        .apply("Counter", "new", snap(3, 3, 0), ReplicaStatus::Ok)
+        .unwrap();
+    assert_eq!(store.applied_sequence("Counter", "new"), Some(3));
+}
+
+#[test]
+fn keys_are_sorted_and_paginated() {
+    let store = ReplicaStore::new();
+    for key in ["d", "a", "c", "b", "e"] {
+        store
+            .apply("Counter", key, snap(1, 0, 0), ReplicaStatus::Ok)
+            .unwrap();
+    }
+    store
+        .apply("Other", "z", snap(1, 0, 0), ReplicaStatus::Ok)
+        .unwrap();
+    assert_eq!(store.keys("Counter", None, 2), ["a", "b"]);
+    assert_eq!(store.keys("Counter", Some("b"), 2), ["c", "d"]);
+    assert_eq!(store.keys("Counter", Some("d"), 10), ["e"]);
+    assert!(store.keys("Counter", Some("e"), 10).is_empty());
+    assert_eq!(store.keys("Counter", Some("bb"), 1), ["c"]);
+    assert!(store.keys("Missing", None, 10).is_empty());
+    assert!(store.keys("Counter", None, 0).is_empty());
+    assert_eq!(store.grain_types(), ["Counter", "Other"]);
+}
+
+#[test]
+fn status_counts_per_grain_type() {
+    let store = ReplicaStore::new();
+    store
+        .apply("Counter", "a", snap(1, 0, 0), ReplicaStatus::Ok)
+        .unwrap();
+    store
+        .apply(
+            "Counter",
+            "b",
+            snap(1, 0, 0),
+            ReplicaStatus::Behind { delta_sequence: 2 },
+        )
+        .unwrap();
+    store.set_status(
+        "Counter",
+        "c",
+        ReplicaStatus::Failing {
+            sequence: 1,
+            reason: "x".into(),
+        },
+    );
+    store.set_status(
+        "Counter",
+        "d",
+        ReplicaStatus::Failing {
+            sequence: 4,
+            reason: "y".into(),
+        },
+    );
+    store
+        .apply("Other", "a", snap(1, 0, 0), ReplicaStatus::Ok)
+        .unwrap();
+    let counts = store.status_counts("Counter");
+    assert_eq!(
+        counts,
+        StatusCounts {
+            ok: 1,
+            behind: 1,
+            failing: 2
+        }
+    );
+    assert_eq!(counts.total(), 4);
+    assert_eq!(store.status_counts("Other").total(), 1);
+    assert_eq!(store.status_counts("Missing"), StatusCounts::default());
+}
+
+#[test]
+fn freshness_follows_orlando() {
+    let store = ReplicaStore::new();
+    store
+        .apply("Counter", "a", snap(1, 0, 10_000), ReplicaStatus::Ok)
+        .unwrap();
+    assert!(store.is_fresh_at("Counter", "a", 500, 10_500));
+    assert!(!store.is_fresh_at("Counter", "a", 500, 10_501));
+    // A timestamp ahead of our clock is fresh.
+    assert!(store.is_fresh_at("Counter", "a", 0, 9_000));
+    // Extreme values do not overflow.
+    assert!(store.is_fresh_at("Counter", "a", u64::MAX, i64::MAX));
+    assert!(!store.is_fresh_at("Counter", "missing", u64::MAX, 0));
+    // A grain without state is never fresh.
+    store.set_status(
+        "Counter",
+        "b",
+        ReplicaStatus::Failing {
+            sequence: 1,
+            reason: "x".into(),
+        },
+    );
+    assert!(!store.is_fresh_at("Counter", "b", u64::MAX, 0));
+    // Wall clock: a snapshot stamped now is fresh within a minute.
+    store
+        .apply(
+            "Counter",
+            "now",
+            snap(1, 0, now_millis()),
+            ReplicaStatus::Ok,
+        )
+        .unwrap();
+    assert!(store.is_fresh("Counter", "now", 60_000));
+    assert!(!store.is_fresh("Counter", "a", 60_000));
+}
+
+#[test]
+fn subscribers_see_changes_in_order() {
+    let store = ReplicaStore::new();
+    let mut rx = store.subscribe();
+    store
+        .apply("Counter", "a", snap(1, 1, 0), ReplicaStatus::Ok)
+        .unwrap();
+    let _ = store.apply("Counter", "a", snap(1, 1, 0), ReplicaStatus::Ok); // refused: no event
+    store.set_status("Counter", "a", ReplicaStatus::Behind { delta_sequence: 2 });
+    store.set_status("Counter", "a", ReplicaStatus::Behind { delta_sequence: 2 }); // unchanged
+    store.remove("Counter", "a").unwrap();
+
+    let first = rx.try_recv().unwrap();
+    assert_eq!(first.kind, ChangeKind::Applied);
+    assert_eq!(
+        (first.replica.grain_key.as_str(), first.replica.sequence),
+        ("a", 1)
+    );
+    let second = rx.try_recv().unwrap();
+    assert_eq!(second.kind, ChangeKind::Status);
+    assert_eq!(
+        second.replica.status,
+        ReplicaStatus::Behind { delta_sequence: 2 }
+    );
+    assert_eq!(rx.try_recv().unwrap().kind, ChangeKind::Removed);
+    assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Empty);
+    assert!(store.get("Counter", "a").is_none());
+    assert!(store.grain_types().is_empty());
+}
+
+#[test]
+fn concurrent_appliers_never_go_backwards() {
+    let store = Arc::new(ReplicaStore::new());
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for i in 0..500u64 {
+                    let seq = i * 4 + t + 1;
+                    let _ = store.apply("Counter", "a", snap(seq, 0, 0), ReplicaStatus::Ok);
+                    let seen = store.applied_sequence("Counter", "a").unwrap();
+                    assert!(seen >= seq);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(store.applied_sequence("Counter", "a"), Some(2000));
+}

@@ -1,0 +1,193 @@
+//! The real `replica-host run` process, started on a config written into a
+//! temporary directory with the real sample plugins beside it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::http::{self, Response};
+
+/// A running daemon; killed on drop if still running.
+pub struct Daemon {
+    child: Child,
+    /// The HTTP API's address.
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+/// The outcome of a daemon that exited.
+#[derive(Debug)]
+pub struct Exited {
+    /// Exit code.
+    pub code: Option<i32>,
+    /// Every stderr line.
+    pub stderr: Vec<String>,
+    /// How long it took to exit after the signal, when one was sent.
+    pub took: Duration,
+}
+
+/// A config file body for `log_url` with the given `[[plugin]]` sections.
+pub fn config(log_url: &str, plugins: &str) -> String {
+    format!(
+        "cluster_id = \"test-secondary\"\n\n[log]\nurl = \"{log_url}\"\n\n[consumer]\npoll_interval_ms = 50\nbatch_limit = 100\nmax_backoff_ms = 400\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n{plugins}"
+    )
+}
+
+/// `[[plugin]]` sections for the three sample plugins, copied into `dir`.
+pub fn sample_plugins(dir: &Path) -> String {
+    let mut text = String::new();
+    for (grain_type, krate) in [
+        ("Counter", "counter-plugin"),
+        ("BankAccount", "bank-account-plugin"),
+        ("UserProfile", "user-profile-plugin"),
+    ] {
+        let file = copy_plugin(dir, krate);
+        text.push_str(&format!(
+            "[[plugin]]\ngrain_type = \"{grain_type}\"\npath = \"{file}\"\n\n"
+        ));
+    }
+    text
+}
+
+/// Copies a test plugin's component into `dir`; returns its file name.
+pub fn copy_plugin(dir: &Path, krate: &str) -> String {
+    let name = format!("{krate}.wasm");
+    std::fs::copy(crate::plugin(krate), dir.join(&name)).expect("copy plugin");
+    name
+}
+
+/// Runs `replica-host run --config` to completion (for startup failures).
+pub fn run_to_exit(config_path: &Path) -> (i32, String) {
+    let out = Command::new(crate::host_bin())
+        .args(["run", "--config"])
+        .arg(config_path)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run replica-host");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Daemon {
+    /// Writes `config_text` to `dir/host.toml` and starts the daemon on it;
+    /// returns once it serves HTTP.
+    pub fn start(dir: &Path, config_text: &str) -> Daemon {
+        let config_path: PathBuf = dir.join("host.toml");
+        std::fs::write(&config_path, config_text).expect("write config");
+        let mut child = Command::new(crate::host_bin())
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info,replica_host=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start replica-host");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let lines = Arc::clone(&stderr);
+        let pipe = child.stderr.take().expect("piped stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if line.contains("replica-host running")
+                    && let Some(addr) = line
+                        .split("http=")
+                        .nth(1)
+                        .and_then(|s| s.split_whitespace().next())
+                {
+                    let _ = addr_tx.send(addr.parse::<SocketAddr>().expect("http= address"));
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let addr = match addr_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "daemon did not start:\n{}",
+                    stderr.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Daemon {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    /// `GET path`.
+    pub fn get(&self, path: &str) -> Response {
+        http::get(self.addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// Polls `GET path` until `check` accepts the response (or panics after `timeout`).
+    pub fn wait_for(
+        &self,
+        path: &str,
+        timeout: Duration,
+        check: impl Fn(&Response) -> bool,
+    ) -> Response {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let response = self.get(path);
+            if check(&response) {
+                return response;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting on GET {path}; last: {} {}\nlog:\n{}",
+                    response.status,
+                    response.body,
+                    self.stderr().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Every stderr line so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(mut self) -> Exited {
+        let started = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -TERM failed");
+        let deadline = started + Duration::from_secs(30);
+        let code = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("daemon did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let took = started.elapsed();
+        // Let the reader thread drain the pipe.
+        std::thread::sleep(Duration::from_millis(100));
+        Exited {
+            code,
+            stderr: self.stderr(),
+            took,
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
