@@ -165,6 +165,9 @@ macro_rules! export_plugin {
             }
         }
 
+        // The component exports exist only in the Wasm build; natively the
+        // crate stays an ordinary library that `cargo test` can link.
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::__export_plugin_world!(__ReplicaGuestExport with_types_in $crate::bindings);
     };
 }
