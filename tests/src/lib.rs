@@ -47,6 +47,7 @@ pub const PLUGINS: &[(&str, &str)] = &[
 pub fn plugin(name: &str) -> PathBuf {
     static BUILT: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
+        replica_host::plugin::build::ensure_target().expect("the wasm32-unknown-unknown target");
         let mut cmd = cargo();
         cmd.args([
             "build",

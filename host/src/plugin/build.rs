@@ -24,6 +24,7 @@ pub fn build_plugin(dir: &Path) -> anyhow::Result<PathBuf> {
     let manifest = manifest
         .canonicalize()
         .with_context(|| format!("{}", manifest.display()))?;
+    ensure_target()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut child = Command::new(cargo)
         .current_dir(dir)
@@ -114,6 +115,23 @@ pub fn componentize(core_module: &Path) -> anyhow::Result<PathBuf> {
     let output = dir.join(core_module.file_name().expect("a file name"));
     std::fs::write(&output, component).with_context(|| format!("{}", output.display()))?;
     Ok(output)
+}
+
+/// Installs the [`PLUGIN_TARGET`] with rustup when it is missing, so that a
+/// fresh machine with only Rust can build plugins.
+pub fn ensure_target() -> anyhow::Result<()> {
+    if target_installed() {
+        return Ok(());
+    }
+    eprintln!("installing the {PLUGIN_TARGET} target with rustup ...");
+    let status = Command::new("rustup")
+        .args(["target", "add", PLUGIN_TARGET])
+        .status()
+        .context("cannot run rustup")?;
+    if !status.success() {
+        bail!("`rustup target add {PLUGIN_TARGET}` failed");
+    }
+    Ok(())
 }
 
 fn target_installed() -> bool {
