@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::plugin::PluginLimits;
+use crate::plugin::breaker::BreakerConfig;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -28,6 +29,9 @@ pub struct Config {
     /// Defaults for every plugin's limits.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// The precompiled-plugin cache.
+    #[serde(default)]
+    pub cache: CacheSection,
     /// One entry per replicated grain type.
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginEntry>,
@@ -57,6 +61,9 @@ pub struct ConsumerSection {
     pub batch_limit: usize,
     /// Longest wait between retries of a failing grain or log, in ms.
     pub max_backoff_ms: u64,
+    /// Repeated identical errors (same grain type and kind) are logged in
+    /// full once per this many ms, with a count of those left out between.
+    pub log_summary_interval_ms: u64,
 }
 
 impl Default for ConsumerSection {
@@ -65,6 +72,7 @@ impl Default for ConsumerSection {
             poll_interval_ms: 100,
             batch_limit: 100,
             max_backoff_ms: 30_000,
+            log_summary_interval_ms: 10_000,
         }
     }
 }
@@ -95,6 +103,13 @@ pub struct LimitsSection {
     pub max_memory_mib: u64,
     /// Most nodes in one decoded value.
     pub max_output_nodes: usize,
+    /// Most bytes of strings, byte strings and names in one decoded value.
+    pub max_output_bytes: usize,
+    /// Circuit breaker: after this many consecutive guest faults (traps,
+    /// timeouts, out-of-memory, bad output) the plugin is paused; 0 is off.
+    pub breaker_after_faults: u32,
+    /// How long a paused plugin stays paused before one trial call, in ms.
+    pub breaker_cooldown_ms: u64,
 }
 
 impl Default for LimitsSection {
@@ -104,8 +119,21 @@ impl Default for LimitsSection {
             timeout_ms: d.timeout.as_millis() as u64,
             max_memory_mib: (d.max_memory_bytes >> 20) as u64,
             max_output_nodes: d.output.max_nodes,
+            max_output_bytes: d.output.max_bytes,
+            breaker_after_faults: 0,
+            breaker_cooldown_ms: BreakerConfig::DEFAULT_COOLDOWN.as_millis() as u64,
         }
     }
+}
+
+/// `[cache]`: where compiled plugins are kept between runs. Off unless
+/// `dir` is set; relative to the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSection {
+    /// The cache directory (created `0700`; must be owned by the host's user
+    /// and not writable by others).
+    pub dir: Option<PathBuf>,
 }
 
 /// `[[plugin]]`
@@ -124,6 +152,12 @@ pub struct PluginEntry {
     pub timeout_ms: Option<u64>,
     /// Optional override of `[limits] max_output_nodes`.
     pub max_output_nodes: Option<usize>,
+    /// Optional override of `[limits] max_output_bytes`.
+    pub max_output_bytes: Option<usize>,
+    /// Optional override of `[limits] breaker_after_faults`.
+    pub breaker_after_faults: Option<u32>,
+    /// Optional override of `[limits] breaker_cooldown_ms`.
+    pub breaker_cooldown_ms: Option<u64>,
 }
 
 impl Config {
@@ -166,6 +200,9 @@ impl Config {
         if self.consumer.batch_limit == 0 {
             return Err(at("consumer.batch_limit must be at least 1".into()));
         }
+        if self.limits.timeout_ms == 0 {
+            return Err(at("limits.timeout_ms must be at least 1".into()));
+        }
         for (i, p) in self.plugins.iter().enumerate() {
             if let Some(first) = self.plugins[..i]
                 .iter()
@@ -173,6 +210,12 @@ impl Config {
             {
                 return Err(at(format!(
                     "plugin[{i}]: grain type {:?} is configured twice (also plugin[{first}])",
+                    p.grain_type
+                )));
+            }
+            if p.timeout_ms == Some(0) {
+                return Err(at(format!(
+                    "plugin[{i}] ({}): timeout_ms must be at least 1",
                     p.grain_type
                 )));
             }
@@ -208,6 +251,12 @@ impl Config {
         url.clone()
     }
 
+    /// The precompiled-plugin cache directory, resolved against the config
+    /// file; `None` when the cache is off.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        self.cache.dir.as_ref().map(|dir| self.base_dir.join(dir))
+    }
+
     /// A plugin entry's file, resolved against the config file.
     pub fn plugin_path(&self, entry: &PluginEntry) -> PathBuf {
         self.base_dir.join(&entry.path)
@@ -223,7 +272,24 @@ impl Config {
         limits.output.max_nodes = entry
             .max_output_nodes
             .unwrap_or(self.limits.max_output_nodes);
+        limits.output.max_bytes = entry
+            .max_output_bytes
+            .unwrap_or(self.limits.max_output_bytes);
         limits
+    }
+
+    /// A plugin entry's circuit breaker, `None` when off (the default).
+    pub fn plugin_breaker(&self, entry: &PluginEntry) -> Option<BreakerConfig> {
+        let after_faults = entry
+            .breaker_after_faults
+            .unwrap_or(self.limits.breaker_after_faults);
+        let cooldown = entry
+            .breaker_cooldown_ms
+            .unwrap_or(self.limits.breaker_cooldown_ms);
+        (after_faults > 0).then(|| BreakerConfig {
+            after_faults,
+            cooldown: Duration::from_millis(cooldown.max(1)),
+        })
     }
 }
 
@@ -260,6 +326,60 @@ timeout_ms = 20
         let limits = c.plugin_limits(&c.plugins[0]);
         assert_eq!(limits.timeout, Duration::from_millis(20));
         assert_eq!(limits.max_memory_bytes, 64 << 20);
+        assert_eq!(limits.output.max_bytes, 32 << 20);
+        assert_eq!(c.plugin_breaker(&c.plugins[0]), None, "off by default");
+        assert_eq!(c.consumer.log_summary_interval_ms, 10_000);
+    }
+
+    #[test]
+    fn the_plugin_cache_is_off_unless_a_dir_is_set() {
+        let c = Config::parse(GOOD, Path::new("/etc/replica/host.toml")).unwrap();
+        assert_eq!(c.cache_dir(), None);
+        let text = GOOD.replace("[consumer]", "[cache]\ndir = \"cache\"\n\n[consumer]");
+        let c = Config::parse(&text, Path::new("/etc/replica/host.toml")).unwrap();
+        assert_eq!(c.cache_dir(), Some(PathBuf::from("/etc/replica/cache")));
+    }
+
+    #[test]
+    fn output_bytes_and_breaker_have_defaults_and_overrides() {
+        let text = GOOD.replace(
+            "[consumer]",
+            "[limits]\nmax_output_bytes = 4096\nbreaker_after_faults = 5\n\n[consumer]",
+        );
+        let c = Config::parse(&text, Path::new("h.toml")).unwrap();
+        assert_eq!(c.plugin_limits(&c.plugins[0]).output.max_bytes, 4096);
+        assert_eq!(
+            c.plugin_breaker(&c.plugins[0]),
+            Some(BreakerConfig {
+                after_faults: 5,
+                cooldown: BreakerConfig::DEFAULT_COOLDOWN
+            })
+        );
+        let text = format!(
+            "{text}max_output_bytes = 10\nbreaker_after_faults = 2\nbreaker_cooldown_ms = 700\n"
+        );
+        let c = Config::parse(&text, Path::new("h.toml")).unwrap();
+        assert_eq!(c.plugin_limits(&c.plugins[0]).output.max_bytes, 10);
+        assert_eq!(
+            c.plugin_breaker(&c.plugins[0]),
+            Some(BreakerConfig {
+                after_faults: 2,
+                cooldown: Duration::from_millis(700)
+            })
+        );
+        let off =
+            format!("{text}breaker_after_faults = 0\n").replace("breaker_after_faults = 2\n", "");
+        let c = Config::parse(&off, Path::new("h.toml")).unwrap();
+        assert_eq!(c.plugin_breaker(&c.plugins[0]), None);
+        let err = Config::parse(
+            &GOOD.replace("timeout_ms = 20", "timeout_ms = 0"),
+            Path::new("h.toml"),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("plugin[0] (Counter): timeout_ms must be at least 1"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::plugin::{LoadedPlugin, PluginEngine};
+use crate::plugin::{ComponentCache, LoadedPlugin, PluginEngine};
 
 /// The loaded plugins, by grain type.
 #[derive(Clone, Default)]
@@ -20,7 +20,20 @@ impl PluginSet {
     /// Loads and checks every `[[plugin]]` of `config`: file readable, a
     /// component of our contract's major version, no forbidden imports,
     /// declared grain type equal to the configured one, sha256 equal to the pin.
+    ///
+    /// With `[cache] dir` set, compiled code is taken from (and stored in) the
+    /// precompiled cache; a cache directory that cannot be used is reported
+    /// and plugins are compiled as without a cache.
     pub fn load(config: &Config, engine: &PluginEngine) -> Result<Self, String> {
+        let cache = config
+            .cache_dir()
+            .and_then(|dir| match ComponentCache::open(&dir) {
+                Ok(cache) => Some(cache),
+                Err(reason) => {
+                    tracing::warn!(%reason, "not using the plugin cache");
+                    None
+                }
+            });
         let mut by_grain_type = BTreeMap::new();
         for (i, entry) in config.plugins.iter().enumerate() {
             let path = config.plugin_path(entry);
@@ -43,8 +56,24 @@ impl PluginSet {
                     )));
                 }
             }
-            let plugin = LoadedPlugin::load(engine, &path, config.plugin_limits(entry))
-                .map_err(|e| fail(&e.to_string()))?;
+            let plugin = LoadedPlugin::load_with_cache(
+                engine,
+                &path,
+                config.plugin_limits(entry),
+                cache.as_ref(),
+            )
+            .map_err(|e| fail(&e.to_string()))?;
+            // The file may have changed between the pin check and the load:
+            // the bytes actually compiled must match the pin too.
+            if let Some(pin) = &entry.sha256
+                && !plugin.sha256().eq_ignore_ascii_case(pin)
+            {
+                return Err(fail(&format!(
+                    "{}: sha256 is {} (the file changed while loading), but the config pins {pin}",
+                    path.display(),
+                    plugin.sha256()
+                )));
+            }
             let declared = &plugin.description().grain_type;
             if declared != &entry.grain_type {
                 return Err(fail(&format!(
@@ -59,6 +88,7 @@ impl PluginSet {
                 schema_version = %plugin.description().schema_version,
                 sha256 = &plugin.sha256()[..12],
                 compile_ms = plugin.compile_time().as_millis() as u64,
+                cache = ?plugin.cache_outcome(),
                 path = %path.display(),
                 "plugin loaded"
             );

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use common::pg::{self, PgSchema};
 use common::relay::{self, Relay};
 use replica_host::replication_log::{
-    self, EntryType, GrainHead, LogEntry, LogError, LogRecord, MemoryLog, PostgresLog, RawRow,
-    RefusedRow, ReplicationLog, SqliteLog,
+    self, ChangeCursor, EntryType, GrainHead, LogEntry, LogError, LogRecord, MemoryLog,
+    PostgresLog, RawRow, RefusedRow, ReplicationLog, SqliteLog,
 };
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePool};
@@ -286,6 +286,8 @@ suite_for_all_backends!(
     awkward_grain_keys_round_trip,
     empty_and_multi_megabyte_payloads,
     racing_appends_end_in_conflicts,
+    changes_since_lists_then_reports_only_new_rows,
+    changes_since_sees_rows_after_the_newest_were_deleted,
 );
 
 // ---------------------------------------------------------------------------
@@ -489,6 +491,99 @@ mod cases {
         let mut types = log.grain_types().await.unwrap();
         types.sort();
         assert_eq!(types, ["BankAccount", COUNTER]);
+    }
+
+    /// Asks for changes and checks the answer against the grains that changed:
+    /// a complete answer must equal `grain_heads`; an incremental one must
+    /// name exactly the changed grains with their newest sequence.
+    async fn expect_changes(
+        log: &Arc<dyn ReplicationLog>,
+        cursor: Option<&ChangeCursor>,
+        changed: &[(&str, u64)],
+    ) -> Option<ChangeCursor> {
+        let changes = log.changes_since(COUNTER, cursor).await.unwrap();
+        if changes.complete {
+            assert_eq!(
+                sorted_heads(changes.heads),
+                sorted_heads(log.grain_heads(COUNTER).await.unwrap()),
+                "a complete answer lists every grain"
+            );
+        } else {
+            assert!(cursor.is_some(), "the first answer is complete");
+            assert_eq!(sorted_heads(changes.heads), heads(changed));
+        }
+        changes.cursor
+    }
+
+    pub async fn changes_since_lists_then_reports_only_new_rows(h: &dyn Harness) {
+        let log = h.log();
+        let first = log.changes_since(COUNTER, None).await.unwrap();
+        assert!(first.complete && first.heads.is_empty());
+        let cursor = first.cursor;
+
+        log.append(&entry(COUNTER, "a", 1, b"")).await.unwrap();
+        log.append(&entry(COUNTER, "b", 4, b"")).await.unwrap();
+        log.append(&entry("BankAccount", "a", 2, b""))
+            .await
+            .unwrap();
+        let cursor = expect_changes(&log, cursor.as_ref(), &[("a", 1), ("b", 4)]).await;
+        // Nothing new: an incremental answer is empty.
+        let cursor = expect_changes(&log, cursor.as_ref(), &[]).await;
+
+        log.append(&entry(COUNTER, "a", 2, b"")).await.unwrap();
+        log.append(&entry(COUNTER, "a", 5, b"")).await.unwrap();
+        log.append(&entry(COUNTER, "c", 1, b"")).await.unwrap();
+        log.append(&entry("BankAccount", "z", 1, b""))
+            .await
+            .unwrap();
+        // Rows without a valid sequence never make a head.
+        h.insert_raw(raw(COUNTER, "neg", -3, 0)).await;
+        let cursor = expect_changes(&log, cursor.as_ref(), &[("a", 5), ("c", 1)]).await;
+
+        // Another grain type's changes do not show; its own cursor works too.
+        let bank = log.changes_since("BankAccount", None).await.unwrap();
+        assert_eq!(sorted_heads(bank.heads), heads(&[("a", 2), ("z", 1)]));
+        log.append(&entry(COUNTER, "b", 9, b"")).await.unwrap();
+        expect_changes(&log, cursor.as_ref(), &[("b", 9)]).await;
+
+        // Without a cursor: everything, as grain_heads.
+        let all = log.changes_since(COUNTER, None).await.unwrap();
+        assert!(all.complete);
+        assert_eq!(
+            sorted_heads(all.heads),
+            heads(&[("a", 5), ("b", 9), ("c", 1)])
+        );
+    }
+
+    pub async fn changes_since_sees_rows_after_the_newest_were_deleted(h: &dyn Harness) {
+        let log = h.log();
+        log.append(&entry(COUNTER, "a", 1, b"")).await.unwrap();
+        log.append(&entry(COUNTER, "b", 1, b"")).await.unwrap();
+        log.append(&entry(COUNTER, "b", 2, b"")).await.unwrap();
+        let cursor = log.changes_since(COUNTER, None).await.unwrap().cursor;
+
+        // Deleting the newest rows lets SQLite hand their rowids out again:
+        // the new rows must still be reported.
+        assert_eq!(log.truncate(COUNTER, "b", 3).await.unwrap(), 2);
+        log.append(&entry(COUNTER, "c", 7, b"")).await.unwrap();
+        log.append(&entry(COUNTER, "b", 3, b"")).await.unwrap();
+        let changes = log.changes_since(COUNTER, cursor.as_ref()).await.unwrap();
+        let reported = sorted_heads(changes.heads.clone());
+        for expected in heads(&[("b", 3), ("c", 7)]) {
+            assert!(
+                reported.contains(&expected),
+                "{expected:?} missing from {changes:?}"
+            );
+        }
+        if changes.complete {
+            assert_eq!(
+                reported,
+                sorted_heads(log.grain_heads(COUNTER).await.unwrap())
+            );
+        }
+        // And the cursor it returned keeps working.
+        log.append(&entry(COUNTER, "d", 1, b"")).await.unwrap();
+        expect_changes(&log, changes.cursor.as_ref(), &[("d", 1)]).await;
     }
 
     pub async fn refused_rows_do_not_hide_good_rows(h: &dyn Harness) {
@@ -869,6 +964,67 @@ async fn sqlite_refuses_loosely_typed_rows() {
         shape(&log.read_from(COUNTER, "k", 0, 100).await.unwrap()),
         ["r?", "r?"]
     );
+}
+
+#[tokio::test]
+async fn sqlite_changes_since_uses_the_rowid_watermark() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("log.db");
+    let log = SqliteLog::open(&path).await.unwrap();
+    for key in ["a", "b"] {
+        log.append(&entry(COUNTER, key, 1, b"")).await.unwrap();
+    }
+    let first = log.changes_since(COUNTER, None).await.unwrap();
+    assert!(first.complete && first.cursor.is_some());
+    log.append(&entry(COUNTER, "b", 2, b"")).await.unwrap();
+    let next = log
+        .changes_since(COUNTER, first.cursor.as_ref())
+        .await
+        .unwrap();
+    assert!(!next.complete, "an incremental answer");
+    assert_eq!(next.heads, heads(&[("b", 2)]));
+
+    // VACUUM may renumber rowids: the cursor notices when its row moved.
+    let raw = sqlite_pool(&path).await;
+    raw.execute("DELETE FROM replication_log WHERE grain_key = 'a'")
+        .await
+        .unwrap();
+    raw.execute("VACUUM").await.unwrap();
+    log.append(&entry(COUNTER, "e", 1, b"")).await.unwrap();
+    let after = log
+        .changes_since(COUNTER, next.cursor.as_ref())
+        .await
+        .unwrap();
+    assert!(after.heads.contains(&heads(&[("e", 1)])[0]), "{after:?}");
+}
+
+#[tokio::test]
+async fn sqlite_changes_since_lists_everything_without_a_rowid() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("norowid.db");
+    let raw = SqlitePool::connect_with(
+        SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    raw.execute(
+        "CREATE TABLE replication_log (grain_type TEXT NOT NULL, grain_key TEXT NOT NULL,
+         sequence INTEGER NOT NULL, timestamp_millis INTEGER NOT NULL,
+         source_cluster TEXT NOT NULL, entry_type INTEGER NOT NULL, payload BLOB NOT NULL,
+         PRIMARY KEY (grain_type, grain_key, sequence)) WITHOUT ROWID",
+    )
+    .await
+    .unwrap();
+    let log = SqliteLog::open(&path).await.unwrap();
+    log.append(&entry(COUNTER, "a", 1, b"")).await.unwrap();
+    for _ in 0..2 {
+        let changes = log.changes_since(COUNTER, None).await.unwrap();
+        assert!(changes.complete);
+        assert!(changes.cursor.is_none());
+        assert_eq!(changes.heads, heads(&[("a", 1)]));
+    }
 }
 
 #[tokio::test]

@@ -59,6 +59,37 @@ pub fn copy_plugin(dir: &Path, krate: &str) -> String {
     name
 }
 
+/// The API path of a replica, the key percent-encoded.
+pub fn replica_path(grain_type: &str, grain_key: &str) -> String {
+    format!(
+        "/v1/replicas/{}/{}",
+        percent_encode(grain_type),
+        percent_encode(grain_key)
+    )
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The value of a Prometheus sample `name{labels}`, if present.
+pub fn metric(metrics: &str, name_and_labels: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Runs `replica-host run --config` to completion (for startup failures).
 pub fn run_to_exit(config_path: &Path) -> (i32, String) {
     let out = Command::new(crate::host_bin())
@@ -154,6 +185,63 @@ impl Daemon {
     /// Every stderr line so far.
     pub fn stderr(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// How many stderr lines so far contain every one of `needles`.
+    pub fn count_log(&self, needles: &[&str]) -> usize {
+        self.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| needles.iter().all(|n| line.contains(n)))
+            .count()
+    }
+
+    /// Waits for a stderr line containing every one of `needles`; returns it.
+    pub fn wait_for_log(&self, needles: &[&str], timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self
+                .stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|line| needles.iter().all(|n| line.contains(n)))
+            {
+                return line.clone();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for a log line with {needles:?}; log:\n{}",
+                    self.stderr().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// `GET /v1/replicas/{grain_type}/{grain_key}`, the key percent-encoded.
+    pub fn replica(&self, grain_type: &str, grain_key: &str) -> Response {
+        self.get(&replica_path(grain_type, grain_key))
+    }
+
+    /// Polls a grain's replica until `check` accepts its JSON body (200 only).
+    pub fn wait_for_replica(
+        &self,
+        grain_type: &str,
+        grain_key: &str,
+        timeout: Duration,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        self.wait_for(&replica_path(grain_type, grain_key), timeout, |r| {
+            r.status == 200 && check(&r.json())
+        })
+        .json()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Sends SIGTERM and waits for the exit.

@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch.
 
+mod bench;
 mod demo;
 mod plugin;
 mod run;
@@ -51,6 +52,9 @@ enum Command {
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins"))]
         plugins_dir: PathBuf,
     },
+    /// Run a benchmark (see BENCHMARKS.md); build with --release.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 #[derive(Subcommand)]
@@ -90,6 +94,7 @@ pub fn main() -> ExitCode {
     let default_filter = match cli.command {
         Command::Plugin(_) => "off",
         Command::Run { .. } | Command::Demo { .. } => "info",
+        Command::Bench(_) => "warn,sqlx=error",
     };
     init_tracing(cli.log_format, default_filter);
     match cli.command {
@@ -100,6 +105,7 @@ pub fn main() -> ExitCode {
             listen,
             plugins_dir,
         } => demo::run(dir, listen, plugins_dir),
+        Command::Bench(cmd) => bench::run(cmd),
     }
 }
 

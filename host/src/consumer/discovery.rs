@@ -1,12 +1,22 @@
-//! One grain type's discovery task: lists the type's grains with their
-//! newest sequences every poll interval, starts a grain task for each new
-//! grain, and passes each running grain task its grain's head.
+//! One grain type's discovery task: asks the log every poll interval which
+//! of the type's grains have new entries (with their newest sequences),
+//! starts a grain task for each new grain, and passes each running grain
+//! task its grain's head.
+//!
+//! The first poll lists every grain. Later polls ask only for what changed
+//! since the last answer ([`ReplicationLog::changes_since`]), which backends
+//! with a change watermark answer in O(new rows) rather than O(rows): the
+//! idle cost of a poll does not grow with the number of grains. Every
+//! [`RECONCILE_EVERY`], and whenever the backend cannot answer
+//! incrementally, a full listing is done again as a safety net.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::{Id, JoinError, JoinSet};
+
 use tokio::time::Instant;
 
 use super::SnapshotDecoder;
@@ -14,8 +24,12 @@ use super::config::ConsumerConfig;
 use super::grain::GrainTask;
 use super::metrics::GrainTypeCounters;
 use super::shutdown::stopped;
-use crate::replication_log::{GrainHead, ReplicationLog};
+use crate::replication_log::{ChangeCursor, GrainHead, ReplicationLog};
 use crate::store::ReplicaStore;
+
+/// How often discovery lists every grain even when the log can answer
+/// incrementally: the safety net against a watermark that missed a change.
+pub(crate) const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 
 /// Everything one grain type's discovery needs.
 pub(crate) struct Discovery {
@@ -40,13 +54,22 @@ impl Discovery {
     pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut grains = Grains::default();
         let mut failures = 0u32;
+        let mut cursor: Option<ChangeCursor> = None;
+        let mut listed_all_at: Option<Instant> = None;
         'poll: loop {
+            let reconcile = listed_all_at.is_none_or(|at| at.elapsed() >= RECONCILE_EVERY);
+            let since = if reconcile { None } else { cursor.as_ref() };
             let listed = tokio::select! {
                 () = stopped(&mut shutdown) => break 'poll,
-                listed = self.log.grain_heads(&self.grain_type) => listed,
+                listed = self.log.changes_since(&self.grain_type, since) => listed,
             };
             let wait = match listed {
-                Ok(heads) => {
+                Ok(changes) => {
+                    if changes.complete {
+                        listed_all_at = Some(Instant::now());
+                    }
+                    cursor = changes.cursor;
+                    let heads = changes.heads;
                     if failures > 0 {
                         tracing::info!(
                             grain_type = %self.grain_type,

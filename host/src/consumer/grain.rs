@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::SnapshotDecoder;
 use super::batch::{Cursor, Failure};
 use super::config::ConsumerConfig;
+use super::log_limiter::limited;
 use super::metrics::GrainTypeCounters;
 use super::shutdown::{is_stopped, stopped};
 use crate::plugin::{CallError, CallErrorKind};
@@ -104,28 +105,32 @@ impl GrainTask {
                     read_failures += 1;
                     self.counters.read_error();
                     let delay = self.config.backoff(read_failures);
-                    tracing::warn!(
-                        grain_type = %self.grain_type,
-                        grain_key = %self.grain_key,
-                        sequence = from,
-                        %error,
-                        failures = read_failures,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "failed to read the replication log; retrying"
-                    );
+                    limited(&self.grain_type, "read_error", &self.grain_key, || {
+                        tracing::warn!(
+                            grain_type = %self.grain_type,
+                            grain_key = %self.grain_key,
+                            sequence = from,
+                            %error,
+                            failures = read_failures,
+                            retry_in_ms = delay.as_millis() as u64,
+                            "failed to read the replication log; retrying"
+                        )
+                    });
                     read_retry_at = Some(Instant::now() + delay);
                     more = false;
                     continue;
                 }
             };
             if read_failures > 0 {
-                tracing::info!(
-                    grain_type = %self.grain_type,
-                    grain_key = %self.grain_key,
-                    sequence = from,
-                    failures = read_failures,
-                    "reading the replication log again"
-                );
+                limited(&self.grain_type, "read_resumed", &self.grain_key, || {
+                    tracing::info!(
+                        grain_type = %self.grain_type,
+                        grain_key = %self.grain_key,
+                        sequence = from,
+                        failures = read_failures,
+                        "reading the replication log again"
+                    )
+                });
                 read_failures = 0;
                 read_retry_at = None;
             }
@@ -195,14 +200,21 @@ impl GrainTask {
                 }
                 Err(error) => {
                     self.counters.decode_failed(error.kind);
-                    tracing::warn!(
-                        grain_type = %self.grain_type,
-                        grain_key = %self.grain_key,
-                        sequence = entry.sequence,
-                        kind = %error.kind,
-                        plugin = %error.plugin,
-                        error = %error.message,
-                        "snapshot did not decode"
+                    limited(
+                        &self.grain_type,
+                        error.kind.as_str(),
+                        &self.grain_key,
+                        || {
+                            tracing::warn!(
+                                grain_type = %self.grain_type,
+                                grain_key = %self.grain_key,
+                                sequence = entry.sequence,
+                                kind = %error.kind,
+                                plugin = %error.plugin,
+                                error = %error.message,
+                                "snapshot did not decode"
+                            )
+                        },
                     );
                     failures.push(Failure {
                         sequence: entry.sequence,
@@ -262,12 +274,14 @@ impl GrainTask {
                 .set_status(&self.grain_type, &self.grain_key, status.clone());
         }
         if was_failing && !matches!(status, ReplicaStatus::Failing { .. }) {
-            tracing::info!(
-                grain_type = %self.grain_type,
-                grain_key = %self.grain_key,
-                sequence = cursor.applied(),
-                "grain recovered: a newer snapshot decoded"
-            );
+            limited(&self.grain_type, "recovered", &self.grain_key, || {
+                tracing::info!(
+                    grain_type = %self.grain_type,
+                    grain_key = %self.grain_key,
+                    sequence = cursor.applied(),
+                    "grain recovered: a newer snapshot decoded"
+                )
+            });
         }
         *last_status = Some(status);
         Ok(())
@@ -278,22 +292,26 @@ impl GrainTask {
         match record {
             LogRecord::Entry(entry) => {
                 self.counters.delta_refused();
-                tracing::error!(
-                    grain_type = %self.grain_type,
-                    grain_key = %self.grain_key,
-                    sequence = entry.sequence,
-                    "refused a Delta entry: only FullState snapshots are supported"
-                );
+                limited(&self.grain_type, "delta", &self.grain_key, || {
+                    tracing::error!(
+                        grain_type = %self.grain_type,
+                        grain_key = %self.grain_key,
+                        sequence = entry.sequence,
+                        "refused a Delta entry: only FullState snapshots are supported"
+                    )
+                });
             }
             LogRecord::Refused(row) => {
                 self.counters.row_refused();
-                tracing::error!(
-                    grain_type = %self.grain_type,
-                    grain_key = %self.grain_key,
-                    sequence = row.sequence,
-                    reason = %row.reason,
-                    "refused a log row the host cannot interpret"
-                );
+                limited(&self.grain_type, "refused_row", &self.grain_key, || {
+                    tracing::error!(
+                        grain_type = %self.grain_type,
+                        grain_key = %self.grain_key,
+                        sequence = row.sequence,
+                        reason = %row.reason,
+                        "refused a log row the host cannot interpret"
+                    )
+                });
             }
         }
     }

@@ -4,11 +4,14 @@
 //! # Model
 //! Logically there is one consumer per replicated grain, as in Orlando's
 //! seed. Physically:
-//! - per grain type, ONE discovery task (`discovery.rs`) calls
-//!   [`ReplicationLog::grain_heads`](crate::replication_log::ReplicationLog::grain_heads)
-//!   every poll interval. It starts a grain task for each grain it has not
-//!   seen (so grains created while running are found) and tells every grain
-//!   task its grain's newest sequence through a `tokio::sync::watch` channel;
+//! - per grain type, ONE discovery task (`discovery.rs`) asks the log every
+//!   poll interval which grains have new entries:
+//!   [`ReplicationLog::changes_since`](crate::replication_log::ReplicationLog::changes_since),
+//!   a full listing first and periodically, incremental in between where the
+//!   backend has a change watermark (SQLite's rowid). It starts a grain task
+//!   for each grain it has not seen (so grains created while running are
+//!   found) and tells every grain task its grain's newest sequence through a
+//!   `tokio::sync::watch` channel;
 //! - each grain task (`grain.rs`) reads its grain's entries only when that head
 //!   is above what it has read, when its last batch was full, or when a retry
 //!   is due. Idle grains cost no queries: a poll costs one query per grain
@@ -38,6 +41,7 @@ pub mod batch;
 pub mod config;
 mod discovery;
 mod grain;
+pub mod log_limiter;
 pub mod metrics;
 mod replicator;
 mod shutdown;

@@ -1,6 +1,8 @@
 //! The read-only HTTP API: replicas, plugins, health, readiness, metrics.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -10,6 +12,7 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
 use super::metrics::MetricsExporter;
+use crate::plugin::breaker::Breaker;
 use crate::plugin_set::PluginSet;
 use crate::replication_log::ReplicationLog;
 use crate::store::{Replica, ReplicaStatus, ReplicaStore, now_millis};
@@ -25,6 +28,8 @@ pub struct ApiState {
     pub store: Arc<ReplicaStore>,
     /// The loaded plugins.
     pub plugins: PluginSet,
+    /// The circuit breakers, by grain type (plugins without one are absent).
+    pub breakers: Arc<BTreeMap<String, Arc<Breaker>>>,
     /// The log, for readiness.
     pub log: Arc<dyn ReplicationLog>,
     /// Prometheus rendering.
@@ -205,11 +210,29 @@ async fn plugins(State(api): State<ApiState>) -> Response {
                     "timeout_ms": p.limits().timeout.as_millis() as u64,
                     "max_memory_bytes": p.limits().max_memory_bytes,
                     "max_output_nodes": p.limits().output.max_nodes,
+                    "max_output_bytes": p.limits().output.max_bytes,
+                    "max_output_depth": p.limits().output.max_depth,
                 },
+                "breaker": api.breakers.get(grain_type).map(|b| breaker_json(b)),
             })
         })
         .collect();
     axum::Json(serde_json::json!({ "plugins": list })).into_response()
+}
+
+/// A breaker as `/v1/plugins` shows it.
+fn breaker_json(breaker: &Breaker) -> serde_json::Value {
+    let status = breaker.status(Instant::now());
+    let config = breaker.config();
+    serde_json::json!({
+        "state": status.state.as_str(),
+        "consecutive_faults": status.consecutive_faults,
+        "times_opened": status.times_opened,
+        "rejected_calls": status.rejected_calls,
+        "retry_in_ms": status.retry_in.map(|d| d.as_millis() as u64),
+        "after_faults": config.after_faults,
+        "cooldown_ms": config.cooldown.as_millis() as u64,
+    })
 }
 
 async fn readyz(State(api): State<ApiState>) -> Response {
@@ -227,7 +250,7 @@ async fn readyz(State(api): State<ApiState>) -> Response {
 async fn metrics(State(api): State<ApiState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        api.metrics.render(&api.store, &api.plugins),
+        api.metrics.render(&api.store, &api.plugins, &api.breakers),
     )
         .into_response()
 }

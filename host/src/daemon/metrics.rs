@@ -2,11 +2,14 @@
 //! published at scrape time; histograms (plugin call duration, replication
 //! lag) are recorded as events happen through the `metrics` facade.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::consumer::ConsumerMetrics;
+use crate::plugin::breaker::Breaker;
 use crate::plugin_set::PluginSet;
 use crate::store::{ChangeKind, ReplicaStore, now_millis};
 
@@ -48,7 +51,12 @@ impl MetricsExporter {
     }
 
     /// Publishes the current counters and renders everything.
-    pub fn render(&self, store: &ReplicaStore, plugins: &PluginSet) -> String {
+    pub fn render(
+        &self,
+        store: &ReplicaStore,
+        plugins: &PluginSet,
+        breakers: &BTreeMap<String, Arc<Breaker>>,
+    ) -> String {
         let snapshot = self.consumer.snapshot();
         for (grain_type, s) in &snapshot.grain_types {
             let gt = grain_type.clone();
@@ -84,6 +92,20 @@ impl MetricsExporter {
                 .absolute(plugin.stats().calls());
             metrics::counter!("replica_plugin_failures_total", "grain_type" => grain_type.clone())
                 .absolute(plugin.stats().failures());
+        }
+        let now = Instant::now();
+        for (grain_type, breaker) in breakers {
+            let status = breaker.status(now);
+            let gt = grain_type.clone();
+            // 0 closed, 1 open, 2 half open.
+            metrics::gauge!("replica_plugin_breaker_state", "grain_type" => gt.clone())
+                .set(status.state.gauge());
+            metrics::gauge!("replica_plugin_consecutive_faults", "grain_type" => gt.clone())
+                .set(f64::from(status.consecutive_faults));
+            metrics::counter!("replica_plugin_breaker_opened_total", "grain_type" => gt.clone())
+                .absolute(status.times_opened);
+            metrics::counter!("replica_plugin_breaker_rejected_calls_total", "grain_type" => gt)
+                .absolute(status.rejected_calls);
         }
         self.handle.render()
     }

@@ -9,7 +9,7 @@
 pub mod http;
 pub mod metrics;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::consumer::log_limiter;
 use crate::consumer::{ConsumerConfig, ConsumerMetrics, Replicator, SnapshotDecoder};
+use crate::plugin::breaker::Breaker;
 use crate::plugin::{PluginDecoder, PluginEngine};
 use crate::plugin_set::PluginSet;
 use crate::replication_log;
@@ -44,6 +46,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(std::net::SocketAddr),
 ) -> Result<(), StartupError> {
+    // Poll the shutdown future once before anything else: a future that
+    // installs signal handlers when first polled (as `replica-host run`'s
+    // does) has them in place before readiness is announced, so a SIGTERM
+    // right after "replica-host running" stops the daemon cleanly instead of
+    // killing it.
+    let mut shutdown = Box::pin(shutdown);
+    let stop_early = futures::poll!(shutdown.as_mut()).is_ready();
     let engine = PluginEngine::new()
         .map_err(|e| StartupError::Unavailable(format!("cannot start the Wasm engine: {e:#}")))?;
     let plugins = PluginSet::load(&config, &engine).map_err(StartupError::Invalid)?;
@@ -68,14 +77,28 @@ pub async fn run(
     let store = Arc::new(ReplicaStore::new());
     let consumer_metrics = Arc::new(ConsumerMetrics::default());
     let limiter = PluginDecoder::default_limiter();
+    let breakers: BTreeMap<String, Arc<Breaker>> = config
+        .plugins
+        .iter()
+        .filter_map(|entry| {
+            let breaker = config.plugin_breaker(entry)?;
+            Some((entry.grain_type.clone(), Arc::new(Breaker::new(breaker))))
+        })
+        .collect();
     let decoders: HashMap<String, Arc<dyn SnapshotDecoder>> = plugins
         .iter()
         .map(|(grain_type, plugin)| {
-            let decoder: Arc<dyn SnapshotDecoder> =
-                Arc::new(PluginDecoder::new(Arc::clone(plugin), Arc::clone(&limiter)));
+            let mut decoder = PluginDecoder::new(Arc::clone(plugin), Arc::clone(&limiter));
+            if let Some(breaker) = breakers.get(grain_type) {
+                decoder = decoder.with_breaker(Arc::clone(breaker));
+            }
+            let decoder: Arc<dyn SnapshotDecoder> = Arc::new(decoder);
             (grain_type.clone(), decoder)
         })
         .collect();
+    log_limiter::global().set_interval(Duration::from_millis(
+        config.consumer.log_summary_interval_ms.max(1),
+    ));
     let consumer_config = ConsumerConfig {
         poll_interval: Duration::from_millis(config.consumer.poll_interval_ms),
         batch_limit: config.consumer.batch_limit,
@@ -97,6 +120,7 @@ pub async fn run(
     let api = http::ApiState {
         store: Arc::clone(&store),
         plugins: plugins.clone(),
+        breakers: Arc::new(breakers),
         log: Arc::clone(&log),
         metrics: metrics::MetricsExporter::new(consumer_metrics),
     };
@@ -118,7 +142,9 @@ pub async fn run(
     );
     on_ready(addr);
 
-    shutdown.await;
+    if !stop_early {
+        shutdown.await;
+    }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = replicator.await;
@@ -138,6 +164,7 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
     }
     let _ = lag.await;
+    log_limiter::flush_all();
     drop(log);
     tracing::info!("stopped");
     Ok(())

@@ -122,12 +122,19 @@ impl logging::Host for CallState {
                 tracing::event!(target: "replica_host::plugin", $lvl, plugin, grain_type, grain_key, sequence, "{message}")
             };
         }
+        // Warnings and errors are what many failing grains repeat: like the
+        // host's own errors, they are rate-limited per grain type and level.
+        use crate::consumer::log_limiter::limited;
         match level {
             Level::Trace => emit!(tracing::Level::TRACE),
             Level::Debug => emit!(tracing::Level::DEBUG),
             Level::Info => emit!(tracing::Level::INFO),
-            Level::Warn => emit!(tracing::Level::WARN),
-            Level::Error => emit!(tracing::Level::ERROR),
+            Level::Warn => limited(grain_type, "plugin_warn", grain_key, || {
+                emit!(tracing::Level::WARN)
+            }),
+            Level::Error => limited(grain_type, "plugin_error", grain_key, || {
+                emit!(tracing::Level::ERROR)
+            }),
         }
         if level == Level::Error {
             self.last_error = Some(message);

@@ -49,6 +49,16 @@ fn parse_versioned<'a>(name: &'a str, iface: &str) -> Option<(u64, &'a str)> {
     Some((major, version))
 }
 
+/// The version of a `replica:plugin/IFACE@X.Y.Z` name whose major is not ours.
+fn other_contract_major(name: &str) -> Option<&str> {
+    let (_, versioned) = name
+        .strip_prefix(CONTRACT_PACKAGE)?
+        .strip_prefix('/')?
+        .split_once('@')?;
+    let major: u64 = versioned.split('.').next()?.parse().ok()?;
+    (major != CONTRACT_MAJOR).then_some(versioned)
+}
+
 /// Checks a compiled component's imports and exports against the contract.
 /// Returns its import names.
 pub(crate) fn check_component(
@@ -60,15 +70,26 @@ pub(crate) fn check_component(
         .imports(engine)
         .map(|(name, _)| name.to_string())
         .collect();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    // Another major version of the contract is the root cause of every other
+    // mismatch such a plugin has (its logging import too): say so first.
+    if let Some(version) = imports
+        .iter()
+        .chain(&exports)
+        .find_map(|name| other_contract_major(name))
+    {
+        return Err(format!(
+            "built against contract {CONTRACT_PACKAGE}@{version}; this host implements {CONTRACT_VERSION} (major {CONTRACT_MAJOR})"
+        ));
+    }
     if let Some(bad) = imports.iter().find(|name| !import_allowed(name)) {
         return Err(format!(
             "imports `{bad}`, but plugins may only import {CONTRACT_PACKAGE}/logging@{CONTRACT_MAJOR}.x (no WASI, clocks, randomness, files or network)"
         ));
     }
-    let exports: Vec<String> = ty
-        .exports(engine)
-        .map(|(name, _)| name.to_string())
-        .collect();
     match exports
         .iter()
         .find_map(|name| parse_versioned(name, "decoder"))
@@ -116,5 +137,21 @@ mod tests {
         assert!(!import_allowed("replica:plugin/logging@2.0.0"));
         assert!(!import_allowed("wasi:random/random@0.2.0"));
         assert!(!import_allowed("replica:plugin/loggingx@1.0.0"));
+        assert!(!import_allowed("replica:plugin/secrets@1.0.0"));
+    }
+
+    #[test]
+    fn other_contract_majors() {
+        assert_eq!(
+            other_contract_major("replica:plugin/logging@2.0.0"),
+            Some("2.0.0")
+        );
+        assert_eq!(
+            other_contract_major("replica:plugin/decoder@0.9.1"),
+            Some("0.9.1")
+        );
+        assert_eq!(other_contract_major("replica:plugin/decoder@1.4.0"), None);
+        assert_eq!(other_contract_major("wasi:random/random@2.0.0"), None);
+        assert_eq!(other_contract_major("replica:pluginx/decoder@2.0.0"), None);
     }
 }

@@ -2,6 +2,11 @@
 //! Calls run on tokio's blocking pool, at most `max_concurrent` at a time
 //! across all plugins sharing the limiter, so guests never stall the async
 //! runtime and a burst of snapshots cannot exhaust memory.
+//!
+//! With a [`Breaker`], a plugin whose guest keeps faulting is paused: its
+//! calls fail fast with [`CallErrorKind::Unavailable`] until one trial call
+//! after the cool-down behaves. A payload larger than the plugin's memory
+//! limit is refused before any guest code runs.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,6 +14,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
+use super::breaker::{Admission, Breaker, Transition};
 use super::{CallError, CallErrorKind, LoadedPlugin, SnapshotRef};
 use crate::consumer::SnapshotDecoder;
 use crate::replication_log::LogEntry;
@@ -18,12 +24,70 @@ use crate::value::Value;
 pub struct PluginDecoder {
     plugin: Arc<LoadedPlugin>,
     limiter: Arc<Semaphore>,
+    breaker: Option<Arc<Breaker>>,
+}
+
+/// Hands the trial back if a trial call ends without a verdict (its future
+/// dropped at shutdown, or the host unable to run it).
+struct TrialGuard<'a> {
+    breaker: Option<&'a Breaker>,
+}
+
+impl Drop for TrialGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(breaker) = self.breaker {
+            breaker.abandon_trial(Instant::now());
+        }
+    }
 }
 
 impl PluginDecoder {
     /// A decoder for `plugin` whose calls take a permit from `limiter`.
     pub fn new(plugin: Arc<LoadedPlugin>, limiter: Arc<Semaphore>) -> Self {
-        Self { plugin, limiter }
+        Self {
+            plugin,
+            limiter,
+            breaker: None,
+        }
+    }
+
+    /// Guards the plugin's calls with `breaker`.
+    pub fn with_breaker(mut self, breaker: Arc<Breaker>) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// The plugin's circuit breaker, if it has one.
+    pub fn breaker(&self) -> Option<&Arc<Breaker>> {
+        self.breaker.as_ref()
+    }
+
+    /// Logs a breaker's change of state.
+    fn report(&self, transition: Transition, grain_type: &str) {
+        let plugin = self.plugin.name();
+        let Some(breaker) = &self.breaker else { return };
+        let config = breaker.config();
+        let cooldown_ms = config.cooldown.as_millis() as u64;
+        match transition {
+            Transition::Opened => tracing::warn!(
+                plugin,
+                grain_type,
+                faults = config.after_faults,
+                cooldown_ms,
+                "circuit breaker open: plugin paused after consecutive guest faults; its calls fail fast until a trial call behaves"
+            ),
+            Transition::Reopened => tracing::warn!(
+                plugin,
+                grain_type,
+                cooldown_ms,
+                "circuit breaker open again: the trial call faulted"
+            ),
+            Transition::Closed => tracing::info!(
+                plugin,
+                grain_type,
+                "circuit breaker closed: the trial call behaved; plugin resumed"
+            ),
+        }
     }
 
     /// A limiter allowing as many concurrent calls as the machine has cores.
@@ -38,13 +102,43 @@ impl PluginDecoder {
 #[async_trait]
 impl SnapshotDecoder for PluginDecoder {
     async fn decode(&self, entry: &LogEntry) -> Result<Value, CallError> {
-        let unavailable = |message: String| CallError {
+        let fail = |kind: CallErrorKind, message: String| CallError {
             plugin: self.plugin.name().to_string(),
             grain_type: entry.grain_type.clone(),
             grain_key: entry.grain_key.clone(),
             sequence: entry.sequence,
-            kind: CallErrorKind::Unavailable,
+            kind,
             message,
+        };
+        let unavailable = |message: String| fail(CallErrorKind::Unavailable, message);
+        // The payload is copied into the guest's memory: one larger than the
+        // memory limit can never decode, so no guest code runs for it.
+        let max_memory = self.plugin.limits().max_memory_bytes;
+        if entry.payload.len() > max_memory {
+            return Err(fail(
+                CallErrorKind::OutOfMemory,
+                format!(
+                    "the payload is {} bytes, more than the plugin's memory limit of {max_memory} bytes; refused without calling the plugin",
+                    entry.payload.len()
+                ),
+            ));
+        }
+        let trial = match self.breaker.as_deref().map(|b| b.admit(Instant::now())) {
+            None | Some(Admission::Call { trial: false }) => false,
+            Some(Admission::Call { trial: true }) => true,
+            Some(Admission::Reject { retry_in, faults }) => {
+                let next = if retry_in.is_zero() {
+                    "a trial call is running".to_string()
+                } else {
+                    format!("next trial in {} ms", retry_in.as_millis())
+                };
+                return Err(unavailable(format!(
+                    "plugin paused by its circuit breaker after {faults} consecutive guest faults; {next}"
+                )));
+            }
+        };
+        let mut guard = TrialGuard {
+            breaker: self.breaker.as_deref().filter(|_| trial),
         };
         let permit = self
             .limiter
@@ -70,6 +164,13 @@ impl SnapshotDecoder for PluginDecoder {
         .map_err(|e| unavailable(format!("the decode task failed: {e}")))?;
         metrics::histogram!("replica_plugin_call_duration_seconds", "grain_type" => entry.grain_type.clone())
             .record(started.elapsed().as_secs_f64());
+        if let Some(breaker) = &self.breaker {
+            guard.breaker = None;
+            let fault = result.as_ref().is_err_and(|e| e.kind.is_guest_fault());
+            if let Some(transition) = breaker.record(Instant::now(), fault, trial) {
+                self.report(transition, &entry.grain_type);
+            }
+        }
         result
     }
 }

@@ -1,5 +1,14 @@
-//! A loaded plugin: compiled once, pre-instantiated, and called in a fresh
-//! instance for every snapshot.
+//! A loaded plugin: compiled once (or loaded from the precompiled cache),
+//! pre-instantiated, and called in a fresh instance for every snapshot.
+//!
+//! # Isolation
+//! [`LoadedPlugin::decode`] instantiates the plugin anew from its
+//! `InstancePre` for every call and drops the instance afterwards, so no
+//! guest state survives a call and one grain's payload can never reach
+//! another grain's replica. With the engine's default pooling allocator the
+//! instance's slot is reset by wasmtime when the store is dropped (memory
+//! back to its copy-on-write image, see [`super::engine`]), which is what
+//! makes a fresh instance cost microseconds rather than a fresh mapping.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +19,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Store, Trap};
 
+use super::cache::{CacheOutcome, ComponentCache};
 use super::call_state::CallState;
 use super::checks::{check_component, check_header};
 use super::engine::{PluginEngine, deadline_ticks};
@@ -57,6 +67,7 @@ pub struct LoadedPlugin {
     size: usize,
     imports: Vec<String>,
     compile_time: Duration,
+    cache_outcome: CacheOutcome,
     limits: PluginLimits,
     engine: PluginEngine,
     pre: PluginPre<CallState>,
@@ -87,6 +98,18 @@ impl LoadedPlugin {
         path: &Path,
         limits: PluginLimits,
     ) -> Result<Self, LoadError> {
+        Self::load_with_cache(engine, path, limits, None)
+    }
+
+    /// Like [`LoadedPlugin::load`], taking the compiled code from `cache`
+    /// when it holds a valid artifact for this file and engine, and storing
+    /// it there otherwise.
+    pub fn load_with_cache(
+        engine: &PluginEngine,
+        path: &Path,
+        limits: PluginLimits,
+        cache: Option<&ComponentCache>,
+    ) -> Result<Self, LoadError> {
         let fail = |reason: String| LoadError {
             path: path.display().to_string(),
             reason,
@@ -96,7 +119,7 @@ impl LoadedPlugin {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        Self::from_bytes(engine, &name, &bytes, limits).map_err(fail)
+        Self::from_bytes_with_cache(engine, &name, &bytes, limits, cache).map_err(fail)
     }
 
     /// Checks and compiles a plugin from its bytes; `name` tags its logs and errors.
@@ -106,11 +129,25 @@ impl LoadedPlugin {
         bytes: &[u8],
         limits: PluginLimits,
     ) -> Result<Self, String> {
+        Self::from_bytes_with_cache(engine, name, bytes, limits, None)
+    }
+
+    /// Like [`LoadedPlugin::from_bytes`], through `cache` when given.
+    pub fn from_bytes_with_cache(
+        engine: &PluginEngine,
+        name: &str,
+        bytes: &[u8],
+        limits: PluginLimits,
+        cache: Option<&ComponentCache>,
+    ) -> Result<Self, String> {
         check_header(bytes)?;
         let sha256 = hex::encode(Sha256::digest(bytes));
         let started = Instant::now();
-        let component = Component::new(&engine.engine, bytes)
-            .map_err(|e| format!("not a valid component: {}", one_line(&e)))?;
+        let (component, cache_outcome) = match cache {
+            Some(cache) => cache.load_or_compile(engine, bytes, &sha256),
+            None => Component::new(&engine.engine, bytes).map(|c| (c, CacheOutcome::Uncached)),
+        }
+        .map_err(|e| format!("not a valid component: {}", one_line(&e)))?;
         let compile_time = started.elapsed();
         let imports = check_component(&engine.engine, &component)?;
         let instance_pre = engine
@@ -131,6 +168,7 @@ impl LoadedPlugin {
             size: bytes.len(),
             imports,
             compile_time,
+            cache_outcome,
             limits,
             engine: engine.clone(),
             pre,
@@ -162,9 +200,13 @@ impl LoadedPlugin {
     pub fn imports(&self) -> &[String] {
         &self.imports
     }
-    /// How long compilation took.
+    /// How long compilation (or loading the precompiled artifact) took.
     pub fn compile_time(&self) -> Duration {
         self.compile_time
+    }
+    /// Whether the compiled code came from the cache.
+    pub fn cache_outcome(&self) -> CacheOutcome {
+        self.cache_outcome
     }
     /// The limits every call runs under.
     pub fn limits(&self) -> &PluginLimits {
@@ -191,6 +233,7 @@ impl LoadedPlugin {
     }
 
     fn describe(&self) -> Result<PluginDescription, CallError> {
+        let _slot = self.engine.gate.acquire();
         let mut store = self.new_store("", "", 0);
         let info = self
             .pre
@@ -217,15 +260,11 @@ impl LoadedPlugin {
     }
 
     fn decode_inner(&self, s: SnapshotRef<'_>) -> Result<Value, CallError> {
+        let input = s.to_input();
+        // Declared before the store, so the slot is released after the
+        // store (and its instance) is dropped.
+        let _slot = self.engine.gate.acquire();
         let mut store = self.new_store(s.grain_type, s.grain_key, s.sequence);
-        let input = types::Snapshot {
-            grain_type: s.grain_type.to_string(),
-            grain_key: s.grain_key.to_string(),
-            sequence: s.sequence,
-            timestamp_millis: s.timestamp_millis,
-            source_cluster: s.source_cluster.to_string(),
-            payload: s.payload.to_vec(),
-        };
         let outcome = self
             .pre
             .instantiate(&mut store)
@@ -234,6 +273,16 @@ impl LoadedPlugin {
                     .replica_plugin_decoder()
                     .call_decode(&mut store, &input)
             });
+        self.finish(&store, s, outcome)
+    }
+
+    /// Turns a call's outcome into the typed value or a [`CallError`].
+    fn finish(
+        &self,
+        store: &Store<CallState>,
+        s: SnapshotRef<'_>,
+        outcome: wasmtime::Result<Result<types::StateValue, types::DecodeError>>,
+    ) -> Result<Value, CallError> {
         let dropped = store.data().dropped_log_lines();
         if dropped > 0 {
             tracing::warn!(
@@ -261,8 +310,38 @@ impl LoadedPlugin {
                 };
                 Err(self.error(s, kind, e.message))
             }
-            Err(e) => Err(self.classify(&store, e, s)),
+            Err(e) => Err(self.classify(store, e, s)),
         }
+    }
+
+    /// An instance kept across calls: NOT the host's isolation (which is a
+    /// fresh instance per call); for the benchmarks' warm-instance figures.
+    /// It holds a pool slot for its lifetime without taking one from the
+    /// engine's gate, so keep few of them alive.
+    #[doc(hidden)]
+    pub fn warm_instance(&self) -> Result<WarmInstance<'_>, CallError> {
+        let mut store = self.new_store("", "", 0);
+        let world = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.classify(&store, e, SnapshotRef::empty()))?;
+        Ok(WarmInstance {
+            plugin: self,
+            store,
+            world,
+        })
+    }
+
+    /// Instantiates and drops one fresh instance without calling it: the
+    /// instantiation cost alone (benchmarks).
+    #[doc(hidden)]
+    pub fn instantiate_only(&self) -> Result<(), CallError> {
+        let _slot = self.engine.gate.acquire();
+        let mut store = self.new_store("", "", 0);
+        self.pre
+            .instantiate(&mut store)
+            .map(drop)
+            .map_err(|e| self.classify(&store, e, SnapshotRef::empty()))
     }
 
     fn error(&self, s: SnapshotRef<'_>, kind: CallErrorKind, message: String) -> CallError {
@@ -312,7 +391,62 @@ impl LoadedPlugin {
     }
 }
 
+/// One instance reused across calls (see [`LoadedPlugin::warm_instance`]).
+#[doc(hidden)]
+pub struct WarmInstance<'a> {
+    plugin: &'a LoadedPlugin,
+    store: Store<CallState>,
+    world: PluginWorld,
+}
+
+impl WarmInstance<'_> {
+    /// Decodes in the kept instance, under the plugin's limits.
+    pub fn decode(&mut self, s: SnapshotRef<'_>) -> Result<Value, CallError> {
+        let nodes = self.decode_nodes(s)?;
+        self.lift(nodes)
+    }
+
+    /// The call alone (copy in, guest decode, copy out), without lifting.
+    pub fn decode_nodes(&mut self, s: SnapshotRef<'_>) -> Result<types::StateValue, CallError> {
+        let input = s.to_input();
+        self.store
+            .set_epoch_deadline(deadline_ticks(self.plugin.limits.timeout));
+        match self
+            .world
+            .replica_plugin_decoder()
+            .call_decode(&mut self.store, &input)
+        {
+            Ok(Ok(state)) => Ok(state),
+            Ok(Err(e)) => Err(self.plugin.error(s, CallErrorKind::Rejected, e.message)),
+            Err(e) => Err(self.plugin.classify(&self.store, e, s)),
+        }
+    }
+
+    /// Lifting alone.
+    pub fn lift(&self, state: types::StateValue) -> Result<Value, CallError> {
+        lift(state.nodes, &self.plugin.limits.output).map_err(|e| {
+            self.plugin.error(
+                SnapshotRef::empty(),
+                CallErrorKind::BadOutput,
+                e.to_string(),
+            )
+        })
+    }
+}
+
 impl SnapshotRef<'_> {
+    /// The contract's snapshot record, owning copies of the fields.
+    fn to_input(self) -> types::Snapshot {
+        types::Snapshot {
+            grain_type: self.grain_type.to_string(),
+            grain_key: self.grain_key.to_string(),
+            sequence: self.sequence,
+            timestamp_millis: self.timestamp_millis,
+            source_cluster: self.source_cluster.to_string(),
+            payload: self.payload.to_vec(),
+        }
+    }
+
     fn empty() -> Self {
         SnapshotRef {
             grain_type: "",

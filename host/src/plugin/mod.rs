@@ -1,7 +1,9 @@
 //! The Wasm plugin runtime: one shared engine; each plugin compiled once,
 //! checked against the contract, and called in a fresh, limited instance.
 
+pub mod breaker;
 pub mod build;
+pub mod cache;
 mod call_state;
 mod checks;
 pub mod decoder;
@@ -10,8 +12,9 @@ pub mod error;
 pub mod limits;
 pub mod loaded;
 
+pub use cache::{CacheOutcome, ComponentCache};
 pub use decoder::PluginDecoder;
-pub use engine::PluginEngine;
+pub use engine::{EngineOptions, InstanceAllocation, PluginEngine};
 pub use error::{CallError, CallErrorKind, LoadError};
 pub use limits::PluginLimits;
-pub use loaded::{LoadedPlugin, PluginDescription, PluginStats, SnapshotRef};
+pub use loaded::{LoadedPlugin, PluginDescription, PluginStats, SnapshotRef, WarmInstance};

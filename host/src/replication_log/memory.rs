@@ -7,7 +7,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 
 use super::record::LooseRow;
-use super::{GrainHead, LogEntry, LogError, LogRecord, ReplicationLog, seq};
+use super::{
+    ChangeCursor, CursorState, GrainHead, HeadChanges, LogEntry, LogError, LogRecord,
+    ReplicationLog, seq,
+};
 
 /// A row exactly as a table would hold it, sequence and entry type
 /// uninterpreted: lets tests store what a well-behaved writer never would.
@@ -32,6 +35,8 @@ pub struct RawRow {
 /// One stored row of a grain, keyed by its sequence.
 #[derive(Debug, Clone)]
 struct Stored {
+    /// When the row was stored, in the log's change order (never reused).
+    stamp: u64,
     timestamp_millis: i64,
     source_cluster: String,
     entry_type: i64,
@@ -39,7 +44,34 @@ struct Stored {
 }
 
 /// Rows by (grain type, grain key), then by stored sequence.
-type Grains = BTreeMap<(String, String), BTreeMap<i64, Stored>>;
+type GrainMap = BTreeMap<(String, String), BTreeMap<i64, Stored>>;
+
+/// The rows and the last change stamp handed out.
+#[derive(Debug, Default)]
+struct Grains {
+    rows: GrainMap,
+    stamp: u64,
+}
+
+impl Grains {
+    fn next_stamp(&mut self) -> u64 {
+        self.stamp += 1;
+        self.stamp
+    }
+}
+
+impl std::ops::Deref for Grains {
+    type Target = GrainMap;
+    fn deref(&self) -> &GrainMap {
+        &self.rows
+    }
+}
+
+impl std::ops::DerefMut for Grains {
+    fn deref_mut(&mut self) -> &mut GrainMap {
+        &mut self.rows
+    }
+}
 
 /// An in-memory [`ReplicationLog`]; behaves like the SQL backends.
 #[derive(Debug, Default)]
@@ -59,6 +91,7 @@ impl MemoryLog {
     /// sequence). A row with the same key is a [`LogError::Backend`].
     pub fn insert_raw(&self, row: RawRow) -> Result<(), LogError> {
         let mut grains = self.lock();
+        let stamp = grains.next_stamp();
         let rows = grains
             .entry((row.grain_type.clone(), row.grain_key.clone()))
             .or_default();
@@ -71,6 +104,7 @@ impl MemoryLog {
         rows.insert(
             row.sequence,
             Stored {
+                stamp,
                 timestamp_millis: row.timestamp_millis,
                 source_cluster: row.source_cluster,
                 entry_type: row.entry_type,
@@ -151,9 +185,11 @@ impl ReplicationLog for MemoryLog {
                 latest: newest,
             });
         }
+        let stamp = grains.next_stamp();
         grains.entry(grain).or_default().insert(
             stored,
             Stored {
+                stamp,
                 timestamp_millis: entry.timestamp_millis,
                 source_cluster: entry.source_cluster.clone(),
                 entry_type: entry.entry_type.code(),
@@ -199,6 +235,36 @@ impl ReplicationLog for MemoryLog {
                 latest_sequence: latest(rows),
             })
             .collect())
+    }
+
+    async fn changes_since(
+        &self,
+        grain_type: &str,
+        cursor: Option<&ChangeCursor>,
+    ) -> Result<HeadChanges, LogError> {
+        let since = match cursor {
+            Some(ChangeCursor(CursorState::Stamp(stamp))) => Some(*stamp),
+            _ => None,
+        };
+        let grains = self.lock();
+        let start = (Bound::Included(key(grain_type, "")), Bound::Unbounded);
+        let heads = grains
+            .range(start)
+            .take_while(|((t, _), _)| t == grain_type)
+            .filter(|(_, rows)| {
+                rows.range(0..)
+                    .any(|(_, row)| since.is_none_or(|since| row.stamp > since))
+            })
+            .map(|((_, grain_key), rows)| GrainHead {
+                grain_key: grain_key.clone(),
+                latest_sequence: latest(rows),
+            })
+            .collect();
+        Ok(HeadChanges {
+            heads,
+            complete: since.is_none(),
+            cursor: Some(ChangeCursor(CursorState::Stamp(grains.stamp))),
+        })
     }
 
     async fn grain_types(&self) -> Result<Vec<String>, LogError> {

@@ -2,8 +2,28 @@
 //! snapshots, and where the host reads them from.
 //!
 //! [`ReplicationLog`] has Orlando's operations plus what the host needs to
-//! discover grains by itself ([`ReplicationLog::grain_heads`]). Backends:
+//! discover grains by itself ([`ReplicationLog::grain_heads`], and its
+//! incremental form [`ReplicationLog::changes_since`]). Backends:
 //! in-memory, SQLite file and PostgreSQL, chosen by URL with [`open`].
+//!
+//! # Incremental discovery (`changes_since`)
+//! Listing every grain's head is O(rows of the type) per call. The consumer
+//! asks every poll interval, so [`ReplicationLog::changes_since`] lets a
+//! backend answer "which grains have rows I have not seen" instead, in
+//! O(new rows), against Orlando's table as it is:
+//! - **SQLite**: the table's implicit `rowid` is a change watermark. Writers
+//!   are serialized and a new row gets `max(rowid) + 1`, so rows committed
+//!   after the cursor have a larger rowid. A rowid can only be handed out
+//!   again after every row at or above it was deleted, so the cursor also
+//!   remembers the identity of the newest row it saw: if that row is gone
+//!   or changed (truncation of the newest rows, `VACUUM` renumbering), or
+//!   rowids reach `i64::MAX` (SQLite then picks them at random), the answer
+//!   is a full listing and a fresh cursor. The consumer also asks for a full
+//!   listing periodically as a safety net.
+//! - **Memory**: a change stamp per row, never reused.
+//! - **PostgreSQL**: no portable change watermark exists in Orlando's table
+//!   (no xmin or LISTEN for servers that only speak the protocol), so it
+//!   keeps the default: a full listing each call.
 
 use std::sync::Arc;
 
@@ -102,6 +122,39 @@ pub struct GrainHead {
     pub latest_sequence: u64,
 }
 
+/// Where an incremental listing of a grain type's heads stands. Opaque:
+/// only the backend that made it can read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeCursor(pub(crate) CursorState);
+
+/// What a backend remembers between two incremental listings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CursorState {
+    /// SQLite: the newest rowid seen and that row's identity (its grain
+    /// type, key and sequence as SQL literals), `None` for an empty table.
+    Rowid {
+        rowid: i64,
+        identity: Option<String>,
+    },
+    /// Memory: the newest change stamp seen.
+    Stamp(u64),
+}
+
+/// The answer of [`ReplicationLog::changes_since`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadChanges {
+    /// Every grain that has a row (with a valid sequence) the cursor had not
+    /// seen, with its newest sequence; every grain of the type when
+    /// `complete`. In no particular order.
+    pub heads: Vec<GrainHead>,
+    /// Whether `heads` lists every grain of the type, like
+    /// [`ReplicationLog::grain_heads`].
+    pub complete: bool,
+    /// What to pass to the next call; `None` when the backend cannot answer
+    /// incrementally (the next call lists everything again).
+    pub cursor: Option<ChangeCursor>,
+}
+
 /// Errors of a log backend, as in Orlando.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -166,6 +219,27 @@ pub trait ReplicationLog: Send + Sync + 'static {
     /// discovers grains and learns which have new entries. Grains without a
     /// valid sequence are left out.
     async fn grain_heads(&self, grain_type: &str) -> Result<Vec<GrainHead>, LogError>;
+
+    /// The heads of the grains of `grain_type` that have rows appended since
+    /// `cursor` was returned, and a cursor for the next call. With no cursor
+    /// (or one the backend can no longer trust) it lists every grain, as
+    /// [`ReplicationLog::grain_heads`] does, with `complete` set.
+    ///
+    /// The default has no incremental form: always the full listing and no
+    /// cursor. Backends override it where a cheap watermark exists (see the
+    /// module docs).
+    async fn changes_since(
+        &self,
+        grain_type: &str,
+        cursor: Option<&ChangeCursor>,
+    ) -> Result<HeadChanges, LogError> {
+        let _ = cursor;
+        Ok(HeadChanges {
+            heads: self.grain_heads(grain_type).await?,
+            complete: true,
+            cursor: None,
+        })
+    }
 
     /// The distinct grain types present in the log.
     async fn grain_types(&self) -> Result<Vec<String>, LogError>;

@@ -6,6 +6,8 @@
 //! than failing the read.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,7 +18,10 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite};
 
 use super::record::LooseRow;
-use super::{GrainHead, LogEntry, LogError, LogRecord, ReplicationLog, seq};
+use super::{
+    ChangeCursor, CursorState, GrainHead, HeadChanges, LogEntry, LogError, LogRecord,
+    ReplicationLog, seq,
+};
 
 /// Orlando's table, as Orlando creates it.
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS replication_log (
@@ -61,6 +66,25 @@ WHERE grain_type = ? AND typeof(grain_key) = 'text'
   AND typeof(sequence) = 'integer' AND sequence >= 0
 GROUP BY grain_key ORDER BY grain_key";
 
+/// The newest row by rowid and its identity (type, key and sequence as SQL
+/// literals, whatever their storage class).
+const TOP_ROW: &str = "SELECT rowid,
+    quote(grain_type) || ',' || quote(grain_key) || ',' || quote(sequence)
+FROM replication_log ORDER BY rowid DESC LIMIT 1";
+
+/// The identity of the row at a rowid.
+const ROW_IDENTITY: &str = "SELECT
+    quote(grain_type) || ',' || quote(grain_key) || ',' || quote(sequence)
+FROM replication_log WHERE rowid = ?";
+
+/// Heads among the rows in a rowid range: a range search on the table's
+/// b-tree. The unary `+` keeps the planner off the primary-key index (which
+/// would scan every row of the type).
+const HEADS_SINCE: &str = "SELECT grain_key, MAX(sequence) AS head FROM replication_log
+WHERE rowid > ? AND rowid <= ? AND +grain_type = ? AND typeof(grain_key) = 'text'
+  AND typeof(sequence) = 'integer' AND sequence >= 0
+GROUP BY grain_key";
+
 const GRAIN_TYPES: &str = "SELECT DISTINCT grain_type FROM replication_log
 WHERE typeof(grain_type) = 'text' ORDER BY grain_type";
 
@@ -69,6 +93,9 @@ WHERE typeof(grain_type) = 'text' ORDER BY grain_type";
 pub struct SqliteLog {
     pool: SqlitePool,
     path: PathBuf,
+    /// Set when the table has no rowid (a `WITHOUT ROWID` table): discovery
+    /// then always lists every grain.
+    no_rowid: Arc<AtomicBool>,
 }
 
 impl SqliteLog {
@@ -99,7 +126,11 @@ impl SqliteLog {
             .connect_with(options)
             .await
             .map_err(|e| error(&path, e))?;
-        let log = Self { pool, path };
+        let log = Self {
+            pool,
+            path,
+            no_rowid: Arc::new(AtomicBool::new(false)),
+        };
         sqlx::query(CREATE_TABLE)
             .execute(&log.pool)
             .await
@@ -120,6 +151,89 @@ impl SqliteLog {
     fn error(&self, err: sqlx::Error) -> LogError {
         error(&self.path, err)
     }
+
+    /// [`ReplicationLog::changes_since`] by rowid, in one read transaction
+    /// (one snapshot of the table).
+    async fn changes_by_rowid(
+        &self,
+        grain_type: &str,
+        cursor: Option<(i64, &Option<String>)>,
+    ) -> Result<HeadChanges, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let top: Option<(i64, String)> = sqlx::query_as(TOP_ROW).fetch_optional(&mut *tx).await?;
+        let (top_rowid, top_identity) = match top {
+            Some((rowid, identity)) => (rowid, Some(identity)),
+            None => (0, None),
+        };
+        // Rowids at i64::MAX are handed out at random: no watermark then.
+        let next = (top_rowid < i64::MAX).then_some(ChangeCursor(CursorState::Rowid {
+            rowid: top_rowid,
+            identity: top_identity,
+        }));
+        let trusted = match cursor {
+            Some((0, _)) => true,
+            Some((rowid, identity)) => {
+                let now: Option<String> = sqlx::query_scalar(ROW_IDENTITY)
+                    .bind(rowid)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                now.as_ref() == identity.as_ref() && rowid <= top_rowid
+            }
+            None => false,
+        };
+        let changes = match cursor {
+            Some((since, _)) if trusted && next.is_some() => {
+                let heads = if top_rowid > since {
+                    sqlx::query_as(HEADS_SINCE)
+                        .bind(since)
+                        .bind(top_rowid)
+                        .bind(grain_type)
+                        .fetch_all(&mut *tx)
+                        .await?
+                } else {
+                    Vec::new()
+                };
+                HeadChanges {
+                    heads: to_heads(heads),
+                    complete: false,
+                    cursor: next,
+                }
+            }
+            _ => {
+                if cursor.is_some() {
+                    tracing::debug!(
+                        path = %self.path.display(),
+                        grain_type,
+                        "rowid watermark no longer valid (rows deleted or renumbered); listing every grain"
+                    );
+                }
+                let heads = sqlx::query_as(GRAIN_HEADS)
+                    .bind(grain_type)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                HeadChanges {
+                    heads: to_heads(heads),
+                    complete: true,
+                    cursor: next,
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(changes)
+    }
+}
+
+/// Stored heads as [`GrainHead`]s, leaving out invalid sequences.
+fn to_heads(heads: Vec<(String, i64)>) -> Vec<GrainHead> {
+    heads
+        .into_iter()
+        .filter_map(|(grain_key, head)| {
+            seq::from_stored(head).map(|latest_sequence| GrainHead {
+                grain_key,
+                latest_sequence,
+            })
+        })
+        .collect()
 }
 
 /// Maps a sqlx error, naming the file: locked, busy or unopenable is
@@ -290,15 +404,40 @@ impl ReplicationLog for SqliteLog {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
-        Ok(heads
-            .into_iter()
-            .filter_map(|(grain_key, head)| {
-                seq::from_stored(head).map(|latest_sequence| GrainHead {
-                    grain_key,
-                    latest_sequence,
-                })
+        Ok(to_heads(heads))
+    }
+
+    async fn changes_since(
+        &self,
+        grain_type: &str,
+        cursor: Option<&ChangeCursor>,
+    ) -> Result<HeadChanges, LogError> {
+        let full = || async {
+            Ok(HeadChanges {
+                heads: self.grain_heads(grain_type).await?,
+                complete: true,
+                cursor: None,
             })
-            .collect())
+        };
+        if self.no_rowid.load(Ordering::Relaxed) {
+            return full().await;
+        }
+        let cursor = match cursor {
+            Some(ChangeCursor(CursorState::Rowid { rowid, identity })) => Some((*rowid, identity)),
+            _ => None,
+        };
+        match self.changes_by_rowid(grain_type, cursor).await {
+            Ok(changes) => Ok(changes),
+            Err(sqlx::Error::Database(db)) if db.message().contains("no such column: rowid") => {
+                tracing::info!(
+                    path = %self.path.display(),
+                    "the log table has no rowid; discovery lists every grain each poll"
+                );
+                self.no_rowid.store(true, Ordering::Relaxed);
+                full().await
+            }
+            Err(e) => Err(self.error(e)),
+        }
     }
 
     async fn grain_types(&self) -> Result<Vec<String>, LogError> {

@@ -4,9 +4,11 @@
 //! exactly as `serde_json::to_string` renders the plugin's original Rust
 //! value, so HTTP clients see the grain author's own JSON.
 
+mod from_serialize;
 mod lift;
 mod render;
 
+pub use from_serialize::{FromSerializeError, to_value};
 pub use lift::{LiftError, OutputLimits, lift};
 
 /// A typed, self-describing state value.

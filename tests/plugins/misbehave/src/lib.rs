@@ -14,6 +14,8 @@
 //! | `wide:N`      | returns a list of N numbers                        |
 //! | `deep:N`      | returns N nested single-element lists              |
 //! | `remember:S`  | returns every `remember` payload this instance saw |
+//! | `echo:S`      | returns S, the rest of the payload, as a string     |
+//! | `text:N`      | returns a string of N bytes made in the guest       |
 
 use std::sync::Mutex;
 
@@ -43,6 +45,8 @@ pub enum State {
     Deep(Nest),
     /// Payloads seen by this instance.
     Seen(Vec<String>),
+    /// A string.
+    Text(String),
 }
 
 static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -116,6 +120,11 @@ impl Plugin for Misbehave {
                 seen.push(arg.to_string());
                 Ok(State::Seen(seen.clone()))
             }
+            "echo" => {
+                // The payload is not copied as text: `arg` borrows it.
+                Ok(State::Text(arg.to_string()))
+            }
+            "text" => Ok(State::Text("x".repeat(number(arg)? as usize))),
             _ => replica_guest::formats::bincode(&snapshot.payload).map(State::Counter),
         }
     }

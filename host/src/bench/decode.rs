@@ -1,0 +1,341 @@
+//! `replica-host bench decode`: snapshots per second through each sample
+//! plugin against the same Rust decode done natively in the host, into the
+//! same typed [`Value`].
+//!
+//! - **native** (baseline): bincode / serde_json into the state type of
+//!   `demo/orlando.rs`, then [`crate::value::to_value`] (`Serialize` →
+//!   `Value`, the mapping the guest SDK uses). Checked equal to the plugin's
+//!   output before timing.
+//! - **fresh (pooling)**: [`LoadedPlugin::decode`] with the default engine:
+//!   a fresh instance per call in a recycled pool slot. This is the isolation
+//!   the host ships.
+//! - **fresh (pooling, decommit)**: the same pool, but slots reset by
+//!   decommitting every dirty page (`keep_resident` 0, wasmtime's default).
+//! - **fresh (on-demand)**: the same with wasmtime's on-demand allocator (a
+//!   new mapping per instance), the host's allocator before this benchmark.
+//! - **warm**: one instance reused for every call (not the host's isolation;
+//!   the floor of what reuse could give).
+//!
+//! Where the time goes (per call, µs): instantiation alone (fresh pooled
+//! instance, no call), the call on a warm instance without lifting (copy in,
+//! guest decode and conversion, copy out), lifting alone; and natively the
+//! decode alone and the conversion alone.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+use super::workload::{self, Size};
+use super::{machine, median, sample_plugin, spread};
+use crate::demo::orlando::{self, AccountState, CounterState, UserProfile};
+use crate::plugin::{
+    EngineOptions, InstanceAllocation, LoadedPlugin, PluginEngine, PluginLimits, SnapshotRef,
+};
+use crate::value::{Value, to_value};
+
+/// What `bench decode` runs.
+#[derive(Debug, Clone)]
+pub struct DecodeOptions {
+    /// The sample plugins' sources.
+    pub plugins_dir: PathBuf,
+    /// Time per measurement.
+    pub seconds: f64,
+    /// Rounds; each round measures every variant once, interleaved.
+    pub repeat: usize,
+    /// Only the cases whose grain type contains this (all when empty).
+    pub only: String,
+    /// Only run the default path (fresh pooled calls), for a profiler.
+    pub profile: bool,
+}
+
+type NativeFn = fn(&[u8]) -> Value;
+
+/// One plugin and payload.
+struct Case {
+    grain_type: &'static str,
+    size: Size,
+    payload: Vec<u8>,
+    native: NativeFn,
+    /// The native decode alone (state, not value), for the breakdown.
+    decode_only: fn(&[u8]),
+}
+
+fn native_bincode<T: DeserializeOwned + serde::Serialize>(payload: &[u8]) -> Value {
+    let (state, _): (T, usize) =
+        bincode::serde::decode_from_slice(payload, bincode::config::standard()).expect("bincode");
+    to_value(&state).expect("to_value")
+}
+
+fn native_json<T: DeserializeOwned + serde::Serialize>(payload: &[u8]) -> Value {
+    let state: T = serde_json::from_slice(payload).expect("json");
+    to_value(&state).expect("to_value")
+}
+
+fn decode_bincode<T: DeserializeOwned>(payload: &[u8]) {
+    let decoded: (T, usize) =
+        bincode::serde::decode_from_slice(payload, bincode::config::standard()).expect("bincode");
+    std::hint::black_box(decoded);
+}
+
+fn decode_json<T: DeserializeOwned>(payload: &[u8]) {
+    let decoded: T = serde_json::from_slice(payload).expect("json");
+    std::hint::black_box(decoded);
+}
+
+fn cases() -> Vec<Case> {
+    let mut cases = vec![Case {
+        grain_type: "Counter",
+        size: Size::Natural,
+        payload: workload::counter(7),
+        native: native_bincode::<CounterState>,
+        decode_only: decode_bincode::<CounterState>,
+    }];
+    for target in [100, 1024, 64 * 1024] {
+        cases.push(Case {
+            grain_type: "BankAccount",
+            size: Size::About(target),
+            payload: orlando::bincode(&workload::account_state(7, target)),
+            native: native_bincode::<AccountState>,
+            decode_only: decode_bincode::<AccountState>,
+        });
+    }
+    for target in [100, 1024, 64 * 1024] {
+        cases.push(Case {
+            grain_type: "UserProfile",
+            size: Size::About(target),
+            payload: orlando::json(&workload::user_state(7, target)),
+            native: native_json::<UserProfile>,
+            decode_only: decode_json::<UserProfile>,
+        });
+    }
+    cases
+}
+
+/// Calls per second of `f`, run for about `seconds` after a short warm-up.
+fn rate(seconds: f64, mut f: impl FnMut()) -> f64 {
+    for _ in 0..3 {
+        f();
+    }
+    let budget = Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let mut calls = 0u64;
+    let mut batch = 1u64;
+    loop {
+        for _ in 0..batch {
+            f();
+        }
+        calls += batch;
+        let elapsed = started.elapsed();
+        if elapsed >= budget {
+            return calls as f64 / elapsed.as_secs_f64();
+        }
+        batch = (batch * 2).min(4096);
+    }
+}
+
+fn snapshot<'a>(grain_type: &'a str, payload: &'a [u8]) -> SnapshotRef<'a> {
+    SnapshotRef {
+        grain_type,
+        grain_key: "bench-grain",
+        sequence: 1,
+        timestamp_millis: 1_700_000_000_000,
+        source_cluster: "us-east",
+        payload,
+    }
+}
+
+/// One round's figures for one case (calls per second, µs per call).
+#[derive(Default, Clone)]
+struct Round {
+    native: f64,
+    pooled: f64,
+    on_demand: f64,
+    decommit: f64,
+    warm: f64,
+    instantiate_us: f64,
+    call_us: f64,
+    lift_us: f64,
+    native_decode_us: f64,
+    native_convert_us: f64,
+}
+
+/// Runs the benchmark and prints its tables (Markdown) on stdout.
+pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
+    let plugins = [
+        ("Counter", sample_plugin(&options.plugins_dir, "counter")?),
+        (
+            "BankAccount",
+            sample_plugin(&options.plugins_dir, "bank-account")?,
+        ),
+        (
+            "UserProfile",
+            sample_plugin(&options.plugins_dir, "user-profile")?,
+        ),
+    ];
+    let pooled_engine = PluginEngine::new()?;
+    let on_demand_engine = PluginEngine::with_options(EngineOptions {
+        allocation: InstanceAllocation::OnDemand,
+        ..EngineOptions::default()
+    })?;
+    let decommit_engine = PluginEngine::with_options(EngineOptions {
+        keep_resident: 0,
+        ..EngineOptions::default()
+    })?;
+    let load = |engine: &PluginEngine, grain_type: &str| -> anyhow::Result<LoadedPlugin> {
+        let path = &plugins
+            .iter()
+            .find(|(t, _)| *t == grain_type)
+            .expect("a sample plugin")
+            .1;
+        Ok(LoadedPlugin::load(engine, path, PluginLimits::default())?)
+    };
+
+    println!("## bench decode ({})", machine());
+    println!();
+    println!(
+        "{} s per measurement, {} interleaved rounds; ratios are plugin ÷ native throughput \
+         (median of rounds, min–max in brackets).",
+        options.seconds, options.repeat
+    );
+    println!();
+    let mut rows = Vec::new();
+    let mut breakdowns = Vec::new();
+    for case in cases()
+        .into_iter()
+        .filter(|c| c.grain_type.contains(options.only.as_str()))
+    {
+        let pooled = load(&pooled_engine, case.grain_type)?;
+        let on_demand = load(&on_demand_engine, case.grain_type)?;
+        let decommit = load(&decommit_engine, case.grain_type)?;
+        let snap = snapshot(case.grain_type, &case.payload);
+
+        // The plugin's value must be the native one, or the comparison is moot.
+        let native_value = (case.native)(&case.payload);
+        let plugin_value = pooled.decode(snap)?;
+        anyhow::ensure!(
+            native_value == plugin_value,
+            "{} {}: the plugin's value differs from the native one",
+            case.grain_type,
+            case.size.label()
+        );
+
+        if options.profile {
+            // Only the default path, for a profiler.
+            let rate = rate(options.seconds, || {
+                std::hint::black_box(pooled.decode(snap).expect("decode"));
+            });
+            println!(
+                "{} {}: {rate:.0} fresh pooled calls/s",
+                case.grain_type,
+                case.size.label()
+            );
+            continue;
+        }
+        let mut rounds = Vec::new();
+        for _ in 0..options.repeat {
+            let mut r = Round {
+                native: rate(options.seconds, || {
+                    std::hint::black_box((case.native)(&case.payload));
+                }),
+                pooled: rate(options.seconds, || {
+                    std::hint::black_box(pooled.decode(snap).expect("decode"));
+                }),
+                on_demand: rate(options.seconds, || {
+                    std::hint::black_box(on_demand.decode(snap).expect("decode"));
+                }),
+                decommit: rate(options.seconds, || {
+                    std::hint::black_box(decommit.decode(snap).expect("decode"));
+                }),
+                ..Round::default()
+            };
+            let mut warm = pooled.warm_instance()?;
+            r.warm = rate(options.seconds, || {
+                std::hint::black_box(warm.decode(snap).expect("decode"));
+            });
+            // Where the time goes.
+            r.instantiate_us = 1e6
+                / rate(options.seconds, || {
+                    pooled.instantiate_only().expect("instantiate");
+                });
+            r.call_us = 1e6
+                / rate(options.seconds, || {
+                    std::hint::black_box(warm.decode_nodes(snap).expect("decode"));
+                });
+            let nodes = warm.decode_nodes(snap)?;
+            let mut lifting = Duration::ZERO;
+            let mut lifted = 0u64;
+            let budget = Duration::from_secs_f64(options.seconds);
+            while lifting < budget {
+                let batch: Vec<_> = (0..32).map(|_| nodes.clone()).collect();
+                let started = Instant::now();
+                for nodes in batch {
+                    std::hint::black_box(warm.lift(nodes).expect("lift"));
+                }
+                lifting += started.elapsed();
+                lifted += 32;
+            }
+            r.lift_us = lifting.as_secs_f64() * 1e6 / lifted as f64;
+            r.native_decode_us = 1e6
+                / rate(options.seconds, || {
+                    (case.decode_only)(&case.payload);
+                });
+            r.native_convert_us = (1e6 / r.native - r.native_decode_us).max(0.0);
+            rounds.push(r);
+        }
+        let ratio = |f: fn(&Round) -> f64| -> (f64, String) {
+            let ratios: Vec<f64> = rounds.iter().map(|r| f(r) / r.native).collect();
+            (median(&ratios), spread(&ratios, 2))
+        };
+        let (pooled_ratio, pooled_spread) = ratio(|r| r.pooled);
+        let (on_demand_ratio, on_demand_spread) = ratio(|r| r.on_demand);
+        let (decommit_ratio, decommit_spread) = ratio(|r| r.decommit);
+        let (warm_ratio, warm_spread) = ratio(|r| r.warm);
+        let med = |f: fn(&Round) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
+        rows.push(format!(
+            "| {} | {} | {} | {:.0} | **{:.2}** ({}) | {:.2} ({}) | {:.2} ({}) | {:.2} ({}) |",
+            case.grain_type,
+            case.size.label(),
+            case.payload.len(),
+            med(|r| r.native),
+            pooled_ratio,
+            pooled_spread,
+            decommit_ratio,
+            decommit_spread,
+            on_demand_ratio,
+            on_demand_spread,
+            warm_ratio,
+            warm_spread,
+        ));
+        breakdowns.push(format!(
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
+            case.grain_type,
+            case.size.label(),
+            1e6 / med(|r| r.pooled),
+            med(|r| r.instantiate_us),
+            med(|r| r.call_us),
+            med(|r| r.lift_us),
+            med(|r| r.native_decode_us),
+            med(|r| r.native_convert_us),
+            1e6 / med(|r| r.native),
+        ));
+    }
+    println!(
+        "| plugin | payload | bytes | native calls/s | fresh instance, pooling, reset in place (default) ÷ native | fresh, pooling, decommit on reset ÷ native | fresh, on-demand allocator ÷ native | warm instance (reused; not the default) ÷ native |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        println!("{row}");
+    }
+    println!();
+    println!("Where the time goes, µs per call (medians):");
+    println!();
+    println!(
+        "| plugin | payload | fresh pooled call, total | instantiate (pooled) | call on a warm instance (copy in, guest decode + conversion, copy out) | lift to Value | native decode | native Serialize→Value | native total |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for row in breakdowns {
+        println!("{row}");
+    }
+    Ok(())
+}

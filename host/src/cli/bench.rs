@@ -1,0 +1,312 @@
+//! `replica-host bench …`: the benchmarks of BENCHMARKS.md. Build in release
+//! mode: `cargo run --release -p replica-host -- bench <name>`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Subcommand;
+
+use replica_host::bench::{
+    self, Backend, decode::DecodeOptions, e2e::E2eOptions, idle::IdleOptions,
+    startup::StartupOptions,
+};
+
+const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Decode cost: each sample plugin at ~100 B, 1 KiB and 64 KiB, plugin
+    /// (fresh pooled instance, fresh on-demand instance, warm instance)
+    /// against the same decode done natively in the host.
+    Decode {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 0.3)]
+        seconds: f64,
+        /// Interleaved rounds.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Only plugins whose grain type contains this.
+        #[arg(long, default_value = "")]
+        only: String,
+        /// Only run the default path (fresh pooled calls), for a profiler.
+        #[arg(long, hide = true)]
+        profile: bool,
+        /// The sample plugins' sources.
+        #[arg(long, default_value_os_t = bench::default_plugins_dir())]
+        plugins_dir: PathBuf,
+    },
+    /// Startup: load N plugins cold (compile) and warm (precompiled cache).
+    Startup {
+        /// How many plugin files.
+        #[arg(long, default_value_t = 20)]
+        plugins: usize,
+        /// Rounds.
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
+        /// The sample plugins' sources.
+        #[arg(long, default_value_os_t = bench::default_plugins_dir())]
+        plugins_dir: PathBuf,
+    },
+    /// End to end: a producer writes N grains at R/s; the host and the
+    /// seed-style baseline replicate, one after the other.
+    E2e {
+        /// Where the log lives.
+        #[arg(long, value_enum, default_value_t = Backend::Sqlite)]
+        backend: Backend,
+        /// PostgreSQL server for `--backend postgres` (a schema of its own is made).
+        #[arg(long, default_value = DEFAULT_POSTGRES)]
+        postgres_url: String,
+        /// Grains.
+        #[arg(long, default_value_t = 10_000)]
+        grains: u64,
+        /// Snapshots per second.
+        #[arg(long, default_value_t = 2_000)]
+        rate: u64,
+        /// Producer seconds.
+        #[arg(long, default_value_t = 30.0)]
+        duration: f64,
+        /// Poll interval, ms.
+        #[arg(long, default_value_t = 100)]
+        poll_ms: u64,
+        /// Producer connections.
+        #[arg(long, default_value_t = 4)]
+        writers: u64,
+        /// Seconds allowed after the producer stops for every grain to be current.
+        #[arg(long, default_value_t = 20.0)]
+        grace: f64,
+        /// Rounds of (host, baseline).
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        /// The sample plugins' sources.
+        #[arg(long, default_value_os_t = bench::default_plugins_dir())]
+        plugins_dir: PathBuf,
+    },
+    /// Idle scale: N replicated grains, no writes: CPU and queries per second.
+    Idle {
+        /// Where the log lives.
+        #[arg(long, value_enum, default_value_t = Backend::Sqlite)]
+        backend: Backend,
+        /// PostgreSQL server for `--backend postgres`.
+        #[arg(long, default_value = DEFAULT_POSTGRES)]
+        postgres_url: String,
+        /// Grain counts, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        grains: Vec<u64>,
+        /// Measurement window, seconds.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Poll interval, ms.
+        #[arg(long, default_value_t = 100)]
+        poll_ms: u64,
+        /// The sample plugins' sources.
+        #[arg(long, default_value_os_t = bench::default_plugins_dir())]
+        plugins_dir: PathBuf,
+    },
+    /// Memory per idle replicated grain, excluding its state.
+    Memory {
+        /// Grain counts, comma separated (the slope is taken between the first and last).
+        #[arg(long, value_delimiter = ',', default_value = "20000,100000")]
+        grains: Vec<u64>,
+        /// Poll interval, ms.
+        #[arg(long, default_value_t = 100)]
+        poll_ms: u64,
+        /// The sample plugins' sources.
+        #[arg(long, default_value_os_t = bench::default_plugins_dir())]
+        plugins_dir: PathBuf,
+    },
+    /// Internal: one side of a benchmark, in its own process.
+    #[command(subcommand, hide = true)]
+    Worker(WorkerCommand),
+}
+
+#[derive(Subcommand)]
+pub enum WorkerCommand {
+    E2eProducer {
+        #[arg(long)]
+        log: String,
+        #[arg(long)]
+        grains: u64,
+        #[arg(long)]
+        rate: u64,
+        #[arg(long)]
+        duration: f64,
+        #[arg(long)]
+        writers: u64,
+    },
+    E2eConsumer {
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        log: String,
+        #[arg(long)]
+        grains: u64,
+        #[arg(long)]
+        rate: u64,
+        #[arg(long)]
+        duration: f64,
+        #[arg(long)]
+        poll_ms: u64,
+        #[arg(long)]
+        grace: f64,
+        #[arg(long)]
+        plugin: PathBuf,
+    },
+    Idle {
+        #[arg(long)]
+        log: String,
+        #[arg(long)]
+        grains: u64,
+        #[arg(long)]
+        seconds: f64,
+        #[arg(long)]
+        poll_ms: u64,
+        #[arg(long)]
+        discovery: String,
+        #[arg(long)]
+        plugin: PathBuf,
+    },
+}
+
+pub fn run(command: BenchCommand) -> ExitCode {
+    let result = match command {
+        BenchCommand::Decode {
+            seconds,
+            repeat,
+            only,
+            profile,
+            plugins_dir,
+        } => bench::decode::run(&DecodeOptions {
+            plugins_dir,
+            seconds,
+            repeat: repeat.max(1),
+            only,
+            profile,
+        }),
+        BenchCommand::Startup {
+            plugins,
+            repeat,
+            plugins_dir,
+        } => bench::startup::run(&StartupOptions {
+            plugins_dir,
+            plugins: plugins.max(1),
+            repeat: repeat.max(1),
+        }),
+        BenchCommand::E2e {
+            backend,
+            postgres_url,
+            grains,
+            rate,
+            duration,
+            poll_ms,
+            writers,
+            grace,
+            repeat,
+            plugins_dir,
+        } => bench::e2e::run(&E2eOptions {
+            backend,
+            postgres_url,
+            grains: grains.max(1),
+            rate: rate.max(1),
+            duration,
+            poll_ms,
+            writers,
+            grace,
+            repeat: repeat.max(1),
+            plugins_dir,
+        }),
+        BenchCommand::Idle {
+            backend,
+            postgres_url,
+            grains,
+            seconds,
+            poll_ms,
+            plugins_dir,
+        } => bench::idle::run_idle(&IdleOptions {
+            backend,
+            postgres_url,
+            grains,
+            seconds,
+            poll_ms,
+            plugins_dir,
+        }),
+        BenchCommand::Memory {
+            grains,
+            poll_ms,
+            plugins_dir,
+        } => bench::idle::run_memory(&IdleOptions {
+            backend: Backend::Sqlite,
+            postgres_url: String::new(),
+            grains,
+            seconds: 1.0,
+            poll_ms,
+            plugins_dir,
+        }),
+        BenchCommand::Worker(worker) => run_worker(worker),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("replica-host bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_worker(worker: WorkerCommand) -> anyhow::Result<()> {
+    let result = match worker {
+        WorkerCommand::E2eProducer {
+            log,
+            grains,
+            rate,
+            duration,
+            writers,
+        } => bench::e2e::producer(
+            &log,
+            bench::e2e::Plan {
+                grains,
+                rate,
+                duration,
+            },
+            writers,
+        )?,
+        WorkerCommand::E2eConsumer {
+            kind,
+            log,
+            grains,
+            rate,
+            duration,
+            poll_ms,
+            grace,
+            plugin,
+        } => bench::e2e::consumer(
+            &kind,
+            &log,
+            bench::e2e::Plan {
+                grains,
+                rate,
+                duration,
+            },
+            Duration::from_millis(poll_ms),
+            Duration::from_secs_f64(grace),
+            &plugin,
+        )?,
+        WorkerCommand::Idle {
+            log,
+            grains,
+            seconds,
+            poll_ms,
+            discovery,
+            plugin,
+        } => bench::idle::worker(
+            &log,
+            grains,
+            Duration::from_secs_f64(seconds),
+            Duration::from_millis(poll_ms),
+            discovery != "full",
+            &plugin,
+        )?,
+    };
+    println!("{result}");
+    Ok(())
+}
