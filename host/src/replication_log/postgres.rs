@@ -318,15 +318,7 @@ impl ReplicationLog for PostgresLog {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
-        Ok(heads
-            .into_iter()
-            .filter_map(|(grain_key, head)| {
-                seq::from_stored(head).map(|latest_sequence| GrainHead {
-                    grain_key,
-                    latest_sequence,
-                })
-            })
-            .collect())
+        Ok(seq::to_heads(heads))
     }
 
     async fn grain_types(&self) -> Result<Vec<String>, LogError> {

@@ -35,6 +35,20 @@ pub(crate) fn limit_bound(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
+/// Stored `(grain_key, MAX(sequence))` rows as heads, leaving out sequences
+/// that are not valid `u64`s.
+pub(crate) fn to_heads(heads: Vec<(String, i64)>) -> Vec<super::GrainHead> {
+    heads
+        .into_iter()
+        .filter_map(|(grain_key, head)| {
+            from_stored(head).map(|latest_sequence| super::GrainHead {
+                grain_key,
+                latest_sequence,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

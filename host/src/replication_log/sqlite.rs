@@ -194,7 +194,7 @@ impl SqliteLog {
                     Vec::new()
                 };
                 HeadChanges {
-                    heads: to_heads(heads),
+                    heads: seq::to_heads(heads),
                     complete: false,
                     cursor: next,
                 }
@@ -212,7 +212,7 @@ impl SqliteLog {
                     .fetch_all(&mut *tx)
                     .await?;
                 HeadChanges {
-                    heads: to_heads(heads),
+                    heads: seq::to_heads(heads),
                     complete: true,
                     cursor: next,
                 }
@@ -221,19 +221,6 @@ impl SqliteLog {
         tx.commit().await?;
         Ok(changes)
     }
-}
-
-/// Stored heads as [`GrainHead`]s, leaving out invalid sequences.
-fn to_heads(heads: Vec<(String, i64)>) -> Vec<GrainHead> {
-    heads
-        .into_iter()
-        .filter_map(|(grain_key, head)| {
-            seq::from_stored(head).map(|latest_sequence| GrainHead {
-                grain_key,
-                latest_sequence,
-            })
-        })
-        .collect()
 }
 
 /// Maps a sqlx error, naming the file: locked, busy or unopenable is
@@ -404,7 +391,7 @@ impl ReplicationLog for SqliteLog {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
-        Ok(to_heads(heads))
+        Ok(seq::to_heads(heads))
     }
 
     async fn changes_since(
