@@ -1,6 +1,7 @@
 //! The real `replica-host run` process, started on a config written into a
 //! temporary directory with the real sample plugins beside it.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -180,6 +181,31 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// The sequences the daemon applied per grain, in the order it applied
+    /// them (from its debug lines), for one grain type or all.
+    pub fn applied_sequences(&self, grain_type: Option<&str>) -> BTreeMap<String, Vec<u64>> {
+        let mut applied: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for line in self.stderr() {
+            let of_type = grain_type.is_none_or(|t| line.contains(&format!("grain_type={t}")));
+            if !line.contains("applied snapshot") || !of_type {
+                continue;
+            }
+            let field = |name: &str| {
+                line.split(&format!(" {name}="))
+                    .nth(1)
+                    .and_then(|s| s.split_whitespace().next())
+                    .map(|s| s.trim_matches('"').to_string())
+            };
+            if let (Some(key), Some(sequence)) = (field("grain_key"), field("sequence")) {
+                applied
+                    .entry(key)
+                    .or_default()
+                    .push(sequence.parse().unwrap());
+            }
+        }
+        applied
     }
 
     /// Every stderr line so far.

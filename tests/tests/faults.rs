@@ -5,7 +5,6 @@
 //! (A restarted PostgreSQL server is in `faults_pg_restart.rs`, alone in its
 //! test binary.)
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -40,34 +39,9 @@ fn count_of(replica: &serde_json::Value) -> Option<i64> {
     replica["state"]["count"].as_i64()
 }
 
-/// The sequences the daemon applied per grain of `grain_type`, in log order
-/// (from its debug lines).
-fn applied_sequences(d: &Daemon, grain_type: &str) -> BTreeMap<String, Vec<u64>> {
-    let mut applied: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for line in d.stderr() {
-        if !line.contains("applied snapshot") || !line.contains(&format!("grain_type={grain_type}"))
-        {
-            continue;
-        }
-        let field = |name: &str| {
-            line.split(&format!(" {name}="))
-                .nth(1)
-                .and_then(|s| s.split_whitespace().next())
-                .map(|s| s.trim_matches('"').to_string())
-        };
-        if let (Some(key), Some(sequence)) = (field("grain_key"), field("sequence")) {
-            applied
-                .entry(key)
-                .or_default()
-                .push(sequence.parse().unwrap());
-        }
-    }
-    applied
-}
-
 /// Nothing reordered: every grain's applied sequences strictly increase.
 fn assert_in_order(d: &Daemon, grain_type: &str, grains: usize) {
-    let applied = applied_sequences(d, grain_type);
+    let applied = d.applied_sequences(Some(grain_type));
     assert_eq!(applied.len(), grains, "{applied:?}");
     for (key, sequences) in &applied {
         assert!(

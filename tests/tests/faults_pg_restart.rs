@@ -7,7 +7,6 @@
 //! to use it; without it the test prints `SKIPPED: …` and passes, unless
 //! `CI` or `REPLICA_REQUIRE_POSTGRES=1` is set.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -201,24 +200,7 @@ fn a_postgres_restart_while_running_loses_and_reorders_nothing() {
     assert_eq!(d.get("/readyz").status, 200);
 
     // Nothing reordered: per grain, applied sequences only increase.
-    let mut applied: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for line in d.stderr() {
-        if !line.contains("applied snapshot") {
-            continue;
-        }
-        let field = |name: &str| {
-            line.split(&format!(" {name}="))
-                .nth(1)
-                .and_then(|s| s.split_whitespace().next())
-                .map(|s| s.trim_matches('"').to_string())
-        };
-        if let (Some(key), Some(sequence)) = (field("grain_key"), field("sequence")) {
-            applied
-                .entry(key)
-                .or_default()
-                .push(sequence.parse().unwrap());
-        }
-    }
+    let applied = d.applied_sequences(None);
     assert_eq!(applied.len(), GRAINS, "{applied:?}");
     for (key, sequences) in &applied {
         assert!(
