@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::consumer::{DEFAULT_WORKERS, Shard};
 use crate::plugin::PluginLimits;
 use crate::plugin::breaker::BreakerConfig;
 
@@ -64,6 +65,12 @@ pub struct ConsumerSection {
     /// Repeated identical errors (same grain type and kind) are logged in
     /// full once per this many ms, with a count of those left out between.
     pub log_summary_interval_ms: u64,
+    /// Most grain steps (reads and decodes) running at once.
+    pub workers: usize,
+    /// `"i/n"`: replicate only the grains of shard `i` of `n` (see
+    /// [`Shard`]); every grain when absent.
+    #[serde(deserialize_with = "shard_from_str")]
+    pub shard: Option<Shard>,
 }
 
 impl Default for ConsumerSection {
@@ -73,8 +80,19 @@ impl Default for ConsumerSection {
             batch_limit: 100,
             max_backoff_ms: 30_000,
             log_summary_interval_ms: 10_000,
+            workers: DEFAULT_WORKERS,
+            shard: None,
         }
     }
+}
+
+/// Reads `shard = "i/n"`.
+fn shard_from_str<'de, D>(deserializer: D) -> Result<Option<Shard>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text = String::deserialize(deserializer)?;
+    text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 /// `[http]`
@@ -199,6 +217,9 @@ impl Config {
         }
         if self.consumer.batch_limit == 0 {
             return Err(at("consumer.batch_limit must be at least 1".into()));
+        }
+        if self.consumer.workers == 0 {
+            return Err(at("consumer.workers must be at least 1".into()));
         }
         if self.limits.timeout_ms == 0 {
             return Err(at("limits.timeout_ms must be at least 1".into()));

@@ -288,6 +288,7 @@ suite_for_all_backends!(
     racing_appends_end_in_conflicts,
     changes_since_lists_then_reports_only_new_rows,
     changes_since_sees_rows_after_the_newest_were_deleted,
+    scan_hands_each_grain_over_as_read_from_would,
 );
 
 // ---------------------------------------------------------------------------
@@ -584,6 +585,79 @@ mod cases {
         // And the cursor it returned keeps working.
         log.append(&entry(COUNTER, "d", 1, b"")).await.unwrap();
         expect_changes(&log, changes.cursor.as_ref(), &[("d", 1)]).await;
+    }
+
+    pub async fn scan_hands_each_grain_over_as_read_from_would(h: &dyn Harness) {
+        let log = h.log();
+        // a: odd rows (unknown entry type, negative sequence) among good ones.
+        log.append(&entry(COUNTER, "a", 1, b"a1")).await.unwrap();
+        h.insert_raw(raw(COUNTER, "a", 2, 7)).await;
+        h.insert_raw(raw(COUNTER, "a", -4, 0)).await;
+        log.append(&entry(COUNTER, "a", 3, b"a3")).await.unwrap();
+        // b: one row; c: more rows than a page; d: one row; e: only a
+        // negative sequence (not a grain to the listing either).
+        log.append(&entry(COUNTER, "b", 9, b"b9")).await.unwrap();
+        for s in 1..=6 {
+            log.append(&entry(COUNTER, "c", s, b"c")).await.unwrap();
+        }
+        log.append(&entry(COUNTER, "d", 2, b"d2")).await.unwrap();
+        h.insert_raw(raw(COUNTER, "e", -1, 0)).await;
+        log.append(&entry("Other", "a", 1, b"x")).await.unwrap();
+
+        let mut after: Option<String> = None;
+        let mut seen = Vec::new();
+        for _ in 0..20 {
+            let page = log
+                .scan(COUNTER, after.as_deref(), 4)
+                .await
+                .unwrap()
+                .expect("every backend scans");
+            for grain in &page.grains {
+                if grain.complete {
+                    let read = log
+                        .read_from(COUNTER, &grain.grain_key, 0, 100)
+                        .await
+                        .unwrap();
+                    assert_eq!(grain.records, read, "{}", grain.grain_key);
+                    assert_eq!(
+                        grain.head,
+                        log.latest_sequence(COUNTER, &grain.grain_key)
+                            .await
+                            .unwrap()
+                    );
+                } else {
+                    assert!(grain.records.is_empty());
+                }
+                seen.push((grain.grain_key.clone(), grain.complete));
+            }
+            after = page.next_after;
+            if after.is_none() {
+                break;
+            }
+        }
+        assert!(after.is_none(), "the scan did not end");
+        // Each grain once, in key order; c does not fit a page of 4 rows.
+        assert_eq!(
+            seen,
+            [
+                ("a".to_owned(), true),
+                ("b".to_owned(), true),
+                ("c".to_owned(), false),
+                ("d".to_owned(), true),
+            ]
+        );
+        // A page large enough holds every grain whole.
+        let page = log.scan(COUNTER, None, 100).await.unwrap().unwrap();
+        assert_eq!(page.next_after, None);
+        assert!(page.grains.iter().all(|g| g.complete));
+        assert_eq!(
+            page.grains
+                .iter()
+                .map(|g| g.grain_key.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b", "c", "d"]
+        );
+        assert_eq!(shape(&page.grains[0].records), ["e1", "r2", "e3", "r?"]);
     }
 
     pub async fn refused_rows_do_not_hide_good_rows(h: &dyn Harness) {

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{
-    Backend, BenchLog, CountingLog, cpu_time, cpu_time_of_processes, current_rss, machine,
-    run_worker, sample_plugin,
+    Backend, BenchLog, CountingLog, Workload, cpu_time, cpu_time_of_processes, current_rss,
+    machine, run_worker, sample_plugin,
 };
 use crate::consumer::{ConsumerConfig, Replicator, SnapshotDecoder};
 use crate::plugin::{LoadedPlugin, PluginDecoder, PluginEngine, PluginLimits};
@@ -54,9 +54,31 @@ fn run_one(
     grains: u64,
     incremental: bool,
 ) -> anyhow::Result<(serde_json::Value, f64)> {
+    run_one_with(
+        options,
+        runtime,
+        plugin,
+        grains,
+        incremental,
+        true,
+        Workload::Counter,
+    )
+}
+
+/// One worker run: a fresh log of `grains` grains of `workload`, replicated
+/// with or without the catch-up scan.
+pub(crate) fn run_one_with(
+    options: &IdleOptions,
+    runtime: &tokio::runtime::Runtime,
+    plugin: &Path,
+    grains: u64,
+    incremental: bool,
+    scan: bool,
+    workload: Workload,
+) -> anyhow::Result<(serde_json::Value, f64)> {
     let log = runtime.block_on(async {
         let log = BenchLog::create(options.backend, &options.postgres_url).await?;
-        log.fill_counters(grains).await?;
+        log.fill_workload(workload, grains).await?;
         anyhow::Ok(log)
     })?;
     eprintln!(
@@ -76,6 +98,14 @@ fn run_one(
             options.poll_ms.to_string(),
             "--discovery".to_owned(),
             if incremental { "incremental" } else { "full" }.to_owned(),
+            "--catch-up".to_owned(),
+            if scan { "scan" } else { "per-grain" }.to_owned(),
+            "--workload".to_owned(),
+            match workload {
+                Workload::Counter => "counter",
+                Workload::Bank => "bank",
+            }
+            .to_owned(),
             "--plugin".to_owned(),
             plugin.display().to_string(),
         ],
@@ -223,6 +253,17 @@ fn trim() {
     }
 }
 
+/// How a `bench worker idle` replicates.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerMode {
+    /// Incremental discovery (`changes_since`), else a full listing every poll.
+    pub incremental: bool,
+    /// The bulk catch-up scan, else per-grain reads.
+    pub scan: bool,
+    /// Which grains.
+    pub workload: Workload,
+}
+
 /// `bench worker idle`: replicates `grains` Counter grains, waits for every
 /// one, then measures a quiet window; prints a JSON result.
 pub fn worker(
@@ -230,14 +271,21 @@ pub fn worker(
     grains: u64,
     window: Duration,
     poll: Duration,
-    incremental: bool,
+    mode: WorkerMode,
     plugin: &Path,
 ) -> anyhow::Result<serde_json::Value> {
+    let WorkerMode {
+        incremental,
+        scan,
+        workload,
+    } = mode;
+    let grain_type = workload.grain_type();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let counting = Arc::new(CountingLog::new(
+        let counting = Arc::new(CountingLog::with_scan(
             replication_log::open(url).await?,
             incremental,
+            scan,
         ));
         let log: Arc<dyn ReplicationLog> = counting.clone();
         let engine = PluginEngine::new()?;
@@ -259,16 +307,30 @@ pub fn worker(
             poll_interval: poll,
             ..ConsumerConfig::default()
         };
-        let decoders = [("Counter".to_owned(), decoder)].into_iter().collect();
-        let handle = Replicator::new(log, Arc::clone(&store), decoders, config).spawn(stop_rx);
-        while (store.status_counts("Counter").total() as u64) < grains {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let decoders = [(grain_type.to_owned(), decoder)].into_iter().collect();
+        let replicator = Replicator::new(log, Arc::clone(&store), decoders, config);
+        let progress = replicator.catch_up();
+        let handle = replicator.spawn(stop_rx);
+        let cpu_start = cpu_time();
+        let server_start = cpu_time_of_processes("postgres");
+        while !progress.progress().complete {
+            tokio::time::sleep(Duration::from_millis(20)).await;
             anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(600),
-                "catch-up took over 10 minutes"
+                started.elapsed() < Duration::from_secs(900),
+                "catch-up took over 15 minutes ({:?})",
+                progress.progress()
             );
         }
         let catch_up = started.elapsed();
+        let catch_up_cpu = cpu_time() - cpu_start;
+        let catch_up_server = cpu_time_of_processes("postgres").saturating_sub(server_start);
+        let rss_caught_up = current_rss();
+        let held = store.status_counts(grain_type).ok as u64;
+        anyhow::ensure!(
+            held == grains,
+            "caught up with {held} of {grains} replicas ok"
+        );
+        let catch_up_reads = counting.counts()[0];
         // Let in-flight work finish, then measure a quiet window.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let cpu0 = cpu_time();
@@ -288,7 +350,7 @@ pub fn worker(
 
         // The state's share: N clones of one replica's state, measured alike.
         let state: Arc<Value> = store
-            .get("Counter", "counter-0")
+            .get(grain_type, "counter-0")
             .and_then(|r| r.state)
             .ok_or_else(|| anyhow::anyhow!("counter-0 not replicated"))?;
         let before_states = current_rss();
@@ -304,6 +366,11 @@ pub fn worker(
         Ok(json!({
             "grains": grains,
             "catch_up_s": catch_up.as_secs_f64(),
+            "catch_up_cpu_s": catch_up_cpu.as_secs_f64(),
+            "catch_up_server_cpu_s": catch_up_server.as_secs_f64(),
+            "rss_caught_up": rss_caught_up,
+            "scans": counting.scans.load(std::sync::atomic::Ordering::Relaxed),
+            "catch_up_reads": catch_up_reads,
             "window_s": window.as_secs_f64(),
             "cpu_s": cpu.as_secs_f64(),
             "server_cpu_s": server.as_secs_f64(),

@@ -7,6 +7,7 @@
 //! (`replica-host bench worker …`) so that `getrusage` and peak RSS belong
 //! to that side alone.
 
+pub mod catchup;
 pub mod decode;
 pub mod e2e;
 pub mod idle;
@@ -25,7 +26,7 @@ use async_trait::async_trait;
 
 use crate::plugin::build::build_plugin;
 use crate::replication_log::{
-    ChangeCursor, GrainHead, HeadChanges, LogEntry, LogError, LogRecord, ReplicationLog,
+    ChangeCursor, GrainHead, HeadChanges, LogEntry, LogError, LogRecord, ReplicationLog, ScanPage,
 };
 
 /// The sample plugins' sources, as laid out in this repository.
@@ -190,6 +191,11 @@ pub fn run_worker(args: &[String], stdin_lines: Option<&str>) -> anyhow::Result<
 pub struct CountingLog {
     inner: Arc<dyn ReplicationLog>,
     incremental: bool,
+    /// Whether the catch-up scan is passed through (else the consumer
+    /// reads each grain by itself, as before the scan existed).
+    scan: bool,
+    /// Catch-up scan pages read.
+    pub scans: AtomicU64,
     /// `read_from` calls.
     pub reads: AtomicU64,
     /// `grain_heads` / full listings.
@@ -201,11 +207,18 @@ pub struct CountingLog {
 }
 
 impl CountingLog {
-    /// Wraps `inner`.
+    /// Wraps `inner`, passing its catch-up scan through.
     pub fn new(inner: Arc<dyn ReplicationLog>, incremental: bool) -> Self {
+        Self::with_scan(inner, incremental, true)
+    }
+
+    /// Wraps `inner`; `scan: false` hides its catch-up scan.
+    pub fn with_scan(inner: Arc<dyn ReplicationLog>, incremental: bool, scan: bool) -> Self {
         Self {
             inner,
             incremental,
+            scan,
+            scans: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             listings: AtomicU64::new(0),
             change_queries: AtomicU64::new(0),
@@ -286,6 +299,55 @@ impl ReplicationLog for CountingLog {
     async fn ping(&self) -> Result<(), LogError> {
         self.inner.ping().await
     }
+    async fn scan(
+        &self,
+        grain_type: &str,
+        after: Option<&str>,
+        max_rows: usize,
+    ) -> Result<Option<ScanPage>, LogError> {
+        if !self.scan {
+            return Ok(None);
+        }
+        self.scans.fetch_add(1, Ordering::Relaxed);
+        self.inner.scan(grain_type, after, max_rows).await
+    }
+}
+
+/// The grains a scale benchmark replicates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// `Counter` grains: a few bytes of state each.
+    Counter,
+    /// `BankAccount` grains with a ~100-byte bincode payload each.
+    Bank,
+}
+
+impl Workload {
+    /// The grain type.
+    pub fn grain_type(self) -> &'static str {
+        match self {
+            Workload::Counter => "Counter",
+            Workload::Bank => "BankAccount",
+        }
+    }
+
+    /// The sample plugin's directory under `plugins/`.
+    pub fn plugin_dir(self) -> &'static str {
+        match self {
+            Workload::Counter => "counter",
+            Workload::Bank => "bank-account",
+        }
+    }
+
+    /// One grain's snapshot payload.
+    pub fn payload(self) -> Vec<u8> {
+        match self {
+            Workload::Counter => {
+                crate::demo::orlando::bincode(&crate::demo::orlando::CounterState { count: 42 })
+            }
+            Workload::Bank => crate::demo::orlando::bincode(&workload::account_state(7, 100)),
+        }
+    }
 }
 
 /// Where a benchmark's log lives.
@@ -359,6 +421,19 @@ impl BenchLog {
     pub async fn fill_counters(&self, grains: u64) -> anyhow::Result<()> {
         let payload =
             crate::demo::orlando::bincode(&crate::demo::orlando::CounterState { count: 42 });
+        self.fill(Workload::Counter.grain_type(), grains, &payload)
+            .await
+    }
+
+    /// Stores `grains` grains of `workload`, one snapshot each.
+    pub async fn fill_workload(&self, workload: Workload, grains: u64) -> anyhow::Result<()> {
+        self.fill(workload.grain_type(), grains, &workload.payload())
+            .await
+    }
+
+    /// Stores `grains` grains of `grain_type` (`counter-0` …), one snapshot
+    /// each holding `payload`, in one statement.
+    async fn fill(&self, grain_type: &str, grains: u64, payload: &[u8]) -> anyhow::Result<()> {
         let now = crate::store::now_millis();
         if let Some(path) = self.url.strip_prefix("sqlite://") {
             use sqlx::Connection;
@@ -366,11 +441,12 @@ impl BenchLog {
             sqlx::query(
                 "WITH RECURSIVE g(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM g WHERE i + 1 < ?)
                  INSERT INTO replication_log
-                 SELECT 'Counter', 'counter-' || i, 1, ?, 'us-east', 0, ? FROM g",
+                 SELECT ?, 'counter-' || i, 1, ?, 'us-east', 0, ? FROM g",
             )
             .bind(grains as i64)
+            .bind(grain_type)
             .bind(now)
-            .bind(&payload)
+            .bind(payload)
             .execute(&mut conn)
             .await?;
         } else {
@@ -378,12 +454,13 @@ impl BenchLog {
             let mut conn = sqlx::PgConnection::connect(&self.url).await?;
             sqlx::query(
                 "INSERT INTO replication_log
-                 SELECT 'Counter', 'counter-' || i, 1, $2, 'us-east', 0, $3
+                 SELECT $4, 'counter-' || i, 1, $2, 'us-east', 0, $3
                  FROM generate_series(0, $1 - 1) AS i",
             )
             .bind(grains as i64)
             .bind(now)
-            .bind(&payload)
+            .bind(payload)
+            .bind(grain_type)
             .execute(&mut conn)
             .await?;
             sqlx::query("VACUUM ANALYZE replication_log")

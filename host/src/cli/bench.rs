@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use replica_host::bench::{
-    self, Backend, decode::DecodeOptions, e2e::E2eOptions, idle::IdleOptions,
+    self, Backend, Workload, decode::DecodeOptions, e2e::E2eOptions, idle::IdleOptions,
     startup::StartupOptions,
 };
 
@@ -115,6 +115,34 @@ pub enum BenchCommand {
         #[arg(long, default_value_os_t = bench::default_plugins_dir())]
         plugins_dir: PathBuf,
     },
+    /// Catch-up at scale: a cold start with N grains (one snapshot each),
+    /// bulk scan against per-grain reads; time, memory per grain, idle CPU.
+    Catchup {
+        /// Where the log lives.
+        #[arg(long, value_enum, default_value_t = Backend::Sqlite)]
+        backend: Backend,
+        /// PostgreSQL server for `--backend postgres`.
+        #[arg(long, default_value = DEFAULT_POSTGRES)]
+        postgres_url: String,
+        /// Grains caught up with the bulk scan.
+        #[arg(long, default_value_t = 1_000_000)]
+        grains: u64,
+        /// Grains caught up by per-grain reads, the baseline (0: skip).
+        #[arg(long, default_value_t = 100_000)]
+        baseline_grains: u64,
+        /// Which grains.
+        #[arg(long, value_enum, default_value_t = Workload::Counter)]
+        workload: Workload,
+        /// Idle measurement window after catch-up, seconds.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Poll interval, ms.
+        #[arg(long, default_value_t = 100)]
+        poll_ms: u64,
+        /// The sample plugins' sources.
+        #[arg(long, default_value_os_t = bench::default_plugins_dir())]
+        plugins_dir: PathBuf,
+    },
     /// Internal: one side of a benchmark, in its own process.
     #[command(subcommand, hide = true)]
     Worker(WorkerCommand),
@@ -163,6 +191,10 @@ pub enum WorkerCommand {
         poll_ms: u64,
         #[arg(long)]
         discovery: String,
+        #[arg(long, default_value = "scan")]
+        catch_up: String,
+        #[arg(long, value_enum, default_value_t = Workload::Counter)]
+        workload: Workload,
         #[arg(long)]
         plugin: PathBuf,
     },
@@ -242,6 +274,27 @@ pub fn run(command: BenchCommand) -> ExitCode {
             poll_ms,
             plugins_dir,
         }),
+        BenchCommand::Catchup {
+            backend,
+            postgres_url,
+            grains,
+            baseline_grains,
+            workload,
+            seconds,
+            poll_ms,
+            plugins_dir,
+        } => bench::catchup::run(
+            &IdleOptions {
+                backend,
+                postgres_url,
+                grains: vec![grains.max(1)],
+                seconds,
+                poll_ms,
+                plugins_dir,
+            },
+            baseline_grains,
+            workload,
+        ),
         BenchCommand::Worker(worker) => run_worker(worker),
     };
     match result {
@@ -297,13 +350,19 @@ fn run_worker(worker: WorkerCommand) -> anyhow::Result<()> {
             seconds,
             poll_ms,
             discovery,
+            catch_up,
+            workload,
             plugin,
         } => bench::idle::worker(
             &log,
             grains,
             Duration::from_secs_f64(seconds),
             Duration::from_millis(poll_ms),
-            discovery != "full",
+            bench::idle::WorkerMode {
+                incremental: discovery != "full",
+                scan: catch_up != "per-grain",
+                workload,
+            },
             &plugin,
         )?,
     };

@@ -1,176 +1,153 @@
-//! One grain type's discovery task: asks the log every poll interval which
-//! of the type's grains have new entries (with their newest sequences),
-//! starts a grain task for each new grain, and passes each running grain
-//! task its grain's head.
+//! When a grain type's grains are listed, and how: incremental listings
+//! ([`ReplicationLog::changes_since`] with a cursor) every poll interval
+//! where the backend has a change watermark, a full listing first, as a
+//! periodic safety net, and whenever the backend cannot answer
+//! incrementally.
 //!
-//! The first poll lists every grain. Later polls ask only for what changed
-//! since the last answer ([`ReplicationLog::changes_since`]), which backends
-//! with a change watermark answer in O(new rows) rather than O(rows): the
-//! idle cost of a poll does not grow with the number of grains. Every
-//! [`RECONCILE_EVERY`], and whenever the backend cannot answer
-//! incrementally, a full listing is done again as a safety net.
-
-use std::collections::HashMap;
-use std::sync::Arc;
+//! Full listings cost O(grains). Their pace adapts to what they cost: the
+//! next full listing waits at least [`FULL_LISTING_DUTY`] times as long as
+//! the last one took, so at a million grains on a backend without a change
+//! watermark the log is never busy listing more than a tenth of the time,
+//! and the host never falls ever further behind its own polls.
+//!
+//! [`ReplicationLog::changes_since`]: crate::replication_log::ReplicationLog::changes_since
 
 use std::time::Duration;
-use tokio::sync::watch;
-use tokio::task::{Id, JoinError, JoinSet};
 
 use tokio::time::Instant;
 
-use super::SnapshotDecoder;
 use super::config::ConsumerConfig;
-use super::grain::GrainTask;
-use super::metrics::GrainTypeCounters;
-use super::shutdown::stopped;
-use crate::replication_log::{ChangeCursor, GrainHead, ReplicationLog};
-use crate::store::ReplicaStore;
+use crate::replication_log::{ChangeCursor, HeadChanges};
 
 /// How often discovery lists every grain even when the log can answer
 /// incrementally: the safety net against a watermark that missed a change.
 pub(crate) const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 
-/// Everything one grain type's discovery needs.
-pub(crate) struct Discovery {
-    pub(crate) grain_type: String,
-    pub(crate) log: Arc<dyn ReplicationLog>,
-    pub(crate) store: Arc<ReplicaStore>,
-    pub(crate) decoder: Arc<dyn SnapshotDecoder>,
-    pub(crate) config: Arc<ConsumerConfig>,
-    pub(crate) counters: Arc<GrainTypeCounters>,
-}
+/// A full listing is followed by at least this many times its own duration
+/// of waiting before the next one.
+pub(crate) const FULL_LISTING_DUTY: u32 = 10;
 
-/// The running grain tasks of one grain type.
-#[derive(Default)]
-struct Grains {
-    heads: HashMap<String, watch::Sender<u64>>,
-    tasks: JoinSet<()>,
-    keys: HashMap<Id, String>,
+/// A full listing waits at least this many times its duration before the
+/// next periodic reconcile, when listings are incremental in between.
+const RECONCILE_DUTY: u32 = 100;
+
+/// The listing cadence of one grain type.
+#[derive(Debug, Default)]
+pub(crate) struct Discovery {
+    /// Where the last incremental answer left off.
+    cursor: Option<ChangeCursor>,
+    /// When the last full listing completed.
+    listed_all_at: Option<Instant>,
+    /// How long the last full listing took.
+    full_cost: Duration,
+    /// Consecutive failed listings.
+    failures: u32,
 }
 
 impl Discovery {
-    /// Runs until shutdown, then waits for its grain tasks to stop.
-    pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut grains = Grains::default();
-        let mut failures = 0u32;
-        let mut cursor: Option<ChangeCursor> = None;
-        let mut listed_all_at: Option<Instant> = None;
-        'poll: loop {
-            let reconcile = listed_all_at.is_none_or(|at| at.elapsed() >= RECONCILE_EVERY);
-            let since = if reconcile { None } else { cursor.as_ref() };
-            let listed = tokio::select! {
-                () = stopped(&mut shutdown) => break 'poll,
-                listed = self.log.changes_since(&self.grain_type, since) => listed,
-            };
-            let wait = match listed {
-                Ok(changes) => {
-                    if changes.complete {
-                        listed_all_at = Some(Instant::now());
-                    }
-                    cursor = changes.cursor;
-                    let heads = changes.heads;
-                    if failures > 0 {
-                        tracing::info!(
-                            grain_type = %self.grain_type,
-                            failures,
-                            "listing grains again"
-                        );
-                        failures = 0;
-                    }
-                    for head in heads {
-                        self.update(head, &mut grains, &shutdown);
-                    }
-                    self.config.poll()
-                }
-                Err(error) => {
-                    failures += 1;
-                    self.counters.discovery_error();
-                    let delay = self.config.backoff(failures);
-                    tracing::warn!(
-                        grain_type = %self.grain_type,
-                        %error,
-                        failures,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "failed to list the grain type's grains; retrying"
-                    );
-                    delay
-                }
-            };
-            let deadline = Instant::now() + wait;
-            loop {
-                tokio::select! {
-                    () = stopped(&mut shutdown) => break 'poll,
-                    () = tokio::time::sleep_until(deadline) => break,
-                    Some(joined) = grains.tasks.join_next_with_id() => {
-                        self.reap(joined, &mut grains);
-                    }
-                }
-            }
+    /// The cursor to list from now; `None` asks for a full listing.
+    pub(crate) fn since(&self, now: Instant) -> Option<&ChangeCursor> {
+        let reconcile_every = RECONCILE_EVERY.max(self.full_cost * RECONCILE_DUTY);
+        let reconcile = self
+            .listed_all_at
+            .is_none_or(|at| now.duration_since(at) >= reconcile_every);
+        if reconcile {
+            None
+        } else {
+            self.cursor.as_ref()
         }
-        // Grain tasks watch the same signal; closing the heads stops any
-        // that are waiting on theirs.
-        grains.heads.clear();
-        while let Some(joined) = grains.tasks.join_next_with_id().await {
-            self.reap(joined, &mut grains);
-        }
-        tracing::debug!(grain_type = %self.grain_type, "grain type's consumers stopped");
     }
 
-    /// Starts a task for a new grain, or passes a known grain its head.
-    fn update(&self, head: GrainHead, grains: &mut Grains, shutdown: &watch::Receiver<bool>) {
-        if let Some(sender) = grains.heads.get(&head.grain_key) {
-            sender.send_if_modified(|known| {
-                let newer = head.latest_sequence > *known;
-                if newer {
-                    *known = head.latest_sequence;
-                }
-                newer
-            });
-            return;
+    /// Records an answer that took `took`; returns how long to wait before
+    /// the next listing, and how many failures preceded it.
+    pub(crate) fn succeeded(
+        &mut self,
+        changes: &HeadChanges,
+        took: Duration,
+        config: &ConsumerConfig,
+        now: Instant,
+    ) -> (Duration, u32) {
+        if changes.complete {
+            self.listed_all_at = Some(now);
+            self.full_cost = took;
         }
-        let (sender, receiver) = watch::channel(head.latest_sequence);
-        let task = GrainTask {
-            grain_type: self.grain_type.clone(),
-            grain_key: head.grain_key.clone(),
-            log: Arc::clone(&self.log),
-            store: Arc::clone(&self.store),
-            decoder: Arc::clone(&self.decoder),
-            config: Arc::clone(&self.config),
-            counters: Arc::clone(&self.counters),
+        self.cursor = changes.cursor.clone();
+        let failures = std::mem::take(&mut self.failures);
+        let wait = if changes.complete && self.cursor.is_none() {
+            config.poll().max(took * FULL_LISTING_DUTY)
+        } else {
+            config.poll()
         };
-        let handle = grains.tasks.spawn(task.run(receiver, shutdown.clone()));
-        grains.keys.insert(handle.id(), head.grain_key.clone());
-        self.counters.grain_discovered();
-        tracing::debug!(
-            grain_type = %self.grain_type,
-            grain_key = %head.grain_key,
-            sequence = head.latest_sequence,
-            "discovered grain"
+        (wait, failures)
+    }
+
+    /// Records a failed listing; returns the backoff and the failure count.
+    pub(crate) fn failed(&mut self, config: &ConsumerConfig) -> (Duration, u32) {
+        self.failures += 1;
+        (config.backoff(self.failures), self.failures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication_log::CursorState;
+
+    fn changes(complete: bool, cursor: Option<ChangeCursor>) -> HeadChanges {
+        HeadChanges {
+            heads: Vec::new(),
+            complete,
+            cursor,
+        }
+    }
+
+    #[test]
+    fn full_listings_without_a_watermark_slow_down_with_their_cost() {
+        let config = ConsumerConfig::default();
+        let mut discovery = Discovery::default();
+        let now = Instant::now();
+        assert!(discovery.since(now).is_none());
+        let (wait, _) =
+            discovery.succeeded(&changes(true, None), Duration::from_millis(1), &config, now);
+        assert_eq!(wait, config.poll());
+        let (wait, _) =
+            discovery.succeeded(&changes(true, None), Duration::from_secs(2), &config, now);
+        assert_eq!(wait, Duration::from_secs(20));
+        assert!(discovery.since(now).is_none());
+    }
+
+    #[test]
+    fn incremental_listings_poll_and_reconcile_periodically() {
+        let config = ConsumerConfig::default();
+        let mut discovery = Discovery::default();
+        let now = Instant::now();
+        let cursor = ChangeCursor(CursorState::Stamp(7));
+        let (wait, _) = discovery.succeeded(
+            &changes(true, Some(cursor.clone())),
+            Duration::from_secs(1),
+            &config,
+            now,
         );
-        grains.heads.insert(head.grain_key, sender);
+        assert_eq!(wait, config.poll());
+        assert_eq!(discovery.since(now), Some(&cursor));
+        // A full listing that took 1 s is repeated after 100 s, not 60 s.
+        assert!(discovery.since(now + Duration::from_secs(61)).is_some());
+        assert!(discovery.since(now + Duration::from_secs(101)).is_none());
     }
 
-    /// Forgets a finished grain task. One that panicked is started again at
-    /// the next poll.
-    fn reap(&self, joined: Result<(Id, ()), JoinError>, grains: &mut Grains) {
-        let id = match &joined {
-            Ok((id, ())) => *id,
-            Err(error) => error.id(),
-        };
-        let Some(grain_key) = grains.keys.remove(&id) else {
-            return;
-        };
-        grains.heads.remove(&grain_key);
-        if let Err(error) = joined
-            && error.is_panic()
-        {
-            tracing::error!(
-                grain_type = %self.grain_type,
-                grain_key = %grain_key,
-                %error,
-                "grain consumer panicked; restarting it at the next poll"
-            );
-        }
+    #[test]
+    fn failures_back_off_and_are_reported_on_recovery() {
+        let config = ConsumerConfig::default();
+        let mut discovery = Discovery::default();
+        assert_eq!(discovery.failed(&config), (config.backoff(1), 1));
+        assert_eq!(discovery.failed(&config), (config.backoff(2), 2));
+        let (_, failures) = discovery.succeeded(
+            &changes(true, None),
+            Duration::ZERO,
+            &config,
+            Instant::now(),
+        );
+        assert_eq!(failures, 2);
+        assert_eq!(discovery.failed(&config).1, 1);
     }
 }

@@ -1,6 +1,10 @@
-//! One grain's consumer task: reads the grain's entries when there is
-//! something to read, decodes and applies snapshots, keeps the replica's
-//! status, and retries with backoff.
+//! One grain's consumer, as data and one step at a time: [`GrainProgress`]
+//! is where the grain stands (its [`Cursor`], its retry state), and a
+//! [`Step`] is one unit of work a scheduler worker runs for it: read the
+//! grain's entries (or take those the catch-up scan prefetched), decode and
+//! apply snapshots, keep the replica's status, and schedule retries. No
+//! task waits on a grain between steps; the scheduler
+//! ([`super::scheduler`]) decides when the next step is due.
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
@@ -15,153 +19,224 @@ use super::batch::{Cursor, Failure};
 use super::config::ConsumerConfig;
 use super::log_limiter::limited;
 use super::metrics::GrainTypeCounters;
-use super::shutdown::{is_stopped, stopped};
+use super::shutdown::stopped;
 use crate::plugin::{CallError, CallErrorKind};
 use crate::replication_log::{LogEntry, LogRecord, ReplicationLog};
 use crate::store::{ReplicaStatus, ReplicaStore, Snapshot};
 use crate::value::Value;
 
-/// Shutdown was signalled in the middle of a batch.
-struct Stopped;
+/// Shutdown was signalled in the middle of a step.
+pub(crate) struct Stopped;
 
-/// Everything one grain's consumer needs.
-pub(crate) struct GrainTask {
+/// What every grain of one grain type shares.
+pub(crate) struct TypeContext {
+    /// The grain type.
     pub(crate) grain_type: String,
-    pub(crate) grain_key: String,
+    /// Where the entries are read.
     pub(crate) log: Arc<dyn ReplicationLog>,
+    /// Where the replicas go.
     pub(crate) store: Arc<ReplicaStore>,
+    /// The grain type's plugin (or native decoder).
     pub(crate) decoder: Arc<dyn SnapshotDecoder>,
+    /// Batch size and backoff.
     pub(crate) config: Arc<ConsumerConfig>,
+    /// The grain type's counters.
     pub(crate) counters: Arc<GrainTypeCounters>,
 }
 
-/// Sleeps until `deadline`, or forever when there is none.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
+/// Where one grain's consumer stands between steps.
+#[derive(Debug)]
+pub(crate) struct GrainProgress {
+    /// The pure batch bookkeeping: applied, seen, blocked, failing, behind.
+    cursor: Cursor,
+    /// The status last given to the store, to publish only changes.
+    last_status: Option<ReplicaStatus>,
+    /// Consecutive failed reads; drives the read backoff.
+    read_failures: u32,
+    /// When the next read may be tried after a read error.
+    read_retry_at: Option<Instant>,
+    /// Retries of a snapshot that did not decode; drives the decode backoff.
+    decode_retries: u32,
+    /// When failed snapshots are tried again.
+    decode_retry_at: Option<Instant>,
+    /// The last batch was full and moved on: read again without waiting.
+    more: bool,
+    /// A head already read up to without finding anything new.
+    served_head: u64,
 }
 
-impl GrainTask {
-    /// Runs until shutdown. `head` carries the grain's newest sequence in
-    /// the log, kept current by the grain type's discovery task.
-    pub(crate) async fn run(
-        self,
-        mut head: watch::Receiver<u64>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let limit = self.config.limit();
-        let applied = self
-            .store
-            .applied_sequence(&self.grain_type, &self.grain_key);
-        let mut cursor = Cursor::new(applied.unwrap_or(0));
-        let mut last_status = self
-            .store
-            .get(&self.grain_type, &self.grain_key)
-            .map(|r| r.status);
-        let mut read_failures = 0u32;
-        let mut read_retry_at: Option<Instant> = None;
-        let mut decode_retries = 0u32;
-        let mut decode_retry_at: Option<Instant> = None;
-        // The last batch was full and moved on: read again without waiting.
-        let mut more = false;
-        // A head already read up to without finding anything new.
-        let mut served_head = 0u64;
-
-        loop {
-            if is_stopped(&shutdown) {
-                return;
-            }
-            let head_now = *head.borrow_and_update();
-            let now = Instant::now();
-            let retry = decode_retry_at.is_some_and(|at| now >= at);
-            let due = match read_retry_at {
-                Some(at) => now >= at,
-                None => more || retry || (head_now > cursor.seen() && head_now > served_head),
-            };
-            if !due {
-                let backing_off = read_retry_at.is_some();
-                tokio::select! {
-                    () = stopped(&mut shutdown) => return,
-                    changed = head.changed(), if !backing_off => {
-                        if changed.is_err() {
-                            return;
-                        }
-                    }
-                    () = sleep_until(read_retry_at.or(decode_retry_at)) => {}
-                }
-                continue;
-            }
-
-            let from = cursor.read_after(retry);
-            let read = tokio::select! {
-                () = stopped(&mut shutdown) => return,
-                read = self.log.read_from(&self.grain_type, &self.grain_key, from, limit) => read,
-            };
-            let records = match read {
-                Ok(records) => records,
-                Err(error) => {
-                    read_failures += 1;
-                    self.counters.read_error();
-                    let delay = self.config.backoff(read_failures);
-                    limited(&self.grain_type, "read_error", &self.grain_key, || {
-                        tracing::warn!(
-                            grain_type = %self.grain_type,
-                            grain_key = %self.grain_key,
-                            sequence = from,
-                            %error,
-                            failures = read_failures,
-                            retry_in_ms = delay.as_millis() as u64,
-                            "failed to read the replication log; retrying"
-                        )
-                    });
-                    read_retry_at = Some(Instant::now() + delay);
-                    more = false;
-                    continue;
-                }
-            };
-            if read_failures > 0 {
-                limited(&self.grain_type, "read_resumed", &self.grain_key, || {
-                    tracing::info!(
-                        grain_type = %self.grain_type,
-                        grain_key = %self.grain_key,
-                        sequence = from,
-                        failures = read_failures,
-                        "reading the replication log again"
-                    )
-                });
-                read_failures = 0;
-                read_retry_at = None;
-            }
-
-            if !records.is_empty()
-                && self
-                    .process(&mut cursor, from, &records, &mut shutdown, &mut last_status)
-                    .await
-                    .is_err()
-            {
-                return;
-            }
-            let progressed = cursor.seen() > from;
-            more = progressed && records.len() >= limit;
-            if !progressed {
-                served_head = head_now;
-            }
-
-            if cursor.failing().is_none() {
-                decode_retries = 0;
-                decode_retry_at = None;
-            } else if retry || decode_retry_at.is_none() {
-                if retry {
-                    decode_retries = decode_retries.saturating_add(1);
-                }
-                let delay = self.config.backoff(decode_retries.saturating_add(1));
-                decode_retry_at = Some(Instant::now() + delay);
-            }
+impl GrainProgress {
+    /// A grain starting after what the store already holds for it.
+    pub(crate) fn new(store: &ReplicaStore, grain_type: &str, grain_key: &str) -> Self {
+        let applied = store.applied_sequence(grain_type, grain_key);
+        Self {
+            cursor: Cursor::new(applied.unwrap_or(0)),
+            last_status: store.get(grain_type, grain_key).map(|r| r.status),
+            read_failures: 0,
+            read_retry_at: None,
+            decode_retries: 0,
+            decode_retry_at: None,
+            more: false,
+            served_head: 0,
         }
     }
 
+    /// Whether a step is due now, given the grain's newest sequence in the log.
+    pub(crate) fn due(&self, head: u64, now: Instant) -> bool {
+        let retry = self.decode_retry_at.is_some_and(|at| now >= at);
+        match self.read_retry_at {
+            Some(at) => now >= at,
+            None => self.more || retry || (head > self.cursor.seen() && head > self.served_head),
+        }
+    }
+
+    /// When the grain must be looked at again even if its head does not
+    /// move: a read or decode retry.
+    pub(crate) fn wake_at(&self) -> Option<Instant> {
+        self.read_retry_at.or(self.decode_retry_at)
+    }
+
+    /// Whether prefetched rows (every row of the grain, read after 0) are
+    /// what this grain's next read would return.
+    pub(crate) fn takes_prefetched(&self) -> bool {
+        self.cursor.seen() == 0 && self.cursor.position() == 0 && self.read_failures == 0
+    }
+}
+
+/// What a step did, for the scheduler.
+pub(crate) struct StepOutcome {
+    /// The grain's progress after the step.
+    pub(crate) progress: Box<GrainProgress>,
+    /// The step read the grain's log successfully and has nothing more to
+    /// read right now, or the grain is failing: it has caught up.
+    pub(crate) caught_up: bool,
+}
+
+/// One step of one grain, run by a scheduler worker.
+pub(crate) struct Step {
+    /// The grain type's shared parts.
+    pub(crate) ctx: Arc<TypeContext>,
+    /// The grain's key.
+    pub(crate) grain_key: Arc<str>,
+    /// Where the grain stands (moved in and handed back).
+    pub(crate) progress: Box<GrainProgress>,
+    /// The grain's newest sequence in the log when the step was dispatched.
+    pub(crate) head: u64,
+    /// Every row of the grain, from the catch-up scan, if it applies.
+    pub(crate) prefetched: Option<Vec<LogRecord>>,
+}
+
+impl Step {
+    /// Runs the step: one read (or the prefetched rows), then decode, apply
+    /// and retry bookkeeping. `Err(Stopped)` when shutdown interrupted it.
+    pub(crate) async fn run(
+        self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<StepOutcome, Stopped> {
+        let Step {
+            ctx,
+            grain_key,
+            mut progress,
+            head,
+            prefetched,
+        } = self;
+        let grain = GrainRef {
+            ctx: &ctx,
+            grain_key: &grain_key,
+        };
+        let p = &mut *progress;
+        let limit = ctx.config.limit();
+        let now = Instant::now();
+        let retry = p.decode_retry_at.is_some_and(|at| now >= at);
+        let from = p.cursor.read_after(retry);
+
+        let records = match prefetched.filter(|_| from == 0) {
+            Some(mut records) => {
+                records.truncate(limit);
+                records
+            }
+            None => {
+                let read = tokio::select! {
+                    () = stopped(shutdown) => return Err(Stopped),
+                    read = ctx.log.read_from(&ctx.grain_type, &grain_key, from, limit) => read,
+                };
+                match read {
+                    Ok(records) => records,
+                    Err(error) => {
+                        p.read_failures += 1;
+                        ctx.counters.read_error();
+                        let delay = ctx.config.backoff(p.read_failures);
+                        limited(&ctx.grain_type, "read_error", &grain_key, || {
+                            tracing::warn!(
+                                grain_type = %ctx.grain_type,
+                                grain_key = %grain_key,
+                                sequence = from,
+                                %error,
+                                failures = p.read_failures,
+                                retry_in_ms = delay.as_millis() as u64,
+                                "failed to read the replication log; retrying"
+                            )
+                        });
+                        p.read_retry_at = Some(Instant::now() + delay);
+                        p.more = false;
+                        return Ok(StepOutcome {
+                            progress,
+                            caught_up: false,
+                        });
+                    }
+                }
+            }
+        };
+        if p.read_failures > 0 {
+            limited(&ctx.grain_type, "read_resumed", &grain_key, || {
+                tracing::info!(
+                    grain_type = %ctx.grain_type,
+                    grain_key = %grain_key,
+                    sequence = from,
+                    failures = p.read_failures,
+                    "reading the replication log again"
+                )
+            });
+            p.read_failures = 0;
+            p.read_retry_at = None;
+        }
+
+        if !records.is_empty() {
+            grain
+                .process(&mut p.cursor, from, &records, shutdown, &mut p.last_status)
+                .await?;
+        }
+        let progressed = p.cursor.seen() > from;
+        p.more = progressed && records.len() >= limit;
+        if !progressed {
+            p.served_head = head;
+        }
+
+        if p.cursor.failing().is_none() {
+            p.decode_retries = 0;
+            p.decode_retry_at = None;
+        } else if retry || p.decode_retry_at.is_none() {
+            if retry {
+                p.decode_retries = p.decode_retries.saturating_add(1);
+            }
+            let delay = ctx.config.backoff(p.decode_retries.saturating_add(1));
+            p.decode_retry_at = Some(Instant::now() + delay);
+        }
+        let caught_up = !p.more || p.cursor.failing().is_some();
+        Ok(StepOutcome {
+            progress,
+            caught_up,
+        })
+    }
+}
+
+/// A grain, for the batch handling and its log lines.
+struct GrainRef<'a> {
+    ctx: &'a TypeContext,
+    grain_key: &'a str,
+}
+
+impl GrainRef<'_> {
     /// Handles one non-empty batch read after `from`.
     async fn process(
         &self,
@@ -171,6 +246,9 @@ impl GrainTask {
         shutdown: &mut watch::Receiver<bool>,
         last_status: &mut Option<ReplicaStatus>,
     ) -> Result<(), Stopped> {
+        let ctx = self.ctx;
+        let grain_type = ctx.grain_type.as_str();
+        let grain_key = self.grain_key;
         let plan = cursor.plan(records);
         for &index in &plan.refusals {
             self.report_refusal(&records[index]);
@@ -185,7 +263,7 @@ impl GrainTask {
             };
             let decoded = tokio::select! {
                 () = stopped(shutdown) => return Err(Stopped),
-                decoded = decode_catching(self.decoder.as_ref(), entry) => decoded,
+                decoded = decode_catching(ctx.decoder.as_ref(), entry) => decoded,
             };
             match decoded {
                 Ok(value) => {
@@ -199,23 +277,18 @@ impl GrainTask {
                     break;
                 }
                 Err(error) => {
-                    self.counters.decode_failed(error.kind);
-                    limited(
-                        &self.grain_type,
-                        error.kind.as_str(),
-                        &self.grain_key,
-                        || {
-                            tracing::warn!(
-                                grain_type = %self.grain_type,
-                                grain_key = %self.grain_key,
-                                sequence = entry.sequence,
-                                kind = %error.kind,
-                                plugin = %error.plugin,
-                                error = %error.message,
-                                "snapshot did not decode"
-                            )
-                        },
-                    );
+                    ctx.counters.decode_failed(error.kind);
+                    limited(grain_type, error.kind.as_str(), grain_key, || {
+                        tracing::warn!(
+                            grain_type = %grain_type,
+                            grain_key = %grain_key,
+                            sequence = entry.sequence,
+                            kind = %error.kind,
+                            plugin = %error.plugin,
+                            error = %error.message,
+                            "snapshot did not decode"
+                        )
+                    });
                     failures.push(Failure {
                         sequence: entry.sequence,
                         kind: error.kind,
@@ -227,10 +300,10 @@ impl GrainTask {
 
         let settlement = cursor.settle(from, records, applied, &failures);
         if !settlement.skipped.is_empty() {
-            self.counters.snapshots_skipped(settlement.skipped.len());
+            ctx.counters.snapshots_skipped(settlement.skipped.len());
             tracing::debug!(
-                grain_type = %self.grain_type,
-                grain_key = %self.grain_key,
+                grain_type = %grain_type,
+                grain_key = %grain_key,
                 sequence = cursor.applied(),
                 skipped = ?settlement.skipped,
                 "older snapshots superseded without decoding"
@@ -241,15 +314,15 @@ impl GrainTask {
         let was_failing = matches!(last_status, Some(ReplicaStatus::Failing { .. }));
         if let Some(snapshot) = snapshot {
             let sequence = snapshot.sequence;
-            match self
+            match ctx
                 .store
-                .apply(&self.grain_type, &self.grain_key, snapshot, status.clone())
+                .apply(grain_type, grain_key, snapshot, status.clone())
             {
                 Ok(_) => {
-                    self.counters.snapshot_applied();
+                    ctx.counters.snapshot_applied();
                     tracing::debug!(
-                        grain_type = %self.grain_type,
-                        grain_key = %self.grain_key,
+                        grain_type = %grain_type,
+                        grain_key = %grain_key,
                         sequence,
                         status = status.label(),
                         "applied snapshot"
@@ -257,27 +330,25 @@ impl GrainTask {
                 }
                 Err(stale) => {
                     tracing::warn!(
-                        grain_type = %self.grain_type,
-                        grain_key = %self.grain_key,
+                        grain_type = %grain_type,
+                        grain_key = %grain_key,
                         sequence,
                         current = stale.current,
                         "the store holds a newer snapshot; not applied"
                     );
-                    self.store
-                        .set_status(&self.grain_type, &self.grain_key, status.clone());
+                    ctx.store.set_status(grain_type, grain_key, status.clone());
                 }
             }
         } else if last_status.as_ref() != Some(&status)
             && (last_status.is_some() || status != ReplicaStatus::Ok)
         {
-            self.store
-                .set_status(&self.grain_type, &self.grain_key, status.clone());
+            ctx.store.set_status(grain_type, grain_key, status.clone());
         }
         if was_failing && !matches!(status, ReplicaStatus::Failing { .. }) {
-            limited(&self.grain_type, "recovered", &self.grain_key, || {
+            limited(grain_type, "recovered", grain_key, || {
                 tracing::info!(
-                    grain_type = %self.grain_type,
-                    grain_key = %self.grain_key,
+                    grain_type = %grain_type,
+                    grain_key = %grain_key,
                     sequence = cursor.applied(),
                     "grain recovered: a newer snapshot decoded"
                 )
@@ -289,24 +360,26 @@ impl GrainTask {
 
     /// Logs and counts a Delta or an uninterpretable row.
     fn report_refusal(&self, record: &LogRecord) {
+        let grain_type = self.ctx.grain_type.as_str();
+        let grain_key = self.grain_key;
         match record {
             LogRecord::Entry(entry) => {
-                self.counters.delta_refused();
-                limited(&self.grain_type, "delta", &self.grain_key, || {
+                self.ctx.counters.delta_refused();
+                limited(grain_type, "delta", grain_key, || {
                     tracing::error!(
-                        grain_type = %self.grain_type,
-                        grain_key = %self.grain_key,
+                        grain_type = %grain_type,
+                        grain_key = %grain_key,
                         sequence = entry.sequence,
                         "refused a Delta entry: only FullState snapshots are supported"
                     )
                 });
             }
             LogRecord::Refused(row) => {
-                self.counters.row_refused();
-                limited(&self.grain_type, "refused_row", &self.grain_key, || {
+                self.ctx.counters.row_refused();
+                limited(grain_type, "refused_row", grain_key, || {
                     tracing::error!(
-                        grain_type = %self.grain_type,
-                        grain_key = %self.grain_key,
+                        grain_type = %grain_type,
+                        grain_key = %grain_key,
                         sequence = row.sequence,
                         reason = %row.reason,
                         "refused a log row the host cannot interpret"

@@ -42,6 +42,8 @@ pub struct GrainTypeCounters {
     decode_failures: [AtomicU64; CALL_ERROR_KINDS.len()],
     read_errors: AtomicU64,
     discovery_errors: AtomicU64,
+    queue_depth: AtomicU64,
+    oldest_ready_ms: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -74,6 +76,11 @@ impl GrainTypeCounters {
     pub(crate) fn discovery_error(&self) {
         bump(&self.discovery_errors);
     }
+    pub(crate) fn set_queue(&self, depth: u64, oldest_ready_ms: u64) {
+        self.queue_depth.store(depth, Ordering::Relaxed);
+        self.oldest_ready_ms
+            .store(oldest_ready_ms, Ordering::Relaxed);
+    }
 
     /// A copy of the current values.
     pub fn snapshot(&self) -> GrainTypeStats {
@@ -90,6 +97,8 @@ impl GrainTypeCounters {
                 .collect(),
             read_errors: load(&self.read_errors),
             discovery_errors: load(&self.discovery_errors),
+            queue_depth: load(&self.queue_depth),
+            oldest_ready_ms: load(&self.oldest_ready_ms),
         }
     }
 }
@@ -114,6 +123,10 @@ pub struct GrainTypeStats {
     pub read_errors: u64,
     /// Failed listings of the grain type's grains.
     pub discovery_errors: u64,
+    /// Grains with a step due, waiting for a worker (a gauge).
+    pub queue_depth: u64,
+    /// How long the oldest of them has waited, ms (a gauge).
+    pub oldest_ready_ms: u64,
 }
 
 impl GrainTypeStats {
@@ -137,6 +150,8 @@ pub struct ConsumerMetrics {
     per_type: RwLock<HashMap<String, Arc<GrainTypeCounters>>>,
     unhandled: Mutex<BTreeMap<String, u64>>,
     grain_type_scan_errors: AtomicU64,
+    workers: AtomicU64,
+    workers_busy: AtomicU64,
 }
 
 /// Every counter at one moment.
@@ -149,6 +164,10 @@ pub struct MetricsSnapshot {
     pub unhandled_grain_types: BTreeMap<String, u64>,
     /// Failed listings of the log's grain types.
     pub grain_type_scan_errors: u64,
+    /// The worker pool's size.
+    pub workers: u64,
+    /// Workers running a step now.
+    pub workers_busy: u64,
 }
 
 impl ConsumerMetrics {
@@ -194,6 +213,18 @@ impl ConsumerMetrics {
         bump(&self.grain_type_scan_errors);
     }
 
+    pub(crate) fn set_workers(&self, workers: u64) {
+        self.workers.store(workers, Ordering::Relaxed);
+    }
+
+    pub(crate) fn worker_started(&self) {
+        bump(&self.workers_busy);
+    }
+
+    pub(crate) fn worker_finished(&self) {
+        self.workers_busy.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// A copy of every counter.
     pub fn snapshot(&self) -> MetricsSnapshot {
         let grain_types = self
@@ -211,6 +242,8 @@ impl ConsumerMetrics {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
             grain_type_scan_errors: self.grain_type_scan_errors.load(Ordering::Relaxed),
+            workers: self.workers.load(Ordering::Relaxed),
+            workers_busy: self.workers_busy.load(Ordering::Relaxed),
         }
     }
 }

@@ -3,19 +3,21 @@
 //!
 //! # Model
 //! Logically there is one consumer per replicated grain, as in Orlando's
-//! seed. Physically:
-//! - per grain type, ONE discovery task (`discovery.rs`) asks the log every
-//!   poll interval which grains have new entries:
+//! seed. Physically no task waits on a grain: every grain is a compact entry
+//! in its grain type's table (`scheduler.rs`), and a bounded pool of workers
+//! runs one step of a grain at a time (`grain.rs`: read, decode, apply):
+//! - per grain type ONE driver task asks the log every poll interval which
+//!   grains have new entries (`discovery.rs`:
 //!   [`ReplicationLog::changes_since`](crate::replication_log::ReplicationLog::changes_since),
 //!   a full listing first and periodically, incremental in between where the
-//!   backend has a change watermark (SQLite's rowid). It starts a grain task
-//!   for each grain it has not seen (so grains created while running are
-//!   found) and tells every grain task its grain's newest sequence through a
-//!   `tokio::sync::watch` channel;
-//! - each grain task (`grain.rs`) reads its grain's entries only when that head
-//!   is above what it has read, when its last batch was full, or when a retry
-//!   is due. Idle grains cost no queries: a poll costs one query per grain
-//!   type plus one per grain with new entries.
+//!   backend has a change watermark), adds new grains to its table, and
+//!   queues a grain only when its head is above what it has read, when its
+//!   last batch was full, or when a retry is due. Idle grains cost no
+//!   queries and no task.
+//! - at startup the grains of the first listing are caught up in bulk: the
+//!   log's ordered scan hands each grain all its rows, a page at a time
+//!   ([`ReplicationLog::scan`](crate::replication_log::ReplicationLog::scan)),
+//!   instead of one query per grain; [`CatchUp`] tells how far that is.
 //!
 //! # Semantics (issue 3; where the seed differed)
 //! - Deltas and uninterpretable rows ([`LogRecord::Refused`](crate::replication_log::LogRecord))
@@ -30,20 +32,25 @@
 //! - A grain whose newest snapshot does not decode keeps its last good state,
 //!   is marked failing, and retries with capped exponential backoff; new
 //!   entries are read as they arrive, so a newer snapshot that decodes
-//!   recovers it at once. Grains never wait for each other: each has its own
-//!   task and no lock is held across a read or a decode.
+//!   recovers it at once. Grains never wait for each other beyond the
+//!   worker pool's bound: a grain's step holds no lock across a read or a
+//!   decode, and a slow grain holds one worker.
 //! - Read errors are logged, counted and retried with backoff from the same
 //!   position: nothing is lost or reordered.
-//! - Shutdown: every task watches the shutdown signal, including during reads
-//!   and decodes, so all stop within one poll interval (in practice at once).
+//! - Shutdown: every driver and step watches the shutdown signal, including
+//!   during reads and decodes, so all stop within one poll interval (in
+//!   practice at once).
 
 pub mod batch;
+pub mod catch_up;
 pub mod config;
 mod discovery;
 mod grain;
 pub mod log_limiter;
 pub mod metrics;
 mod replicator;
+mod scheduler;
+pub mod shard;
 mod shutdown;
 
 use async_trait::async_trait;
@@ -52,9 +59,11 @@ use crate::plugin::CallError;
 use crate::replication_log::LogEntry;
 use crate::value::Value;
 
+pub use catch_up::{CatchUp, CatchUpProgress};
 pub use config::ConsumerConfig;
 pub use metrics::{ConsumerMetrics, GrainTypeCounters, GrainTypeStats, MetricsSnapshot};
-pub use replicator::Replicator;
+pub use replicator::{DEFAULT_WORKERS, Replicator};
+pub use shard::Shard;
 
 /// Turns a FullState entry's payload into the grain's typed state. The
 /// consumer calls it only with FullState entries, possibly concurrently for

@@ -1,5 +1,6 @@
-//! The entry point: runs every grain type's discovery, the grain tasks, and
-//! the report of grain types that have no decoder.
+//! The entry point: runs every grain type's scheduler (discovery, catch-up,
+//! steps on a shared worker pool) and the report of grain types that have
+//! no decoder.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -7,22 +8,43 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use tokio::sync::Semaphore;
+
 use super::SnapshotDecoder;
+use super::catch_up::CatchUp;
 use super::config::ConsumerConfig;
-use super::discovery::Discovery;
+use super::grain::TypeContext;
 use super::metrics::ConsumerMetrics;
+use super::scheduler::Scheduler;
+use super::shard::Shard;
 use super::shutdown::stopped;
-use crate::replication_log::ReplicationLog;
+use crate::replication_log::{DEFAULT_SCAN_ROWS, ReplicationLog};
 use crate::store::ReplicaStore;
+
+/// Steps (reads and decodes) run at once, over all grain types, by default.
+pub const DEFAULT_WORKERS: usize = 16;
 
 /// Replicates every grain of the grain types that have a decoder from a log
 /// into a store, until shutdown.
 pub struct Replicator {
+    /// Where entries are read.
     log: Arc<dyn ReplicationLog>,
+    /// Where replicas are kept.
     store: Arc<ReplicaStore>,
+    /// Grain type → its decoder; only these types are replicated.
     decoders: HashMap<String, Arc<dyn SnapshotDecoder>>,
+    /// Polling, batching and backoff.
     config: ConsumerConfig,
+    /// Counters and scheduler gauges, shared with the metrics exporter.
     metrics: Arc<ConsumerMetrics>,
+    /// The initial catch-up's progress, shared with `/readyz`.
+    catch_up: Arc<CatchUp>,
+    /// Most steps running at once.
+    workers: usize,
+    /// Rows per catch-up scan page.
+    scan_rows: usize,
+    /// The grains this host replicates, when sharded.
+    shard: Option<Shard>,
 }
 
 impl Replicator {
@@ -33,13 +55,41 @@ impl Replicator {
         decoders: HashMap<String, Arc<dyn SnapshotDecoder>>,
         config: ConsumerConfig,
     ) -> Self {
+        let catch_up = Arc::new(CatchUp::new(decoders.keys().map(String::as_str)));
         Self {
             log,
             store,
             decoders,
             config,
             metrics: Arc::default(),
+            catch_up,
+            workers: DEFAULT_WORKERS,
+            scan_rows: DEFAULT_SCAN_ROWS,
+            shard: None,
         }
+    }
+
+    /// Runs at most `workers` steps (reads and decodes) at once (at least 1).
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// Reads the catch-up scan `rows` rows a page (at least 1).
+    pub fn with_scan_rows(mut self, rows: usize) -> Self {
+        self.scan_rows = rows.max(1);
+        self
+    }
+
+    /// Replicates only the grains of `shard`.
+    pub fn with_shard(mut self, shard: Option<Shard>) -> Self {
+        self.shard = shard;
+        self
+    }
+
+    /// The initial catch-up's progress, live.
+    pub fn catch_up(&self) -> Arc<CatchUp> {
+        Arc::clone(&self.catch_up)
     }
 
     /// Uses `metrics` for the counters instead of a fresh set.
@@ -64,16 +114,31 @@ impl Replicator {
         let config = Arc::new(self.config);
         let mut tasks = JoinSet::new();
         let handled: HashSet<String> = self.decoders.keys().cloned().collect();
+        let workers = Arc::new(Semaphore::new(self.workers));
+        self.metrics.set_workers(self.workers as u64);
+        if let Some(shard) = self.shard {
+            tracing::info!(%shard, "replicating one shard of the grains");
+        }
         for (grain_type, decoder) in self.decoders {
-            let discovery = Discovery {
-                counters: self.metrics.counters(&grain_type),
-                grain_type,
-                log: Arc::clone(&self.log),
-                store: Arc::clone(&self.store),
-                decoder,
-                config: Arc::clone(&config),
+            let Some(catch_up) = self.catch_up.grain_type(&grain_type).cloned() else {
+                continue;
             };
-            tasks.spawn(discovery.run(shutdown.clone()));
+            let scheduler = Scheduler {
+                ctx: Arc::new(TypeContext {
+                    counters: self.metrics.counters(&grain_type),
+                    grain_type,
+                    log: Arc::clone(&self.log),
+                    store: Arc::clone(&self.store),
+                    decoder,
+                    config: Arc::clone(&config),
+                }),
+                workers: Arc::clone(&workers),
+                catch_up,
+                metrics: Arc::clone(&self.metrics),
+                scan_rows: self.scan_rows,
+                shard: self.shard,
+            };
+            tasks.spawn(scheduler.run(shutdown.clone()));
         }
         tasks.spawn(report_unhandled_types(
             Arc::clone(&self.log),

@@ -7,8 +7,3 @@ use tokio::sync::watch;
 pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
-
-/// Whether shutdown was signalled already.
-pub(crate) fn is_stopped(shutdown: &watch::Receiver<bool>) -> bool {
-    *shutdown.borrow() || shutdown.has_changed().is_err()
-}

@@ -12,6 +12,7 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
 use super::metrics::MetricsExporter;
+use crate::consumer::{CatchUp, Shard, shard::shard_of};
 use crate::plugin::breaker::Breaker;
 use crate::plugin_set::PluginSet;
 use crate::replication_log::ReplicationLog;
@@ -34,7 +35,14 @@ pub struct ApiState {
     pub log: Arc<dyn ReplicationLog>,
     /// Prometheus rendering.
     pub metrics: MetricsExporter,
+    /// The initial catch-up's progress, for readiness and reads.
+    pub catch_up: Arc<CatchUp>,
+    /// The grains this host replicates, when sharded.
+    pub shard: Option<Shard>,
 }
+
+/// Seconds a client is told to wait (`Retry-After`) while the host catches up.
+const CATCHING_UP_RETRY_AFTER_SECS: u64 = 1;
 
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
@@ -121,7 +129,24 @@ async fn get_replica(
             "max_staleness_ms must be a non-negative integer".into(),
         );
     };
+    if let Some(shard) = api.shard
+        && api.plugins.get(&grain_type).is_some()
+        && !shard.owns(&grain_type, &grain_key)
+    {
+        let owner = shard_of(&grain_type, &grain_key, shard.count);
+        return error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected",
+            format!(
+                "{grain_type}/{grain_key} belongs to shard {owner}/{}; this host replicates shard {shard}",
+                shard.count
+            ),
+        );
+    }
     let Some(replica) = api.store.get(&grain_type, &grain_key) else {
+        if api.catch_up.is_catching_up(&grain_type) {
+            return catching_up(&api.catch_up, &format!("{grain_type}/{grain_key}"));
+        }
         return error(
             StatusCode::NOT_FOUND,
             "unknown_grain",
@@ -235,16 +260,53 @@ fn breaker_json(breaker: &Breaker) -> serde_json::Value {
     })
 }
 
+/// 503 `catching_up` with `Retry-After`: `what` cannot be answered until the
+/// initial catch-up is complete.
+fn catching_up(catch_up: &CatchUp, what: &str) -> Response {
+    let progress = catch_up.progress();
+    let mut response = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "catching_up",
+        format!(
+            "{what} is not replicated yet: the initial catch-up has read {} of {} grains",
+            progress.caught_up, progress.grains
+        ),
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(CATCHING_UP_RETRY_AFTER_SECS),
+    );
+    response
+}
+
 async fn readyz(State(api): State<ApiState>) -> Response {
-    match api.log.ping().await {
-        Ok(()) => axum::Json(serde_json::json!({ "ready": true, "plugins": api.plugins.len() }))
-            .into_response(),
-        Err(e) => error(
+    let progress = api.catch_up.progress();
+    if let Err(e) = api.log.ping().await {
+        return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "log_unreachable",
             e.to_string(),
-        ),
+        );
     }
+    let body = serde_json::json!({
+        "ready": progress.complete,
+        "caught_up": progress.caught_up,
+        "grains": progress.grains,
+        "plugins": api.plugins.len(),
+    });
+    let status = if progress.complete {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut response = (status, axum::Json(body)).into_response();
+    if !progress.complete {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from(CATCHING_UP_RETRY_AFTER_SECS),
+        );
+    }
+    response
 }
 
 async fn metrics(State(api): State<ApiState>) -> Response {

@@ -71,11 +71,17 @@ impl MetricsExporter {
             metrics::counter!("replica_log_read_errors_total", "grain_type" => gt.clone())
                 .absolute(s.read_errors + s.discovery_errors);
             metrics::gauge!("replica_grains", "grain_type" => gt.clone()).set(s.grains as f64);
+            metrics::gauge!("replica_scheduler_queue_depth", "grain_type" => gt.clone())
+                .set(s.queue_depth as f64);
+            metrics::gauge!("replica_scheduler_oldest_ready_seconds", "grain_type" => gt.clone())
+                .set(s.oldest_ready_ms as f64 / 1000.0);
             for (kind, n) in &s.decode_failures {
                 metrics::counter!("replica_decode_failures_total", "grain_type" => gt.clone(), "kind" => kind.as_str())
                     .absolute(*n);
             }
         }
+        metrics::gauge!("replica_scheduler_workers").set(snapshot.workers as f64);
+        metrics::gauge!("replica_scheduler_workers_busy").set(snapshot.workers_busy as f64);
         for (grain_type, entries) in &snapshot.unhandled_grain_types {
             metrics::gauge!("replica_unhandled_grain_type_grains", "grain_type" => grain_type.clone()).set(*entries as f64);
         }

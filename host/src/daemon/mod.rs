@@ -115,7 +115,10 @@ pub async fn run(
         consumer_config,
     )
     .with_metrics(Arc::clone(&consumer_metrics))
-    .spawn(stop_rx.clone());
+    .with_workers(config.consumer.workers)
+    .with_shard(config.consumer.shard);
+    let catch_up = replicator.catch_up();
+    let replicator = replicator.spawn(stop_rx.clone());
 
     let api = http::ApiState {
         store: Arc::clone(&store),
@@ -123,6 +126,8 @@ pub async fn run(
         breakers: Arc::new(breakers),
         log: Arc::clone(&log),
         metrics: metrics::MetricsExporter::new(consumer_metrics),
+        catch_up,
+        shard: config.consumer.shard,
     };
     let mut http_stop = stop_rx.clone();
     let server = tokio::spawn(

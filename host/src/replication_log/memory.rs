@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use super::record::LooseRow;
 use super::{
     ChangeCursor, CursorState, GrainHead, HeadChanges, LogEntry, LogError, LogRecord,
-    ReplicationLog, seq,
+    ReplicationLog, ScanPage, scan, seq,
 };
 
 /// A row exactly as a table would hold it, sequence and entry type
@@ -51,11 +51,17 @@ type GrainMap = BTreeMap<(String, String), BTreeMap<i64, Stored>>;
 struct Grains {
     rows: GrainMap,
     stamp: u64,
+    /// Change stamp → the row it was given to (grain type, key, stored
+    /// sequence), so an incremental listing costs O(new rows).
+    by_stamp: BTreeMap<u64, (String, String, i64)>,
 }
 
 impl Grains {
-    fn next_stamp(&mut self) -> u64 {
+    /// Stamps the row about to be stored at (grain, sequence).
+    fn stamp_row(&mut self, grain: &(String, String), sequence: i64) -> u64 {
         self.stamp += 1;
+        self.by_stamp
+            .insert(self.stamp, (grain.0.clone(), grain.1.clone(), sequence));
         self.stamp
     }
 }
@@ -91,17 +97,18 @@ impl MemoryLog {
     /// sequence). A row with the same key is a [`LogError::Backend`].
     pub fn insert_raw(&self, row: RawRow) -> Result<(), LogError> {
         let mut grains = self.lock();
-        let stamp = grains.next_stamp();
-        let rows = grains
-            .entry((row.grain_type.clone(), row.grain_key.clone()))
-            .or_default();
-        if rows.contains_key(&row.sequence) {
+        let grain = (row.grain_type.clone(), row.grain_key.clone());
+        if grains
+            .get(&grain)
+            .is_some_and(|rows| rows.contains_key(&row.sequence))
+        {
             return Err(LogError::Backend(format!(
                 "a row {}/{}/{} already exists",
                 row.grain_type, row.grain_key, row.sequence
             )));
         }
-        rows.insert(
+        let stamp = grains.stamp_row(&grain, row.sequence);
+        grains.entry(grain).or_default().insert(
             row.sequence,
             Stored {
                 stamp,
@@ -185,7 +192,7 @@ impl ReplicationLog for MemoryLog {
                 latest: newest,
             });
         }
-        let stamp = grains.next_stamp();
+        let stamp = grains.stamp_row(&grain, stored);
         grains.entry(grain).or_default().insert(
             stored,
             Stored {
@@ -214,11 +221,15 @@ impl ReplicationLog for MemoryLog {
             return Ok(0);
         };
         let doomed: Vec<i64> = rows.range(0..=last).map(|(s, _)| *s).collect();
+        let mut stamps = Vec::with_capacity(doomed.len());
         for sequence in &doomed {
-            rows.remove(sequence);
+            stamps.extend(rows.remove(sequence).map(|row| row.stamp));
         }
         if rows.is_empty() {
             grains.remove(&grain);
+        }
+        for stamp in stamps {
+            grains.by_stamp.remove(&stamp);
         }
         Ok(doomed.len() as u64)
     }
@@ -247,19 +258,40 @@ impl ReplicationLog for MemoryLog {
             _ => None,
         };
         let grains = self.lock();
-        let start = (Bound::Included(key(grain_type, "")), Bound::Unbounded);
-        let heads = grains
-            .range(start)
-            .take_while(|((t, _), _)| t == grain_type)
-            .filter(|(_, rows)| {
-                rows.range(0..)
-                    .any(|(_, row)| since.is_none_or(|since| row.stamp > since))
-            })
-            .map(|((_, grain_key), rows)| GrainHead {
-                grain_key: grain_key.clone(),
-                latest_sequence: latest(rows),
-            })
-            .collect();
+        let heads = match since {
+            None => {
+                let start = (Bound::Included(key(grain_type, "")), Bound::Unbounded);
+                grains
+                    .range(start)
+                    .take_while(|((t, _), _)| t == grain_type)
+                    .filter(|(_, rows)| rows.range(0..).next().is_some())
+                    .map(|((_, grain_key), rows)| GrainHead {
+                        grain_key: grain_key.clone(),
+                        latest_sequence: latest(rows),
+                    })
+                    .collect()
+            }
+            Some(since) => {
+                // The grains with a valid-sequence row stamped after `since`.
+                let changed: std::collections::BTreeSet<&str> = grains
+                    .by_stamp
+                    .range(since.saturating_add(1)..)
+                    .filter(|(_, (t, _, sequence))| t == grain_type && *sequence >= 0)
+                    .map(|(_, (_, grain_key, _))| grain_key.as_str())
+                    .collect();
+                changed
+                    .into_iter()
+                    .filter_map(|grain_key| {
+                        let rows = grains.get(&key(grain_type, grain_key))?;
+                        rows.range(0..).next()?;
+                        Some(GrainHead {
+                            grain_key: grain_key.to_owned(),
+                            latest_sequence: latest(rows),
+                        })
+                    })
+                    .collect()
+            }
+        };
         Ok(HeadChanges {
             heads,
             complete: since.is_none(),
@@ -280,5 +312,43 @@ impl ReplicationLog for MemoryLog {
 
     async fn ping(&self) -> Result<(), LogError> {
         Ok(())
+    }
+
+    async fn scan(
+        &self,
+        grain_type: &str,
+        after: Option<&str>,
+        max_rows: usize,
+    ) -> Result<Option<ScanPage>, LogError> {
+        let max_rows = max_rows.max(1);
+        let grains = self.lock();
+        let start = match after {
+            Some(key) => Bound::Excluded((grain_type.to_owned(), key.to_owned())),
+            None => Bound::Included((grain_type.to_owned(), String::new())),
+        };
+        // Index order: (grain key, stored sequence), as the SQL backends scan.
+        let rows: Vec<(String, LogRecord)> = grains
+            .range((start, Bound::Unbounded))
+            .take_while(|((t, _), _)| t == grain_type)
+            .flat_map(|((_, grain_key), rows)| {
+                rows.iter().map(move |(sequence, row)| {
+                    let record = LooseRow {
+                        grain_type: grain_type.to_owned(),
+                        grain_key: grain_key.clone(),
+                        sequence: Ok(*sequence),
+                        timestamp_millis: Ok(row.timestamp_millis),
+                        source_cluster: Ok(row.source_cluster.clone()),
+                        entry_type: Ok(row.entry_type),
+                        payload: Ok(row.payload.clone()),
+                    }
+                    .interpret();
+                    (grain_key.clone(), record)
+                })
+            })
+            // One row more than a page: whether the last grain may go on.
+            .take(max_rows.saturating_add(1))
+            .collect();
+        let full = rows.len() > max_rows;
+        Ok(Some(scan::group(rows, full)))
     }
 }

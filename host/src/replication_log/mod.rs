@@ -32,12 +32,14 @@ use async_trait::async_trait;
 mod memory;
 mod postgres;
 mod record;
+mod scan;
 mod seq;
 mod sqlite;
 mod url;
 
 pub use memory::{MemoryLog, RawRow};
 pub use postgres::PostgresLog;
+pub use scan::{DEFAULT_SCAN_ROWS, ScanPage, ScannedGrain};
 pub use sqlite::SqliteLog;
 pub use url::redact_password;
 
@@ -246,6 +248,21 @@ pub trait ReplicationLog: Send + Sync + 'static {
 
     /// Checks that the backend is reachable.
     async fn ping(&self) -> Result<(), LogError>;
+
+    /// One page of the bulk catch-up scan of `grain_type`: its grains in key
+    /// order after `after` (from the first when `None`), with their rows,
+    /// reading at most `max_rows` rows (see [`ScanPage`]). `None` when the
+    /// backend has no such scan: the consumer then reads each grain by
+    /// itself. The default has none.
+    async fn scan(
+        &self,
+        grain_type: &str,
+        after: Option<&str>,
+        max_rows: usize,
+    ) -> Result<Option<ScanPage>, LogError> {
+        let _ = (grain_type, after, max_rows);
+        Ok(None)
+    }
 }
 
 /// Opens the log a URL names: `memory://`, `sqlite://PATH` or `sqlite:PATH`

@@ -12,7 +12,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, TypeInfo, ValueRef};
 
 use super::record::LooseRow;
-use super::{GrainHead, LogEntry, LogError, LogRecord, ReplicationLog, redact_password, seq};
+use super::{
+    GrainHead, LogEntry, LogError, LogRecord, ReplicationLog, ScanPage, redact_password, scan, seq,
+};
 
 /// Orlando's table, as Orlando creates it.
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS replication_log (
@@ -51,7 +53,31 @@ const GRAIN_HEADS: &str = "SELECT grain_key, MAX(sequence) FROM replication_log
 WHERE grain_type = $1 AND sequence >= 0
 GROUP BY grain_key ORDER BY grain_key";
 
-const GRAIN_TYPES: &str = "SELECT DISTINCT grain_type FROM replication_log ORDER BY grain_type";
+/// One page of the catch-up scan, in primary-key order: the first page, and
+/// the pages after a grain key.
+const SCAN_FIRST: &str =
+    "SELECT grain_key, sequence, timestamp_millis, source_cluster, entry_type, payload
+FROM replication_log
+WHERE grain_type = $1
+ORDER BY grain_key, sequence
+LIMIT $2";
+const SCAN_AFTER: &str =
+    "SELECT grain_key, sequence, timestamp_millis, source_cluster, entry_type, payload
+FROM replication_log
+WHERE grain_type = $1 AND grain_key > $2
+ORDER BY grain_key, sequence
+LIMIT $3";
+
+/// The distinct grain types by a loose index scan: one index probe per type
+/// rather than a pass over every row.
+const GRAIN_TYPES: &str = "WITH RECURSIVE t(g) AS (
+    (SELECT grain_type FROM replication_log ORDER BY grain_type LIMIT 1)
+    UNION ALL
+    SELECT (SELECT grain_type FROM replication_log WHERE grain_type > t.g
+            ORDER BY grain_type LIMIT 1)
+    FROM t WHERE t.g IS NOT NULL
+)
+SELECT g FROM t WHERE g IS NOT NULL";
 
 /// How many times an append is retried after a serialization failure.
 const APPEND_RETRIES: u32 = 12;
@@ -218,6 +244,20 @@ where
     row.try_get(column).map_err(|e| e.to_string())
 }
 
+/// One row of a grain, judged column by column.
+fn loose_record(grain_type: &str, grain_key: &str, row: &PgRow) -> LogRecord {
+    LooseRow {
+        grain_type: grain_type.to_owned(),
+        grain_key: grain_key.to_owned(),
+        sequence: loose_int(row, "sequence"),
+        timestamp_millis: loose_int(row, "timestamp_millis"),
+        source_cluster: loose(row, "source_cluster"),
+        entry_type: loose_int(row, "entry_type"),
+        payload: loose(row, "payload"),
+    }
+    .interpret()
+}
+
 #[async_trait]
 impl ReplicationLog for PostgresLog {
     async fn read_from(
@@ -237,18 +277,7 @@ impl ReplicationLog for PostgresLog {
             .map_err(|e| self.error(e))?;
         Ok(rows
             .iter()
-            .map(|row| {
-                LooseRow {
-                    grain_type: grain_type.to_owned(),
-                    grain_key: grain_key.to_owned(),
-                    sequence: loose_int(row, "sequence"),
-                    timestamp_millis: loose_int(row, "timestamp_millis"),
-                    source_cluster: loose(row, "source_cluster"),
-                    entry_type: loose_int(row, "entry_type"),
-                    payload: loose(row, "payload"),
-                }
-                .interpret()
-            })
+            .map(|row| loose_record(grain_type, grain_key, row))
             .collect())
     }
 
@@ -334,5 +363,34 @@ impl ReplicationLog for PostgresLog {
             .await
             .map(drop)
             .map_err(|e| self.error(e))
+    }
+
+    async fn scan(
+        &self,
+        grain_type: &str,
+        after: Option<&str>,
+        max_rows: usize,
+    ) -> Result<Option<ScanPage>, LogError> {
+        let max_rows = max_rows.max(1);
+        let query = match after {
+            Some(key) => sqlx::query(SCAN_AFTER).bind(grain_type).bind(key),
+            None => sqlx::query(SCAN_FIRST).bind(grain_type),
+        };
+        // One row more than a page: whether the last grain may go on.
+        let rows = query
+            .bind(seq::limit_bound(max_rows.saturating_add(1)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        let full = rows.len() > max_rows;
+        let rows = rows
+            .iter()
+            .map(|row| {
+                let grain_key: String = row.try_get("grain_key").unwrap_or_default();
+                let record = loose_record(grain_type, &grain_key, row);
+                (grain_key, record)
+            })
+            .collect();
+        Ok(Some(scan::group(rows, full)))
     }
 }

@@ -13,11 +13,14 @@
 
 mod replica;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::broadcast;
+
+use crate::value::Value;
 
 pub use replica::{
     ChangeKind, Replica, ReplicaChange, ReplicaStatus, Snapshot, StaleSnapshot, StatusCounts,
@@ -27,12 +30,114 @@ pub use replica::{
 pub const DEFAULT_CHANGE_CAPACITY: usize = 1024;
 
 /// Grain key → replica, sorted by key for listing.
-type GrainMap = BTreeMap<String, Replica>;
+type GrainMap = BTreeMap<Box<str>, Stored>;
+
+/// What the store keeps per grain: the [`Replica`] without the names it
+/// is filed under, the source cluster interned, a rare failure boxed. At a
+/// million grains every byte here is a megabyte.
+#[derive(Debug)]
+struct Stored {
+    state: Option<Arc<Value>>,
+    sequence: u64,
+    timestamp_millis: i64,
+    source_cluster: Arc<str>,
+    applied_at: Option<SystemTime>,
+    status: StoredStatus,
+}
+
+/// [`ReplicaStatus`] in 16 bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum StoredStatus {
+    Ok,
+    Behind(u64),
+    Failing(Box<(u64, String)>),
+}
+
+impl From<ReplicaStatus> for StoredStatus {
+    fn from(status: ReplicaStatus) -> Self {
+        match status {
+            ReplicaStatus::Ok => StoredStatus::Ok,
+            ReplicaStatus::Behind { delta_sequence } => StoredStatus::Behind(delta_sequence),
+            ReplicaStatus::Failing { sequence, reason } => {
+                StoredStatus::Failing(Box::new((sequence, reason)))
+            }
+        }
+    }
+}
+
+impl StoredStatus {
+    fn to_status(&self) -> ReplicaStatus {
+        match self {
+            StoredStatus::Ok => ReplicaStatus::Ok,
+            StoredStatus::Behind(delta_sequence) => ReplicaStatus::Behind {
+                delta_sequence: *delta_sequence,
+            },
+            StoredStatus::Failing(failure) => ReplicaStatus::Failing {
+                sequence: failure.0,
+                reason: failure.1.clone(),
+            },
+        }
+    }
+
+    fn is(&self, status: &ReplicaStatus) -> bool {
+        match (self, status) {
+            (StoredStatus::Ok, ReplicaStatus::Ok) => true,
+            (StoredStatus::Behind(a), ReplicaStatus::Behind { delta_sequence }) => {
+                a == delta_sequence
+            }
+            (StoredStatus::Failing(f), ReplicaStatus::Failing { sequence, reason }) => {
+                f.0 == *sequence && f.1 == *reason
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Stored {
+    fn has_state(&self) -> bool {
+        self.state.is_some()
+    }
+
+    fn to_replica(&self, grain_type: &str, grain_key: &str) -> Replica {
+        Replica {
+            grain_type: grain_type.to_owned(),
+            grain_key: grain_key.to_owned(),
+            state: self.state.clone(),
+            sequence: self.sequence,
+            timestamp_millis: self.timestamp_millis,
+            source_cluster: self.source_cluster.as_ref().to_owned(),
+            applied_at: self.applied_at,
+            status: self.status.to_status(),
+        }
+    }
+}
+
+/// The replicas and the interned source clusters.
+#[derive(Debug, Default)]
+struct Grains {
+    by_type: HashMap<String, GrainMap>,
+    clusters: HashSet<Arc<str>>,
+}
+
+impl Grains {
+    /// The one shared copy of a source cluster's name.
+    fn intern(&mut self, cluster: &str) -> Arc<str> {
+        if let Some(known) = self.clusters.get(cluster) {
+            return Arc::clone(known);
+        }
+        let interned: Arc<str> = cluster.into();
+        self.clusters.insert(Arc::clone(&interned));
+        interned
+    }
+}
 
 /// The in-memory replicas of all grains, safe to share between threads.
 #[derive(Debug)]
 pub struct ReplicaStore {
-    grains: RwLock<HashMap<String, GrainMap>>,
+    /// Grain type → grain key → replica, behind one lock held only for map
+    /// operations.
+    grains: RwLock<Grains>,
+    /// Every change, for watchers.
     changes: broadcast::Sender<ReplicaChange>,
 }
 
@@ -53,25 +158,22 @@ impl ReplicaStore {
     pub fn with_change_capacity(capacity: usize) -> Self {
         let (changes, _) = broadcast::channel(capacity.max(1));
         Self {
-            grains: RwLock::new(HashMap::new()),
+            grains: RwLock::new(Grains::default()),
             changes,
         }
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, HashMap<String, GrainMap>> {
+    fn read(&self) -> RwLockReadGuard<'_, Grains> {
         self.grains.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, GrainMap>> {
+    fn write(&self) -> RwLockWriteGuard<'_, Grains> {
         self.grains.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn publish(&self, kind: ChangeKind, replica: &Replica) {
+    fn publish(&self, kind: ChangeKind, replica: Replica) {
         // No receivers is not an error for the store.
-        let _ = self.changes.send(ReplicaChange {
-            kind,
-            replica: replica.clone(),
-        });
+        let _ = self.changes.send(ReplicaChange { kind, replica });
     }
 
     /// Applies a decoded snapshot with the grain's new status. Refuses (and
@@ -85,8 +187,10 @@ impl ReplicaStore {
         status: ReplicaStatus,
     ) -> Result<Replica, StaleSnapshot> {
         let mut grains = self.write();
-        let by_key = grains.entry(grain_type.to_owned()).or_default();
-        if let Some(current) = by_key.get(grain_key)
+        if let Some(current) = grains
+            .by_type
+            .get(grain_type)
+            .and_then(|m| m.get(grain_key))
             && current.has_state()
             && snapshot.sequence <= current.sequence
         {
@@ -97,18 +201,26 @@ impl ReplicaStore {
                 offered: snapshot.sequence,
             });
         }
-        let replica = Replica {
-            grain_type: grain_type.to_owned(),
-            grain_key: grain_key.to_owned(),
+        let stored = Stored {
             state: Some(snapshot.state),
             sequence: snapshot.sequence,
             timestamp_millis: snapshot.timestamp_millis,
-            source_cluster: snapshot.source_cluster,
+            source_cluster: grains.intern(&snapshot.source_cluster),
             applied_at: Some(SystemTime::now()),
-            status,
+            status: status.into(),
         };
-        by_key.insert(grain_key.to_owned(), replica.clone());
-        self.publish(ChangeKind::Applied, &replica);
+        let replica = stored.to_replica(grain_type, grain_key);
+        let by_key = match grains.by_type.get_mut(grain_type) {
+            Some(by_key) => by_key,
+            None => grains.by_type.entry(grain_type.to_owned()).or_default(),
+        };
+        match by_key.get_mut(grain_key) {
+            Some(slot) => *slot = stored,
+            None => {
+                by_key.insert(grain_key.into(), stored);
+            }
+        }
+        self.publish(ChangeKind::Applied, replica.clone());
         Ok(replica)
     }
 
@@ -116,34 +228,47 @@ impl ReplicaStore {
     /// is added without state. Returns whether anything changed.
     pub fn set_status(&self, grain_type: &str, grain_key: &str, status: ReplicaStatus) -> bool {
         let mut grains = self.write();
-        let by_key = grains.entry(grain_type.to_owned()).or_default();
-        match by_key.get_mut(grain_key) {
-            Some(replica) if replica.status == status => false,
-            Some(replica) => {
-                replica.status = status;
-                let replica = replica.clone();
-                self.publish(ChangeKind::Status, &replica);
-                true
+        let no_cluster = grains.intern("");
+        let by_key = match grains.by_type.get_mut(grain_type) {
+            Some(by_key) => by_key,
+            None => grains.by_type.entry(grain_type.to_owned()).or_default(),
+        };
+        let replica = match by_key.get_mut(grain_key) {
+            Some(stored) if stored.status.is(&status) => return false,
+            Some(stored) => {
+                stored.status = status.into();
+                stored.to_replica(grain_type, grain_key)
             }
             None => {
-                let replica = Replica::empty(grain_type, grain_key, status);
-                by_key.insert(grain_key.to_owned(), replica.clone());
-                self.publish(ChangeKind::Status, &replica);
-                true
+                let stored = Stored {
+                    state: None,
+                    sequence: 0,
+                    timestamp_millis: 0,
+                    source_cluster: no_cluster,
+                    applied_at: None,
+                    status: status.into(),
+                };
+                let replica = stored.to_replica(grain_type, grain_key);
+                by_key.insert(grain_key.into(), stored);
+                replica
             }
-        }
+        };
+        self.publish(ChangeKind::Status, replica);
+        true
     }
 
     /// A copy of one grain's replica.
     pub fn get(&self, grain_type: &str, grain_key: &str) -> Option<Replica> {
-        self.read().get(grain_type)?.get(grain_key).cloned()
+        let grains = self.read();
+        let stored = grains.by_type.get(grain_type)?.get(grain_key)?;
+        Some(stored.to_replica(grain_type, grain_key))
     }
 
     /// The applied sequence of a grain that has state.
     pub fn applied_sequence(&self, grain_type: &str, grain_key: &str) -> Option<u64> {
         let grains = self.read();
-        let replica = grains.get(grain_type)?.get(grain_key)?;
-        replica.has_state().then_some(replica.sequence)
+        let stored = grains.by_type.get(grain_type)?.get(grain_key)?;
+        stored.has_state().then_some(stored.sequence)
     }
 
     /// A page of a grain type's keys in ascending order: those strictly after
@@ -151,7 +276,7 @@ impl ReplicaStore {
     pub fn keys(&self, grain_type: &str, after: Option<&str>, limit: usize) -> Vec<String> {
         use std::ops::Bound;
         let grains = self.read();
-        let Some(by_key) = grains.get(grain_type) else {
+        let Some(by_key) = grains.by_type.get(grain_type) else {
             return Vec::new();
         };
         let lower = match after {
@@ -161,7 +286,7 @@ impl ReplicaStore {
         by_key
             .range::<str, _>((lower, Bound::Unbounded))
             .take(limit)
-            .map(|(key, _)| key.clone())
+            .map(|(key, _)| key.as_ref().to_owned())
             .collect()
     }
 
@@ -169,6 +294,7 @@ impl ReplicaStore {
     pub fn grain_types(&self) -> Vec<String> {
         let mut types: Vec<String> = self
             .read()
+            .by_type
             .iter()
             .filter(|(_, by_key)| !by_key.is_empty())
             .map(|(grain_type, _)| grain_type.clone())
@@ -180,12 +306,12 @@ impl ReplicaStore {
     /// How many replicas of a grain type are in each status.
     pub fn status_counts(&self, grain_type: &str) -> StatusCounts {
         let mut counts = StatusCounts::default();
-        if let Some(by_key) = self.read().get(grain_type) {
-            for replica in by_key.values() {
-                match replica.status {
-                    ReplicaStatus::Ok => counts.ok += 1,
-                    ReplicaStatus::Behind { .. } => counts.behind += 1,
-                    ReplicaStatus::Failing { .. } => counts.failing += 1,
+        if let Some(by_key) = self.read().by_type.get(grain_type) {
+            for stored in by_key.values() {
+                match stored.status {
+                    StoredStatus::Ok => counts.ok += 1,
+                    StoredStatus::Behind(_) => counts.behind += 1,
+                    StoredStatus::Failing(_) => counts.failing += 1,
                 }
             }
         }
@@ -207,7 +333,11 @@ impl ReplicaStore {
         now_millis: i64,
     ) -> bool {
         let grains = self.read();
-        let Some(replica) = grains.get(grain_type).and_then(|m| m.get(grain_key)) else {
+        let Some(replica) = grains
+            .by_type
+            .get(grain_type)
+            .and_then(|m| m.get(grain_key))
+        else {
             return false;
         };
         replica.has_state()
@@ -218,12 +348,12 @@ impl ReplicaStore {
     /// Removes a grain's replica, returning it.
     pub fn remove(&self, grain_type: &str, grain_key: &str) -> Option<Replica> {
         let mut grains = self.write();
-        let by_key = grains.get_mut(grain_type)?;
-        let replica = by_key.remove(grain_key)?;
+        let by_key = grains.by_type.get_mut(grain_type)?;
+        let replica = by_key.remove(grain_key)?.to_replica(grain_type, grain_key);
         if by_key.is_empty() {
-            grains.remove(grain_type);
+            grains.by_type.remove(grain_type);
         }
-        self.publish(ChangeKind::Removed, &replica);
+        self.publish(ChangeKind::Removed, replica.clone());
         Some(replica)
     }
 

@@ -78,20 +78,6 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// A replica of a grain that has no applied snapshot yet.
-    pub(crate) fn empty(grain_type: &str, grain_key: &str, status: ReplicaStatus) -> Self {
-        Self {
-            grain_type: grain_type.to_owned(),
-            grain_key: grain_key.to_owned(),
-            state: None,
-            sequence: 0,
-            timestamp_millis: 0,
-            source_cluster: String::new(),
-            applied_at: None,
-            status,
-        }
-    }
-
     /// Whether a snapshot has been applied.
     pub fn has_state(&self) -> bool {
         self.state.is_some()

@@ -1,0 +1,129 @@
+//! The initial catch-up, made visible: how many of the grains the log held
+//! at startup have been read up to their head, per grain type.
+//!
+//! A grain type has caught up once its first listing succeeded and every
+//! grain that listing named has been applied, or found failing, behind or
+//! gone. Until every configured grain type has, the host is not ready
+//! (`/readyz` answers 503 with the progress) and a read of a grain the store
+//! does not hold yet cannot be told apart from a grain that does not exist.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// The catch-up of one grain type.
+#[derive(Debug, Default)]
+pub struct TypeCatchUp {
+    /// The first listing succeeded, so `grains` is known.
+    listed: AtomicBool,
+    /// Grains the first listing named.
+    grains: AtomicU64,
+    /// Of those, how many have caught up.
+    caught_up: AtomicU64,
+}
+
+impl TypeCatchUp {
+    /// Records the first listing: `grains` grains to catch up.
+    pub(crate) fn listed(&self, grains: u64) {
+        self.grains.store(grains, Ordering::Relaxed);
+        self.listed.store(true, Ordering::Release);
+    }
+
+    /// One of the listed grains has caught up.
+    pub(crate) fn grain_caught_up(&self) {
+        self.caught_up.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether every listed grain has caught up.
+    pub fn is_complete(&self) -> bool {
+        self.listed.load(Ordering::Acquire)
+            && self.caught_up.load(Ordering::Relaxed) >= self.grains.load(Ordering::Relaxed)
+    }
+}
+
+/// The catch-up of every replicated grain type; shared with the HTTP API.
+#[derive(Debug, Default)]
+pub struct CatchUp {
+    types: BTreeMap<String, Arc<TypeCatchUp>>,
+}
+
+/// Where the whole catch-up stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatchUpProgress {
+    /// Grains (of all replicated types) caught up so far.
+    pub caught_up: u64,
+    /// Grains the first listings named (of the types listed so far).
+    pub grains: u64,
+    /// Whether every grain type has caught up.
+    pub complete: bool,
+}
+
+impl CatchUp {
+    /// Progress for these grain types, none caught up yet.
+    pub fn new<'a>(grain_types: impl IntoIterator<Item = &'a str>) -> Self {
+        Self {
+            types: grain_types
+                .into_iter()
+                .map(|t| (t.to_owned(), Arc::default()))
+                .collect(),
+        }
+    }
+
+    /// The progress of one grain type, if it is replicated.
+    pub fn grain_type(&self, grain_type: &str) -> Option<&Arc<TypeCatchUp>> {
+        self.types.get(grain_type)
+    }
+
+    /// Whether `grain_type` is replicated and still catching up.
+    pub fn is_catching_up(&self, grain_type: &str) -> bool {
+        self.types.get(grain_type).is_some_and(|t| !t.is_complete())
+    }
+
+    /// Where the catch-up stands, summed over grain types.
+    pub fn progress(&self) -> CatchUpProgress {
+        let mut progress = CatchUpProgress {
+            caught_up: 0,
+            grains: 0,
+            complete: true,
+        };
+        for t in self.types.values() {
+            let grains = t.grains.load(Ordering::Relaxed);
+            progress.grains += grains;
+            progress.caught_up += t.caught_up.load(Ordering::Relaxed).min(grains);
+            progress.complete &= t.is_complete();
+        }
+        progress
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn complete_only_once_every_type_listed_and_caught_up() {
+        let catch_up = CatchUp::new(["A", "B"]);
+        assert!(!catch_up.progress().complete);
+        assert!(catch_up.is_catching_up("A"));
+        assert!(!catch_up.is_catching_up("Unknown"));
+
+        catch_up.grain_type("A").unwrap().listed(2);
+        catch_up.grain_type("B").unwrap().listed(0);
+        assert!(!catch_up.is_catching_up("B"));
+        assert_eq!(
+            catch_up.progress(),
+            CatchUpProgress {
+                caught_up: 0,
+                grains: 2,
+                complete: false
+            }
+        );
+        let a = catch_up.grain_type("A").unwrap();
+        a.grain_caught_up();
+        assert!(catch_up.is_catching_up("A"));
+        a.grain_caught_up();
+        assert!(!catch_up.is_catching_up("A"));
+        assert!(catch_up.progress().complete);
+        assert_eq!(catch_up.progress().caught_up, 2);
+    }
+}

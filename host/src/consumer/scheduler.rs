@@ -1,0 +1,457 @@
+//! One grain type's scheduler: every grain is a compact entry in a table,
+//! not a task. One driver task per grain type owns the table and decides
+//! which grain needs a step; a bounded pool of workers (a semaphore shared by
+//! every grain type) runs the steps.
+//!
+//! - **Discovery** ([`super::discovery`]) lists the type's grains every poll
+//!   interval; a new grain gets an entry, a known grain whose head moved
+//!   becomes ready.
+//! - **Catch-up.** The first listing names the grains to catch up
+//!   ([`super::catch_up`]). They are then read in bulk: the log's ordered
+//!   scan ([`ReplicationLog::scan`]) hands each grain all its rows, a page at
+//!   a time, and the next page is fetched only once the ready queue has
+//!   drained below a page, so catch-up memory stays bounded. A grain the scan
+//!   cannot hand over whole (or a backend without a scan) is read by itself.
+//! - **Ready queue.** FIFO of grains with a step due; a grain is in it at
+//!   most once, and at most one step of a grain runs at a time, so each
+//!   grain's entries are handled in order and no sequence is applied twice.
+//! - **Timers.** Retries after a read error or a snapshot that did not decode
+//!   sit in a min-heap until due.
+//!
+//! [`ReplicationLog::scan`]: crate::replication_log::ReplicationLog::scan
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::catch_up::TypeCatchUp;
+use super::discovery::Discovery;
+use super::grain::{GrainProgress, Step, StepOutcome, Stopped, TypeContext};
+use super::metrics::ConsumerMetrics;
+use super::shard::Shard;
+use super::shutdown::stopped;
+use crate::replication_log::{ChangeCursor, HeadChanges, LogError, LogRecord, ScanPage};
+
+/// One grain's entry in the table.
+struct Slot {
+    /// The grain's key.
+    key: Arc<str>,
+    /// The grain's newest sequence in the log, as discovery last saw it.
+    head: u64,
+    /// Where the grain stands; `None` while a step of it runs.
+    progress: Option<Box<GrainProgress>>,
+    /// The grain's rows from the catch-up scan, until its first step.
+    prefetched: Option<Vec<LogRecord>>,
+    /// The retry time a timer is armed for, if any.
+    wake_at: Option<Instant>,
+    /// In the ready queue.
+    queued: bool,
+    /// Named by the first listing and not caught up yet.
+    startup: bool,
+    /// Waiting for the catch-up scan to reach it.
+    awaiting_scan: bool,
+}
+
+/// The grains of one type and what is due.
+#[derive(Default)]
+struct Table {
+    slots: Vec<Slot>,
+    index: HashMap<Arc<str>, u32>,
+    /// Grains with a step due, and since when.
+    ready: VecDeque<(u32, Instant)>,
+    /// Armed retry timers (lazily cancelled: checked against `wake_at`).
+    timers: BinaryHeap<Reverse<(Instant, u32)>>,
+}
+
+/// How a step ended, as the worker reports it.
+enum Finished {
+    Done(StepOutcome),
+    Stopped,
+    Panicked(String),
+}
+
+type Listing = Pin<Box<dyn Future<Output = (Result<HeadChanges, LogError>, Duration)> + Send>>;
+type Scanning = Pin<Box<dyn Future<Output = Result<Option<ScanPage>, LogError>> + Send>>;
+
+/// Runs one grain type: discovery, catch-up, the ready queue and its steps.
+pub(crate) struct Scheduler {
+    /// What every grain of the type shares.
+    pub(crate) ctx: Arc<TypeContext>,
+    /// The worker pool: one permit per running step, shared by all types.
+    pub(crate) workers: Arc<Semaphore>,
+    /// The type's catch-up progress, read by `/readyz`.
+    pub(crate) catch_up: Arc<TypeCatchUp>,
+    /// Where the scheduler's gauges go.
+    pub(crate) metrics: Arc<ConsumerMetrics>,
+    /// Rows per catch-up scan page.
+    pub(crate) scan_rows: usize,
+    /// The grains this host replicates, when sharded.
+    pub(crate) shard: Option<Shard>,
+}
+
+impl Scheduler {
+    /// Runs until shutdown, then waits for its running steps to stop.
+    pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut table = Table::default();
+        let mut discovery = Discovery::default();
+        let mut listing: Option<Listing> = None;
+        let mut next_listing = Instant::now();
+        let mut listed_once = false;
+        let mut scanning: Option<Scanning> = None;
+        // The page to fetch next: `Some(None)` for the first one.
+        let mut scan_next: Option<Option<String>> = None;
+        let mut steps: JoinSet<(u32, Finished)> = JoinSet::new();
+
+        loop {
+            let now = Instant::now();
+            if listing.is_none() && now >= next_listing {
+                listing = Some(self.list(discovery.since(now).cloned()));
+            }
+            if scanning.is_none()
+                && table.ready.len() < self.scan_rows
+                && let Some(after) = scan_next.take()
+            {
+                scanning = Some(self.scan(after));
+            }
+            while !table.ready.is_empty() {
+                let Ok(permit) = Arc::clone(&self.workers).try_acquire_owned() else {
+                    break;
+                };
+                self.dispatch(&mut table, &mut steps, permit, &shutdown);
+            }
+            self.publish_gauges(&table, now);
+            let next_timer = table.timers.peek().map(|Reverse((at, _))| *at);
+
+            tokio::select! {
+                () = stopped(&mut shutdown) => break,
+                Some(joined) = steps.join_next() => match joined {
+                    Ok((index, finished)) => self.finished(&mut table, index, finished),
+                    Err(error) => tracing::error!(grain_type = %self.ctx.grain_type, %error, "a grain step failed"),
+                },
+                (listed, took) = async { listing.as_mut().expect("guarded").await }, if listing.is_some() => {
+                    listing = None;
+                    let now = Instant::now();
+                    match listed {
+                        Ok(changes) => {
+                            let (wait, failures) = discovery.succeeded(&changes, took, &self.ctx.config, now);
+                            if failures > 0 {
+                                tracing::info!(grain_type = %self.ctx.grain_type, failures, "listing grains again");
+                            }
+                            let first = !listed_once;
+                            for head in changes.heads {
+                                self.update(&mut table, head.grain_key, head.latest_sequence, first, now);
+                            }
+                            if first {
+                                listed_once = true;
+                                let startup = table.slots.len() as u64;
+                                self.catch_up.listed(startup);
+                                tracing::info!(grain_type = %self.ctx.grain_type, grains = startup, "catching up");
+                                scan_next = Some(None);
+                            }
+                            next_listing = now + wait;
+                        }
+                        Err(error) => {
+                            let (delay, failures) = discovery.failed(&self.ctx.config);
+                            self.ctx.counters.discovery_error();
+                            tracing::warn!(
+                                grain_type = %self.ctx.grain_type,
+                                %error,
+                                failures,
+                                retry_in_ms = delay.as_millis() as u64,
+                                "failed to list the grain type's grains; retrying"
+                            );
+                            next_listing = now + delay;
+                        }
+                    }
+                }
+                page = async { scanning.as_mut().expect("guarded").await }, if scanning.is_some() => {
+                    scanning = None;
+                    match page {
+                        Ok(Some(page)) => {
+                            let next = page.next_after.clone();
+                            self.take_page(&mut table, page);
+                            match next {
+                                Some(after) => scan_next = Some(Some(after)),
+                                None => self.scan_done(&mut table, "the scan is complete"),
+                            }
+                        }
+                        Ok(None) => self.scan_done(&mut table, "the log has no bulk scan"),
+                        Err(error) => {
+                            self.ctx.counters.read_error();
+                            tracing::warn!(
+                                grain_type = %self.ctx.grain_type,
+                                %error,
+                                "the catch-up scan failed; reading the remaining grains one by one"
+                            );
+                            self.scan_done(&mut table, "the scan failed");
+                        }
+                    }
+                }
+                permit = Arc::clone(&self.workers).acquire_owned(), if !table.ready.is_empty() => {
+                    if let Ok(permit) = permit {
+                        self.dispatch(&mut table, &mut steps, permit, &shutdown);
+                    }
+                }
+                () = sleep_until(next_timer), if next_timer.is_some() => {
+                    self.fire_timers(&mut table, Instant::now());
+                }
+                () = tokio::time::sleep_until(next_listing), if listing.is_none() => {}
+            }
+        }
+        // Steps watch the same signal and stop at once.
+        while steps.join_next().await.is_some() {}
+        self.ctx.counters.set_queue(0, 0);
+        tracing::debug!(grain_type = %self.ctx.grain_type, "grain type's consumers stopped");
+    }
+
+    /// Starts a listing from `cursor` (a full one when `None`).
+    fn list(&self, cursor: Option<ChangeCursor>) -> Listing {
+        let ctx = Arc::clone(&self.ctx);
+        Box::pin(async move {
+            let started = Instant::now();
+            let listed = ctx
+                .log
+                .changes_since(&ctx.grain_type, cursor.as_ref())
+                .await;
+            (listed, started.elapsed())
+        })
+    }
+
+    /// Starts fetching the catch-up scan's page after `after`.
+    fn scan(&self, after: Option<String>) -> Scanning {
+        let ctx = Arc::clone(&self.ctx);
+        let rows = self.scan_rows;
+        Box::pin(async move { ctx.log.scan(&ctx.grain_type, after.as_deref(), rows).await })
+    }
+
+    /// A grain's head from discovery: a new entry, or a known grain that
+    /// may now be due. Grains of other shards are ignored.
+    fn update(&self, table: &mut Table, key: String, head: u64, startup: bool, now: Instant) {
+        if let Some(&index) = table.index.get(key.as_str()) {
+            let slot = &mut table.slots[index as usize];
+            if head > slot.head {
+                slot.head = head;
+                self.consider(table, index, now);
+            }
+            return;
+        }
+        if self
+            .shard
+            .is_some_and(|shard| !shard.owns(&self.ctx.grain_type, &key))
+        {
+            return;
+        }
+        let key: Arc<str> = key.into();
+        let progress = GrainProgress::new(&self.ctx.store, &self.ctx.grain_type, &key);
+        let index = u32::try_from(table.slots.len()).expect("fewer than 2^32 grains per type");
+        table.slots.push(Slot {
+            key: Arc::clone(&key),
+            head,
+            progress: Some(Box::new(progress)),
+            prefetched: None,
+            wake_at: None,
+            queued: false,
+            startup,
+            awaiting_scan: startup,
+        });
+        table.index.insert(Arc::clone(&key), index);
+        self.ctx.counters.grain_discovered();
+        tracing::debug!(
+            grain_type = %self.ctx.grain_type,
+            grain_key = %key,
+            sequence = head,
+            "discovered grain"
+        );
+        if !startup {
+            self.consider(table, index, now);
+        }
+    }
+
+    /// Queues an idle grain whose step is due, or arms its retry timer.
+    fn consider(&self, table: &mut Table, index: u32, now: Instant) {
+        let slot = &mut table.slots[index as usize];
+        if slot.queued || slot.awaiting_scan {
+            return;
+        }
+        let Some(progress) = &slot.progress else {
+            return; // a step runs; it is considered again when it ends
+        };
+        if progress.due(slot.head, now) {
+            slot.queued = true;
+            table.ready.push_back((index, now));
+        } else if let Some(at) = progress.wake_at() {
+            if slot.wake_at != Some(at) {
+                slot.wake_at = Some(at);
+                table.timers.push(Reverse((at, index)));
+            }
+        } else if slot.startup {
+            // Nothing to read and nothing to retry: caught up already.
+            slot.startup = false;
+            self.catch_up.grain_caught_up();
+        }
+    }
+
+    /// Hands the next ready grain to a worker.
+    fn dispatch(
+        &self,
+        table: &mut Table,
+        steps: &mut JoinSet<(u32, Finished)>,
+        permit: OwnedSemaphorePermit,
+        shutdown: &watch::Receiver<bool>,
+    ) {
+        let Some((index, _)) = table.ready.pop_front() else {
+            return;
+        };
+        let slot = &mut table.slots[index as usize];
+        slot.queued = false;
+        slot.wake_at = None;
+        let Some(progress) = slot.progress.take() else {
+            return;
+        };
+        let step = Step {
+            ctx: Arc::clone(&self.ctx),
+            grain_key: Arc::clone(&slot.key),
+            progress,
+            head: slot.head,
+            prefetched: slot.prefetched.take(),
+        };
+        let mut shutdown = shutdown.clone();
+        let metrics = Arc::clone(&self.metrics);
+        metrics.worker_started();
+        steps.spawn(async move {
+            let _permit = permit;
+            let finished = match AssertUnwindSafe(step.run(&mut shutdown))
+                .catch_unwind()
+                .await
+            {
+                Ok(Ok(outcome)) => Finished::Done(outcome),
+                Ok(Err(Stopped)) => Finished::Stopped,
+                Err(panic) => Finished::Panicked(panic_text(panic.as_ref())),
+            };
+            metrics.worker_finished();
+            (index, finished)
+        });
+    }
+
+    /// Takes a step's outcome back into the table.
+    fn finished(&self, table: &mut Table, index: u32, finished: Finished) {
+        let now = Instant::now();
+        let slot = &mut table.slots[index as usize];
+        match finished {
+            Finished::Done(outcome) => {
+                slot.progress = Some(outcome.progress);
+                if outcome.caught_up && slot.startup {
+                    slot.startup = false;
+                    self.catch_up.grain_caught_up();
+                }
+                self.consider(table, index, now);
+            }
+            Finished::Stopped => {}
+            Finished::Panicked(message) => {
+                tracing::error!(
+                    grain_type = %self.ctx.grain_type,
+                    grain_key = %slot.key,
+                    panic = %message,
+                    "grain consumer panicked; restarting it at the next poll"
+                );
+                let progress = GrainProgress::new(&self.ctx.store, &self.ctx.grain_type, &slot.key);
+                slot.progress = Some(Box::new(progress));
+                let at = now + self.ctx.config.poll();
+                slot.wake_at = Some(at);
+                table.timers.push(Reverse((at, index)));
+            }
+        }
+    }
+
+    /// Gives the scanned grains their rows and queues them.
+    fn take_page(&self, table: &mut Table, page: ScanPage) {
+        let now = Instant::now();
+        for grain in page.grains {
+            let Some(&index) = table.index.get(grain.grain_key.as_str()) else {
+                continue; // new since the first listing: discovery finds it
+            };
+            let slot = &mut table.slots[index as usize];
+            if !slot.awaiting_scan {
+                continue;
+            }
+            slot.awaiting_scan = false;
+            let takes = slot.progress.as_ref().is_some_and(|p| p.takes_prefetched());
+            if grain.complete && takes && !grain.records.is_empty() {
+                slot.head = slot.head.max(grain.head);
+                slot.prefetched = Some(grain.records);
+                slot.queued = true;
+                table.ready.push_back((index, now));
+            } else {
+                self.consider(table, index, now);
+            }
+        }
+    }
+
+    /// Ends the catch-up scan: grains it did not hand over are read one by one.
+    fn scan_done(&self, table: &mut Table, why: &str) {
+        let now = Instant::now();
+        let mut left = 0u64;
+        for index in 0..table.slots.len() as u32 {
+            let slot = &mut table.slots[index as usize];
+            if slot.awaiting_scan {
+                slot.awaiting_scan = false;
+                left += 1;
+                self.consider(table, index, now);
+            }
+        }
+        tracing::debug!(grain_type = %self.ctx.grain_type, left, why, "catch-up scan ended");
+    }
+
+    /// Queues the grains whose retry time has come.
+    fn fire_timers(&self, table: &mut Table, now: Instant) {
+        while let Some(&Reverse((at, index))) = table.timers.peek() {
+            if at > now {
+                break;
+            }
+            table.timers.pop();
+            let slot = &mut table.slots[index as usize];
+            if slot.wake_at == Some(at) {
+                slot.wake_at = None;
+                self.consider(table, index, now);
+            }
+        }
+    }
+
+    /// Publishes the queue depth and the age of the oldest ready grain.
+    fn publish_gauges(&self, table: &Table, now: Instant) {
+        let oldest = table
+            .ready
+            .front()
+            .map_or(Duration::ZERO, |(_, since)| now.duration_since(*since));
+        self.ctx
+            .counters
+            .set_queue(table.ready.len() as u64, oldest.as_millis() as u64);
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_owned()
+    }
+}
