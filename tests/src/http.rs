@@ -12,9 +12,21 @@ pub struct Response {
     pub status: u16,
     /// The body as text.
     pub body: String,
+    /// The header lines, as received.
+    pub headers: Vec<String>,
 }
 
 impl Response {
+    /// The value of a header (case-insensitive name), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then_some(value.trim())
+        })
+    }
+
     /// The body parsed as JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
@@ -46,7 +58,12 @@ pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
     } else {
         body.to_string()
     };
-    Ok(Response { status, body })
+    let headers = head.lines().skip(1).map(str::to_owned).collect();
+    Ok(Response {
+        status,
+        body,
+        headers,
+    })
 }
 
 fn dechunk(mut body: &str) -> String {

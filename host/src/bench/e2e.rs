@@ -59,6 +59,10 @@ pub struct E2eOptions {
     pub grace: f64,
     /// Rounds of (host, baseline).
     pub repeat: usize,
+    /// Grains (`account-0` …, sequence 0) in the log before the host starts;
+    /// the host catches up before the producer starts. With a prefill the
+    /// seed baseline is not run (one task per grain at a million grains).
+    pub prefill: u64,
     /// The sample plugins' sources.
     pub plugins_dir: PathBuf,
 }
@@ -115,9 +119,23 @@ pub fn run(options: &E2eOptions) -> anyhow::Result<()> {
         duration: options.duration,
     };
     let mut results = Vec::new();
+    let kinds: &[&str] = if options.prefill > 0 {
+        &["host"]
+    } else {
+        &["host", "seed"]
+    };
     for round in 0..options.repeat {
-        for kind in ["host", "seed"] {
-            let log = runtime.block_on(BenchLog::create(options.backend, &options.postgres_url))?;
+        for &kind in kinds {
+            let log = runtime.block_on(async {
+                let log = BenchLog::create(options.backend, &options.postgres_url).await?;
+                if options.prefill > 0 {
+                    eprintln!("bench e2e: prefilling {} grains ...", options.prefill);
+                    let payload = orlando::bincode(&orlando::sample_account(0));
+                    log.fill(GRAIN_TYPE, "account-", 0, options.prefill, &payload)
+                        .await?;
+                }
+                anyhow::Ok(log)
+            })?;
             eprintln!(
                 "bench e2e: round {} of {}: {kind} ...",
                 round + 1,
@@ -135,6 +153,13 @@ pub fn run(options: &E2eOptions) -> anyhow::Result<()> {
 
     println!("## bench e2e, {:?} ({})", options.backend, machine());
     println!();
+    if options.prefill > 0 {
+        println!(
+            "{} grains in the log before the host starts (caught up before the producer starts).",
+            options.prefill
+        );
+        println!();
+    }
     println!(
         "N = {} grains, R = {}/s for {} s ({} snapshots), poll {} ms, {} producer connection(s), grace {} s.",
         plan.grains,
@@ -250,6 +275,7 @@ fn run_pair(
         .args(&common)
         .args(["--poll-ms", &options.poll_ms.to_string()])
         .args(["--grace", &options.grace.to_string()])
+        .args(["--catch-up-first", &(options.prefill > 0).to_string()])
         .arg("--plugin")
         .arg(plugin)
         .stdout(Stdio::piped())
@@ -370,6 +396,9 @@ struct Observed {
 
 impl Observed {
     fn applied(&self, grain_key: &str, sequence: u64, timestamp_millis: i64, at_millis: f64) {
+        if sequence == 0 {
+            return; // prefilled before the clock started
+        }
         self.lags
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -382,6 +411,17 @@ impl Observed {
     }
 }
 
+/// How an e2e consumer worker paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumerTiming {
+    /// Poll interval.
+    pub poll: Duration,
+    /// How long after the producer ends every grain may take to be current.
+    pub grace: Duration,
+    /// Wait for the initial catch-up (a prefilled log) before `READY`.
+    pub catch_up_first: bool,
+}
+
 /// `bench worker e2e-consumer`: replicates until every grain is current (or
 /// the grace period after the producer ends is over); prints `READY` once set
 /// up, then a JSON result.
@@ -389,10 +429,14 @@ pub fn consumer(
     kind: &str,
     url: &str,
     plan: Plan,
-    poll: Duration,
-    grace: Duration,
+    timing: ConsumerTiming,
     plugin: &std::path::Path,
 ) -> anyhow::Result<serde_json::Value> {
+    let ConsumerTiming {
+        poll,
+        grace,
+        catch_up_first,
+    } = timing;
     let runtime = tokio::runtime::Runtime::new()?;
     let observed = Arc::new(Observed {
         lags: Mutex::new(Vec::new()),
@@ -436,9 +480,20 @@ pub fn consumer(
                     ..ConsumerConfig::default()
                 };
                 let decoders = [(GRAIN_TYPE.to_owned(), decoder)].into_iter().collect();
-                handles.push(
-                    Replicator::new(log, Arc::clone(&store), decoders, config).spawn(stop_rx),
-                );
+                let replicator = Replicator::new(log, Arc::clone(&store), decoders, config);
+                let catch_up = replicator.catch_up();
+                handles.push(replicator.spawn(stop_rx));
+                if catch_up_first {
+                    let started = Instant::now();
+                    while !catch_up.progress().complete {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    eprintln!(
+                        "bench e2e: caught up with {} grains in {:.1} s",
+                        catch_up.progress().grains,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
                 // The store's sender lives on in `store`; keep it until the end.
                 std::mem::forget(store);
             }

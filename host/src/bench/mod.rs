@@ -421,19 +421,38 @@ impl BenchLog {
     pub async fn fill_counters(&self, grains: u64) -> anyhow::Result<()> {
         let payload =
             crate::demo::orlando::bincode(&crate::demo::orlando::CounterState { count: 42 });
-        self.fill(Workload::Counter.grain_type(), grains, &payload)
-            .await
+        self.fill(
+            Workload::Counter.grain_type(),
+            "counter-",
+            1,
+            grains,
+            &payload,
+        )
+        .await
     }
 
     /// Stores `grains` grains of `workload`, one snapshot each.
     pub async fn fill_workload(&self, workload: Workload, grains: u64) -> anyhow::Result<()> {
-        self.fill(workload.grain_type(), grains, &workload.payload())
-            .await
+        self.fill(
+            workload.grain_type(),
+            "counter-",
+            1,
+            grains,
+            &workload.payload(),
+        )
+        .await
     }
 
-    /// Stores `grains` grains of `grain_type` (`counter-0` …), one snapshot
-    /// each holding `payload`, in one statement.
-    async fn fill(&self, grain_type: &str, grains: u64, payload: &[u8]) -> anyhow::Result<()> {
+    /// Stores `grains` grains of `grain_type` (`{prefix}0` …), one snapshot
+    /// each at `sequence` holding `payload`, in one statement.
+    pub async fn fill(
+        &self,
+        grain_type: &str,
+        prefix: &str,
+        sequence: i64,
+        grains: u64,
+        payload: &[u8],
+    ) -> anyhow::Result<()> {
         let now = crate::store::now_millis();
         if let Some(path) = self.url.strip_prefix("sqlite://") {
             use sqlx::Connection;
@@ -441,10 +460,12 @@ impl BenchLog {
             sqlx::query(
                 "WITH RECURSIVE g(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM g WHERE i + 1 < ?)
                  INSERT INTO replication_log
-                 SELECT ?, 'counter-' || i, 1, ?, 'us-east', 0, ? FROM g",
+                 SELECT ?, ? || i, ?, ?, 'us-east', 0, ? FROM g",
             )
             .bind(grains as i64)
             .bind(grain_type)
+            .bind(prefix)
+            .bind(sequence)
             .bind(now)
             .bind(payload)
             .execute(&mut conn)
@@ -454,13 +475,15 @@ impl BenchLog {
             let mut conn = sqlx::PgConnection::connect(&self.url).await?;
             sqlx::query(
                 "INSERT INTO replication_log
-                 SELECT $4, 'counter-' || i, 1, $2, 'us-east', 0, $3
+                 SELECT $4, $5 || i, $6, $2, 'us-east', 0, $3
                  FROM generate_series(0, $1 - 1) AS i",
             )
             .bind(grains as i64)
             .bind(now)
             .bind(payload)
             .bind(grain_type)
+            .bind(prefix)
+            .bind(sequence)
             .execute(&mut conn)
             .await?;
             sqlx::query("VACUUM ANALYZE replication_log")

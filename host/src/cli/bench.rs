@@ -78,6 +78,10 @@ pub enum BenchCommand {
         /// Rounds of (host, baseline).
         #[arg(long, default_value_t = 1)]
         repeat: usize,
+        /// Grains in the log before the host starts (host only; caught up
+        /// before the producer starts).
+        #[arg(long, default_value_t = 0)]
+        prefill: u64,
         /// The sample plugins' sources.
         #[arg(long, default_value_os_t = bench::default_plugins_dir())]
         plugins_dir: PathBuf,
@@ -177,6 +181,8 @@ pub enum WorkerCommand {
         poll_ms: u64,
         #[arg(long)]
         grace: f64,
+        #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+        catch_up_first: bool,
         #[arg(long)]
         plugin: PathBuf,
     },
@@ -234,6 +240,7 @@ pub fn run(command: BenchCommand) -> ExitCode {
             writers,
             grace,
             repeat,
+            prefill,
             plugins_dir,
         } => bench::e2e::run(&E2eOptions {
             backend,
@@ -245,6 +252,7 @@ pub fn run(command: BenchCommand) -> ExitCode {
             writers,
             grace,
             repeat: repeat.max(1),
+            prefill,
             plugins_dir,
         }),
         BenchCommand::Idle {
@@ -331,6 +339,7 @@ fn run_worker(worker: WorkerCommand) -> anyhow::Result<()> {
             duration,
             poll_ms,
             grace,
+            catch_up_first,
             plugin,
         } => bench::e2e::consumer(
             &kind,
@@ -340,8 +349,11 @@ fn run_worker(worker: WorkerCommand) -> anyhow::Result<()> {
                 rate,
                 duration,
             },
-            Duration::from_millis(poll_ms),
-            Duration::from_secs_f64(grace),
+            bench::e2e::ConsumerTiming {
+                poll: Duration::from_millis(poll_ms),
+                grace: Duration::from_secs_f64(grace),
+                catch_up_first,
+            },
             &plugin,
         )?,
         WorkerCommand::Idle {
