@@ -3,13 +3,14 @@
 //! no sequence decoded or applied twice; catch-up progress; sharding.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use replica_host::consumer::{ConsumerConfig, Replicator, Shard, SnapshotDecoder};
 use replica_host::plugin::{CallError, CallErrorKind};
-use replica_host::replication_log::{EntryType, LogEntry, MemoryLog, ReplicationLog};
+use replica_host::replication_log::{EntryType, LogEntry, LogError, MemoryLog, ReplicationLog};
 use replica_host::store::{ChangeKind, ReplicaStore};
 use replica_host::value::Value;
 use tokio::sync::{broadcast, watch};
@@ -313,4 +314,128 @@ async fn three_shards_hold_every_grain_exactly_once() {
     for (_, handle) in running {
         handle.await.unwrap();
     }
+}
+
+/// A memory log whose catch-up scan fails the first `failures` times.
+struct FlakyScanLog {
+    inner: MemoryLog,
+    failures: std::sync::atomic::AtomicU32,
+    scans: std::sync::atomic::AtomicU32,
+    reads: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait]
+impl ReplicationLog for FlakyScanLog {
+    async fn read_from(
+        &self,
+        grain_type: &str,
+        grain_key: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<replica_host::replication_log::LogRecord>, LogError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner
+            .read_from(grain_type, grain_key, after, limit)
+            .await
+    }
+    async fn latest_sequence(&self, grain_type: &str, grain_key: &str) -> Result<u64, LogError> {
+        self.inner.latest_sequence(grain_type, grain_key).await
+    }
+    async fn append(&self, entry: &LogEntry) -> Result<u64, LogError> {
+        self.inner.append(entry).await
+    }
+    async fn truncate(
+        &self,
+        grain_type: &str,
+        grain_key: &str,
+        before: u64,
+    ) -> Result<u64, LogError> {
+        self.inner.truncate(grain_type, grain_key, before).await
+    }
+    async fn grain_heads(
+        &self,
+        grain_type: &str,
+    ) -> Result<Vec<replica_host::replication_log::GrainHead>, LogError> {
+        self.inner.grain_heads(grain_type).await
+    }
+    async fn grain_types(&self) -> Result<Vec<String>, LogError> {
+        self.inner.grain_types().await
+    }
+    async fn ping(&self) -> Result<(), LogError> {
+        self.inner.ping().await
+    }
+    async fn scan(
+        &self,
+        grain_type: &str,
+        after: Option<&str>,
+        max_rows: usize,
+    ) -> Result<Option<replica_host::replication_log::ScanPage>, LogError> {
+        self.scans.fetch_add(1, Ordering::SeqCst);
+        let left = self.failures.load(Ordering::SeqCst);
+        if left > 0 {
+            self.failures.store(left - 1, Ordering::SeqCst);
+            return Err(LogError::Unavailable("scan refused (test)".into()));
+        }
+        self.inner.scan(grain_type, after, max_rows).await
+    }
+}
+
+async fn catch_up_with_scan_failures(failures: u32) -> Arc<FlakyScanLog> {
+    let log = Arc::new(FlakyScanLog {
+        inner: MemoryLog::new(),
+        failures: failures.into(),
+        scans: 0.into(),
+        reads: 0.into(),
+    });
+    for n in 0..40 {
+        log.inner
+            .append(&entry(&format!("f{n}"), 1, EntryType::FullState))
+            .await
+            .unwrap();
+    }
+    let store = Arc::new(ReplicaStore::new());
+    let decoder: Arc<dyn SnapshotDecoder> = Arc::new(CountingDecoder::default());
+    let replicator = Replicator::new(
+        Arc::clone(&log) as Arc<dyn ReplicationLog>,
+        Arc::clone(&store),
+        HashMap::from([(COUNTER.to_owned(), decoder)]),
+        ConsumerConfig {
+            initial_backoff: Duration::from_millis(10),
+            ..config()
+        },
+    );
+    let catch_up = replicator.catch_up();
+    let (stop, shutdown) = watch::channel(false);
+    let running = replicator.spawn(shutdown);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !catch_up.progress().complete {
+        assert!(Instant::now() < deadline, "{:?}", catch_up.progress());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(store.status_counts(COUNTER).ok, 40);
+    stop.send(true).unwrap();
+    running.await.unwrap();
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_scan_page_is_retried_without_reading_grains_one_by_one() {
+    let log = catch_up_with_scan_failures(2).await;
+    assert_eq!(log.scans.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        log.reads.load(Ordering::SeqCst),
+        0,
+        "grains were read one by one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_that_keeps_failing_falls_back_to_reading_each_grain() {
+    let log = catch_up_with_scan_failures(u32::MAX).await;
+    assert_eq!(
+        log.scans.load(Ordering::SeqCst),
+        4,
+        "three retries, then none"
+    );
+    assert!(log.reads.load(Ordering::SeqCst) >= 40);
 }

@@ -80,7 +80,13 @@ enum Finished {
 }
 
 type Listing = Pin<Box<dyn Future<Output = (Result<HeadChanges, LogError>, Duration)> + Send>>;
-type Scanning = Pin<Box<dyn Future<Output = Result<Option<ScanPage>, LogError>> + Send>>;
+/// A catch-up page being fetched: the key it starts after, and the answer.
+type Scanning =
+    Pin<Box<dyn Future<Output = (Option<String>, Result<Option<ScanPage>, LogError>)> + Send>>;
+
+/// How often a failed catch-up page is tried again before the remaining
+/// grains are read one by one.
+const SCAN_RETRIES: u32 = 3;
 
 /// Runs one grain type: discovery, catch-up, the ready queue and its steps.
 pub(crate) struct Scheduler {
@@ -109,6 +115,9 @@ impl Scheduler {
         let mut scanning: Option<Scanning> = None;
         // The page to fetch next: `Some(None)` for the first one.
         let mut scan_next: Option<Option<String>> = None;
+        // After a failed page: when to try it again, and how many failed.
+        let mut scan_not_before = Instant::now();
+        let mut scan_failures = 0u32;
         let mut steps: JoinSet<(u32, Finished)> = JoinSet::new();
 
         loop {
@@ -118,10 +127,12 @@ impl Scheduler {
             }
             if scanning.is_none()
                 && table.ready.len() < self.scan_rows
+                && now >= scan_not_before
                 && let Some(after) = scan_next.take()
             {
                 scanning = Some(self.scan(after));
             }
+            let scan_waits = scanning.is_none() && scan_next.is_some() && now < scan_not_before;
             while !table.ready.is_empty() {
                 let Ok(permit) = Arc::clone(&self.workers).try_acquire_owned() else {
                     break;
@@ -173,10 +184,11 @@ impl Scheduler {
                         }
                     }
                 }
-                page = async { scanning.as_mut().expect("guarded").await }, if scanning.is_some() => {
+                (after, page) = async { scanning.as_mut().expect("guarded").await }, if scanning.is_some() => {
                     scanning = None;
                     match page {
                         Ok(Some(page)) => {
+                            scan_failures = 0;
                             let next = page.next_after.clone();
                             self.take_page(&mut table, page);
                             match next {
@@ -185,17 +197,32 @@ impl Scheduler {
                             }
                         }
                         Ok(None) => self.scan_done(&mut table, "the log has no bulk scan"),
+                        Err(error) if scan_failures < SCAN_RETRIES => {
+                            scan_failures += 1;
+                            self.ctx.counters.read_error();
+                            let delay = self.ctx.config.backoff(scan_failures);
+                            tracing::warn!(
+                                grain_type = %self.ctx.grain_type,
+                                %error,
+                                failures = scan_failures,
+                                retry_in_ms = delay.as_millis() as u64,
+                                "a catch-up scan page failed; retrying"
+                            );
+                            scan_next = Some(after);
+                            scan_not_before = Instant::now() + delay;
+                        }
                         Err(error) => {
                             self.ctx.counters.read_error();
                             tracing::warn!(
                                 grain_type = %self.ctx.grain_type,
                                 %error,
-                                "the catch-up scan failed; reading the remaining grains one by one"
+                                "the catch-up scan keeps failing; reading the remaining grains one by one"
                             );
                             self.scan_done(&mut table, "the scan failed");
                         }
                     }
                 }
+                () = tokio::time::sleep_until(scan_not_before), if scan_waits => {}
                 permit = Arc::clone(&self.workers).acquire_owned(), if !table.ready.is_empty() => {
                     if let Ok(permit) = permit {
                         self.dispatch(&mut table, &mut steps, permit, &shutdown);
@@ -230,7 +257,10 @@ impl Scheduler {
     fn scan(&self, after: Option<String>) -> Scanning {
         let ctx = Arc::clone(&self.ctx);
         let rows = self.scan_rows;
-        Box::pin(async move { ctx.log.scan(&ctx.grain_type, after.as_deref(), rows).await })
+        Box::pin(async move {
+            let page = ctx.log.scan(&ctx.grain_type, after.as_deref(), rows).await;
+            (after, page)
+        })
     }
 
     /// A grain's head from discovery: a new entry, or a known grain that
