@@ -3,6 +3,10 @@
 //!
 //! The pool tests each connection before handing it out, so a connection
 //! the server dropped is replaced on the next call.
+//!
+//! A reader ([`PostgresLog::connect`]) runs read-only sessions
+//! (`default_transaction_read_only=on`) and no DDL; a writer
+//! ([`PostgresLog::create`]) creates Orlando's table when missing.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -28,6 +32,9 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS replication_log (
 
 /// Whether the table is there and readable.
 const PROBE: &str = "SELECT 1 FROM replication_log LIMIT 1";
+
+/// Whether the table is there (on the search path), without touching it.
+const HAS_TABLE: &str = "SELECT to_regclass('replication_log') IS NOT NULL";
 
 /// A grain's rows above a sequence: valid sequences ascending, then the
 /// negative ones.
@@ -69,7 +76,9 @@ impl PostgresLog {
     /// [`LogError::Unavailable`], unless [`PostgresLog::connect_with_timeout`] says otherwise.
     pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-    /// Connects and creates Orlando's table when missing.
+    /// Connects as a reader: read-only sessions, no DDL. A database that
+    /// does not exist, or one without Orlando's table, is
+    /// [`LogError::Missing`].
     pub async fn connect(url: &str) -> Result<Self, LogError> {
         Self::connect_with_timeout(url, Self::DEFAULT_ACQUIRE_TIMEOUT).await
     }
@@ -80,9 +89,57 @@ impl PostgresLog {
         url: &str,
         acquire_timeout: Duration,
     ) -> Result<Self, LogError> {
+        let log = Self::pool(url, acquire_timeout, true).await?;
+        let has_table: bool = sqlx::query_scalar(HAS_TABLE)
+            .fetch_one(&log.pool)
+            .await
+            .map_err(|e| log.error(e))?;
+        if !has_table {
+            log.close().await;
+            return Err(LogError::Missing(format!(
+                "{}: the database has no table replication_log",
+                log.url
+            )));
+        }
+        sqlx::query(PROBE)
+            .execute(&log.pool)
+            .await
+            .map_err(|e| log.error(e))?;
+        Ok(log)
+    }
+
+    /// Connects as a writer and creates Orlando's table when missing. For
+    /// the demo, benchmarks and tests that stand in for an Orlando primary.
+    pub async fn create(url: &str) -> Result<Self, LogError> {
+        Self::create_with_timeout(url, Self::DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// Like [`PostgresLog::create`], giving up on a connection after
+    /// `acquire_timeout` (here and in every later call).
+    pub async fn create_with_timeout(
+        url: &str,
+        acquire_timeout: Duration,
+    ) -> Result<Self, LogError> {
+        let log = Self::pool(url, acquire_timeout, false).await?;
+        if let Err(e) = sqlx::query(CREATE_TABLE).execute(&log.pool).await {
+            // Two processes creating the table at once: one loses the race
+            // on the catalog. A writer without CREATE rights is fine too, as
+            // long as the table is there.
+            let raced = has_code(&e, &["23505", "42P07"]);
+            if !raced && sqlx::query(PROBE).execute(&log.pool).await.is_err() {
+                return Err(log.error(e));
+            }
+        }
+        Ok(log)
+    }
+
+    async fn pool(url: &str, acquire_timeout: Duration, read_only: bool) -> Result<Self, LogError> {
         let shown = redact_password(url);
-        let options = PgConnectOptions::from_str(url)
+        let mut options = PgConnectOptions::from_str(url)
             .map_err(|e| LogError::Config(format!("invalid PostgreSQL URL {shown}: {e}")))?;
+        if read_only {
+            options = options.options([("default_transaction_read_only", "on")]);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(5)
             .min_connections(0)
@@ -91,17 +148,7 @@ impl PostgresLog {
             .connect_with(options)
             .await
             .map_err(|e| error(&shown, e))?;
-        let log = Self { pool, url: shown };
-        if let Err(e) = sqlx::query(CREATE_TABLE).execute(&log.pool).await {
-            // Two processes creating the table at once: one loses the race
-            // on the catalog. A reader without CREATE rights (or on a
-            // read-only server) is fine too, as long as the table is there.
-            let raced = has_code(&e, &["23505", "42P07"]);
-            if !raced && sqlx::query(PROBE).execute(&log.pool).await.is_err() {
-                return Err(log.error(e));
-            }
-        }
-        Ok(log)
+        Ok(Self { pool, url: shown })
     }
 
     /// Closes every connection; later calls are [`LogError::Unavailable`].
@@ -156,8 +203,14 @@ fn has_code(err: &sqlx::Error, codes: &[&str]) -> bool {
 }
 
 /// Maps a sqlx error, naming the server: a lost, refused or timed-out
-/// connection is [`LogError::Unavailable`].
+/// connection is [`LogError::Unavailable`]; a database that does not exist
+/// is [`LogError::Missing`].
 fn error(url: &str, err: sqlx::Error) -> LogError {
+    if let sqlx::Error::Database(db) = &err
+        && db.code().as_deref() == Some("3D000")
+    {
+        return LogError::Missing(format!("{url}: {}", db.message()));
+    }
     let message = format!("{url}: {err}");
     let unavailable = match &err {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
