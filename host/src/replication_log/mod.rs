@@ -30,15 +30,18 @@
 //!   is a full listing and a fresh cursor. The consumer also asks for a full
 //!   listing periodically as a safety net.
 //! - **Memory**: a change stamp per row, never reused.
-//! - **PostgreSQL**: no portable change watermark exists in Orlando's table
-//!   (no xmin or LISTEN for servers that only speak the protocol), so it
-//!   keeps the default: a full listing each call.
+//! - **PostgreSQL**: Orlando's table has no change watermark, so by default
+//!   each call is a full listing. `replica-host log enable-change-feed` adds
+//!   one (an indexed `replica_tx xid8` column filled by default with the
+//!   inserting transaction's id); with it the backend reads only the rows of
+//!   transactions that finished since the cursor (see [`pg_change_feed`]).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 mod memory;
+pub mod pg_change_feed;
 mod postgres;
 mod record;
 mod seq;
@@ -147,6 +150,9 @@ pub(crate) enum CursorState {
     },
     /// Memory: the newest change stamp seen.
     Stamp(u64),
+    /// PostgreSQL change feed: every transaction id below this one had
+    /// finished (committed or aborted) when the last window was read.
+    Xid8(u64),
 }
 
 /// The answer of [`ReplicationLog::changes_since`].

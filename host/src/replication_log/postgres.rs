@@ -6,9 +6,12 @@
 //!
 //! A reader ([`PostgresLog::connect`]) runs read-only sessions
 //! (`default_transaction_read_only=on`) and no DDL; a writer
-//! ([`PostgresLog::create`]) creates Orlando's table when missing.
+//! ([`PostgresLog::create`]) creates Orlando's table when missing. Both
+//! detect the change feed column (see [`super::pg_change_feed`]).
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,7 +19,10 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, TypeInfo, ValueRef};
 
 use super::record::LooseRow;
-use super::{GrainHead, LogEntry, LogError, LogRecord, ReplicationLog, redact_password, seq};
+use super::{
+    ChangeCursor, CursorState, GrainHead, HeadChanges, LogEntry, LogError, LogRecord,
+    ReplicationLog, pg_change_feed, redact_password, seq,
+};
 
 /// Orlando's table, as Orlando creates it.
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS replication_log (
@@ -54,7 +60,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)";
 const TRUNCATE: &str = "DELETE FROM replication_log
 WHERE grain_type = $1 AND grain_key = $2 AND sequence >= 0 AND sequence <= $3";
 
-const GRAIN_HEADS: &str = "SELECT grain_key, MAX(sequence) FROM replication_log
+pub(super) const GRAIN_HEADS: &str = "SELECT grain_key, MAX(sequence) FROM replication_log
 WHERE grain_type = $1 AND sequence >= 0
 GROUP BY grain_key ORDER BY grain_key";
 
@@ -69,6 +75,8 @@ pub struct PostgresLog {
     pool: PgPool,
     /// The URL without its password, for error messages.
     url: String,
+    /// Whether the table has the change feed column `replica_tx`.
+    change_feed: Arc<AtomicBool>,
 }
 
 impl PostgresLog {
@@ -105,6 +113,16 @@ impl PostgresLog {
             .execute(&log.pool)
             .await
             .map_err(|e| log.error(e))?;
+        log.detect_change_feed().await?;
+        if log.change_feed_enabled() {
+            tracing::info!(url = %log.url, "PostgreSQL discovery: change feed (replica_tx)");
+        } else {
+            tracing::info!(
+                url = %log.url,
+                "PostgreSQL discovery: full listing each poll; run replica-host log \
+                 enable-change-feed to make idle polls cheap"
+            );
+        }
         Ok(log)
     }
 
@@ -130,7 +148,15 @@ impl PostgresLog {
                 return Err(log.error(e));
             }
         }
+        log.detect_change_feed().await?;
         Ok(log)
+    }
+
+    /// Whether discovery uses the change feed (the table has the
+    /// `replica_tx` column, see `replica-host log enable-change-feed`) rather
+    /// than listing every grain each poll. Detected when the log is opened.
+    pub fn change_feed_enabled(&self) -> bool {
+        self.change_feed.load(Ordering::Relaxed)
     }
 
     async fn pool(url: &str, acquire_timeout: Duration, read_only: bool) -> Result<Self, LogError> {
@@ -148,7 +174,19 @@ impl PostgresLog {
             .connect_with(options)
             .await
             .map_err(|e| error(&shown, e))?;
-        Ok(Self { pool, url: shown })
+        Ok(Self {
+            pool,
+            url: shown,
+            change_feed: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    async fn detect_change_feed(&self) -> Result<(), LogError> {
+        let enabled = pg_change_feed::has_column(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        self.change_feed.store(enabled, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Closes every connection; later calls are [`LogError::Unavailable`].
@@ -195,7 +233,7 @@ impl PostgresLog {
 }
 
 /// Whether `err` is a database error with one of these SQLSTATEs.
-fn has_code(err: &sqlx::Error, codes: &[&str]) -> bool {
+pub(super) fn has_code(err: &sqlx::Error, codes: &[&str]) -> bool {
     match err {
         sqlx::Error::Database(db) => db.code().is_some_and(|c| codes.contains(&c.as_ref())),
         _ => false,
@@ -205,7 +243,7 @@ fn has_code(err: &sqlx::Error, codes: &[&str]) -> bool {
 /// Maps a sqlx error, naming the server: a lost, refused or timed-out
 /// connection is [`LogError::Unavailable`]; a database that does not exist
 /// is [`LogError::Missing`].
-fn error(url: &str, err: sqlx::Error) -> LogError {
+pub(super) fn error(url: &str, err: sqlx::Error) -> LogError {
     if let sqlx::Error::Database(db) = &err
         && db.code().as_deref() == Some("3D000")
     {
@@ -372,6 +410,36 @@ impl ReplicationLog for PostgresLog {
             .await
             .map_err(|e| self.error(e))?;
         Ok(seq::to_heads(heads))
+    }
+
+    async fn changes_since(
+        &self,
+        grain_type: &str,
+        cursor: Option<&ChangeCursor>,
+    ) -> Result<HeadChanges, LogError> {
+        if self.change_feed_enabled() {
+            let since = match cursor {
+                Some(ChangeCursor(CursorState::Xid8(xid))) => Some(*xid),
+                _ => None,
+            };
+            match pg_change_feed::changes_since(&self.pool, grain_type, since).await {
+                Ok(changes) => return Ok(changes),
+                // The column was dropped since the log was opened.
+                Err(e) if has_code(&e, &["42703"]) => {
+                    tracing::info!(
+                        url = %self.url,
+                        "the change feed column replica_tx is gone; listing every grain each poll"
+                    );
+                    self.change_feed.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(self.error(e)),
+            }
+        }
+        Ok(HeadChanges {
+            heads: self.grain_heads(grain_type).await?,
+            complete: true,
+            cursor: None,
+        })
     }
 
     async fn grain_types(&self) -> Result<Vec<String>, LogError> {
