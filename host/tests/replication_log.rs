@@ -198,7 +198,7 @@ async fn sqlite_pool(path: &Path) -> SqlitePool {
 async fn sqlite(_case: &str) -> Option<Box<dyn Harness>> {
     let dir = TempDir::new().expect("tempdir");
     let path = dir.path().join("log.db");
-    let log = Arc::new(SqliteLog::open(&path).await.expect("open SQLite log"));
+    let log = Arc::new(SqliteLog::create(&path).await.expect("create SQLite log"));
     let raw = sqlite_pool(&path).await;
     Some(Box::new(SqliteHarness {
         log,
@@ -236,9 +236,9 @@ impl Harness for PostgresHarness {
 async fn postgres(case: &str) -> Option<Box<dyn Harness>> {
     let schema = pg::isolated_schema(case).await?;
     let log = Arc::new(
-        PostgresLog::connect(schema.url())
+        PostgresLog::create(schema.url())
             .await
-            .expect("open PostgreSQL log"),
+            .expect("create PostgreSQL log"),
     );
     let raw = PgPool::connect(schema.url())
         .await
@@ -882,7 +882,7 @@ async fn sqlite_urls_open_relative_and_absolute_paths() {
     let relative = relative_to_cwd(&path);
     assert!(relative.is_relative());
 
-    let log = replication_log::open(&format!("sqlite:{}", relative.display()))
+    let log = replication_log::create(&format!("sqlite:{}", relative.display()))
         .await
         .unwrap();
     log.append(&entry(COUNTER, "a", 1, b"x")).await.unwrap();
@@ -962,20 +962,98 @@ async fn sqlite_reads_what_an_orlando_primary_wrote() {
         shape(&log.read_from(COUNTER, "a", 2, 10).await.unwrap()),
         ["e3"]
     );
-    // Opening switched the file to WAL (the primary's older connection
-    // still reports its own cached mode, so ask a new one).
+    // A reader changes nothing: the file keeps the primary's journal mode.
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&sqlite_pool(&path).await)
+        .await
+        .unwrap();
+    assert_eq!(mode, "delete");
+    // And it cannot write.
+    assert!(matches!(
+        log.append(&entry(COUNTER, "a", 4, b"")).await,
+        Err(LogError::Backend(m)) if m.contains("readonly")
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_reader_follows_a_wal_writer_and_creates_nothing() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("wal.db");
+    let wal = dir.path().join("wal.db-wal");
+    let writer = SqliteLog::create(&path).await.unwrap();
+    writer.append(&entry(COUNTER, "a", 1, b"")).await.unwrap();
+    // The last connection's close checkpoints and removes the -wal file.
+    writer.close().await;
+    drop(writer);
+    assert!(!wal.exists());
+
+    let reader = SqliteLog::open(&path).await.unwrap();
+    assert_eq!(reader.latest_sequence(COUNTER, "a").await.unwrap(), 1);
+    let first = reader.changes_since(COUNTER, None).await.unwrap();
+    assert!(first.complete && first.cursor.is_some());
+
+    // A writer appends while the reader polls.
+    let writer = SqliteLog::create(&path).await.unwrap();
+    let appending = tokio::spawn(async move {
+        for s in 2..=200 {
+            writer.append(&entry(COUNTER, "a", s, b"")).await.unwrap();
+        }
+        writer.append(&entry(COUNTER, "b", 1, b"")).await.unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = 1;
+    while seen < 200 {
+        let now = reader.latest_sequence(COUNTER, "a").await.unwrap();
+        assert!(now >= seen, "went back from {seen} to {now}");
+        seen = now;
+        assert!(Instant::now() < deadline, "stuck at {seen}");
+    }
+    appending.await.unwrap();
+    let next = reader
+        .changes_since(COUNTER, first.cursor.as_ref())
+        .await
+        .unwrap();
+    assert!(!next.complete);
+    assert_eq!(sorted_heads(next.heads), heads(&[("a", 200), ("b", 1)]));
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&sqlite_pool(&path).await)
         .await
         .unwrap();
     assert_eq!(mode, "wal");
+
+    // A reader on a path that does not exist creates nothing.
+    let missing = dir.path().join("missing.db");
+    assert!(matches!(
+        SqliteLog::open(&missing).await,
+        Err(LogError::Missing(m)) if m.ends_with("missing.db: no such file")
+    ));
+    assert!(!missing.exists());
+    // Nor a table in a database that has none.
+    let empty = dir.path().join("empty.db");
+    let raw = SqlitePool::connect_with(
+        SqliteConnectOptions::new()
+            .filename(&empty)
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    raw.execute("CREATE TABLE other (x INTEGER)").await.unwrap();
+    assert!(matches!(
+        replication_log::open(&format!("sqlite://{}", empty.display())).await,
+        Err(LogError::Missing(m)) if m.ends_with("empty.db: the database has no table replication_log")
+    ));
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert_eq!(tables, 1);
 }
 
 #[tokio::test]
 async fn sqlite_refuses_loosely_typed_rows() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("loose.db");
-    let log = SqliteLog::open(&path).await.unwrap();
+    let log = SqliteLog::create(&path).await.unwrap();
     let raw = sqlite_pool(&path).await;
     for (sequence, timestamp, entry_type, payload) in [
         ("1", "1", "0", "X'01'"),
@@ -1044,7 +1122,7 @@ async fn sqlite_refuses_loosely_typed_rows() {
 async fn sqlite_changes_since_uses_the_rowid_watermark() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("log.db");
-    let log = SqliteLog::open(&path).await.unwrap();
+    let log = SqliteLog::create(&path).await.unwrap();
     for key in ["a", "b"] {
         log.append(&entry(COUNTER, key, 1, b"")).await.unwrap();
     }
@@ -1091,7 +1169,7 @@ async fn sqlite_changes_since_lists_everything_without_a_rowid() {
     )
     .await
     .unwrap();
-    let log = SqliteLog::open(&path).await.unwrap();
+    let log = SqliteLog::create(&path).await.unwrap();
     log.append(&entry(COUNTER, "a", 1, b"")).await.unwrap();
     for _ in 0..2 {
         let changes = log.changes_since(COUNTER, None).await.unwrap();
@@ -1147,7 +1225,7 @@ async fn sqlite_refuses_nulls_of_a_looser_table() {
 async fn sqlite_locked_database_is_unavailable_but_readable() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("locked.db");
-    let log = SqliteLog::open_with_busy_timeout(&path, Duration::from_millis(300))
+    let log = SqliteLog::create_with_busy_timeout(&path, Duration::from_millis(300))
         .await
         .unwrap();
     log.append(&entry(COUNTER, "a", 1, b"")).await.unwrap();
@@ -1190,9 +1268,19 @@ async fn sqlite_locked_database_is_unavailable_but_readable() {
 async fn sqlite_unopenable_file_is_unavailable() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("missing-dir").join("log.db");
-    match SqliteLog::open(&path).await {
+    match SqliteLog::create(&path).await {
         Err(LogError::Unavailable(message)) => {
             assert!(message.contains("missing-dir"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // A reader does not even try: the file is missing.
+    match SqliteLog::open(&path).await {
+        Err(LogError::Missing(message)) => {
+            assert!(
+                message.contains("missing-dir/log.db: no such file"),
+                "{message}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -1201,7 +1289,9 @@ async fn sqlite_unopenable_file_is_unavailable() {
 #[tokio::test]
 async fn sqlite_closed_log_is_unavailable() {
     let dir = TempDir::new().unwrap();
-    let log = SqliteLog::open(dir.path().join("closed.db")).await.unwrap();
+    let log = SqliteLog::create(dir.path().join("closed.db"))
+        .await
+        .unwrap();
     log.ping().await.unwrap();
     log.close().await;
     assert!(matches!(log.ping().await, Err(LogError::Unavailable(_))));
@@ -1215,7 +1305,7 @@ async fn postgres_table_is_created_in_the_isolated_schema() {
     let Some(schema) = pg::isolated_schema("table_in_schema").await else {
         return;
     };
-    let log = replication_log::open(schema.url()).await.unwrap();
+    let log = replication_log::create(schema.url()).await.unwrap();
     log.ping().await.unwrap();
     let mut admin = schema.admin().await;
     let tables: i64 = sqlx::query_scalar(
@@ -1316,7 +1406,7 @@ async fn postgres_reader_without_create_rights_opens_the_primary_table() {
     let Some(schema) = pg::isolated_schema("reader_role").await else {
         return;
     };
-    let owner = PostgresLog::connect(schema.url()).await.unwrap();
+    let owner = PostgresLog::create(schema.url()).await.unwrap();
     owner.append(&entry(COUNTER, "a", 1, b"one")).await.unwrap();
     let role = format!("{}_reader", schema.name());
     let mut admin = schema.admin().await;
@@ -1350,8 +1440,9 @@ async fn postgres_reader_without_create_rights_opens_the_primary_table() {
 
     let (rows, append) = outcome.expect("a reader opens and reads the log");
     assert_eq!(shape(&rows), ["e1"]);
+    // The reader's sessions are read-only, whatever its rights.
     assert!(
-        matches!(&append, Err(LogError::Backend(m)) if m.contains("permission denied")),
+        matches!(&append, Err(LogError::Backend(m)) if m.contains("read-only transaction")),
         "{append:?}"
     );
 }
@@ -1371,7 +1462,7 @@ async fn postgres_recovers_after_its_connections_are_terminated() {
     let Some(schema) = pg::isolated_schema("terminated").await else {
         return;
     };
-    let log = PostgresLog::connect(schema.url()).await.unwrap();
+    let log = PostgresLog::create(schema.url()).await.unwrap();
     for s in 1..=3 {
         log.append(&entry(COUNTER, "a", s, &[s as u8]))
             .await
@@ -1417,7 +1508,7 @@ async fn postgres_outage_is_unavailable_then_heals() {
     };
     let relay = Relay::start(relay::upstream_of(schema.url()).await, 0).await;
     let url = relay::via_port(schema.url(), relay.port);
-    let log = PostgresLog::connect_with_timeout(&url, Duration::from_millis(1500))
+    let log = PostgresLog::create_with_timeout(&url, Duration::from_millis(1500))
         .await
         .unwrap();
     log.append(&entry(COUNTER, "a", 1, b"one")).await.unwrap();

@@ -14,14 +14,15 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    /// Opens (and creates) the log at `url`.
+    /// Opens the log at `url` as a writer, creating the SQLite file and
+    /// Orlando's table when missing.
     pub fn open(url: &str) -> Self {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         let log = rt
-            .block_on(replication_log::open(url))
+            .block_on(replication_log::create(url))
             .unwrap_or_else(|e| panic!("open {url}: {e}"));
         Self { rt, log }
     }

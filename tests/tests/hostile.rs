@@ -452,7 +452,8 @@ fn a_plugin_file_changed_after_its_sha256_was_pinned_is_refused() {
     let pin = hex::encode(sha2::Sha256::digest(std::fs::read(d.join(&file)).unwrap()));
     let entry =
         format!("[[plugin]]\ngrain_type = \"Counter\"\npath = \"{file}\"\nsha256 = \"{pin}\"\n");
-    // The pinned file starts.
+    // The pinned file starts (on a log a primary created: the host creates none).
+    let _primary = LogWriter::open(&sqlite_url(d));
     let daemon = Daemon::start(d, &daemon::config(&sqlite_url(d), &entry));
     assert_eq!(daemon.get("/healthz").status, 200);
     assert_eq!(daemon.terminate().code, Some(0));

@@ -222,7 +222,7 @@ async fn sqlite_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("replication.db");
     let url = format!("sqlite://{}", path.display());
-    let log = replication_log::open(&url).await.unwrap();
+    let log = replication_log::create(&url).await.unwrap();
     let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
     let insert_bad_row = async |key: &str, seq: u64| {
         sqlx::query("INSERT INTO replication_log VALUES ('Counter', ?, ?, 0, 'us-east', 7, x'00')")
@@ -240,7 +240,7 @@ async fn postgres_server() {
     let Some(schema) = pg::isolated_schema("replication").await else {
         return;
     };
-    let log = replication_log::open(schema.url()).await.unwrap();
+    let log = replication_log::create(schema.url()).await.unwrap();
     let raw = sqlx::PgPool::connect(schema.url()).await.unwrap();
     let insert_bad_row = async |key: &str, seq: u64| {
         sqlx::query(

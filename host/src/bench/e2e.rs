@@ -327,7 +327,7 @@ fn run_pair(
 pub fn producer(url: &str, plan: Plan, writers: u64) -> anyhow::Result<serde_json::Value> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let log = replication_log::open(url).await?;
+        let log = replication_log::create(url).await?;
         let total = plan.total();
         let started = tokio::time::Instant::now();
         let late_max = Arc::new(AtomicU64::new(0));

@@ -375,7 +375,7 @@ impl BenchLog {
             Backend::Sqlite => {
                 let dir = tempfile::TempDir::new()?;
                 let path = dir.path().join("replication.db");
-                crate::replication_log::SqliteLog::open(&path).await?;
+                crate::replication_log::SqliteLog::create(&path).await?;
                 Ok(Self {
                     url: format!("sqlite://{}", path.display()),
                     _dir: Some(dir),
@@ -406,7 +406,7 @@ impl BenchLog {
                 let url = format!(
                     "{postgres_url}{separator}options=-c%20search_path%3D{name}&application_name={name}"
                 );
-                crate::replication_log::PostgresLog::connect(&url).await?;
+                crate::replication_log::PostgresLog::create(&url).await?;
                 Ok(Self {
                     url,
                     _dir: None,

@@ -26,7 +26,7 @@ pub(super) fn run(dir: PathBuf, listen: String, plugins_dir: PathBuf) -> ExitCod
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
     runtime.block_on(async move {
-        let log = match replication_log::open(&config.log_url()).await {
+        let log = match replication_log::create(&config.log_url()).await {
             Ok(log) => log,
             Err(e) => return fail(&e.to_string()),
         };

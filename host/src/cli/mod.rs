@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod log;
 mod plugin;
 mod run;
 
@@ -55,6 +56,9 @@ enum Command {
     /// Run a benchmark (see BENCHMARKS.md); build with --release.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Work on the replication log itself (schema changes an operator runs once).
+    #[command(subcommand)]
+    Log(log::LogCommand),
 }
 
 #[derive(Subcommand)]
@@ -95,6 +99,7 @@ pub fn main() -> ExitCode {
         Command::Plugin(_) => "off",
         Command::Run { .. } | Command::Demo { .. } => "info",
         Command::Bench(_) => "warn,sqlx=error",
+        Command::Log(_) => "warn,sqlx=error",
     };
     init_tracing(cli.log_format, default_filter);
     match cli.command {
@@ -106,6 +111,7 @@ pub fn main() -> ExitCode {
             plugins_dir,
         } => demo::run(dir, listen, plugins_dir),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Log(cmd) => log::run(cmd),
     }
 }
 

@@ -4,7 +4,16 @@
 //! [`ReplicationLog`] has Orlando's operations plus what the host needs to
 //! discover grains by itself ([`ReplicationLog::grain_heads`], and its
 //! incremental form [`ReplicationLog::changes_since`]). Backends:
-//! in-memory, SQLite file and PostgreSQL, chosen by URL with [`open`].
+//! in-memory, SQLite file and PostgreSQL, chosen by URL.
+//!
+//! # Readers and writers
+//! [`open`] is the reader's open, the one `replica-host run` uses: it never
+//! creates a file, a database or a table. A SQLite file is opened read-only
+//! and a PostgreSQL session is read-only (`default_transaction_read_only`);
+//! a missing file, database or table is a [`LogError::Missing`]. Writers
+//! (the demo, the benchmarks, tests standing in for an Orlando primary) use
+//! [`create`], which creates the SQLite file and Orlando's table when
+//! missing.
 //!
 //! # Incremental discovery (`changes_since`)
 //! Listing every grain's head is O(rows of the type) per call. The consumer
@@ -21,15 +30,18 @@
 //!   is a full listing and a fresh cursor. The consumer also asks for a full
 //!   listing periodically as a safety net.
 //! - **Memory**: a change stamp per row, never reused.
-//! - **PostgreSQL**: no portable change watermark exists in Orlando's table
-//!   (no xmin or LISTEN for servers that only speak the protocol), so it
-//!   keeps the default: a full listing each call.
+//! - **PostgreSQL**: Orlando's table has no change watermark, so by default
+//!   each call is a full listing. `replica-host log enable-change-feed` adds
+//!   one (an indexed `replica_tx xid8` column filled by default with the
+//!   inserting transaction's id); with it the backend reads only the rows of
+//!   transactions that finished since the cursor (see [`pg_change_feed`]).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 mod memory;
+pub mod pg_change_feed;
 mod postgres;
 mod record;
 mod scan;
@@ -140,6 +152,9 @@ pub(crate) enum CursorState {
     },
     /// Memory: the newest change stamp seen.
     Stamp(u64),
+    /// PostgreSQL change feed: every transaction id below this one had
+    /// finished (committed or aborted) when the last window was read.
+    Xid8(u64),
 }
 
 /// The answer of [`ReplicationLog::changes_since`].
@@ -180,6 +195,10 @@ pub enum LogError {
     /// A bad connection URL or configuration.
     #[error("invalid log configuration: {0}")]
     Config(String),
+    /// What the URL names does not exist: the SQLite file, the PostgreSQL
+    /// database, or Orlando's table in it. A reader never creates them.
+    #[error("{0}")]
+    Missing(String),
     /// Any other backend error.
     #[error("log backend error: {0}")]
     Backend(String),
@@ -265,13 +284,29 @@ pub trait ReplicationLog: Send + Sync + 'static {
     }
 }
 
-/// Opens the log a URL names: `memory://`, `sqlite://PATH` or `sqlite:PATH`
-/// (file and Orlando's table created when missing), or `postgres://...` /
-/// `postgresql://...` (table created when missing).
+/// Opens the log a URL names, as a reader: `memory://`, `sqlite://PATH` or
+/// `sqlite:PATH` (the file opened read-only), or `postgres://...` /
+/// `postgresql://...` (read-only sessions). Creates nothing: a missing file,
+/// database or table is [`LogError::Missing`], naming the URL (password
+/// hidden) and what is missing.
 pub async fn open(url: &str) -> Result<Arc<dyn ReplicationLog>, LogError> {
     Ok(match url::LogUrl::parse(url)? {
         url::LogUrl::Memory => Arc::new(MemoryLog::new()),
-        url::LogUrl::Sqlite(path) => Arc::new(SqliteLog::open(path).await?),
+        url::LogUrl::Sqlite(path) => Arc::new(
+            SqliteLog::open_reader(path, &redact_password(url), SqliteLog::DEFAULT_BUSY_TIMEOUT)
+                .await?,
+        ),
         url::LogUrl::Postgres(url) => Arc::new(PostgresLog::connect(url).await?),
+    })
+}
+
+/// Opens the log a URL names, as a writer: like [`open`], but creates the
+/// SQLite file (in WAL mode) and Orlando's table when missing. For the demo,
+/// the benchmarks and tests that stand in for an Orlando primary.
+pub async fn create(url: &str) -> Result<Arc<dyn ReplicationLog>, LogError> {
+    Ok(match url::LogUrl::parse(url)? {
+        url::LogUrl::Memory => Arc::new(MemoryLog::new()),
+        url::LogUrl::Sqlite(path) => Arc::new(SqliteLog::create(path).await?),
+        url::LogUrl::Postgres(url) => Arc::new(PostgresLog::create(url).await?),
     })
 }

@@ -3,8 +3,15 @@
 //!
 //! The pool tests each connection before handing it out, so a connection
 //! the server dropped is replaced on the next call.
+//!
+//! A reader ([`PostgresLog::connect`]) runs read-only sessions
+//! (`default_transaction_read_only=on`) and no DDL; a writer
+//! ([`PostgresLog::create`]) creates Orlando's table when missing. Both
+//! detect the change feed column (see [`super::pg_change_feed`]).
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,7 +20,8 @@ use sqlx::{Postgres, Row, TypeInfo, ValueRef};
 
 use super::record::LooseRow;
 use super::{
-    GrainHead, LogEntry, LogError, LogRecord, ReplicationLog, ScanPage, redact_password, scan, seq,
+    ChangeCursor, CursorState, GrainHead, HeadChanges, LogEntry, LogError, LogRecord,
+    ReplicationLog, ScanPage, pg_change_feed, redact_password, scan, seq,
 };
 
 /// Orlando's table, as Orlando creates it.
@@ -30,6 +38,9 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS replication_log (
 
 /// Whether the table is there and readable.
 const PROBE: &str = "SELECT 1 FROM replication_log LIMIT 1";
+
+/// Whether the table is there (on the search path), without touching it.
+const HAS_TABLE: &str = "SELECT to_regclass('replication_log') IS NOT NULL";
 
 /// A grain's rows above a sequence: valid sequences ascending, then the
 /// negative ones.
@@ -49,7 +60,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)";
 const TRUNCATE: &str = "DELETE FROM replication_log
 WHERE grain_type = $1 AND grain_key = $2 AND sequence >= 0 AND sequence <= $3";
 
-const GRAIN_HEADS: &str = "SELECT grain_key, MAX(sequence) FROM replication_log
+pub(super) const GRAIN_HEADS: &str = "SELECT grain_key, MAX(sequence) FROM replication_log
 WHERE grain_type = $1 AND sequence >= 0
 GROUP BY grain_key ORDER BY grain_key";
 
@@ -88,6 +99,8 @@ pub struct PostgresLog {
     pool: PgPool,
     /// The URL without its password, for error messages.
     url: String,
+    /// Whether the table has the change feed column `replica_tx`.
+    change_feed: Arc<AtomicBool>,
 }
 
 impl PostgresLog {
@@ -95,7 +108,9 @@ impl PostgresLog {
     /// [`LogError::Unavailable`], unless [`PostgresLog::connect_with_timeout`] says otherwise.
     pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-    /// Connects and creates Orlando's table when missing.
+    /// Connects as a reader: read-only sessions, no DDL. A database that
+    /// does not exist, or one without Orlando's table, is
+    /// [`LogError::Missing`].
     pub async fn connect(url: &str) -> Result<Self, LogError> {
         Self::connect_with_timeout(url, Self::DEFAULT_ACQUIRE_TIMEOUT).await
     }
@@ -106,9 +121,75 @@ impl PostgresLog {
         url: &str,
         acquire_timeout: Duration,
     ) -> Result<Self, LogError> {
+        let log = Self::pool(url, acquire_timeout, true).await?;
+        let has_table: bool = sqlx::query_scalar(HAS_TABLE)
+            .fetch_one(&log.pool)
+            .await
+            .map_err(|e| log.error(e))?;
+        if !has_table {
+            log.close().await;
+            return Err(LogError::Missing(format!(
+                "{}: the database has no table replication_log",
+                log.url
+            )));
+        }
+        sqlx::query(PROBE)
+            .execute(&log.pool)
+            .await
+            .map_err(|e| log.error(e))?;
+        log.detect_change_feed().await?;
+        if log.change_feed_enabled() {
+            tracing::info!(url = %log.url, "PostgreSQL discovery: change feed (replica_tx)");
+        } else {
+            tracing::info!(
+                url = %log.url,
+                "PostgreSQL discovery: full listing each poll; run replica-host log \
+                 enable-change-feed to make idle polls cheap"
+            );
+        }
+        Ok(log)
+    }
+
+    /// Connects as a writer and creates Orlando's table when missing. For
+    /// the demo, benchmarks and tests that stand in for an Orlando primary.
+    pub async fn create(url: &str) -> Result<Self, LogError> {
+        Self::create_with_timeout(url, Self::DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// Like [`PostgresLog::create`], giving up on a connection after
+    /// `acquire_timeout` (here and in every later call).
+    pub async fn create_with_timeout(
+        url: &str,
+        acquire_timeout: Duration,
+    ) -> Result<Self, LogError> {
+        let log = Self::pool(url, acquire_timeout, false).await?;
+        if let Err(e) = sqlx::query(CREATE_TABLE).execute(&log.pool).await {
+            // Two processes creating the table at once: one loses the race
+            // on the catalog. A writer without CREATE rights is fine too, as
+            // long as the table is there.
+            let raced = has_code(&e, &["23505", "42P07"]);
+            if !raced && sqlx::query(PROBE).execute(&log.pool).await.is_err() {
+                return Err(log.error(e));
+            }
+        }
+        log.detect_change_feed().await?;
+        Ok(log)
+    }
+
+    /// Whether discovery uses the change feed (the table has the
+    /// `replica_tx` column, see `replica-host log enable-change-feed`) rather
+    /// than listing every grain each poll. Detected when the log is opened.
+    pub fn change_feed_enabled(&self) -> bool {
+        self.change_feed.load(Ordering::Relaxed)
+    }
+
+    async fn pool(url: &str, acquire_timeout: Duration, read_only: bool) -> Result<Self, LogError> {
         let shown = redact_password(url);
-        let options = PgConnectOptions::from_str(url)
+        let mut options = PgConnectOptions::from_str(url)
             .map_err(|e| LogError::Config(format!("invalid PostgreSQL URL {shown}: {e}")))?;
+        if read_only {
+            options = options.options([("default_transaction_read_only", "on")]);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(5)
             .min_connections(0)
@@ -117,17 +198,19 @@ impl PostgresLog {
             .connect_with(options)
             .await
             .map_err(|e| error(&shown, e))?;
-        let log = Self { pool, url: shown };
-        if let Err(e) = sqlx::query(CREATE_TABLE).execute(&log.pool).await {
-            // Two processes creating the table at once: one loses the race
-            // on the catalog. A reader without CREATE rights (or on a
-            // read-only server) is fine too, as long as the table is there.
-            let raced = has_code(&e, &["23505", "42P07"]);
-            if !raced && sqlx::query(PROBE).execute(&log.pool).await.is_err() {
-                return Err(log.error(e));
-            }
-        }
-        Ok(log)
+        Ok(Self {
+            pool,
+            url: shown,
+            change_feed: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    async fn detect_change_feed(&self) -> Result<(), LogError> {
+        let enabled = pg_change_feed::has_column(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        self.change_feed.store(enabled, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Closes every connection; later calls are [`LogError::Unavailable`].
@@ -174,7 +257,7 @@ impl PostgresLog {
 }
 
 /// Whether `err` is a database error with one of these SQLSTATEs.
-fn has_code(err: &sqlx::Error, codes: &[&str]) -> bool {
+pub(super) fn has_code(err: &sqlx::Error, codes: &[&str]) -> bool {
     match err {
         sqlx::Error::Database(db) => db.code().is_some_and(|c| codes.contains(&c.as_ref())),
         _ => false,
@@ -182,8 +265,14 @@ fn has_code(err: &sqlx::Error, codes: &[&str]) -> bool {
 }
 
 /// Maps a sqlx error, naming the server: a lost, refused or timed-out
-/// connection is [`LogError::Unavailable`].
-fn error(url: &str, err: sqlx::Error) -> LogError {
+/// connection is [`LogError::Unavailable`]; a database that does not exist
+/// is [`LogError::Missing`].
+pub(super) fn error(url: &str, err: sqlx::Error) -> LogError {
+    if let sqlx::Error::Database(db) = &err
+        && db.code().as_deref() == Some("3D000")
+    {
+        return LogError::Missing(format!("{url}: {}", db.message()));
+    }
     let message = format!("{url}: {err}");
     let unavailable = match &err {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
@@ -348,6 +437,36 @@ impl ReplicationLog for PostgresLog {
             .await
             .map_err(|e| self.error(e))?;
         Ok(seq::to_heads(heads))
+    }
+
+    async fn changes_since(
+        &self,
+        grain_type: &str,
+        cursor: Option<&ChangeCursor>,
+    ) -> Result<HeadChanges, LogError> {
+        if self.change_feed_enabled() {
+            let since = match cursor {
+                Some(ChangeCursor(CursorState::Xid8(xid))) => Some(*xid),
+                _ => None,
+            };
+            match pg_change_feed::changes_since(&self.pool, grain_type, since).await {
+                Ok(changes) => return Ok(changes),
+                // The column was dropped since the log was opened.
+                Err(e) if has_code(&e, &["42703"]) => {
+                    tracing::info!(
+                        url = %self.url,
+                        "the change feed column replica_tx is gone; listing every grain each poll"
+                    );
+                    self.change_feed.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(self.error(e)),
+            }
+        }
+        Ok(HeadChanges {
+            heads: self.grain_heads(grain_type).await?,
+            complete: true,
+            cursor: None,
+        })
     }
 
     async fn grain_types(&self) -> Result<Vec<String>, LogError> {

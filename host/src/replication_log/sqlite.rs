@@ -35,6 +35,10 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS replication_log (
     PRIMARY KEY (grain_type, grain_key, sequence)
 )";
 
+/// Whether Orlando's table is there.
+const HAS_TABLE: &str = "SELECT 1 FROM sqlite_master
+WHERE type IN ('table', 'view') AND name = 'replication_log' COLLATE NOCASE";
+
 /// A grain's rows above a sequence: valid sequences ascending, then rows
 /// whose sequence is unusable (negative or not an integer).
 const READ_FROM: &str = "SELECT
@@ -120,7 +124,8 @@ const GRAIN_TYPES: &str = "WITH RECURSIVE t(g) AS (
 )
 SELECT g FROM t WHERE typeof(g) = 'text'";
 
-/// A [`ReplicationLog`] in a SQLite file (WAL mode, busy timeout).
+/// A [`ReplicationLog`] in a SQLite file (busy timeout; a reader opens it
+/// read-only, a writer creates it in WAL mode).
 #[derive(Debug, Clone)]
 pub struct SqliteLog {
     pool: SqlitePool,
@@ -135,13 +140,69 @@ impl SqliteLog {
     /// [`LogError::Unavailable`], unless [`SqliteLog::open_with_busy_timeout`] says otherwise.
     pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-    /// Opens (creating when missing) the file and Orlando's table.
+    /// Opens an existing log file as a reader: read-only, creating nothing
+    /// (no file, no table, no journal mode change). A missing file or table
+    /// is [`LogError::Missing`].
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, LogError> {
         Self::open_with_busy_timeout(path, Self::DEFAULT_BUSY_TIMEOUT).await
     }
 
     /// Like [`SqliteLog::open`], waiting at most `busy_timeout` for locks.
     pub async fn open_with_busy_timeout(
+        path: impl AsRef<Path>,
+        busy_timeout: Duration,
+    ) -> Result<Self, LogError> {
+        let path = path.as_ref();
+        let shown = format!("sqlite {}", path.display());
+        Self::open_reader(path, &shown, busy_timeout).await
+    }
+
+    /// The reader's open; errors name the file as `shown` (the URL when
+    /// opened through [`super::open`]).
+    pub(crate) async fn open_reader(
+        path: impl AsRef<Path>,
+        shown: &str,
+        busy_timeout: Duration,
+    ) -> Result<Self, LogError> {
+        let path = path.as_ref().to_path_buf();
+        if !path.is_file() {
+            let what = if path.exists() {
+                "not a regular file"
+            } else {
+                "no such file"
+            };
+            return Err(LogError::Missing(format!("{shown}: {what}")));
+        }
+        // Read-only: SQLite still uses the `-wal` and `-shm` files of a WAL
+        // database (creating them beside it when the last writer removed
+        // them), which is how a reader sees a writer's concurrent commits.
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .read_only(true)
+            .create_if_missing(false)
+            .busy_timeout(busy_timeout);
+        let log = Self::connect(path, options, busy_timeout).await?;
+        let table: Option<i64> = sqlx::query_scalar(HAS_TABLE)
+            .fetch_optional(&log.pool)
+            .await
+            .map_err(|e| log.error(e))?;
+        if table.is_none() {
+            log.close().await;
+            return Err(LogError::Missing(format!(
+                "{shown}: the database has no table replication_log"
+            )));
+        }
+        Ok(log)
+    }
+
+    /// Opens the log as a writer: creates the file (in WAL mode) and
+    /// Orlando's table when missing. For the demo, benchmarks and tests.
+    pub async fn create(path: impl AsRef<Path>) -> Result<Self, LogError> {
+        Self::create_with_busy_timeout(path, Self::DEFAULT_BUSY_TIMEOUT).await
+    }
+
+    /// Like [`SqliteLog::create`], waiting at most `busy_timeout` for locks.
+    pub async fn create_with_busy_timeout(
         path: impl AsRef<Path>,
         busy_timeout: Duration,
     ) -> Result<Self, LogError> {
@@ -152,22 +213,30 @@ impl SqliteLog {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(busy_timeout);
+        let log = Self::connect(path, options, busy_timeout).await?;
+        sqlx::query(CREATE_TABLE)
+            .execute(&log.pool)
+            .await
+            .map_err(|e| log.error(e))?;
+        Ok(log)
+    }
+
+    async fn connect(
+        path: PathBuf,
+        options: SqliteConnectOptions,
+        busy_timeout: Duration,
+    ) -> Result<Self, LogError> {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(busy_timeout.max(Duration::from_secs(5)))
             .connect_with(options)
             .await
             .map_err(|e| error(&path, e))?;
-        let log = Self {
+        Ok(Self {
             pool,
             path,
             no_rowid: Arc::new(AtomicBool::new(false)),
-        };
-        sqlx::query(CREATE_TABLE)
-            .execute(&log.pool)
-            .await
-            .map_err(|e| log.error(e))?;
-        Ok(log)
+        })
     }
 
     /// The database file.
