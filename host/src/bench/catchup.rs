@@ -4,20 +4,35 @@
 //! at a smaller N. Then, once caught up, RSS per replicated grain (all in,
 //! and the state's share) and the idle cost over a quiet window.
 //!
+//! With `--native`, a third run decodes natively in the host instead of
+//! through the plugin: what the consumer itself costs.
+//!
 //! Each side runs in its own child process (`bench worker idle`), so CPU
 //! and RSS are its own.
 
 use serde_json::Value as Json;
 
-use super::idle::{IdleOptions, run_one_with};
+use super::idle::{IdleOptions, WorkerMode, run_one_with};
 use super::{Backend, Workload, machine, sample_plugin};
 
 /// Runs the benchmark and prints a Markdown table on stdout.
-pub fn run(options: &IdleOptions, baseline_grains: u64, workload: Workload) -> anyhow::Result<()> {
+pub fn run(
+    options: &IdleOptions,
+    baseline_grains: u64,
+    workload: Workload,
+    native: bool,
+) -> anyhow::Result<()> {
     let plugin = sample_plugin(&options.plugins_dir, workload.plugin_dir())?;
     let runtime = tokio::runtime::Runtime::new()?;
     let grains = options.grains.first().copied().unwrap_or(1_000_000);
     let mut runs: Vec<(&str, u64, Json, f64)> = Vec::new();
+    let mode = |scan: bool, native: bool| WorkerMode {
+        incremental: true,
+        scan,
+        workload,
+        workers: crate::consumer::DEFAULT_WORKERS,
+        native,
+    };
     if baseline_grains > 0 {
         eprintln!("bench catchup: baseline, {baseline_grains} grains read one by one ...");
         let (r, server) = run_one_with(
@@ -25,15 +40,18 @@ pub fn run(options: &IdleOptions, baseline_grains: u64, workload: Workload) -> a
             &runtime,
             &plugin,
             baseline_grains,
-            true,
-            false,
-            workload,
+            mode(false, false),
         )?;
         runs.push(("per-grain reads (baseline)", baseline_grains, r, server));
     }
     eprintln!("bench catchup: {grains} grains with the bulk scan ...");
-    let (r, server) = run_one_with(options, &runtime, &plugin, grains, true, true, workload)?;
+    let (r, server) = run_one_with(options, &runtime, &plugin, grains, mode(true, false))?;
     runs.push(("bulk scan (default)", grains, r, server));
+    if native {
+        eprintln!("bench catchup: {grains} grains, bulk scan, native decoding ...");
+        let (r, server) = run_one_with(options, &runtime, &plugin, grains, mode(true, true))?;
+        runs.push(("bulk scan, native decode (no plugin)", grains, r, server));
+    }
 
     let pg = options.backend == Backend::Postgres;
     println!(
@@ -92,7 +110,7 @@ pub fn run(options: &IdleOptions, baseline_grains: u64, workload: Workload) -> a
             f(r, "queries") / window,
         );
     }
-    if let [baseline, scan] = rates.as_slice() {
+    if let [baseline, scan, ..] = rates.as_slice() {
         println!();
         println!(
             "Catch-up throughput, bulk scan ÷ per-grain reads: **{:.1}×**.",

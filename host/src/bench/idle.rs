@@ -45,6 +45,9 @@ pub struct IdleOptions {
     pub poll_ms: u64,
     /// The sample plugins' sources.
     pub plugins_dir: PathBuf,
+    /// PostgreSQL: add the change feed (`log enable-change-feed`) after
+    /// filling the log, as an operator would on an existing log.
+    pub change_feed: bool,
 }
 
 fn run_one(
@@ -59,10 +62,32 @@ fn run_one(
         runtime,
         plugin,
         grains,
-        incremental,
-        true,
-        Workload::Counter,
+        WorkerMode {
+            incremental,
+            scan: true,
+            workload: Workload::Counter,
+            workers: crate::consumer::DEFAULT_WORKERS,
+            native: false,
+        },
     )
+}
+
+/// A fresh log holding `grains` grains of `workload`, with the change feed
+/// when the options ask for it.
+pub(crate) fn filled_log(
+    options: &IdleOptions,
+    runtime: &tokio::runtime::Runtime,
+    workload: Workload,
+    grains: u64,
+) -> anyhow::Result<BenchLog> {
+    runtime.block_on(async {
+        let log = BenchLog::create(options.backend, &options.postgres_url).await?;
+        log.fill_workload(workload, grains).await?;
+        if options.change_feed && options.backend == Backend::Postgres {
+            replication_log::pg_change_feed::enable(&log.url, false, |_| {}).await?;
+        }
+        anyhow::Ok(log)
+    })
 }
 
 /// One worker run: a fresh log of `grains` grains of `workload`, replicated
@@ -72,45 +97,18 @@ pub(crate) fn run_one_with(
     runtime: &tokio::runtime::Runtime,
     plugin: &Path,
     grains: u64,
-    incremental: bool,
-    scan: bool,
-    workload: Workload,
+    mode: WorkerMode,
 ) -> anyhow::Result<(serde_json::Value, f64)> {
-    let log = runtime.block_on(async {
-        let log = BenchLog::create(options.backend, &options.postgres_url).await?;
-        log.fill_workload(workload, grains).await?;
-        anyhow::Ok(log)
-    })?;
+    let log = filled_log(options, runtime, mode.workload, grains)?;
     eprintln!(
         "bench idle: {grains} grains, {} discovery ...",
-        if incremental { "incremental" } else { "full" }
+        if mode.incremental {
+            "incremental"
+        } else {
+            "full"
+        }
     );
-    let result = run_worker(
-        &[
-            "idle".to_owned(),
-            "--log".to_owned(),
-            log.url.clone(),
-            "--grains".to_owned(),
-            grains.to_string(),
-            "--seconds".to_owned(),
-            options.seconds.to_string(),
-            "--poll-ms".to_owned(),
-            options.poll_ms.to_string(),
-            "--discovery".to_owned(),
-            if incremental { "incremental" } else { "full" }.to_owned(),
-            "--catch-up".to_owned(),
-            if scan { "scan" } else { "per-grain" }.to_owned(),
-            "--workload".to_owned(),
-            match workload {
-                Workload::Counter => "counter",
-                Workload::Bank => "bank",
-            }
-            .to_owned(),
-            "--plugin".to_owned(),
-            plugin.display().to_string(),
-        ],
-        None,
-    )?;
+    let result = run_worker(&worker_args(options, &log.url, grains, mode, plugin), None)?;
     // The server's CPU over the worker's quiet window (local server only).
     let pg_cpu = if options.backend == Backend::Postgres {
         result["server_cpu_s"].as_f64().unwrap_or(0.0)
@@ -118,6 +116,50 @@ pub(crate) fn run_one_with(
         0.0
     };
     Ok((result, pg_cpu))
+}
+
+/// The arguments of `bench worker idle` for one run.
+pub(crate) fn worker_args(
+    options: &IdleOptions,
+    url: &str,
+    grains: u64,
+    mode: WorkerMode,
+    plugin: &Path,
+) -> Vec<String> {
+    let WorkerMode {
+        incremental,
+        scan,
+        workload,
+        workers,
+        native,
+    } = mode;
+    vec![
+        "idle".to_owned(),
+        "--log".to_owned(),
+        url.to_owned(),
+        "--grains".to_owned(),
+        grains.to_string(),
+        "--seconds".to_owned(),
+        options.seconds.to_string(),
+        "--poll-ms".to_owned(),
+        options.poll_ms.to_string(),
+        "--discovery".to_owned(),
+        if incremental { "incremental" } else { "full" }.to_owned(),
+        "--catch-up".to_owned(),
+        if scan { "scan" } else { "per-grain" }.to_owned(),
+        "--workload".to_owned(),
+        match workload {
+            Workload::Counter => "counter",
+            Workload::Bank => "bank",
+        }
+        .to_owned(),
+        "--workers".to_owned(),
+        workers.to_string(),
+        "--decoder".to_owned(),
+        if native { "native" } else { "plugin" }.to_owned(),
+        "--plugin".to_owned(),
+        plugin.display().to_string(),
+    ]
 }
 
 /// `bench idle`: prints the table (Markdown) on stdout.
@@ -262,6 +304,47 @@ pub struct WorkerMode {
     pub scan: bool,
     /// Which grains.
     pub workload: Workload,
+    /// The consumer's worker pool size.
+    pub workers: usize,
+    /// Decode natively in the host instead of through the Wasm plugin: the
+    /// consumer's own cost, apart from the plugin call.
+    pub native: bool,
+}
+
+/// The sample grains' decode done natively in the host, into the same
+/// [`Value`] the plugin returns.
+struct NativeDecoder(Workload);
+
+#[async_trait::async_trait]
+impl SnapshotDecoder for NativeDecoder {
+    async fn decode(
+        &self,
+        entry: &crate::replication_log::LogEntry,
+    ) -> Result<Value, crate::plugin::CallError> {
+        use crate::demo::orlando::{AccountState, CounterState};
+        let config = bincode::config::standard();
+        let value = match self.0 {
+            Workload::Counter => {
+                bincode::serde::decode_from_slice::<CounterState, _>(&entry.payload, config)
+                    .map(|(state, _)| crate::value::to_value(&state))
+            }
+            Workload::Bank => {
+                bincode::serde::decode_from_slice::<AccountState, _>(&entry.payload, config)
+                    .map(|(state, _)| crate::value::to_value(&state))
+            }
+        };
+        match value {
+            Ok(Ok(value)) => Ok(value),
+            _ => Err(crate::plugin::CallError {
+                plugin: "native".into(),
+                grain_type: entry.grain_type.clone(),
+                grain_key: entry.grain_key.clone(),
+                sequence: entry.sequence,
+                kind: crate::plugin::CallErrorKind::MalformedPayload,
+                message: "native decode failed".into(),
+            }),
+        }
+    }
 }
 
 /// `bench worker idle`: replicates `grains` Counter grains, waits for every
@@ -278,6 +361,8 @@ pub fn worker(
         incremental,
         scan,
         workload,
+        workers,
+        native,
     } = mode;
     let grain_type = workload.grain_type();
     let runtime = tokio::runtime::Runtime::new()?;
@@ -294,8 +379,11 @@ pub fn worker(
             plugin,
             PluginLimits::default(),
         )?);
-        let decoder: Arc<dyn SnapshotDecoder> =
-            Arc::new(PluginDecoder::new(plugin, PluginDecoder::default_limiter()));
+        let decoder: Arc<dyn SnapshotDecoder> = if native {
+            Arc::new(NativeDecoder(workload))
+        } else {
+            Arc::new(PluginDecoder::new(plugin, PluginDecoder::default_limiter()))
+        };
         let store = Arc::new(ReplicaStore::new());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         // Settle the allocator and the runtime before the baseline reading.
@@ -308,7 +396,8 @@ pub fn worker(
             ..ConsumerConfig::default()
         };
         let decoders = [(grain_type.to_owned(), decoder)].into_iter().collect();
-        let replicator = Replicator::new(log, Arc::clone(&store), decoders, config);
+        let replicator =
+            Replicator::new(log, Arc::clone(&store), decoders, config).with_workers(workers);
         let progress = replicator.catch_up();
         let handle = replicator.spawn(stop_rx);
         let cpu_start = cpu_time();

@@ -97,7 +97,35 @@ pub enum BenchCommand {
         /// Grain counts, comma separated.
         #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
         grains: Vec<u64>,
+        /// PostgreSQL: add the change feed after filling the log.
+        #[arg(long)]
+        change_feed: bool,
         /// Measurement window, seconds.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Poll interval, ms.
+        #[arg(long, default_value_t = 100)]
+        poll_ms: u64,
+        /// The sample plugins' sources.
+        #[arg(long, default_value_os_t = bench::default_plugins_dir())]
+        plugins_dir: PathBuf,
+    },
+    /// Read scale-out: 1, 2, 3 … identical hosts on one PostgreSQL log;
+    /// the server's idle cost per host count.
+    Scaleout {
+        /// PostgreSQL server (a schema of its own is made).
+        #[arg(long, default_value = DEFAULT_POSTGRES)]
+        postgres_url: String,
+        /// Grains in the log.
+        #[arg(long, default_value_t = 100_000)]
+        grains: u64,
+        /// Host counts, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+        hosts: Vec<usize>,
+        /// Without the change feed (every poll lists every grain).
+        #[arg(long)]
+        no_change_feed: bool,
+        /// Idle measurement window, seconds.
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
         /// Poll interval, ms.
@@ -140,6 +168,12 @@ pub enum BenchCommand {
         /// Idle measurement window after catch-up, seconds.
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+        /// Also catch up with native decoding (no plugin): the consumer's own cost.
+        #[arg(long)]
+        native: bool,
+        /// PostgreSQL: add the change feed after filling the log.
+        #[arg(long)]
+        change_feed: bool,
         /// Poll interval, ms.
         #[arg(long, default_value_t = 100)]
         poll_ms: u64,
@@ -201,6 +235,10 @@ pub enum WorkerCommand {
         catch_up: String,
         #[arg(long, value_enum, default_value_t = Workload::Counter)]
         workload: Workload,
+        #[arg(long, default_value_t = replica_host::consumer::DEFAULT_WORKERS)]
+        workers: usize,
+        #[arg(long, default_value = "plugin")]
+        decoder: String,
         #[arg(long)]
         plugin: PathBuf,
     },
@@ -259,6 +297,7 @@ pub fn run(command: BenchCommand) -> ExitCode {
             backend,
             postgres_url,
             grains,
+            change_feed,
             seconds,
             poll_ms,
             plugins_dir,
@@ -269,7 +308,28 @@ pub fn run(command: BenchCommand) -> ExitCode {
             seconds,
             poll_ms,
             plugins_dir,
+            change_feed,
         }),
+        BenchCommand::Scaleout {
+            postgres_url,
+            grains,
+            hosts,
+            no_change_feed,
+            seconds,
+            poll_ms,
+            plugins_dir,
+        } => bench::scaleout::run(
+            &IdleOptions {
+                backend: Backend::Postgres,
+                postgres_url,
+                grains: vec![grains.max(1)],
+                seconds,
+                poll_ms,
+                plugins_dir,
+                change_feed: !no_change_feed,
+            },
+            &hosts,
+        ),
         BenchCommand::Memory {
             grains,
             poll_ms,
@@ -281,6 +341,7 @@ pub fn run(command: BenchCommand) -> ExitCode {
             seconds: 1.0,
             poll_ms,
             plugins_dir,
+            change_feed: false,
         }),
         BenchCommand::Catchup {
             backend,
@@ -289,6 +350,8 @@ pub fn run(command: BenchCommand) -> ExitCode {
             baseline_grains,
             workload,
             seconds,
+            native,
+            change_feed,
             poll_ms,
             plugins_dir,
         } => bench::catchup::run(
@@ -299,9 +362,11 @@ pub fn run(command: BenchCommand) -> ExitCode {
                 seconds,
                 poll_ms,
                 plugins_dir,
+                change_feed,
             },
             baseline_grains,
             workload,
+            native,
         ),
         BenchCommand::Worker(worker) => run_worker(worker),
     };
@@ -364,6 +429,8 @@ fn run_worker(worker: WorkerCommand) -> anyhow::Result<()> {
             discovery,
             catch_up,
             workload,
+            workers,
+            decoder,
             plugin,
         } => bench::idle::worker(
             &log,
@@ -374,6 +441,8 @@ fn run_worker(worker: WorkerCommand) -> anyhow::Result<()> {
                 incremental: discovery != "full",
                 scan: catch_up != "per-grain",
                 workload,
+                workers,
+                native: decoder == "native",
             },
             &plugin,
         )?,
