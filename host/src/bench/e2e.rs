@@ -63,6 +63,8 @@ pub struct E2eOptions {
     /// the host catches up before the producer starts. With a prefill the
     /// seed baseline is not run (one task per grain at a million grains).
     pub prefill: u64,
+    /// PostgreSQL: add the change feed before the run.
+    pub change_feed: bool,
     /// The sample plugins' sources.
     pub plugins_dir: PathBuf,
 }
@@ -134,6 +136,9 @@ pub fn run(options: &E2eOptions) -> anyhow::Result<()> {
                     log.fill(GRAIN_TYPE, "account-", 0, options.prefill, &payload)
                         .await?;
                 }
+                if options.change_feed && options.backend == Backend::Postgres {
+                    replication_log::pg_change_feed::enable(&log.url, false, |_| {}).await?;
+                }
                 anyhow::Ok(log)
             })?;
             eprintln!(
@@ -158,6 +163,10 @@ pub fn run(options: &E2eOptions) -> anyhow::Result<()> {
             "{} grains in the log before the host starts (caught up before the producer starts).",
             options.prefill
         );
+        println!();
+    }
+    if options.change_feed && options.backend == Backend::Postgres {
+        println!("PostgreSQL change feed on (`log enable-change-feed`).");
         println!();
     }
     println!(

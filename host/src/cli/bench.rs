@@ -82,6 +82,9 @@ pub enum BenchCommand {
         /// before the producer starts).
         #[arg(long, default_value_t = 0)]
         prefill: u64,
+        /// PostgreSQL: add the change feed before the run.
+        #[arg(long)]
+        change_feed: bool,
         /// The sample plugins' sources.
         #[arg(long, default_value_os_t = bench::default_plugins_dir())]
         plugins_dir: PathBuf,
@@ -279,6 +282,7 @@ pub fn run(command: BenchCommand) -> ExitCode {
             grace,
             repeat,
             prefill,
+            change_feed,
             plugins_dir,
         } => bench::e2e::run(&E2eOptions {
             backend,
@@ -291,6 +295,7 @@ pub fn run(command: BenchCommand) -> ExitCode {
             grace,
             repeat: repeat.max(1),
             prefill,
+            change_feed,
             plugins_dir,
         }),
         BenchCommand::Idle {
