@@ -59,7 +59,7 @@ pub struct E2eOptions {
     pub grace: f64,
     /// Rounds of (host, baseline).
     pub repeat: usize,
-    /// Grains (`account-0` …, sequence 0) in the log before the host starts;
+    /// Grains (`account-0` …, sequence 1) in the log before the host starts;
     /// the host catches up before the producer starts. With a prefill the
     /// seed baseline is not run (one task per grain at a million grains).
     pub prefill: u64,
@@ -78,6 +78,9 @@ pub struct Plan {
     pub rate: u64,
     /// Producer seconds.
     pub duration: f64,
+    /// The sequence every grain already has (the prefill's; 0 for none):
+    /// the producer writes above it.
+    pub base: u64,
 }
 
 impl Plan {
@@ -89,7 +92,8 @@ impl Plan {
     /// The last sequence grain `g` receives (0: none).
     pub fn final_sequence(&self, g: u64) -> u64 {
         let total = self.total();
-        total / self.grains + u64::from(g < total % self.grains)
+        let written = total / self.grains + u64::from(g < total % self.grains);
+        if written == 0 { 0 } else { self.base + written }
     }
 
     /// Grains that receive at least one entry.
@@ -119,6 +123,7 @@ pub fn run(options: &E2eOptions) -> anyhow::Result<()> {
         grains: options.grains,
         rate: options.rate,
         duration: options.duration,
+        base: u64::from(options.prefill > 0),
     };
     let mut results = Vec::new();
     let kinds: &[&str] = if options.prefill > 0 {
@@ -133,7 +138,7 @@ pub fn run(options: &E2eOptions) -> anyhow::Result<()> {
                 if options.prefill > 0 {
                     eprintln!("bench e2e: prefilling {} grains ...", options.prefill);
                     let payload = orlando::bincode(&orlando::sample_account(0));
-                    log.fill(GRAIN_TYPE, "account-", 0, options.prefill, &payload)
+                    log.fill(GRAIN_TYPE, "account-", 1, options.prefill, &payload)
                         .await?;
                 }
                 if options.change_feed && options.backend == Backend::Postgres {
@@ -278,6 +283,8 @@ fn run_pair(
         plan.rate.to_string(),
         "--duration".to_owned(),
         plan.duration.to_string(),
+        "--base".to_owned(),
+        plan.base.to_string(),
     ];
     let mut consumer = Command::new(&exe)
         .args(["bench", "worker", "e2e-consumer", "--kind", kind])
@@ -363,7 +370,7 @@ pub fn producer(url: &str, plan: Plan, writers: u64) -> anyhow::Result<serde_jso
                     } else {
                         late_max.fetch_max((now - due).as_millis() as u64, Ordering::Relaxed);
                     }
-                    let sequence = k / plan.grains + 1;
+                    let sequence = plan.base + k / plan.grains + 1;
                     let entry = LogEntry {
                         grain_type: GRAIN_TYPE.into(),
                         grain_key: key(g),
@@ -405,7 +412,7 @@ struct Observed {
 
 impl Observed {
     fn applied(&self, grain_key: &str, sequence: u64, timestamp_millis: i64, at_millis: f64) {
-        if sequence == 0 {
+        if sequence <= self.plan.base {
             return; // prefilled before the clock started
         }
         self.lags

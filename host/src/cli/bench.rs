@@ -192,6 +192,8 @@ pub enum BenchCommand {
 #[derive(Subcommand)]
 pub enum WorkerCommand {
     E2eProducer {
+        #[arg(long, default_value_t = 0)]
+        base: u64,
         #[arg(long)]
         log: String,
         #[arg(long)]
@@ -204,6 +206,8 @@ pub enum WorkerCommand {
         writers: u64,
     },
     E2eConsumer {
+        #[arg(long, default_value_t = 0)]
+        base: u64,
         #[arg(long)]
         kind: String,
         #[arg(long)]
@@ -387,6 +391,7 @@ pub fn run(command: BenchCommand) -> ExitCode {
 fn run_worker(worker: WorkerCommand) -> anyhow::Result<()> {
     let result = match worker {
         WorkerCommand::E2eProducer {
+            base,
             log,
             grains,
             rate,
@@ -398,10 +403,12 @@ fn run_worker(worker: WorkerCommand) -> anyhow::Result<()> {
                 grains,
                 rate,
                 duration,
+                base,
             },
             writers,
         )?,
         WorkerCommand::E2eConsumer {
+            base,
             kind,
             log,
             grains,
@@ -418,6 +425,7 @@ fn run_worker(worker: WorkerCommand) -> anyhow::Result<()> {
                 grains,
                 rate,
                 duration,
+                base,
             },
             bench::e2e::ConsumerTiming {
                 poll: Duration::from_millis(poll_ms),
