@@ -251,6 +251,9 @@ pub fn run(options: &E2eOptions) -> anyhow::Result<()> {
         .map(|(_, e)| *e)
         .collect();
     let ratios: Vec<f64> = host.iter().zip(&seed).map(|(h, s)| h / s).collect();
+    if ratios.is_empty() {
+        return Ok(()); // no baseline ran (a prefilled log)
+    }
     println!();
     println!(
         "Host ÷ baseline, snapshots applied per CPU-second: {} (per round: {}).",

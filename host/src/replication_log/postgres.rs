@@ -501,15 +501,9 @@ impl ReplicationLog for PostgresLog {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
-        let full = rows.len() > max_rows;
-        let rows = rows
-            .iter()
-            .map(|row| {
-                let grain_key: String = row.try_get("grain_key").unwrap_or_default();
-                let record = loose_record(grain_type, &grain_key, row);
-                (grain_key, record)
-            })
-            .collect();
-        Ok(Some(scan::group(rows, full)))
+        Ok(Some(scan::page(&rows, max_rows, |row| {
+            let grain_key: String = row.try_get("grain_key").unwrap_or_default();
+            (grain_key.clone(), loose_record(grain_type, &grain_key, row))
+        })))
     }
 }

@@ -56,6 +56,17 @@ fn valid_sequence(record: &LogRecord) -> Option<u64> {
     }
 }
 
+/// The page for the rows a backend's scan query returned (asked for
+/// `max_rows + 1`), each turned into its grain key and record by `record`.
+pub(crate) fn page<R>(
+    rows: &[R],
+    max_rows: usize,
+    record: impl Fn(&R) -> (String, LogRecord),
+) -> ScanPage {
+    let full = rows.len() > max_rows;
+    group(rows.iter().map(record).collect(), full)
+}
+
 /// Groups one page's rows (in `(grain_key, sequence)` index order) into
 /// grains. `full` says more rows follow (the query asks for one row more
 /// than a page): then the last grain may be cut, and is left to the next

@@ -91,26 +91,26 @@ GROUP BY grain_key";
 
 /// One page of the catch-up scan, in primary-key order: the first page, and
 /// the pages after a grain key.
-const SCAN_FIRST: &str = "SELECT grain_key,
+macro_rules! scan_query {
+    ($after:literal) => {
+        concat!(
+            "SELECT grain_key,
     sequence, typeof(sequence) AS sequence_type,
     timestamp_millis, typeof(timestamp_millis) AS timestamp_millis_type,
     source_cluster, typeof(source_cluster) AS source_cluster_type,
     entry_type, typeof(entry_type) AS entry_type_type,
     payload, typeof(payload) AS payload_type
 FROM replication_log
-WHERE grain_type = ? AND typeof(grain_key) = 'text'
+WHERE grain_type = ? ",
+            $after,
+            " AND typeof(grain_key) = 'text'
 ORDER BY grain_key, sequence
-LIMIT ?";
-const SCAN_AFTER: &str = "SELECT grain_key,
-    sequence, typeof(sequence) AS sequence_type,
-    timestamp_millis, typeof(timestamp_millis) AS timestamp_millis_type,
-    source_cluster, typeof(source_cluster) AS source_cluster_type,
-    entry_type, typeof(entry_type) AS entry_type_type,
-    payload, typeof(payload) AS payload_type
-FROM replication_log
-WHERE grain_type = ? AND grain_key > ? AND typeof(grain_key) = 'text'
-ORDER BY grain_key, sequence
-LIMIT ?";
+LIMIT ?"
+        )
+    };
+}
+const SCAN_FIRST: &str = scan_query!("");
+const SCAN_AFTER: &str = scan_query!("AND grain_key > ?");
 
 /// The distinct grain types by a loose index scan: one index probe per type
 /// rather than a pass over every row. Text affinity stores every value but
@@ -560,15 +560,10 @@ impl ReplicationLog for SqliteLog {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
-        let full = rows.len() > max_rows;
-        let rows = rows
-            .iter()
-            .map(|row| {
-                let grain_key: String = row.try_get("grain_key").unwrap_or_default();
-                let record = loose_row(grain_type, &grain_key, row).interpret();
-                (grain_key, record)
-            })
-            .collect();
-        Ok(Some(scan::group(rows, full)))
+        Ok(Some(scan::page(&rows, max_rows, |row| {
+            let grain_key: String = row.try_get("grain_key").unwrap_or_default();
+            let record = loose_row(grain_type, &grain_key, row).interpret();
+            (grain_key, record)
+        })))
     }
 }
