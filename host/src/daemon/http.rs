@@ -264,14 +264,18 @@ fn breaker_json(breaker: &Breaker) -> serde_json::Value {
 /// initial catch-up is complete.
 fn catching_up(catch_up: &CatchUp, what: &str) -> Response {
     let progress = catch_up.progress();
-    let mut response = error(
+    retry_after(error(
         StatusCode::SERVICE_UNAVAILABLE,
         "catching_up",
         format!(
             "{what} is not replicated yet: the initial catch-up has read {} of {} grains",
             progress.caught_up, progress.grains
         ),
-    );
+    ))
+}
+
+/// Tells the client when to ask again while the host catches up.
+fn retry_after(mut response: Response) -> Response {
     response.headers_mut().insert(
         header::RETRY_AFTER,
         header::HeaderValue::from(CATCHING_UP_RETRY_AFTER_SECS),
@@ -299,14 +303,12 @@ async fn readyz(State(api): State<ApiState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let mut response = (status, axum::Json(body)).into_response();
-    if !progress.complete {
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            header::HeaderValue::from(CATCHING_UP_RETRY_AFTER_SECS),
-        );
+    let response = (status, axum::Json(body)).into_response();
+    if progress.complete {
+        response
+    } else {
+        retry_after(response)
     }
-    response
 }
 
 async fn metrics(State(api): State<ApiState>) -> Response {
