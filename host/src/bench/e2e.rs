@@ -1,6 +1,6 @@
 //! `replica-host bench e2e`: a producer appends Orlando-format snapshots
 //! for N grains at R per second while a consumer replicates them; the host
-//! (discovery, per-grain tasks, the BankAccount Wasm plugin, the typed
+//! (discovery, the grain scheduler, the BankAccount Wasm plugin, the typed
 //! store) and the seed-style baseline ([`super::seed`]) run one after the
 //! other on fresh logs in the same invocation.
 //!

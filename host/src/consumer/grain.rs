@@ -68,10 +68,14 @@ pub(crate) struct GrainProgress {
 impl GrainProgress {
     /// A grain starting after what the store already holds for it.
     pub(crate) fn new(store: &ReplicaStore, grain_type: &str, grain_key: &str) -> Self {
-        let applied = store.applied_sequence(grain_type, grain_key);
+        let replica = store.get(grain_type, grain_key);
+        let applied = replica
+            .as_ref()
+            .filter(|r| r.has_state())
+            .map_or(0, |r| r.sequence);
         Self {
-            cursor: Cursor::new(applied.unwrap_or(0)),
-            last_status: store.get(grain_type, grain_key).map(|r| r.status),
+            cursor: Cursor::new(applied),
+            last_status: replica.map(|r| r.status),
             read_failures: 0,
             read_retry_at: None,
             decode_retries: 0,

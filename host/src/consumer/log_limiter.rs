@@ -159,7 +159,7 @@ impl LogLimiter {
     }
 }
 
-/// The process's limiter, used by every grain task.
+/// The process's limiter, used by every grain's steps.
 pub fn global() -> &'static LogLimiter {
     static GLOBAL: OnceLock<LogLimiter> = OnceLock::new();
     GLOBAL.get_or_init(|| LogLimiter::new(DEFAULT_INTERVAL))

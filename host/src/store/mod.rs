@@ -119,16 +119,14 @@ struct Grains {
     clusters: HashSet<Arc<str>>,
 }
 
-impl Grains {
-    /// The one shared copy of a source cluster's name.
-    fn intern(&mut self, cluster: &str) -> Arc<str> {
-        if let Some(known) = self.clusters.get(cluster) {
-            return Arc::clone(known);
-        }
-        let interned: Arc<str> = cluster.into();
-        self.clusters.insert(Arc::clone(&interned));
-        interned
+/// The one shared copy of a source cluster's name.
+fn intern(clusters: &mut HashSet<Arc<str>>, cluster: &str) -> Arc<str> {
+    if let Some(known) = clusters.get(cluster) {
+        return Arc::clone(known);
     }
+    let interned: Arc<str> = cluster.into();
+    clusters.insert(Arc::clone(&interned));
+    interned
 }
 
 /// The in-memory replicas of all grains, safe to share between threads.
@@ -205,7 +203,7 @@ impl ReplicaStore {
             state: Some(snapshot.state),
             sequence: snapshot.sequence,
             timestamp_millis: snapshot.timestamp_millis,
-            source_cluster: grains.intern(&snapshot.source_cluster),
+            source_cluster: intern(&mut grains.clusters, &snapshot.source_cluster),
             applied_at: Some(SystemTime::now()),
             status: status.into(),
         };
@@ -228,10 +226,10 @@ impl ReplicaStore {
     /// is added without state. Returns whether anything changed.
     pub fn set_status(&self, grain_type: &str, grain_key: &str, status: ReplicaStatus) -> bool {
         let mut grains = self.write();
-        let no_cluster = grains.intern("");
-        let by_key = match grains.by_type.get_mut(grain_type) {
+        let Grains { by_type, clusters } = &mut *grains;
+        let by_key = match by_type.get_mut(grain_type) {
             Some(by_key) => by_key,
-            None => grains.by_type.entry(grain_type.to_owned()).or_default(),
+            None => by_type.entry(grain_type.to_owned()).or_default(),
         };
         let replica = match by_key.get_mut(grain_key) {
             Some(stored) if stored.status.is(&status) => return false,
@@ -244,7 +242,7 @@ impl ReplicaStore {
                     state: None,
                     sequence: 0,
                     timestamp_millis: 0,
-                    source_cluster: no_cluster,
+                    source_cluster: intern(clusters, ""),
                     applied_at: None,
                     status: status.into(),
                 };

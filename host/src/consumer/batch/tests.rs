@@ -316,7 +316,7 @@ fn record(sequence: u64, kind: Kind) -> LogRecord {
     }
 }
 
-/// Drives a cursor over a whole log as the grain task does (read ahead
+/// Drives a cursor over a whole log as a grain's steps do (read ahead
 /// while blocked, then retry rounds), checking the invariants on the way.
 fn simulate(log: &[Kind], limit: usize) -> Cursor {
     let records: Vec<LogRecord> = log
