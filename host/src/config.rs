@@ -353,6 +353,25 @@ timeout_ms = 20
     }
 
     #[test]
+    fn workers_and_shard_have_defaults_and_bad_values_name_the_line() {
+        let c = Config::parse(GOOD, Path::new("h.toml")).unwrap();
+        assert_eq!(c.consumer.workers, DEFAULT_WORKERS);
+        assert_eq!(c.consumer.shard, None);
+        let text = GOOD.replace("[consumer]\n", "[consumer]\nworkers = 4\nshard = \"1/3\"\n");
+        let c = Config::parse(&text, Path::new("h.toml")).unwrap();
+        assert_eq!(c.consumer.workers, 4);
+        assert_eq!(c.consumer.shard, Some(Shard { index: 1, count: 3 }));
+
+        let text = GOOD.replace("[consumer]\n", "[consumer]\nshard = \"3/3\"\n");
+        let err = Config::parse(&text, Path::new("h.toml")).unwrap_err();
+        assert!(err.starts_with("h.toml:8:"), "{err}");
+        assert!(err.contains("shard `3/3`"), "{err}");
+        let text = GOOD.replace("[consumer]\n", "[consumer]\nworkers = 0\n");
+        let err = Config::parse(&text, Path::new("h.toml")).unwrap_err();
+        assert_eq!(err, "h.toml: consumer.workers must be at least 1");
+    }
+
+    #[test]
     fn the_plugin_cache_is_off_unless_a_dir_is_set() {
         let c = Config::parse(GOOD, Path::new("/etc/replica/host.toml")).unwrap();
         assert_eq!(c.cache_dir(), None);
