@@ -30,21 +30,33 @@
 //! ```
 //!
 //! Build it with `replica-host plugin build`. The SDK takes care of the
-//! bindings, the conversion of your state into the contract's typed value,
-//! errors, logging and the panic hook. Your decode runs natively too, so a
-//! plain `cargo test` can exercise it (see [`decode_to_value`]).
+//! bindings, the encoding of your state for the host (the replica value
+//! encoding, [`encoding`], specified in `guest-sdk/ENCODING.md`), errors,
+//! logging and the panic hook. Your decode runs natively too, so a plain
+//! `cargo test` can exercise it (see [`decode_to_state`]).
+//!
+//! This SDK implements contract `replica:plugin@2.0.0`. Plugins built
+//! against an earlier SDK (contract 1.x) are refused by the host: rebuild
+//! them against this one.
 
+pub mod arena;
 #[doc(hidden)]
 pub mod bindings;
+pub mod encoding;
 mod error;
 pub mod formats;
 pub mod log;
-pub mod value;
 
 pub use error::{DecodeError, ErrorKind};
-pub use value::{StateValue, ValueNode, to_state_value};
 
 use serde::Serialize;
+
+/// The plugin's allocator in the Wasm build (see [`arena`]). The cfg
+/// `replica_guest_no_arena` (set through `RUSTFLAGS`) turns it off for a
+/// whole build; `bench decode` uses it to measure what the arena buys.
+#[cfg(all(target_arch = "wasm32", feature = "arena", not(replica_guest_no_arena)))]
+#[global_allocator]
+static ALLOCATOR: arena::Arena = arena::Arena::new();
 
 /// The SDK version a plugin reports to the host.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -75,8 +87,11 @@ pub trait Plugin {
     const GRAIN_TYPE: &'static str;
     /// The name of the state schema, usually the state type's name.
     const SCHEMA_NAME: &'static str;
-    /// The version of the state schema.
+    /// The version of the state schema: the one `decode` returns.
     const SCHEMA_VERSION: &'static str;
+    /// Every schema version `decode` accepts in a payload, newest first.
+    /// Empty (the default) means only [`Plugin::SCHEMA_VERSION`].
+    const STATE_VERSIONS: &'static [&'static str] = &[];
     /// The decoded state.
     type State: Serialize;
 
@@ -84,13 +99,23 @@ pub trait Plugin {
     fn decode(snapshot: &Snapshot) -> Result<Self::State, DecodeError>;
 }
 
-/// Runs `P`'s decode and converts the state to the contract's typed value,
-/// exactly as the exported Wasm function does. Useful in native tests.
-pub fn decode_to_value<P: Plugin>(snapshot: &Snapshot) -> Result<StateValue, DecodeError> {
+/// Runs `P`'s decode and encodes the state for the host, exactly as the
+/// exported Wasm function does. Useful in native tests.
+pub fn decode_to_state<P: Plugin>(snapshot: &Snapshot) -> Result<Vec<u8>, DecodeError> {
     let state = P::decode(snapshot)?;
-    to_state_value(&state).map_err(|e| {
-        DecodeError::rejected(format!("state cannot be converted to a typed value: {e}"))
-    })
+    // The encoding is about as long as a compact payload: start there.
+    let capacity = snapshot.payload.len() + snapshot.payload.len() / 4 + 32;
+    encoding::to_bytes_with_capacity(&state, capacity)
+        .map_err(|e| DecodeError::rejected(format!("state cannot be encoded: {e}")))
+}
+
+/// The schema versions `P` reports to the host.
+pub fn state_versions<P: Plugin>() -> Vec<String> {
+    if P::STATE_VERSIONS.is_empty() {
+        vec![P::SCHEMA_VERSION.to_string()]
+    } else {
+        P::STATE_VERSIONS.iter().map(|v| v.to_string()).collect()
+    }
 }
 
 #[doc(hidden)]
@@ -118,11 +143,12 @@ pub mod __export {
             schema_name: P::SCHEMA_NAME.to_string(),
             schema_version: P::SCHEMA_VERSION.to_string(),
             sdk_version: SDK_VERSION.to_string(),
+            state_versions: state_versions::<P>(),
         }
     }
 
     /// The exported `decode`.
-    pub fn decode<P: Plugin>(s: wit::Snapshot) -> Result<wit::StateValue, wit::DecodeError> {
+    pub fn decode<P: Plugin>(s: wit::Snapshot) -> Result<Vec<u8>, wit::DecodeError> {
         install_panic_hook();
         let snapshot = Snapshot {
             grain_type: s.grain_type,
@@ -132,7 +158,7 @@ pub mod __export {
             source_cluster: s.source_cluster,
             payload: s.payload,
         };
-        decode_to_value::<P>(&snapshot).map_err(|e| t::DecodeError {
+        decode_to_state::<P>(&snapshot).map_err(|e| t::DecodeError {
             kind: match e.kind {
                 ErrorKind::MalformedPayload => t::ErrorKind::MalformedPayload,
                 ErrorKind::UnsupportedSchemaVersion => t::ErrorKind::UnsupportedSchemaVersion,
@@ -158,7 +184,7 @@ macro_rules! export_plugin {
             fn decode(
                 snapshot: $crate::bindings::exports::replica::plugin::decoder::Snapshot,
             ) -> ::core::result::Result<
-                $crate::bindings::exports::replica::plugin::decoder::StateValue,
+                ::std::vec::Vec<u8>,
                 $crate::bindings::exports::replica::plugin::decoder::DecodeError,
             > {
                 $crate::__export::decode::<$plugin>(snapshot)

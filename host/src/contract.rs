@@ -9,8 +9,8 @@ wasmtime::component::bindgen!({
 pub use replica::plugin::types;
 
 /// The contract version this host implements (the WIT package version).
-pub const CONTRACT_VERSION: &str = "1.0.0";
+pub const CONTRACT_VERSION: &str = "2.0.0";
 /// The contract's major version; plugins of another major are refused.
-pub const CONTRACT_MAJOR: u64 = 1;
+pub const CONTRACT_MAJOR: u64 = 2;
 /// The WIT package name, without version.
 pub const CONTRACT_PACKAGE: &str = "replica:plugin";

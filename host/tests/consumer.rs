@@ -17,13 +17,13 @@ use replica_host::replication_log::{
     EntryType, GrainHead, LogEntry, LogError, LogRecord, MemoryLog, RawRow, ReplicationLog,
 };
 use replica_host::store::{ChangeKind, ReplicaStatus, ReplicaStore};
-use replica_host::value::Value;
+use replica_host::value::{State, Value};
 
 const COUNTER: &str = "Counter";
 
 // ---------------------------------------------------------------- decoder
 
-#[derive(Deserialize)]
+#[derive(Deserialize, serde::Serialize)]
 struct CounterState {
     count: i64,
 }
@@ -52,7 +52,7 @@ impl TestDecoder {
 
 #[async_trait]
 impl SnapshotDecoder for TestDecoder {
-    async fn decode(&self, entry: &LogEntry) -> Result<Value, CallError> {
+    async fn decode(&self, entry: &LogEntry) -> Result<State, CallError> {
         self.calls.lock().unwrap().push((
             entry.grain_key.clone(),
             entry.sequence,
@@ -73,10 +73,7 @@ impl SnapshotDecoder for TestDecoder {
             b"panic" => panic!("decoder bug"),
             b"hang" => std::future::pending().await,
             payload => match serde_json::from_slice::<CounterState>(payload) {
-                Ok(state) => Ok(Value::Record(vec![(
-                    "count".into(),
-                    Value::I64(state.count),
-                )])),
+                Ok(state) => Ok(State::from_serialize(&state).expect("a counter encodes")),
                 Err(error) => fail(CallErrorKind::MalformedPayload, &error.to_string()),
             },
         }
@@ -199,7 +196,7 @@ impl Running {
     fn count(&self, grain_key: &str) -> Option<i64> {
         let replica = self.store.get(COUNTER, grain_key)?;
         match replica.state?.field("count")? {
-            Value::I64(n) => Some(*n),
+            Value::I64(n) => Some(n),
             _ => None,
         }
     }

@@ -12,7 +12,7 @@ use replica_host::consumer::{ConsumerConfig, Replicator, Shard, SnapshotDecoder}
 use replica_host::plugin::{CallError, CallErrorKind};
 use replica_host::replication_log::{EntryType, LogEntry, LogError, MemoryLog, ReplicationLog};
 use replica_host::store::{ChangeKind, ReplicaStore};
-use replica_host::value::Value;
+use replica_host::value::State;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
@@ -26,7 +26,7 @@ struct CountingDecoder {
 
 #[async_trait]
 impl SnapshotDecoder for CountingDecoder {
-    async fn decode(&self, entry: &LogEntry) -> Result<Value, CallError> {
+    async fn decode(&self, entry: &LogEntry) -> Result<State, CallError> {
         self.calls
             .lock()
             .unwrap()
@@ -39,10 +39,14 @@ impl SnapshotDecoder for CountingDecoder {
             kind: CallErrorKind::MalformedPayload,
             message: "not 8 bytes".into(),
         })?;
-        Ok(Value::Record(vec![(
-            "count".into(),
-            Value::I64(i64::from_le_bytes(bytes)),
-        )]))
+        #[derive(serde::Serialize)]
+        struct Counter {
+            count: i64,
+        }
+        Ok(State::from_serialize(&Counter {
+            count: i64::from_le_bytes(bytes),
+        })
+        .expect("a counter encodes"))
     }
 }
 
@@ -209,9 +213,9 @@ async fn catch_up_is_incomplete_until_every_listed_grain_is_read() {
     }
     #[async_trait]
     impl SnapshotDecoder for GatedDecoder {
-        async fn decode(&self, entry: &LogEntry) -> Result<Value, CallError> {
+        async fn decode(&self, entry: &LogEntry) -> Result<State, CallError> {
             self.gate.acquire().await.unwrap().forget();
-            Ok(Value::U64(entry.sequence))
+            Ok(State::from_serialize(&entry.sequence).expect("a number encodes"))
         }
     }
     let log = Arc::new(MemoryLog::new());

@@ -109,9 +109,16 @@ impl Daemon {
     /// Writes `config_text` to `dir/host.toml` and starts the daemon on it;
     /// returns once it serves HTTP.
     pub fn start(dir: &Path, config_text: &str) -> Daemon {
+        Self::start_with_args(dir, config_text, &[])
+    }
+
+    /// Like [`Daemon::start`], with `args` before `run` (e.g.
+    /// `["--log-format", "json"]`).
+    pub fn start_with_args(dir: &Path, config_text: &str, args: &[&str]) -> Daemon {
         let config_path: PathBuf = dir.join("host.toml");
         std::fs::write(&config_path, config_text).expect("write config");
         let mut child = Command::new(crate::host_bin())
+            .args(args)
             .args(["run", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "info,replica_host=debug")
@@ -125,11 +132,13 @@ impl Daemon {
         let pipe = child.stderr.take().expect("piped stderr");
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                // `http=ADDR` in the human format, `"http":"ADDR"` in JSON.
                 if line.contains("replica-host running")
                     && let Some(addr) = line
                         .split("http=")
                         .nth(1)
-                        .and_then(|s| s.split_whitespace().next())
+                        .or_else(|| line.split("\"http\":\"").nth(1))
+                        .and_then(|s| s.split(|c: char| c.is_whitespace() || c == '"').next())
                 {
                     let _ = addr_tx.send(addr.parse::<SocketAddr>().expect("http= address"));
                 }

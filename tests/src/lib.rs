@@ -40,9 +40,10 @@ pub const PLUGINS: &[(&str, &str)] = &[
     ("user-profile-plugin", "plugins/user-profile"),
     ("misbehave-plugin", "tests/plugins/misbehave"),
     ("wasi-import-plugin", "tests/plugins/wasi-import"),
-    ("contract-v2-plugin", "tests/plugins/contract-v2"),
+    ("contract-v1-plugin", "tests/plugins/contract-v1"),
     ("unknown-import-plugin", "tests/plugins/unknown-import"),
     ("no-decoder-plugin", "tests/plugins/no-decoder"),
+    ("raw-output-plugin", "tests/plugins/raw-output"),
 ];
 
 /// Builds every plugin in [`PLUGINS`] with one cargo invocation and

@@ -136,8 +136,9 @@ fn inspect_shows_the_plugin() {
     for expected in [
         "grain type:     Counter",
         "CounterState version 1",
-        "replica:plugin@1.0.0",
-        "replica:plugin/logging@1.0.0",
+        "decodes states: 1",
+        "replica:plugin@2.0.0",
+        "replica:plugin/logging@2.0.0",
         &format!("sha256:         {sha}"),
         &format!(
             "size:           {} bytes",

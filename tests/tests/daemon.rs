@@ -153,6 +153,8 @@ fn replicate_and_serve(url: &str, dir: &std::path::Path) {
     assert!(counter_plugin["calls"].as_u64().unwrap() >= 5);
     assert!(counter_plugin["failures"].as_u64().unwrap() >= 1);
     assert_eq!(counter_plugin["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(counter_plugin["schema_version"], "1");
+    assert_eq!(counter_plugin["state_versions"], serde_json::json!(["1"]));
 
     // Health, readiness, metrics.
     assert_eq!(d.get("/healthz").status, 200);

@@ -7,11 +7,13 @@
 //!    timeout, out-of-memory or bad output: bad input is a typed decode
 //!    error), and what decodes renders as valid JSON. Valid payloads decode
 //!    to exactly serde_json's rendering of the state.
-//! 2. Arbitrary node lists through `replica_host::value::lift` (under random
-//!    limits) and JSON rendering: never a panic; what lifts renders, and what
-//!    renders is valid JSON.
-//! 3. Arbitrary Rust values through the SDK's conversion, `lift` and the
-//!    rendering: the JSON equals `serde_json::to_string` of the value.
+//! 2. Arbitrary buffers through the host's validator
+//!    (`replica_host::value::State::validate`, under random limits) and JSON
+//!    rendering: random bytes, random tag streams and mutated valid
+//!    encodings. Never a panic; what validates renders, what renders is
+//!    valid JSON, and the `Value` tree renders the same.
+//! 3. Arbitrary Rust values through the SDK's encoder, the validator and
+//!    the rendering: the JSON equals `serde_json::to_string` of the value.
 //!
 //! The default test run does a short smoke run (about a second per target).
 //! A longer run, e.g. five minutes per target:
@@ -31,9 +33,9 @@ use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
 use replica_e2e::orlando::{self, CounterState, UserProfile};
-use replica_host::contract::types::{Field, MapEntry, ValueNode, VariantValue};
+use replica_guest::encoding::tag;
 use replica_host::plugin::{LoadedPlugin, PluginEngine, PluginLimits, SnapshotRef};
-use replica_host::value::{OutputLimits, lift};
+use replica_host::value::{OutputLimits, State};
 use serde::Serialize;
 
 /// A splitmix64 generator: the fuzzer's only source of randomness.
@@ -240,72 +242,74 @@ fn fuzz_payloads_through_the_sample_plugins() {
 }
 
 // ---------------------------------------------------------------------------
-// 2. Arbitrary node lists through lift and rendering
+// 2. Arbitrary buffers through the validator and rendering
 
-/// A child index: usually forward and in range, sometimes anything.
-fn index(u: &mut Unstructured, at: usize, len: usize) -> arbitrary::Result<u32> {
-    if u.ratio(1, 8)? || at + 1 >= len {
-        return u32::arbitrary(u).map(|i| i % (len as u32 + 2));
+/// A buffer that is mostly tags, varints and short strings, so that it gets
+/// past the first bytes often and reaches the validator's deeper paths.
+fn tag_stream(u: &mut Unstructured) -> arbitrary::Result<Vec<u8>> {
+    let mut buf = vec![if u.ratio(1, 16)? { u8::arbitrary(u)? } else { 1 }];
+    for _ in 0..u.int_in_range(0..=64)? {
+        match u.int_in_range(0..=5)? {
+            0 => buf.push(*u.choose(&[
+                tag::UNIT,
+                tag::FALSE,
+                tag::TRUE,
+                tag::NONE,
+                tag::SOME,
+                tag::SEQ,
+                tag::STRUCT,
+                tag::MAP,
+                tag::END,
+                tag::UNIT_VARIANT,
+                tag::VARIANT,
+            ])?),
+            1 => {
+                buf.push(*u.choose(&[tag::SIGNED, tag::UNSIGNED])?);
+                replica_guest::encoding::write_varint(&mut buf, u64::arbitrary(u)?);
+            }
+            2 => {
+                let text = String::arbitrary(u)?;
+                buf.push(tag::STRING);
+                replica_guest::encoding::write_varint(&mut buf, text.len() as u64);
+                buf.extend(text.as_bytes());
+            }
+            3 => {
+                // A name-ref: end of struct, a new name, or an index.
+                let r = u.int_in_range(0..=4)?;
+                buf.push(r);
+                if r == 1 {
+                    let name = String::arbitrary(u)?;
+                    buf.push(name.len() as u8);
+                    buf.extend(name.as_bytes());
+                }
+            }
+            4 => {
+                buf.push(*u.choose(&[tag::F32, tag::F64])?);
+                let len = u.int_in_range(0..=8)?;
+                buf.extend(u.bytes(len)?);
+            }
+            _ => buf.push(u8::arbitrary(u)?),
+        }
     }
-    u.int_in_range(at as u32 + 1..=len as u32 - 1)
-}
-
-fn node(u: &mut Unstructured, at: usize, len: usize) -> arbitrary::Result<ValueNode> {
-    let name = |u: &mut Unstructured| -> arbitrary::Result<String> { String::arbitrary(u) };
-    Ok(match u.int_in_range(0..=13)? {
-        0 => ValueNode::Unit,
-        1 => ValueNode::Boolean(bool::arbitrary(u)?),
-        2 => ValueNode::Signed(i64::arbitrary(u)?),
-        3 => ValueNode::Unsigned(u64::arbitrary(u)?),
-        4 => ValueNode::Float32(f32::arbitrary(u)?),
-        5 => ValueNode::Float64(f64::arbitrary(u)?),
-        6 => ValueNode::Text(name(u)?),
-        7 => ValueNode::Bytes(Vec::arbitrary(u)?),
-        8 => ValueNode::Absent,
-        9 => ValueNode::Present(index(u, at, len)?),
-        10 => ValueNode::List(
-            (0..u.int_in_range(0..=4)?)
-                .map(|_| index(u, at, len))
-                .collect::<arbitrary::Result<_>>()?,
-        ),
-        11 => ValueNode::Record(
-            (0..u.int_in_range(0..=4)?)
-                .map(|_| {
-                    Ok(Field {
-                        name: name(u)?,
-                        value: index(u, at, len)?,
-                    })
-                })
-                .collect::<arbitrary::Result<_>>()?,
-        ),
-        12 => ValueNode::Map(
-            (0..u.int_in_range(0..=3)?)
-                .map(|_| {
-                    Ok(MapEntry {
-                        key: index(u, at, len)?,
-                        value: index(u, at, len)?,
-                    })
-                })
-                .collect::<arbitrary::Result<_>>()?,
-        ),
-        _ => ValueNode::Variant(VariantValue {
-            name: name(u)?,
-            payload: if bool::arbitrary(u)? {
-                Some(index(u, at, len)?)
-            } else {
-                None
-            },
-        }),
-    })
+    Ok(buf)
 }
 
 #[test]
-fn fuzz_node_lists_through_lift_and_rendering() {
-    fuzz("node lists", |u| {
-        let len = u.int_in_range(0..=48)?;
-        let nodes = (0..len)
-            .map(|at| node(u, at, len))
-            .collect::<arbitrary::Result<Vec<_>>>()?;
+fn fuzz_buffers_through_the_validator_and_rendering() {
+    fuzz("buffers", |u| {
+        let buf = match u.int_in_range(0..=2)? {
+            0 => Vec::arbitrary(u)?,
+            1 => tag_stream(u)?,
+            _ => {
+                let value = rich(u, 3)?;
+                let mut buf = replica_guest::encoding::to_bytes(&value).expect("encodes");
+                for _ in 0..u.int_in_range(1..=3)? {
+                    let at = u.choose_index(buf.len())?;
+                    buf[at] = u8::arbitrary(u)?;
+                }
+                buf
+            }
+        };
         let limits = if bool::arbitrary(u)? {
             OutputLimits::default()
         } else {
@@ -315,19 +319,20 @@ fn fuzz_node_lists_through_lift_and_rendering() {
                 max_bytes: u.int_in_range(0..=256)?,
             }
         };
-        if let Ok(value) = lift(nodes, &limits) {
-            // Maps with keys JSON cannot have are refused by the renderer.
-            if let Ok(json) = value.to_json() {
-                serde_json::from_str::<serde_json::Value>(&json)
-                    .unwrap_or_else(|e| panic!("invalid JSON {json}: {e}"));
-            }
+        if let Ok(state) = State::validate(&buf, &limits) {
+            let json = state
+                .to_json()
+                .unwrap_or_else(|e| panic!("a validated state does not render: {e}: {buf:?}"));
+            serde_json::from_str::<serde_json::Value>(&json)
+                .unwrap_or_else(|e| panic!("invalid JSON {json}: {e}"));
+            assert_eq!(state.to_value().to_json().ok(), Some(json), "{buf:?}");
         }
         Ok(())
     });
 }
 
 // ---------------------------------------------------------------------------
-// 3. Rust values: SDK conversion, lift and rendering against serde_json
+// 3. Rust values: SDK encoder, validation and rendering against serde_json
 
 #[derive(Debug, Serialize)]
 enum Rich {
@@ -405,61 +410,19 @@ fn rich(u: &mut Unstructured, depth: u32) -> arbitrary::Result<Rich> {
     })
 }
 
-/// The SDK's node (guest bindings, native build) as the host's node.
-fn to_host(node: replica_guest::ValueNode) -> ValueNode {
-    use replica_guest::ValueNode as G;
-    match node {
-        G::Unit => ValueNode::Unit,
-        G::Boolean(b) => ValueNode::Boolean(b),
-        G::Signed(n) => ValueNode::Signed(n),
-        G::Unsigned(n) => ValueNode::Unsigned(n),
-        G::Float32(n) => ValueNode::Float32(n),
-        G::Float64(n) => ValueNode::Float64(n),
-        G::Text(s) => ValueNode::Text(s),
-        G::Bytes(b) => ValueNode::Bytes(b),
-        G::Absent => ValueNode::Absent,
-        G::Present(i) => ValueNode::Present(i),
-        G::List(items) => ValueNode::List(items),
-        G::Record(fields) => ValueNode::Record(
-            fields
-                .into_iter()
-                .map(|f| Field {
-                    name: f.name,
-                    value: f.value,
-                })
-                .collect(),
-        ),
-        G::Map(entries) => ValueNode::Map(
-            entries
-                .into_iter()
-                .map(|e| MapEntry {
-                    key: e.key,
-                    value: e.value,
-                })
-                .collect(),
-        ),
-        G::Variant(v) => ValueNode::Variant(VariantValue {
-            name: v.name,
-            payload: v.payload,
-        }),
-    }
-}
-
 #[test]
 fn fuzz_rust_values_render_exactly_like_serde_json() {
     fuzz("rust values", |u| {
         let value = rich(u, 4)?;
         let expected = serde_json::to_string(&value);
-        let nodes = replica_guest::to_state_value(&value)
-            .unwrap_or_else(|e| panic!("the SDK cannot convert {value:?}: {e}"))
-            .nodes
-            .into_iter()
-            .map(to_host)
-            .collect();
-        let lifted = lift(nodes, &OutputLimits::default())
-            .unwrap_or_else(|e| panic!("the host refuses the SDK's value {value:?}: {e}"));
-        match (lifted.to_json(), expected) {
-            (Ok(got), Ok(expected)) => assert_eq!(got, expected, "{value:?}"),
+        let bytes = replica_guest::encoding::to_bytes(&value)
+            .unwrap_or_else(|e| panic!("the SDK cannot encode {value:?}: {e}"));
+        // What serde_json cannot render, the host must refuse.
+        match (State::validate(&bytes, &OutputLimits::default()), expected) {
+            (Ok(state), Ok(expected)) => {
+                assert_eq!(state.to_json().unwrap(), expected, "{value:?}");
+                assert_eq!(state.to_value().to_json().unwrap(), expected, "{value:?}");
+            }
             (Err(_), Err(_)) => {}
             (got, expected) => panic!("{value:?}: host {got:?}, serde_json {expected:?}"),
         }

@@ -5,7 +5,7 @@
 //! up. Plugins the host must refuse stop startup with one line (exit 2).
 //!
 //! The misbehaving guest is `tests/plugins/misbehave` (the payload says how
-//! to misbehave); the refused ones are `tests/plugins/{contract-v2,
+//! to misbehave); the refused ones are `tests/plugins/{contract-v1,
 //! unknown-import,no-decoder,wasi-import}`.
 
 use std::path::Path;
@@ -105,7 +105,7 @@ fn every_hostile_behaviour_fails_only_its_own_grain() {
         (
             "wide",
             "wide:2000",
-            &["bad_output: ", "2001 nodes, more than the limit of 1000"],
+            &["bad_output: ", "the state has more than 1000 values"],
         ),
         (
             "deep",
@@ -115,7 +115,7 @@ fn every_hostile_behaviour_fails_only_its_own_grain() {
         (
             "text",
             "text:100000",
-            &["bad_output: ", "more than 65536 bytes of strings"],
+            &["bad_output: ", "bytes, more than the limit of 65536"],
         ),
     ];
     let writer = LogWriter::open(&sqlite_url(dir.path()));
@@ -393,14 +393,17 @@ fn plugins_the_host_must_refuse_stop_startup_with_one_line() {
     std::fs::write(d.join("truncated.wasm"), &truncated[..truncated.len() / 3]).unwrap();
     let cases: Vec<(String, &str, &[&str])> = vec![
         (
-            daemon::copy_plugin(d, "contract-v2-plugin"),
+            daemon::copy_plugin(d, "contract-v1-plugin"),
             "Counter",
-            &["built against contract replica:plugin@2.0.0; this host implements 1.0.0"],
+            &[
+                "built against contract replica:plugin@1.0.0; this host implements 2.0.0",
+                "rebuild it against the current replica-guest SDK",
+            ],
         ),
         (
             daemon::copy_plugin(d, "unknown-import-plugin"),
             "Counter",
-            &["imports `replica:plugin/secrets@1.0.0`", "may only import"],
+            &["imports `replica:plugin/secrets@2.0.0`", "may only import"],
         ),
         (
             daemon::copy_plugin(d, "wasi-import-plugin"),
@@ -411,7 +414,7 @@ fn plugins_the_host_must_refuse_stop_startup_with_one_line() {
             daemon::copy_plugin(d, "no-decoder-plugin"),
             "Counter",
             &[
-                "does not export replica:plugin/decoder@1.x",
+                "does not export replica:plugin/decoder@2.x",
                 "exports: acme:tools/greeter@1.0.0",
             ],
         ),

@@ -36,7 +36,7 @@ fn decodes(plugin: &LoadedPlugin) -> i64 {
         })
         .expect("decode");
     match value.field("count") {
-        Some(replica_host::value::Value::I64(n)) => *n,
+        Some(replica_host::value::Value::I64(n)) => n,
         other => panic!("unexpected {other:?}"),
     }
 }

@@ -37,6 +37,7 @@ fn sample_plugins_describe_themselves() {
         assert_eq!(p.description().grain_type, grain_type);
         assert_eq!(p.description().schema_name, schema);
         assert_eq!(p.description().schema_version, "1");
+        assert_eq!(p.description().state_versions, ["1"]);
         assert_eq!(p.sha256().len(), 64);
     }
 }
@@ -48,7 +49,7 @@ fn counter_decodes_orlando_bincode() {
         let payload = orlando::bincode(&CounterState { count });
         let value = p.decode(snap("Counter", "c", &payload)).unwrap();
         assert_eq!(
-            value,
+            value.to_value(),
             Value::Record(vec![("count".into(), Value::I64(count))])
         );
         assert_eq!(
@@ -104,7 +105,7 @@ fn user_profile_decodes_orlando_json() {
         value.to_json().unwrap(),
         serde_json::to_string(&state).unwrap()
     );
-    assert_eq!(value.field("visits"), Some(&Value::U64(u32::MAX as u64)));
+    assert_eq!(value.field("visits"), Some(Value::U64(u32::MAX as u64)));
 }
 
 #[test]

@@ -42,8 +42,8 @@ fn counter(n: i64) -> Vec<u8> {
 
 fn count_of(store: &ReplicaStore, key: &str) -> Option<i64> {
     let replica = store.get("Counter", key)?;
-    match replica.state.as_deref()?.field("count")? {
-        Value::I64(n) => Some(*n),
+    match replica.state?.field("count")? {
+        Value::I64(n) => Some(n),
         _ => None,
     }
 }

@@ -1,70 +1,25 @@
-//! The typed value is faithful end to end: the guest SDK's `Serialize` →
-//! nodes conversion, the host's lifting, and the host's JSON rendering give
-//! exactly what `serde_json::to_string` gives for the original Rust value.
+//! The typed state is faithful end to end: the guest SDK's encoder
+//! (`Serialize` → the replica value encoding), the host's validation, and
+//! the host's JSON rendering straight from the buffer give exactly what
+//! `serde_json::to_string` gives for the original Rust value; the `Value`
+//! tree built on demand renders the same.
 
 use std::collections::{BTreeMap, HashMap};
 
-use replica_host::value::{OutputLimits, Value, lift};
+use replica_host::value::{OutputLimits, State, Value};
 use serde::Serialize;
 
-/// Converts natively through both halves of the contract, as a call does.
-fn through_the_contract<T: Serialize>(value: &T) -> Value {
-    let nodes = replica_guest::to_state_value(value)
-        .expect("to_state_value")
-        .nodes;
-    // The guest's and the host's generated types are distinct: go through
-    // the wire shape field by field.
-    lift(
-        nodes.into_iter().map(convert).collect(),
-        &OutputLimits::default(),
-    )
-    .expect("lift")
-}
-
-fn convert(node: replica_guest::ValueNode) -> replica_host::contract::types::ValueNode {
-    use replica_guest::ValueNode as G;
-    use replica_host::contract::types::{self as h, ValueNode as H};
-    match node {
-        G::Unit => H::Unit,
-        G::Boolean(b) => H::Boolean(b),
-        G::Signed(n) => H::Signed(n),
-        G::Unsigned(n) => H::Unsigned(n),
-        G::Float32(n) => H::Float32(n),
-        G::Float64(n) => H::Float64(n),
-        G::Text(s) => H::Text(s),
-        G::Bytes(b) => H::Bytes(b),
-        G::Absent => H::Absent,
-        G::Present(i) => H::Present(i),
-        G::List(items) => H::List(items),
-        G::Record(fields) => H::Record(
-            fields
-                .into_iter()
-                .map(|f| h::Field {
-                    name: f.name,
-                    value: f.value,
-                })
-                .collect(),
-        ),
-        G::Map(entries) => H::Map(
-            entries
-                .into_iter()
-                .map(|e| h::MapEntry {
-                    key: e.key,
-                    value: e.value,
-                })
-                .collect(),
-        ),
-        G::Variant(v) => H::Variant(h::VariantValue {
-            name: v.name,
-            payload: v.payload,
-        }),
-    }
+/// Encodes as the guest does and validates as the host does after a call.
+fn through_the_contract<T: Serialize>(value: &T) -> State {
+    let bytes = replica_guest::encoding::to_bytes(value).expect("encode");
+    State::validate(&bytes, &OutputLimits::default()).expect("validate")
 }
 
 fn assert_faithful<T: Serialize>(value: &T) {
     let expected = serde_json::to_string(value).unwrap();
-    let got = through_the_contract(value).to_json().unwrap();
-    assert_eq!(got, expected);
+    let state = through_the_contract(value);
+    assert_eq!(state.to_json().unwrap(), expected);
+    assert_eq!(state.to_value().to_json().unwrap(), expected);
 }
 
 #[derive(Serialize)]
@@ -189,10 +144,10 @@ fn top_level_values_of_every_kind() {
 
 #[test]
 fn nested_options_stay_distinct_in_the_typed_value() {
-    let v = through_the_contract(&Some(Some(Option::<u8>::None)));
+    let v = through_the_contract(&Some(Some(Option::<u8>::None))).to_value();
     assert_eq!(v, Value::Some(Box::new(Value::Some(Box::new(Value::None)))));
-    let v = through_the_contract(&u64::MAX);
+    let v = through_the_contract(&u64::MAX).to_value();
     assert_eq!(v, Value::U64(u64::MAX));
-    let v = through_the_contract(&i64::MIN);
+    let v = through_the_contract(&i64::MIN).to_value();
     assert_eq!(v, Value::I64(i64::MIN));
 }

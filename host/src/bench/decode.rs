@@ -1,11 +1,13 @@
 //! `replica-host bench decode`: snapshots per second through each sample
 //! plugin against the same Rust decode done natively in the host, into the
-//! same typed [`Value`].
+//! same stored representation.
 //!
 //! - **native** (baseline): bincode / serde_json into the state type of
-//!   `demo/orlando.rs`, then [`crate::value::to_value`] (`Serialize` →
-//!   `Value`, the mapping the guest SDK uses). Checked equal to the plugin's
-//!   output before timing.
+//!   `demo/orlando.rs`, then the guest SDK's encoder
+//!   (`replica_guest::encoding`, `Serialize` → the replica value encoding)
+//!   into the shared buffer the store keeps (`Arc<[u8]>`). No validation:
+//!   a native value needs none. Checked to render the same JSON as the
+//!   plugin's state before timing.
 //! - **fresh (pooling)**: [`LoadedPlugin::decode`] with the default engine:
 //!   a fresh instance per call in a recycled pool slot. This is the isolation
 //!   the host ships.
@@ -15,13 +17,18 @@
 //!   new mapping per instance), the host's allocator before this benchmark.
 //! - **warm**: one instance reused for every call (not the host's isolation;
 //!   the floor of what reuse could give).
+//! - **fresh, no arena**: the default path, with the sample plugins built
+//!   again without the SDK's bump arena (`RUSTFLAGS=--cfg
+//!   replica_guest_no_arena`, in a target dir of their own): what the arena
+//!   buys.
 //!
 //! Where the time goes (per call, µs): instantiation alone (fresh pooled
-//! instance, no call), the call on a warm instance without lifting (copy in,
-//! guest decode and conversion, copy out), lifting alone; and natively the
-//! decode alone and the conversion alone.
+//! instance, no call), the call on a warm instance without validating (copy
+//! in, guest decode and encoding, copy out), validating alone; and natively
+//! the decode alone and the encoding alone.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -32,7 +39,11 @@ use crate::demo::orlando::{self, AccountState, CounterState, UserProfile};
 use crate::plugin::{
     EngineOptions, InstanceAllocation, LoadedPlugin, PluginEngine, PluginLimits, SnapshotRef,
 };
-use crate::value::{Value, to_value};
+use crate::value::{OutputLimits, State};
+
+/// What a stored state costs beyond its bytes: the `Arc<[u8]>` header
+/// (strong and weak counts) and the replica entry's fat pointer to it.
+const STORED_FIXED_BYTES: usize = 2 * std::mem::size_of::<usize>() + std::mem::size_of::<Arc<[u8]>>();
 
 /// What `bench decode` runs.
 #[derive(Debug, Clone)]
@@ -49,27 +60,38 @@ pub struct DecodeOptions {
     pub profile: bool,
 }
 
-type NativeFn = fn(&[u8]) -> Value;
+type NativeFn = fn(&[u8]) -> Arc<[u8]>;
 
 /// One plugin and payload.
 struct Case {
     grain_type: &'static str,
     size: Size,
     payload: Vec<u8>,
+    /// The same state's bincode size (the payload itself, except for
+    /// UserProfile's JSON payloads), for the stored-bytes table.
+    bincode_len: usize,
     native: NativeFn,
-    /// The native decode alone (state, not value), for the breakdown.
+    /// The native decode alone (the Rust state, not encoded), for the breakdown.
     decode_only: fn(&[u8]),
 }
 
-fn native_bincode<T: DeserializeOwned + serde::Serialize>(payload: &[u8]) -> Value {
-    let (state, _): (T, usize) =
-        bincode::serde::decode_from_slice(payload, bincode::config::standard()).expect("bincode");
-    to_value(&state).expect("to_value")
+/// Encodes a natively decoded state into what the store keeps.
+fn stored<T: serde::Serialize>(state: &T, payload: &[u8]) -> Arc<[u8]> {
+    let capacity = payload.len() + payload.len() / 4 + 32;
+    let bytes =
+        replica_guest::encoding::to_bytes_with_capacity(state, capacity).expect("encodable");
+    Arc::from(bytes)
 }
 
-fn native_json<T: DeserializeOwned + serde::Serialize>(payload: &[u8]) -> Value {
+fn native_bincode<T: DeserializeOwned + serde::Serialize>(payload: &[u8]) -> Arc<[u8]> {
+    let (state, _): (T, usize) =
+        bincode::serde::decode_from_slice(payload, bincode::config::standard()).expect("bincode");
+    stored(&state, payload)
+}
+
+fn native_json<T: DeserializeOwned + serde::Serialize>(payload: &[u8]) -> Arc<[u8]> {
     let state: T = serde_json::from_slice(payload).expect("json");
-    to_value(&state).expect("to_value")
+    stored(&state, payload)
 }
 
 fn decode_bincode<T: DeserializeOwned>(payload: &[u8]) {
@@ -88,6 +110,7 @@ fn cases() -> Vec<Case> {
         grain_type: "Counter",
         size: Size::Natural,
         payload: workload::counter(7),
+        bincode_len: workload::counter(7).len(),
         native: native_bincode::<CounterState>,
         decode_only: decode_bincode::<CounterState>,
     }];
@@ -96,6 +119,7 @@ fn cases() -> Vec<Case> {
             grain_type: "BankAccount",
             size: Size::About(target),
             payload: orlando::bincode(&workload::account_state(7, target)),
+            bincode_len: orlando::bincode(&workload::account_state(7, target)).len(),
             native: native_bincode::<AccountState>,
             decode_only: decode_bincode::<AccountState>,
         });
@@ -105,6 +129,7 @@ fn cases() -> Vec<Case> {
             grain_type: "UserProfile",
             size: Size::About(target),
             payload: orlando::json(&workload::user_state(7, target)),
+            bincode_len: orlando::bincode(&workload::user_state(7, target)).len(),
             native: native_json::<UserProfile>,
             decode_only: decode_json::<UserProfile>,
         });
@@ -150,12 +175,13 @@ fn snapshot<'a>(grain_type: &'a str, payload: &'a [u8]) -> SnapshotRef<'a> {
 struct Round {
     native: f64,
     pooled: f64,
+    no_arena: f64,
     on_demand: f64,
     decommit: f64,
     warm: f64,
     instantiate_us: f64,
     call_us: f64,
-    lift_us: f64,
+    validate_us: f64,
     native_decode_us: f64,
     native_convert_us: f64,
 }
@@ -173,6 +199,22 @@ pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
             sample_plugin(&options.plugins_dir, "user-profile")?,
         ),
     ];
+    let no_arena_target = std::env::temp_dir().join("replica-bench-no-arena");
+    let no_arena_env = [
+        ("CARGO_TARGET_DIR", no_arena_target.to_str().unwrap_or("/tmp")),
+        ("RUSTFLAGS", "--cfg replica_guest_no_arena"),
+    ];
+    let no_arena_plugins = [
+        ("Counter", "counter"),
+        ("BankAccount", "bank-account"),
+        ("UserProfile", "user-profile"),
+    ]
+    .map(|(grain_type, dir)| {
+        (
+            grain_type,
+            crate::plugin::build::build_plugin_with_env(&options.plugins_dir.join(dir), &no_arena_env),
+        )
+    });
     let pooled_engine = PluginEngine::new()?;
     let on_demand_engine = PluginEngine::with_options(EngineOptions {
         allocation: InstanceAllocation::OnDemand,
@@ -201,6 +243,7 @@ pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
     println!();
     let mut rows = Vec::new();
     let mut breakdowns = Vec::new();
+    let mut stored_rows = Vec::new();
     for case in cases()
         .into_iter()
         .filter(|c| c.grain_type.contains(options.only.as_str()))
@@ -208,17 +251,30 @@ pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
         let pooled = load(&pooled_engine, case.grain_type)?;
         let on_demand = load(&on_demand_engine, case.grain_type)?;
         let decommit = load(&decommit_engine, case.grain_type)?;
+        let no_arena = match &no_arena_plugins.iter().find(|(t, _)| *t == case.grain_type).expect("a sample plugin").1 {
+            Ok(path) => LoadedPlugin::load(&pooled_engine, path, PluginLimits::default())?,
+            Err(e) => anyhow::bail!("building {} without the arena: {e:#}", case.grain_type),
+        };
         let snap = snapshot(case.grain_type, &case.payload);
 
-        // The plugin's value must be the native one, or the comparison is moot.
-        let native_value = (case.native)(&case.payload);
-        let plugin_value = pooled.decode(snap)?;
+        // The plugin's state must be the native one, or the comparison is moot.
+        let native_state = State::validate(&(case.native)(&case.payload), &OutputLimits::default())?;
+        let plugin_state = pooled.decode(snap)?;
         anyhow::ensure!(
-            native_value == plugin_value,
-            "{} {}: the plugin's value differs from the native one",
+            native_state.to_json()? == plugin_state.to_json()?,
+            "{} {}: the plugin's state differs from the native one",
             case.grain_type,
             case.size.label()
         );
+
+        stored_rows.push(format!(
+            "| {} | {} | {} | {} | {:.2} |",
+            case.grain_type,
+            case.size.label(),
+            case.bincode_len,
+            plugin_state.encoded_len(),
+            plugin_state.encoded_len() as f64 / case.bincode_len as f64,
+        ));
 
         if options.profile {
             // Only the default path, for a profiler.
@@ -241,6 +297,9 @@ pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
                 pooled: rate(options.seconds, || {
                     std::hint::black_box(pooled.decode(snap).expect("decode"));
                 }),
+                no_arena: rate(options.seconds, || {
+                    std::hint::black_box(no_arena.decode(snap).expect("decode"));
+                }),
                 on_demand: rate(options.seconds, || {
                     std::hint::black_box(on_demand.decode(snap).expect("decode"));
                 }),
@@ -260,22 +319,13 @@ pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
                 });
             r.call_us = 1e6
                 / rate(options.seconds, || {
-                    std::hint::black_box(warm.decode_nodes(snap).expect("decode"));
+                    std::hint::black_box(warm.decode_bytes(snap).expect("decode"));
                 });
-            let nodes = warm.decode_nodes(snap)?;
-            let mut lifting = Duration::ZERO;
-            let mut lifted = 0u64;
-            let budget = Duration::from_secs_f64(options.seconds);
-            while lifting < budget {
-                let batch: Vec<_> = (0..32).map(|_| nodes.clone()).collect();
-                let started = Instant::now();
-                for nodes in batch {
-                    std::hint::black_box(warm.lift(nodes).expect("lift"));
-                }
-                lifting += started.elapsed();
-                lifted += 32;
-            }
-            r.lift_us = lifting.as_secs_f64() * 1e6 / lifted as f64;
+            let bytes = warm.decode_bytes(snap)?;
+            r.validate_us = 1e6
+                / rate(options.seconds, || {
+                    std::hint::black_box(warm.validate(&bytes).expect("validate"));
+                });
             r.native_decode_us = 1e6
                 / rate(options.seconds, || {
                     (case.decode_only)(&case.payload);
@@ -288,18 +338,21 @@ pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
             (median(&ratios), spread(&ratios, 2))
         };
         let (pooled_ratio, pooled_spread) = ratio(|r| r.pooled);
+        let (no_arena_ratio, no_arena_spread) = ratio(|r| r.no_arena);
         let (on_demand_ratio, on_demand_spread) = ratio(|r| r.on_demand);
         let (decommit_ratio, decommit_spread) = ratio(|r| r.decommit);
         let (warm_ratio, warm_spread) = ratio(|r| r.warm);
         let med = |f: fn(&Round) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
         rows.push(format!(
-            "| {} | {} | {} | {:.0} | **{:.2}** ({}) | {:.2} ({}) | {:.2} ({}) | {:.2} ({}) |",
+            "| {} | {} | {} | {:.0} | **{:.2}** ({}) | {:.2} ({}) | {:.2} ({}) | {:.2} ({}) | {:.2} ({}) |",
             case.grain_type,
             case.size.label(),
             case.payload.len(),
             med(|r| r.native),
             pooled_ratio,
             pooled_spread,
+            no_arena_ratio,
+            no_arena_spread,
             decommit_ratio,
             decommit_spread,
             on_demand_ratio,
@@ -314,16 +367,16 @@ pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
             1e6 / med(|r| r.pooled),
             med(|r| r.instantiate_us),
             med(|r| r.call_us),
-            med(|r| r.lift_us),
+            med(|r| r.validate_us),
             med(|r| r.native_decode_us),
             med(|r| r.native_convert_us),
             1e6 / med(|r| r.native),
         ));
     }
     println!(
-        "| plugin | payload | bytes | native calls/s | fresh instance, pooling, reset in place (default) ÷ native | fresh, pooling, decommit on reset ÷ native | fresh, on-demand allocator ÷ native | warm instance (reused; not the default) ÷ native |"
+        "| plugin | payload | bytes | native calls/s | fresh instance, pooling, reset in place (default) ÷ native | same, plugin without the SDK's arena ÷ native | fresh, pooling, decommit on reset ÷ native | fresh, on-demand allocator ÷ native | warm instance (reused; not the default) ÷ native |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         println!("{row}");
     }
@@ -331,10 +384,23 @@ pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
     println!("Where the time goes, µs per call (medians):");
     println!();
     println!(
-        "| plugin | payload | fresh pooled call, total | instantiate (pooled) | call on a warm instance (copy in, guest decode + conversion, copy out) | lift to Value | native decode | native Serialize→Value | native total |"
+        "| plugin | payload | fresh pooled call, total | instantiate (pooled) | call on a warm instance (copy in, guest decode + encoding, copy out) | validate into the stored state | native decode | native encoding into the stored buffer | native total |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for row in breakdowns {
+        println!("{row}");
+    }
+    println!();
+    println!(
+        "Stored state per replica: the encoded buffer the store keeps, against the same \
+         state's bincode size. Each buffer also costs a fixed {} bytes (the shared \
+         buffer's header and the replica's pointer to it).",
+        STORED_FIXED_BYTES
+    );
+    println!();
+    println!("| plugin | payload | bincode bytes | stored state bytes | stored ÷ bincode |");
+    println!("|---|---|---:|---:|---:|");
+    for row in stored_rows {
         println!("{row}");
     }
     Ok(())

@@ -28,7 +28,7 @@ use crate::consumer::{ConsumerConfig, Replicator, SnapshotDecoder};
 use crate::plugin::{LoadedPlugin, PluginDecoder, PluginEngine, PluginLimits};
 use crate::replication_log::{self, ReplicationLog};
 use crate::store::ReplicaStore;
-use crate::value::Value;
+use crate::value::State;
 
 /// What `bench idle` / `bench memory` run.
 #[derive(Debug, Clone)]
@@ -312,7 +312,7 @@ pub struct WorkerMode {
 }
 
 /// The sample grains' decode done natively in the host, into the same
-/// [`Value`] the plugin returns.
+/// [`State`] the plugin returns.
 struct NativeDecoder(Workload);
 
 #[async_trait::async_trait]
@@ -320,17 +320,17 @@ impl SnapshotDecoder for NativeDecoder {
     async fn decode(
         &self,
         entry: &crate::replication_log::LogEntry,
-    ) -> Result<Value, crate::plugin::CallError> {
+    ) -> Result<State, crate::plugin::CallError> {
         use crate::demo::orlando::{AccountState, CounterState};
         let config = bincode::config::standard();
         let value = match self.0 {
             Workload::Counter => {
                 bincode::serde::decode_from_slice::<CounterState, _>(&entry.payload, config)
-                    .map(|(state, _)| crate::value::to_value(&state))
+                    .map(|(state, _)| State::from_serialize(&state))
             }
             Workload::Bank => {
                 bincode::serde::decode_from_slice::<AccountState, _>(&entry.payload, config)
-                    .map(|(state, _)| crate::value::to_value(&state))
+                    .map(|(state, _)| State::from_serialize(&state))
             }
         };
         match value {
@@ -438,13 +438,13 @@ pub fn worker(
         let rss_idle = current_rss();
 
         // The state's share: N clones of one replica's state, measured alike.
-        let state: Arc<Value> = store
+        let state: State = store
             .get(grain_type, "counter-0")
             .and_then(|r| r.state)
             .ok_or_else(|| anyhow::anyhow!("counter-0 not replicated"))?;
         let before_states = current_rss();
-        let states: Vec<Arc<Value>> = (0..grains)
-            .map(|_| Arc::new(Value::clone(&state)))
+        let states: Vec<State> = (0..grains)
+            .map(|_| State::validate(state.as_bytes(), &Default::default()).expect("valid"))
             .collect();
         let state_bytes =
             (current_rss().saturating_sub(before_states)) as f64 / grains.max(1) as f64;

@@ -32,6 +32,7 @@ pub(super) fn run(cmd: PluginCommand) -> ExitCode {
                     "state schema:   {} version {}",
                     d.schema_name, d.schema_version
                 );
+                println!("decodes states: {}", d.state_versions.join(", "));
                 println!(
                     "contract:       {CONTRACT_PACKAGE}@{CONTRACT_VERSION} (sdk {})",
                     d.sdk_version

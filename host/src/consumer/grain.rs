@@ -23,7 +23,7 @@ use super::shutdown::stopped;
 use crate::plugin::{CallError, CallErrorKind};
 use crate::replication_log::{LogEntry, LogRecord, ReplicationLog};
 use crate::store::{ReplicaStatus, ReplicaStore, Snapshot};
-use crate::value::Value;
+use crate::value::State;
 
 /// Shutdown was signalled in the middle of a step.
 pub(crate) struct Stopped;
@@ -273,7 +273,7 @@ impl GrainRef<'_> {
                 Ok(value) => {
                     applied = Some(index);
                     snapshot = Some(Snapshot {
-                        state: Arc::new(value),
+                        state: value,
                         sequence: entry.sequence,
                         timestamp_millis: entry.timestamp_millis,
                         source_cluster: entry.source_cluster.clone(),
@@ -398,7 +398,7 @@ impl GrainRef<'_> {
 async fn decode_catching(
     decoder: &dyn SnapshotDecoder,
     entry: &LogEntry,
-) -> Result<Value, CallError> {
+) -> Result<State, CallError> {
     match AssertUnwindSafe(decoder.decode(entry)).catch_unwind().await {
         Ok(result) => result,
         Err(panic) => Err(CallError {

@@ -57,7 +57,7 @@ use async_trait::async_trait;
 
 use crate::plugin::CallError;
 use crate::replication_log::LogEntry;
-use crate::value::Value;
+use crate::value::State;
 
 pub use catch_up::{CatchUp, CatchUpProgress};
 pub use config::ConsumerConfig;
@@ -71,5 +71,5 @@ pub use shard::Shard;
 #[async_trait]
 pub trait SnapshotDecoder: Send + Sync + 'static {
     /// Decodes one snapshot.
-    async fn decode(&self, entry: &LogEntry) -> Result<Value, CallError>;
+    async fn decode(&self, entry: &LogEntry) -> Result<State, CallError>;
 }

@@ -17,7 +17,7 @@ use crate::plugin::breaker::Breaker;
 use crate::plugin_set::PluginSet;
 use crate::replication_log::ReplicationLog;
 use crate::store::{Replica, ReplicaStatus, ReplicaStore, now_millis};
-use crate::value::Value;
+use crate::value;
 
 /// Most keys one page of `GET /v1/replicas/{grain_type}` returns.
 pub const MAX_PAGE: usize = 1000;
@@ -82,7 +82,7 @@ struct ReplicaBody<'a> {
     applied_at_millis: Option<i64>,
     status: &'static str,
     status_detail: Option<serde_json::Value>,
-    state: Option<&'a Value>,
+    state: Option<&'a value::State>,
 }
 
 fn render(replica: &Replica) -> Result<String, serde_json::Error> {
@@ -108,7 +108,7 @@ fn render(replica: &Replica) -> Result<String, serde_json::Error> {
         }),
         status: replica.status.label(),
         status_detail,
-        state: replica.state.as_deref(),
+        state: replica.state.as_ref(),
     })
 }
 
@@ -227,6 +227,7 @@ async fn plugins(State(api): State<ApiState>) -> Response {
                 "schema_name": p.description().schema_name,
                 "schema_version": p.description().schema_version,
                 "sdk_version": p.description().sdk_version,
+                "state_versions": p.description().state_versions,
                 "sha256": p.sha256(),
                 "size": p.size(),
                 "calls": p.stats().calls(),

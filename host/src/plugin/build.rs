@@ -14,6 +14,12 @@ pub const PLUGIN_TARGET: &str = "wasm32-unknown-unknown";
 /// Builds the plugin crate in `dir` (release profile) and returns the path
 /// of the component it wrote. Cargo's own diagnostics go to stderr.
 pub fn build_plugin(dir: &Path) -> anyhow::Result<PathBuf> {
+    build_plugin_with_env(dir, &[])
+}
+
+/// Like [`build_plugin`], with extra environment for cargo (e.g. another
+/// `CARGO_TARGET_DIR` and `RUSTFLAGS`, for a benchmark's variant build).
+pub fn build_plugin_with_env(dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<PathBuf> {
     let manifest = dir.join("Cargo.toml");
     if !manifest.is_file() {
         bail!(
@@ -28,6 +34,7 @@ pub fn build_plugin(dir: &Path) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut child = Command::new(cargo)
         .current_dir(dir)
+        .envs(env.iter().copied())
         .args(["build", "--release", "--lib", "--target", PLUGIN_TARGET])
         .args([
             "--message-format",

@@ -10,8 +10,6 @@ use crate::contract::replica::plugin::types;
 
 /// Most log lines one call may emit; later ones are dropped and counted.
 const MAX_LOG_LINES: u32 = 64;
-/// Longest log message kept, in bytes.
-const MAX_LOG_BYTES: usize = 2048;
 
 /// Data owned by the store of one plugin call.
 pub(crate) struct CallState {
@@ -84,24 +82,6 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// Keeps a guest's line to one bounded line: control characters (newlines
-/// included) become spaces, so a guest cannot forge extra log lines.
-fn sanitize(message: String) -> String {
-    let mut message: String = message
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if message.len() > MAX_LOG_BYTES {
-        let mut end = MAX_LOG_BYTES;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push('…');
-    }
-    message
-}
-
 impl types::Host for CallState {}
 
 impl logging::Host for CallState {
@@ -110,7 +90,7 @@ impl logging::Host for CallState {
         if self.log_lines > MAX_LOG_LINES {
             return;
         }
-        let message = sanitize(message);
+        let message = super::text::escape(&message);
         let (plugin, grain_type, grain_key, sequence) = (
             &*self.plugin,
             &self.grain_type,

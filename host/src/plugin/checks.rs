@@ -59,6 +59,23 @@ fn other_contract_major(name: &str) -> Option<&str> {
     (major != CONTRACT_MAJOR).then_some(versioned)
 }
 
+/// The one line for a plugin of another contract major: what to do about it.
+fn contract_mismatch(version: &str) -> String {
+    let older = version
+        .split('.')
+        .next()
+        .and_then(|major| major.parse::<u64>().ok())
+        .is_some_and(|major| major < CONTRACT_MAJOR);
+    let advice = if older {
+        "rebuild it against the current replica-guest SDK (`replica-host plugin build`)"
+    } else {
+        "it needs a newer replica-host"
+    };
+    format!(
+        "built against contract {CONTRACT_PACKAGE}@{version}; this host implements {CONTRACT_VERSION} (major {CONTRACT_MAJOR}): {advice}"
+    )
+}
+
 /// Checks a compiled component's imports and exports against the contract.
 /// Returns its import names.
 pub(crate) fn check_component(
@@ -81,9 +98,7 @@ pub(crate) fn check_component(
         .chain(&exports)
         .find_map(|name| other_contract_major(name))
     {
-        return Err(format!(
-            "built against contract {CONTRACT_PACKAGE}@{version}; this host implements {CONTRACT_VERSION} (major {CONTRACT_MAJOR})"
-        ));
+        return Err(contract_mismatch(version));
     }
     if let Some(bad) = imports.iter().find(|name| !import_allowed(name)) {
         return Err(format!(
@@ -95,9 +110,7 @@ pub(crate) fn check_component(
         .find_map(|name| parse_versioned(name, "decoder"))
     {
         Some((major, _)) if major == CONTRACT_MAJOR => Ok(imports),
-        Some((_, version)) => Err(format!(
-            "built against contract {CONTRACT_PACKAGE}@{version}; this host implements {CONTRACT_VERSION} (major {CONTRACT_MAJOR})"
-        )),
+        Some((_, version)) => Err(contract_mismatch(version)),
         None => Err(format!(
             "does not export {CONTRACT_PACKAGE}/decoder@{CONTRACT_MAJOR}.x (exports: {})",
             if exports.is_empty() {
@@ -132,26 +145,34 @@ mod tests {
 
     #[test]
     fn import_names() {
-        assert!(import_allowed("replica:plugin/logging@1.0.0"));
-        assert!(import_allowed("replica:plugin/logging@1.3.0"));
-        assert!(!import_allowed("replica:plugin/logging@2.0.0"));
+        assert!(import_allowed("replica:plugin/logging@2.0.0"));
+        assert!(import_allowed("replica:plugin/logging@2.3.0"));
+        assert!(!import_allowed("replica:plugin/logging@1.0.0"));
         assert!(!import_allowed("wasi:random/random@0.2.0"));
-        assert!(!import_allowed("replica:plugin/loggingx@1.0.0"));
-        assert!(!import_allowed("replica:plugin/secrets@1.0.0"));
+        assert!(!import_allowed("replica:plugin/loggingx@2.0.0"));
+        assert!(!import_allowed("replica:plugin/secrets@2.0.0"));
     }
 
     #[test]
     fn other_contract_majors() {
         assert_eq!(
-            other_contract_major("replica:plugin/logging@2.0.0"),
-            Some("2.0.0")
+            other_contract_major("replica:plugin/logging@1.0.0"),
+            Some("1.0.0")
         );
         assert_eq!(
-            other_contract_major("replica:plugin/decoder@0.9.1"),
-            Some("0.9.1")
+            other_contract_major("replica:plugin/decoder@3.0.1"),
+            Some("3.0.1")
         );
-        assert_eq!(other_contract_major("replica:plugin/decoder@1.4.0"), None);
-        assert_eq!(other_contract_major("wasi:random/random@2.0.0"), None);
-        assert_eq!(other_contract_major("replica:pluginx/decoder@2.0.0"), None);
+        assert_eq!(other_contract_major("replica:plugin/decoder@2.4.0"), None);
+        assert_eq!(other_contract_major("wasi:random/random@1.0.0"), None);
+        assert_eq!(other_contract_major("replica:pluginx/decoder@1.0.0"), None);
+    }
+
+    #[test]
+    fn a_plugin_of_another_major_is_told_what_to_do() {
+        assert!(contract_mismatch("1.0.0").ends_with(
+            "this host implements 2.0.0 (major 2): rebuild it against the current replica-guest SDK (`replica-host plugin build`)"
+        ));
+        assert!(contract_mismatch("3.1.0").ends_with("it needs a newer replica-host"));
     }
 }

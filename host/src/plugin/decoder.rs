@@ -18,7 +18,7 @@ use super::breaker::{Admission, Breaker, Transition};
 use super::{CallError, CallErrorKind, LoadedPlugin, SnapshotRef};
 use crate::consumer::SnapshotDecoder;
 use crate::replication_log::LogEntry;
-use crate::value::Value;
+use crate::value::State;
 
 /// Decodes snapshots with one plugin.
 pub struct PluginDecoder {
@@ -101,7 +101,7 @@ impl PluginDecoder {
 
 #[async_trait]
 impl SnapshotDecoder for PluginDecoder {
-    async fn decode(&self, entry: &LogEntry) -> Result<Value, CallError> {
+    async fn decode(&self, entry: &LogEntry) -> Result<State, CallError> {
         let fail = |kind: CallErrorKind, message: String| CallError {
             plugin: self.plugin.name().to_string(),
             grain_type: entry.grain_type.clone(),

@@ -24,3 +24,12 @@ impl Default for PluginLimits {
         }
     }
 }
+
+impl PluginLimits {
+    /// Bytes the engine may copy out of the guest in one transfer
+    /// (wasmtime's hostcall fuel): the output limit, plus room for a
+    /// result's error message or a log line.
+    pub fn hostcall_fuel(&self) -> usize {
+        self.output.max_bytes.saturating_add(64 << 10)
+    }
+}

@@ -23,10 +23,11 @@ use super::cache::{CacheOutcome, ComponentCache};
 use super::call_state::CallState;
 use super::checks::{check_component, check_header};
 use super::engine::{PluginEngine, deadline_ticks};
+use super::text::escape;
 use super::{CallError, CallErrorKind, LoadError, PluginLimits};
 use crate::contract::types::{self, ErrorKind};
 use crate::contract::{Plugin as PluginWorld, PluginPre};
-use crate::value::{Value, lift};
+use crate::value::State;
 
 /// What a plugin says about itself, plus what the host measured of it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -39,6 +40,8 @@ pub struct PluginDescription {
     pub schema_version: String,
     /// The guest SDK version it was built with.
     pub sdk_version: String,
+    /// Every state schema version it decodes, newest first.
+    pub state_versions: Vec<String>,
 }
 
 /// Call counters of one plugin.
@@ -163,6 +166,7 @@ impl LoadedPlugin {
                 schema_name: String::new(),
                 schema_version: String::new(),
                 sdk_version: String::new(),
+                state_versions: Vec::new(),
             },
             sha256,
             size: bytes.len(),
@@ -227,6 +231,11 @@ impl LoadedPlugin {
         );
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|s| &mut s.memory);
+        // The most the engine copies out of the guest in one transfer (the
+        // returned state, or one log line): the output limit plus room for
+        // the result's other fields. A larger declared length traps before
+        // anything is copied.
+        store.set_hostcall_fuel(self.limits.hostcall_fuel());
         store.set_epoch_deadline(deadline_ticks(self.limits.timeout));
         store.epoch_deadline_trap();
         store
@@ -241,16 +250,17 @@ impl LoadedPlugin {
             .and_then(|world| world.replica_plugin_decoder().call_describe(&mut store))
             .map_err(|e| self.classify(&store, e, SnapshotRef::empty()))?;
         Ok(PluginDescription {
-            grain_type: info.grain_type,
-            schema_name: info.schema_name,
-            schema_version: info.schema_version,
-            sdk_version: info.sdk_version,
+            grain_type: escape(&info.grain_type),
+            schema_name: escape(&info.schema_name),
+            schema_version: escape(&info.schema_version),
+            sdk_version: escape(&info.sdk_version),
+            state_versions: info.state_versions.iter().map(|v| escape(v)).collect(),
         })
     }
 
     /// Decodes one snapshot in a fresh instance, under the plugin's limits.
     /// Never panics because of the guest: every failure is a [`CallError`].
-    pub fn decode(&self, snapshot: SnapshotRef<'_>) -> Result<Value, CallError> {
+    pub fn decode(&self, snapshot: SnapshotRef<'_>) -> Result<State, CallError> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let result = self.decode_inner(snapshot);
         if result.is_err() {
@@ -259,7 +269,7 @@ impl LoadedPlugin {
         result
     }
 
-    fn decode_inner(&self, s: SnapshotRef<'_>) -> Result<Value, CallError> {
+    fn decode_inner(&self, s: SnapshotRef<'_>) -> Result<State, CallError> {
         let input = s.to_input();
         // Declared before the store, so the slot is released after the
         // store (and its instance) is dropped.
@@ -276,13 +286,13 @@ impl LoadedPlugin {
         self.finish(&store, s, outcome)
     }
 
-    /// Turns a call's outcome into the typed value or a [`CallError`].
+    /// Turns a call's outcome into the validated state or a [`CallError`].
     fn finish(
         &self,
         store: &Store<CallState>,
         s: SnapshotRef<'_>,
-        outcome: wasmtime::Result<Result<types::StateValue, types::DecodeError>>,
-    ) -> Result<Value, CallError> {
+        outcome: wasmtime::Result<Result<Vec<u8>, types::DecodeError>>,
+    ) -> Result<State, CallError> {
         let dropped = store.data().dropped_log_lines();
         if dropped > 0 {
             tracing::warn!(
@@ -295,23 +305,31 @@ impl LoadedPlugin {
             );
         }
         match outcome {
-            Ok(Ok(state)) => lift(state.nodes, &self.limits.output).map_err(|e| {
-                self.error(
-                    s,
-                    CallErrorKind::BadOutput,
-                    format!("returned a value the host refuses: {e}"),
-                )
-            }),
-            Ok(Err(e)) => {
-                let kind = match e.kind {
-                    ErrorKind::MalformedPayload => CallErrorKind::MalformedPayload,
-                    ErrorKind::UnsupportedSchemaVersion => CallErrorKind::UnsupportedSchemaVersion,
-                    ErrorKind::Rejected => CallErrorKind::Rejected,
-                };
-                Err(self.error(s, kind, e.message))
-            }
+            Ok(Ok(bytes)) => self.validate(s, &bytes),
+            Ok(Err(e)) => Err(self.decode_error(s, e)),
             Err(e) => Err(self.classify(store, e, s)),
         }
+    }
+
+    /// Keeps a returned state the host can store and serve, or refuses it.
+    fn validate(&self, s: SnapshotRef<'_>, bytes: &[u8]) -> Result<State, CallError> {
+        State::validate(bytes, &self.limits.output).map_err(|e| {
+            self.error(
+                s,
+                CallErrorKind::BadOutput,
+                format!("returned a state the host refuses: {e}"),
+            )
+        })
+    }
+
+    /// The plugin's own decode error, its message made safe to log.
+    fn decode_error(&self, s: SnapshotRef<'_>, e: types::DecodeError) -> CallError {
+        let kind = match e.kind {
+            ErrorKind::MalformedPayload => CallErrorKind::MalformedPayload,
+            ErrorKind::UnsupportedSchemaVersion => CallErrorKind::UnsupportedSchemaVersion,
+            ErrorKind::Rejected => CallErrorKind::Rejected,
+        };
+        self.error(s, kind, escape(&e.message))
     }
 
     /// An instance kept across calls: NOT the host's isolation (which is a
@@ -377,6 +395,15 @@ impl LoadedPlugin {
                 CallErrorKind::Timeout,
                 format!("call exceeded its time limit of {:?}", self.limits.timeout),
             )
+        } else if is_hostcall_fuel_exhausted(&err) {
+            (
+                CallErrorKind::BadOutput,
+                format!(
+                    "tried to hand the host more than {} bytes in one transfer (max_output_bytes {} plus 64 KiB)",
+                    self.limits.hostcall_fuel(),
+                    self.limits.output.max_bytes
+                ),
+            )
         } else {
             let mut message = match trap {
                 Some(trap) => trap.to_string(),
@@ -401,13 +428,13 @@ pub struct WarmInstance<'a> {
 
 impl WarmInstance<'_> {
     /// Decodes in the kept instance, under the plugin's limits.
-    pub fn decode(&mut self, s: SnapshotRef<'_>) -> Result<Value, CallError> {
-        let nodes = self.decode_nodes(s)?;
-        self.lift(nodes)
+    pub fn decode(&mut self, s: SnapshotRef<'_>) -> Result<State, CallError> {
+        let bytes = self.decode_bytes(s)?;
+        self.validate(&bytes)
     }
 
-    /// The call alone (copy in, guest decode, copy out), without lifting.
-    pub fn decode_nodes(&mut self, s: SnapshotRef<'_>) -> Result<types::StateValue, CallError> {
+    /// The call alone (copy in, guest decode, copy out), without validating.
+    pub fn decode_bytes(&mut self, s: SnapshotRef<'_>) -> Result<Vec<u8>, CallError> {
         let input = s.to_input();
         self.store
             .set_epoch_deadline(deadline_ticks(self.plugin.limits.timeout));
@@ -416,21 +443,15 @@ impl WarmInstance<'_> {
             .replica_plugin_decoder()
             .call_decode(&mut self.store, &input)
         {
-            Ok(Ok(state)) => Ok(state),
-            Ok(Err(e)) => Err(self.plugin.error(s, CallErrorKind::Rejected, e.message)),
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(e)) => Err(self.plugin.decode_error(s, e)),
             Err(e) => Err(self.plugin.classify(&self.store, e, s)),
         }
     }
 
-    /// Lifting alone.
-    pub fn lift(&self, state: types::StateValue) -> Result<Value, CallError> {
-        lift(state.nodes, &self.plugin.limits.output).map_err(|e| {
-            self.plugin.error(
-                SnapshotRef::empty(),
-                CallErrorKind::BadOutput,
-                e.to_string(),
-            )
-        })
+    /// Validating alone.
+    pub fn validate(&self, bytes: &[u8]) -> Result<State, CallError> {
+        self.plugin.validate(SnapshotRef::empty(), bytes)
     }
 }
 
@@ -457,6 +478,14 @@ impl SnapshotRef<'_> {
             payload: &[],
         }
     }
+}
+
+/// Whether wasmtime refused to copy a guest's string or list because it
+/// exceeded the store's hostcall fuel. wasmtime's error type for it is
+/// private; its message is pinned by a test of the hostile-plugin suite.
+fn is_hostcall_fuel_exhausted(err: &wasmtime::Error) -> bool {
+    err.chain()
+        .any(|e| e.to_string().contains("fuel allocated for hostcalls"))
 }
 
 /// An error and its causes on one line.

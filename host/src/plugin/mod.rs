@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod limits;
 pub mod loaded;
+mod text;
 
 pub use cache::{CacheOutcome, ComponentCache};
 pub use decoder::PluginDecoder;

@@ -20,7 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::broadcast;
 
-use crate::value::Value;
+use crate::value::State;
 
 pub use replica::{
     ChangeKind, Replica, ReplicaChange, ReplicaStatus, Snapshot, StaleSnapshot, StatusCounts,
@@ -37,7 +37,7 @@ type GrainMap = BTreeMap<Box<str>, Stored>;
 /// million grains every byte here is a megabyte.
 #[derive(Debug)]
 struct Stored {
-    state: Option<Arc<Value>>,
+    state: Option<State>,
     sequence: u64,
     timestamp_millis: i64,
     source_cluster: Arc<str>,

@@ -1,9 +1,8 @@
 //! The data the store keeps per grain, and the events it publishes.
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::value::Value;
+use crate::value::State;
 
 /// How current a replica is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -41,8 +40,8 @@ impl ReplicaStatus {
 /// A decoded snapshot, ready to be applied to the store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
-    /// The typed state.
-    pub state: Arc<Value>,
+    /// The typed state, validated.
+    pub state: State,
     /// The log entry's sequence.
     pub sequence: u64,
     /// The primary's wall clock (Unix ms) when it wrote the entry.
@@ -51,8 +50,8 @@ pub struct Snapshot {
     pub source_cluster: String,
 }
 
-/// A point-in-time copy of one grain's replica. Cheap to clone: the state
-/// is shared behind an [`Arc`].
+/// A point-in-time copy of one grain's replica. Cheap to clone: the
+/// [`State`] buffer is shared, not copied.
 ///
 /// A grain known to the store whose snapshots never decoded has no `state`,
 /// `sequence` 0, `timestamp_millis` 0, an empty `source_cluster` and no
@@ -64,7 +63,7 @@ pub struct Replica {
     /// The grain's key.
     pub grain_key: String,
     /// The typed state of the applied snapshot, if any.
-    pub state: Option<Arc<Value>>,
+    pub state: Option<State>,
     /// The applied snapshot's sequence (0 when none).
     pub sequence: u64,
     /// The applied snapshot's timestamp (primary's Unix ms; 0 when none).

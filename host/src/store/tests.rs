@@ -3,11 +3,16 @@ use std::sync::Arc;
 use tokio::sync::broadcast::error::TryRecvError;
 
 use super::*;
-use crate::value::Value;
+use crate::value::{State, Value};
+
+#[derive(serde::Serialize)]
+struct Counter {
+    count: i64,
+}
 
 fn snap(sequence: u64, count: i64, timestamp_millis: i64) -> Snapshot {
     Snapshot {
-        state: Arc::new(Value::Record(vec![("count".into(), Value::I64(count))])),
+        state: State::from_serialize(&Counter { count }).unwrap(),
         sequence,
         timestamp_millis,
         source_cluster: "us-east".into(),
@@ -26,7 +31,7 @@ fn apply_then_get_returns_the_snapshot() {
     assert_eq!(replica.source_cluster, "us-east");
     assert_eq!(replica.status, ReplicaStatus::Ok);
     assert!(replica.applied_at.is_some());
-    assert_eq!(replica.state.unwrap().field("count"), Some(&Value::I64(7)));
+    assert_eq!(replica.state.unwrap().field("count"), Some(Value::I64(7)));
     assert_eq!(store.applied_sequence("Counter", "a"), Some(3));
     assert!(store.get("Counter", "b").is_none());
     assert!(store.get("Other", "a").is_none());
@@ -48,7 +53,7 @@ fn apply_refuses_older_and_equal_sequences() {
     assert_eq!((err.current, err.offered), (5, 4));
     let replica = store.get("Counter", "a").unwrap();
     assert_eq!(replica.sequence, 5);
-    assert_eq!(replica.state.unwrap().field("count"), Some(&Value::I64(1)));
+    assert_eq!(replica.state.unwrap().field("count"), Some(Value::I64(1)));
     store
         .apply("Counter", "a", snap(9, 4, 0), ReplicaStatus::Ok)
         .unwrap();

@@ -72,7 +72,8 @@ mod tests {
             payload,
         };
         assert_eq!(BankAccount::decode(&snapshot).unwrap(), state);
-        let value = replica_guest::decode_to_value::<BankAccount>(&snapshot).unwrap();
-        assert!(matches!(value.nodes[0], replica_guest::ValueNode::Record(ref f) if f.len() == 5));
+        let encoded = replica_guest::decode_to_state::<BankAccount>(&snapshot).unwrap();
+        assert_eq!(encoded, replica_guest::encoding::to_bytes(&state).unwrap());
+        assert_eq!(encoded[..2], [replica_guest::encoding::VERSION, 0x0C]);
     }
 }

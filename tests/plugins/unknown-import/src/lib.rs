@@ -1,4 +1,4 @@
-//! A test-only plugin that imports `replica:plugin/secrets@1.0.0`, an
+//! A test-only plugin that imports `replica:plugin/secrets@2.0.0`, an
 //! interface in the contract's own package that the host does not offer
 //! (not WASI: an unknown function). The host must refuse it at load,
 //! naming the import.
@@ -7,7 +7,7 @@ use replica_guest::{DecodeError, Plugin, Snapshot};
 
 wit_bindgen::generate!({
     inline: r#"
-        package replica:plugin@1.0.0;
+        package replica:plugin@2.0.0;
         interface secrets {
             read-secret: func(name: string) -> string;
         }

@@ -1,0 +1,212 @@
+use std::collections::BTreeMap;
+
+use replica_guest::encoding::{tag, to_bytes};
+use serde::Serialize;
+
+use super::*;
+
+fn state<T: Serialize>(value: &T) -> State {
+    State::from_serialize(value).unwrap()
+}
+
+fn check(bytes: &[u8]) -> Result<State, StateError> {
+    State::validate(bytes, &OutputLimits::default())
+}
+
+#[derive(Serialize)]
+enum E {
+    Unit,
+    New(u8),
+    Tup(i8, bool),
+    Str { x: Option<Option<u64>> },
+}
+
+#[derive(Serialize)]
+struct Outer {
+    big: u64,
+    neg: i64,
+    name: String,
+    tags: Vec<E>,
+    map: BTreeMap<String, f64>,
+    keyed: BTreeMap<i32, ()>,
+    bytes: serde_bytes_like::Bytes,
+    half: f32,
+    nan: f64,
+}
+
+/// `serialize_bytes`, without a dependency on serde_bytes.
+mod serde_bytes_like {
+    pub struct Bytes(pub Vec<u8>);
+    impl serde::Serialize for Bytes {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(&self.0)
+        }
+    }
+}
+
+fn outer() -> Outer {
+    Outer {
+        big: u64::MAX,
+        neg: i64::MIN,
+        name: "zoë ✓ \"quoted\"\n".into(),
+        tags: vec![E::Unit, E::New(7), E::Tup(-1, true), E::Str { x: Some(None) }],
+        map: [("a".to_string(), 1.5)].into_iter().collect(),
+        keyed: [(-3, ()), (4, ())].into_iter().collect(),
+        bytes: serde_bytes_like::Bytes(vec![0, 255]),
+        half: 0.1,
+        nan: f64::NAN,
+    }
+}
+
+#[test]
+fn renders_exactly_like_serde_json() {
+    let value = outer();
+    let s = state(&value);
+    assert_eq!(s.to_json().unwrap(), serde_json::to_string(&value).unwrap());
+    assert_eq!(
+        s.to_value().to_json().unwrap(),
+        serde_json::to_string(&value).unwrap()
+    );
+}
+
+#[test]
+fn builds_a_value_tree_on_demand() {
+    let v = state(&outer()).to_value();
+    assert_eq!(v.field("big"), Some(&Value::U64(u64::MAX)));
+    assert_eq!(v.field("neg"), Some(&Value::I64(i64::MIN)));
+    let Some(Value::List(tags)) = v.field("tags") else {
+        panic!("tags is not a list: {v:?}")
+    };
+    assert_eq!(tags[0], Value::Variant("Unit".into(), None));
+    assert_eq!(
+        tags[3],
+        Value::Variant(
+            "Str".into(),
+            Some(Box::new(Value::Record(vec![(
+                "x".into(),
+                Value::Some(Box::new(Value::None))
+            )])))
+        )
+    );
+    assert_eq!(state(&5u8).field("count"), None);
+}
+
+#[test]
+fn refuses_malformed_buffers() {
+    assert_eq!(check(&[]), Err(StateError::Empty));
+    assert_eq!(check(&[2, tag::UNIT]), Err(StateError::UnknownVersion(2)));
+    assert_eq!(
+        check(&[1, 0x20]),
+        Err(StateError::UnknownTag { tag: 0x20, at: 1 })
+    );
+    assert_eq!(
+        check(&[1, 0xC0]),
+        Err(StateError::UnknownTag { tag: 0xC0, at: 1 })
+    );
+    assert!(matches!(
+        check(&[1, tag::STRING, 5, b'a']),
+        Err(StateError::Malformed { what: "string", .. })
+    ));
+    assert!(matches!(
+        check(&[1, tag::STRING, 2, 0xC3, 0x28]),
+        Err(StateError::Malformed { what: "string", .. })
+    ));
+    assert!(matches!(
+        check(&[1, tag::UNSIGNED, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02]),
+        Err(StateError::Malformed { what: "integer", .. })
+    ));
+    assert_eq!(check(&[1, tag::UNIT, 0]), Err(StateError::TrailingBytes(1)));
+    // A seq never closed, a struct field referring to an undefined name.
+    assert!(check(&[1, tag::SEQ, tag::UNIT]).is_err());
+    assert!(matches!(
+        check(&[1, tag::STRUCT, 7, tag::UNIT, 0]),
+        Err(StateError::Malformed { what: "field name", .. })
+    ));
+    // A map that ends between a key and its value.
+    assert!(check(&[1, tag::MAP, tag::STRING, 1, b'k', tag::END]).is_err());
+}
+
+#[test]
+fn refuses_keys_json_cannot_hold() {
+    let list_key: BTreeMap<Vec<u8>, u8> = [(vec![1], 2)].into_iter().collect();
+    let refused = State::from_serialize(&list_key).unwrap_err();
+    assert!(
+        refused.to_string().contains("map key at byte 2 is a sequence"),
+        "{refused}"
+    );
+    for (bytes, what) in [
+        (vec![1, tag::MAP, tag::UNIT, tag::UNIT, tag::END], "unit"),
+        (vec![1, tag::MAP, tag::NONE, tag::UNIT, tag::END], "None"),
+        (vec![1, tag::MAP, tag::SOME, tag::BYTES, 0, tag::UNIT, tag::END], "bytes"),
+        (vec![1, tag::MAP, tag::STRUCT, 0, tag::UNIT, tag::END], "a struct"),
+        (vec![1, tag::MAP, tag::MAP, tag::END, tag::UNIT, tag::END], "a map"),
+        (
+            vec![1, tag::MAP, tag::VARIANT, 1, 1, b'V', tag::UNIT, tag::UNIT, tag::END],
+            "a variant with a payload",
+        ),
+    ] {
+        match check(&bytes) {
+            Err(StateError::BadKey { what: got, .. }) => assert_eq!(got, what),
+            other => panic!("{bytes:?}: {other:?}"),
+        }
+    }
+    let mut nan_key = vec![1, tag::MAP, tag::F64];
+    nan_key.extend(f64::NAN.to_le_bytes());
+    nan_key.extend([tag::UNIT, tag::END]);
+    assert!(matches!(check(&nan_key), Err(StateError::BadKey { .. })));
+
+    // What serde_json accepts as keys renders as it does.
+    #[derive(Serialize, PartialEq, Eq, PartialOrd, Ord)]
+    enum K {
+        A,
+    }
+    let ok = (
+        [(true, 1)].into_iter().collect::<BTreeMap<_, _>>(),
+        [(K::A, 1)].into_iter().collect::<BTreeMap<_, _>>(),
+        [(Some("s"), 1)].into_iter().collect::<BTreeMap<_, _>>(),
+        [(u64::MAX, 1)].into_iter().collect::<BTreeMap<_, _>>(),
+    );
+    assert_eq!(
+        state(&ok).to_json().unwrap(),
+        serde_json::to_string(&ok).unwrap()
+    );
+}
+
+#[test]
+fn enforces_size_nodes_and_depth() {
+    let limits = OutputLimits {
+        max_nodes: 3,
+        max_depth: 2,
+        max_bytes: 16,
+    };
+    let ok = to_bytes(&vec![1u8, 2]).unwrap();
+    assert!(State::validate(&ok, &limits).is_ok());
+    let wide = to_bytes(&vec![1u8, 2, 3]).unwrap();
+    assert_eq!(
+        State::validate(&wide, &limits),
+        Err(StateError::TooManyNodes(3))
+    );
+    let deep = to_bytes(&vec![vec![vec![1u8]]]).unwrap();
+    assert_eq!(State::validate(&deep, &limits), Err(StateError::TooDeep(2)));
+    let long = to_bytes("seventeen bytes!!").unwrap();
+    assert!(matches!(
+        State::validate(&long, &limits),
+        Err(StateError::TooLarge { limit: 16, .. })
+    ));
+}
+
+#[test]
+fn a_million_levels_of_nesting_is_refused_without_recursion() {
+    let mut bytes = vec![1];
+    bytes.extend(std::iter::repeat_n(tag::SOME, 1_000_000));
+    bytes.push(tag::UNIT);
+    let limits = OutputLimits {
+        max_depth: usize::MAX,
+        max_nodes: usize::MAX,
+        max_bytes: usize::MAX,
+    };
+    assert_eq!(
+        State::validate(&bytes, &limits),
+        Err(StateError::TooDeep(OutputLimits::DEPTH_CAP))
+    );
+}

@@ -1,0 +1,233 @@
+//! One pass over an encoded state that decides whether the host keeps it:
+//! well-formed (`guest-sdk/ENCODING.md`), within [`OutputLimits`], and
+//! renderable as JSON (map keys JSON can hold). Works without recursion, so
+//! no input can overflow the host's stack.
+
+use replica_guest::encoding::{VERSION, tag};
+
+use super::OutputLimits;
+use super::reader::{NameRef, Reader, small_int};
+
+/// Why an encoded state was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// The buffer is empty.
+    #[error("the state is empty")]
+    Empty,
+    /// The first byte is not a known encoding version.
+    #[error("unknown encoding version {0} (this host reads version {VERSION})")]
+    UnknownVersion(u8),
+    /// A tag that is not in the encoding.
+    #[error("unknown tag 0x{tag:02x} at byte {at}")]
+    UnknownTag {
+        /// The tag.
+        tag: u8,
+        /// Its offset.
+        at: usize,
+    },
+    /// A varint, length, string or name that is cut off or invalid.
+    #[error("malformed {what} at byte {at}")]
+    Malformed {
+        /// What was being read.
+        what: &'static str,
+        /// Where it started.
+        at: usize,
+    },
+    /// Bytes after the root value.
+    #[error("{0} bytes follow the value")]
+    TrailingBytes(usize),
+    /// More bytes than the limit.
+    #[error("the state is {len} bytes, more than the limit of {limit}")]
+    TooLarge {
+        /// The buffer's length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// More values than the limit.
+    #[error("the state has more than {0} values")]
+    TooManyNodes(usize),
+    /// Nested too deeply.
+    #[error("the state is nested more than {0} levels deep")]
+    TooDeep(usize),
+    /// A map key JSON cannot hold.
+    #[error("map key at byte {at} is {what}; JSON object keys must be strings, numbers, booleans or unit variants")]
+    BadKey {
+        /// What the key is.
+        what: &'static str,
+        /// Its offset.
+        at: usize,
+    },
+}
+
+/// A container being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Frame {
+    Seq,
+    Struct,
+    /// A map; `key` says whether a key comes next.
+    Map { key: bool },
+    /// `Some` or a variant's payload: exactly one value; `key` when it sits
+    /// in a map key's place.
+    One { key: bool },
+}
+
+/// Checks `buf`; see the module docs.
+pub(crate) fn validate(buf: &[u8], limits: &OutputLimits) -> Result<(), StateError> {
+    if buf.len() > limits.max_bytes {
+        return Err(StateError::TooLarge {
+            len: buf.len(),
+            limit: limits.max_bytes,
+        });
+    }
+    let mut r = Reader::new(buf);
+    match r.u8() {
+        None => return Err(StateError::Empty),
+        Some(VERSION) => {}
+        Some(v) => return Err(StateError::UnknownVersion(v)),
+    }
+    let max_depth = limits.depth();
+    let mut names: Vec<&str> = Vec::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut nodes = 0usize;
+    let malformed = |what, at| StateError::Malformed { what, at };
+    loop {
+        // What the enclosing container expects next.
+        let at = r.position();
+        match stack.last() {
+            Some(Frame::Struct) => match r.name(&mut names).ok_or(malformed("field name", at))? {
+                NameRef::End => {
+                    stack.pop();
+                    if close(&mut stack) {
+                        break;
+                    }
+                    continue;
+                }
+                NameRef::Name(_) => {}
+            },
+            Some(Frame::Seq) | Some(Frame::Map { key: true }) if r.peek() == Some(tag::END) => {
+                r.u8();
+                stack.pop();
+                if close(&mut stack) {
+                    break;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        // One value.
+        nodes += 1;
+        if nodes > limits.max_nodes {
+            return Err(StateError::TooManyNodes(limits.max_nodes));
+        }
+        if stack.len() >= max_depth {
+            return Err(StateError::TooDeep(max_depth));
+        }
+        let in_key = matches!(
+            stack.last(),
+            Some(Frame::Map { key: true }) | Some(Frame::One { key: true })
+        );
+        let at = r.position();
+        let t = r.u8().ok_or(malformed("value", at))?;
+        let bad_key = |what| StateError::BadKey { what, at };
+        let scalar = match t {
+            tag::UNIT if in_key => return Err(bad_key("unit")),
+            tag::UNIT | tag::FALSE | tag::TRUE => true,
+            t if small_int(t).is_some() => true,
+            tag::SIGNED | tag::UNSIGNED => {
+                r.varint().ok_or(malformed("integer", at))?;
+                true
+            }
+            tag::F32 => {
+                let v = f32::from_le_bytes(r.array().ok_or(malformed("f32", at))?);
+                if in_key && !v.is_finite() {
+                    return Err(bad_key("a non-finite float"));
+                }
+                true
+            }
+            tag::F64 => {
+                let v = f64::from_le_bytes(r.array().ok_or(malformed("f64", at))?);
+                if in_key && !v.is_finite() {
+                    return Err(bad_key("a non-finite float"));
+                }
+                true
+            }
+            tag::STRING => {
+                r.str().ok_or(malformed("string", at))?;
+                true
+            }
+            tag::BYTES if in_key => return Err(bad_key("bytes")),
+            tag::BYTES => {
+                r.bytes().ok_or(malformed("bytes", at))?;
+                true
+            }
+            tag::NONE if in_key => return Err(bad_key("None")),
+            tag::NONE => true,
+            tag::SOME => {
+                stack.push(Frame::One { key: in_key });
+                false
+            }
+            tag::SEQ | tag::STRUCT | tag::MAP if in_key => {
+                return Err(bad_key(match t {
+                    tag::SEQ => "a sequence",
+                    tag::STRUCT => "a struct",
+                    _ => "a map",
+                }));
+            }
+            tag::SEQ => {
+                stack.push(Frame::Seq);
+                false
+            }
+            tag::STRUCT => {
+                stack.push(Frame::Struct);
+                false
+            }
+            tag::MAP => {
+                stack.push(Frame::Map { key: true });
+                false
+            }
+            tag::UNIT_VARIANT | tag::VARIANT => {
+                match r.name(&mut names) {
+                    Some(NameRef::Name(_)) => {}
+                    _ => return Err(malformed("variant name", at)),
+                }
+                if t == tag::VARIANT {
+                    if in_key {
+                        return Err(bad_key("a variant with a payload"));
+                    }
+                    stack.push(Frame::One { key: false });
+                    false
+                } else {
+                    true
+                }
+            }
+            other => return Err(StateError::UnknownTag { tag: other, at }),
+        };
+        if scalar && close(&mut stack) {
+            break;
+        }
+    }
+    if r.at_end() {
+        Ok(())
+    } else {
+        Err(StateError::TrailingBytes(buf.len() - r.position()))
+    }
+}
+
+/// A value just ended: closes the single-value frames it completes and
+/// advances a map between key and value. True when the root is complete.
+fn close(stack: &mut Vec<Frame>) -> bool {
+    loop {
+        match stack.last_mut() {
+            None => return true,
+            Some(Frame::One { .. }) => {
+                stack.pop();
+            }
+            Some(Frame::Map { key }) => {
+                *key = !*key;
+                return false;
+            }
+            Some(Frame::Seq | Frame::Struct) => return false,
+        }
+    }
+}
