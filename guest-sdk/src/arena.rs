@@ -117,7 +117,8 @@ unsafe impl GlobalAlloc for Arena {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if self.contains(ptr) {
             // The last allocation grows or shrinks in place when it fits.
-            if self.is_last(ptr, layout.size()) && ptr as usize + new_size <= self.base() + ARENA_BYTES
+            if self.is_last(ptr, layout.size())
+                && ptr as usize + new_size <= self.base() + ARENA_BYTES
             {
                 // SAFETY: single-threaded.
                 unsafe { *self.used.get() = ptr as usize + new_size - self.base() };

@@ -247,7 +247,11 @@ fn fuzz_payloads_through_the_sample_plugins() {
 /// A buffer that is mostly tags, varints and short strings, so that it gets
 /// past the first bytes often and reaches the validator's deeper paths.
 fn tag_stream(u: &mut Unstructured) -> arbitrary::Result<Vec<u8>> {
-    let mut buf = vec![if u.ratio(1, 16)? { u8::arbitrary(u)? } else { 1 }];
+    let mut buf = vec![if u.ratio(1, 16)? {
+        u8::arbitrary(u)?
+    } else {
+        1
+    }];
     for _ in 0..u.int_in_range(0..=64)? {
         match u.int_in_range(0..=5)? {
             0 => buf.push(*u.choose(&[

@@ -68,7 +68,8 @@ fn a_state_json_cannot_render_is_failing_bad_output_never_ok() {
         let r = d.wait_for_replica("Raw", key, WAIT, is_failing);
         let text = r["status_detail"]["reason"].as_str().unwrap();
         assert!(
-            text.starts_with("bad_output: returned a state the host refuses") && text.contains(reason),
+            text.starts_with("bad_output: returned a state the host refuses")
+                && text.contains(reason),
             "{key}: {text}"
         );
         assert_eq!(r["state"], serde_json::Value::Null, "{key}: {r}");
@@ -115,8 +116,11 @@ fn plugin_text_cannot_forge_log_lines_in_either_format() {
             .find(|l| l.contains("first line"))
             .expect("the plugin's log line");
         assert!(
-            logged.contains(r"first line\n2026-01-01T00:00:00Z ERROR FORGED by the plugin \u{202e}desrever")
-                || logged.contains(r"first line\\n2026-01-01T00:00:00Z ERROR FORGED by the plugin \\u{202e}desrever"),
+            logged.contains(
+                r"first line\n2026-01-01T00:00:00Z ERROR FORGED by the plugin \u{202e}desrever"
+            ) || logged.contains(
+                r"first line\\n2026-01-01T00:00:00Z ERROR FORGED by the plugin \\u{202e}desrever"
+            ),
             "{format}: {logged}"
         );
     }
@@ -146,7 +150,10 @@ fn the_hostcall_copy_limit_follows_max_output_bytes() {
     // refused by validation.
     let err = p.decode(snap("huge:1")).unwrap_err();
     assert_eq!(err.kind, CallErrorKind::BadOutput, "{err}");
-    assert!(err.message.contains("more than the limit of 1048576"), "{err}");
+    assert!(
+        err.message.contains("more than the limit of 1048576"),
+        "{err}"
+    );
     // A declared length that runs past the guest's memory.
     let err = p.decode(snap("lie")).unwrap_err();
     assert_eq!(err.kind, CallErrorKind::Trap, "{err}");

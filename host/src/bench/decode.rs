@@ -43,7 +43,8 @@ use crate::value::{OutputLimits, State};
 
 /// What a stored state costs beyond its bytes: the `Arc<[u8]>` header
 /// (strong and weak counts) and the replica entry's fat pointer to it.
-const STORED_FIXED_BYTES: usize = 2 * std::mem::size_of::<usize>() + std::mem::size_of::<Arc<[u8]>>();
+const STORED_FIXED_BYTES: usize =
+    2 * std::mem::size_of::<usize>() + std::mem::size_of::<Arc<[u8]>>();
 
 /// What `bench decode` runs.
 #[derive(Debug, Clone)]
@@ -201,7 +202,10 @@ pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
     ];
     let no_arena_target = std::env::temp_dir().join("replica-bench-no-arena");
     let no_arena_env = [
-        ("CARGO_TARGET_DIR", no_arena_target.to_str().unwrap_or("/tmp")),
+        (
+            "CARGO_TARGET_DIR",
+            no_arena_target.to_str().unwrap_or("/tmp"),
+        ),
         ("RUSTFLAGS", "--cfg replica_guest_no_arena"),
     ];
     let no_arena_plugins = [
@@ -212,7 +216,10 @@ pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
     .map(|(grain_type, dir)| {
         (
             grain_type,
-            crate::plugin::build::build_plugin_with_env(&options.plugins_dir.join(dir), &no_arena_env),
+            crate::plugin::build::build_plugin_with_env(
+                &options.plugins_dir.join(dir),
+                &no_arena_env,
+            ),
         )
     });
     let pooled_engine = PluginEngine::new()?;
@@ -251,14 +258,20 @@ pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
         let pooled = load(&pooled_engine, case.grain_type)?;
         let on_demand = load(&on_demand_engine, case.grain_type)?;
         let decommit = load(&decommit_engine, case.grain_type)?;
-        let no_arena = match &no_arena_plugins.iter().find(|(t, _)| *t == case.grain_type).expect("a sample plugin").1 {
+        let no_arena = match &no_arena_plugins
+            .iter()
+            .find(|(t, _)| *t == case.grain_type)
+            .expect("a sample plugin")
+            .1
+        {
             Ok(path) => LoadedPlugin::load(&pooled_engine, path, PluginLimits::default())?,
             Err(e) => anyhow::bail!("building {} without the arena: {e:#}", case.grain_type),
         };
         let snap = snapshot(case.grain_type, &case.payload);
 
         // The plugin's state must be the native one, or the comparison is moot.
-        let native_state = State::validate(&(case.native)(&case.payload), &OutputLimits::default())?;
+        let native_state =
+            State::validate(&(case.native)(&case.payload), &OutputLimits::default())?;
         let plugin_state = pooled.decode(snap)?;
         anyhow::ensure!(
             native_state.to_json()? == plugin_state.to_json()?,

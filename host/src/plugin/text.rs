@@ -51,7 +51,10 @@ mod tests {
         assert_eq!(escape("x\r\ty"), "x\\r\\ty");
         assert_eq!(escape("\u{1b}[31mred"), "\\u{001b}[31mred");
         assert_eq!(escape("abc\u{202E}fed"), "abc\\u{202e}fed");
-        assert_eq!(escape("zero\u{200B}width\u{2066}"), "zero\\u{200b}width\\u{2066}");
+        assert_eq!(
+            escape("zero\u{200B}width\u{2066}"),
+            "zero\\u{200b}width\\u{2066}"
+        );
         assert_eq!(escape("zoë ✓"), "zoë ✓");
     }
 

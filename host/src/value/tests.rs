@@ -49,7 +49,12 @@ fn outer() -> Outer {
         big: u64::MAX,
         neg: i64::MIN,
         name: "zoë ✓ \"quoted\"\n".into(),
-        tags: vec![E::Unit, E::New(7), E::Tup(-1, true), E::Str { x: Some(None) }],
+        tags: vec![
+            E::Unit,
+            E::New(7),
+            E::Tup(-1, true),
+            E::Str { x: Some(None) },
+        ],
         map: [("a".to_string(), 1.5)].into_iter().collect(),
         keyed: [(-3, ()), (4, ())].into_iter().collect(),
         bytes: serde_bytes_like::Bytes(vec![0, 255]),
@@ -112,15 +117,34 @@ fn refuses_malformed_buffers() {
         Err(StateError::Malformed { what: "string", .. })
     ));
     assert!(matches!(
-        check(&[1, tag::UNSIGNED, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02]),
-        Err(StateError::Malformed { what: "integer", .. })
+        check(&[
+            1,
+            tag::UNSIGNED,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0x02
+        ]),
+        Err(StateError::Malformed {
+            what: "integer",
+            ..
+        })
     ));
     assert_eq!(check(&[1, tag::UNIT, 0]), Err(StateError::TrailingBytes(1)));
     // A seq never closed, a struct field referring to an undefined name.
     assert!(check(&[1, tag::SEQ, tag::UNIT]).is_err());
     assert!(matches!(
         check(&[1, tag::STRUCT, 7, tag::UNIT, 0]),
-        Err(StateError::Malformed { what: "field name", .. })
+        Err(StateError::Malformed {
+            what: "field name",
+            ..
+        })
     ));
     // A map that ends between a key and its value.
     assert!(check(&[1, tag::MAP, tag::STRING, 1, b'k', tag::END]).is_err());
@@ -131,17 +155,38 @@ fn refuses_keys_json_cannot_hold() {
     let list_key: BTreeMap<Vec<u8>, u8> = [(vec![1], 2)].into_iter().collect();
     let refused = State::from_serialize(&list_key).unwrap_err();
     assert!(
-        refused.to_string().contains("map key at byte 2 is a sequence"),
+        refused
+            .to_string()
+            .contains("map key at byte 2 is a sequence"),
         "{refused}"
     );
     for (bytes, what) in [
         (vec![1, tag::MAP, tag::UNIT, tag::UNIT, tag::END], "unit"),
         (vec![1, tag::MAP, tag::NONE, tag::UNIT, tag::END], "None"),
-        (vec![1, tag::MAP, tag::SOME, tag::BYTES, 0, tag::UNIT, tag::END], "bytes"),
-        (vec![1, tag::MAP, tag::STRUCT, 0, tag::UNIT, tag::END], "a struct"),
-        (vec![1, tag::MAP, tag::MAP, tag::END, tag::UNIT, tag::END], "a map"),
         (
-            vec![1, tag::MAP, tag::VARIANT, 1, 1, b'V', tag::UNIT, tag::UNIT, tag::END],
+            vec![1, tag::MAP, tag::SOME, tag::BYTES, 0, tag::UNIT, tag::END],
+            "bytes",
+        ),
+        (
+            vec![1, tag::MAP, tag::STRUCT, 0, tag::UNIT, tag::END],
+            "a struct",
+        ),
+        (
+            vec![1, tag::MAP, tag::MAP, tag::END, tag::UNIT, tag::END],
+            "a map",
+        ),
+        (
+            vec![
+                1,
+                tag::MAP,
+                tag::VARIANT,
+                1,
+                1,
+                b'V',
+                tag::UNIT,
+                tag::UNIT,
+                tag::END,
+            ],
             "a variant with a payload",
         ),
     ] {

@@ -50,9 +50,7 @@ pub(crate) fn read<'a>(r: &mut Reader<'a>, names: &mut Vec<&'a str>) -> Option<V
             NameRef::End => return None,
         },
         tag::VARIANT => match r.name(names)? {
-            NameRef::Name(name) => {
-                Value::Variant(name.to_owned(), Some(Box::new(read(r, names)?)))
-            }
+            NameRef::Name(name) => Value::Variant(name.to_owned(), Some(Box::new(read(r, names)?))),
             NameRef::End => return None,
         },
         t => match small_int(t)? {

@@ -51,7 +51,9 @@ pub enum StateError {
     #[error("the state is nested more than {0} levels deep")]
     TooDeep(usize),
     /// A map key JSON cannot hold.
-    #[error("map key at byte {at} is {what}; JSON object keys must be strings, numbers, booleans or unit variants")]
+    #[error(
+        "map key at byte {at} is {what}; JSON object keys must be strings, numbers, booleans or unit variants"
+    )]
     BadKey {
         /// What the key is.
         what: &'static str,
@@ -66,10 +68,14 @@ enum Frame {
     Seq,
     Struct,
     /// A map; `key` says whether a key comes next.
-    Map { key: bool },
+    Map {
+        key: bool,
+    },
     /// `Some` or a variant's payload: exactly one value; `key` when it sits
     /// in a map key's place.
-    One { key: bool },
+    One {
+        key: bool,
+    },
 }
 
 /// Checks `buf`; see the module docs.
