@@ -119,9 +119,9 @@ pub struct LimitsSection {
     pub timeout_ms: u64,
     /// Memory a plugin instance may grow to, in MiB.
     pub max_memory_mib: u64,
-    /// Most nodes in one decoded value.
+    /// Most values (scalars and containers) in one decoded state.
     pub max_output_nodes: usize,
-    /// Most bytes of strings, byte strings and names in one decoded value.
+    /// Most bytes of one encoded state (plus 64 KiB: the most copied out of the guest at once).
     pub max_output_bytes: usize,
     /// Circuit breaker: after this many consecutive guest faults (traps,
     /// timeouts, out-of-memory, bad output) the plugin is paused; 0 is off.
