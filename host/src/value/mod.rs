@@ -5,9 +5,11 @@
 //! pass (well-formed, within [`OutputLimits`], renderable as JSON) and keeps
 //! it as it is: the store holds that compact buffer, and HTTP renders JSON
 //! straight from it, exactly as `serde_json::to_string` renders the plugin's
-//! Rust value. Embedders who want to walk the state build a [`Value`] tree
-//! on demand ([`State::to_value`]).
+//! Rust value. Embedders read it into their own Rust type
+//! ([`State::deserialize`]) or walk a [`Value`] tree built on demand
+//! ([`State::to_value`]).
 
+mod de;
 mod limits;
 mod reader;
 mod render;
@@ -72,6 +74,14 @@ impl State {
         reader.u8();
         tree::read(&mut reader, &mut Vec::new())
             .expect("a validated state always reads back as a value")
+    }
+
+    /// Reads the state into the grain's own Rust type: a typed view for
+    /// embedders, as the plugin's `Serialize` wrote it.
+    pub fn deserialize<T: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Result<T, serde::de::value::Error> {
+        T::deserialize(self.to_value())
     }
 
     /// Looks up a top-level struct field by name (see [`Value::field`]).

@@ -255,3 +255,59 @@ fn a_million_levels_of_nesting_is_refused_without_recursion() {
         Err(StateError::TooDeep(OutputLimits::DEPTH_CAP))
     );
 }
+
+#[test]
+fn reads_back_into_the_rust_type() {
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Shape {
+        Empty,
+        Circle(f64),
+        Rect(u32, u32),
+        Poly {
+            points: Vec<(f32, f32)>,
+            closed: bool,
+        },
+    }
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Account {
+        owner: String,
+        balance: i64,
+        big: u64,
+        tags: Vec<String>,
+        nested: Option<Option<u8>>,
+        none: Option<String>,
+        shapes: Vec<Shape>,
+        by_name: BTreeMap<String, Shape>,
+        by_number: BTreeMap<u32, bool>,
+        unit: (),
+        ch: char,
+    }
+    let account = Account {
+        owner: "Zoë".into(),
+        balance: -1250,
+        big: u64::MAX,
+        tags: vec!["vip".into()],
+        nested: Some(None),
+        none: None,
+        shapes: vec![
+            Shape::Empty,
+            Shape::Circle(1.5),
+            Shape::Rect(2, 3),
+            Shape::Poly {
+                points: vec![(0.0, 1.0)],
+                closed: true,
+            },
+        ],
+        by_name: [("a".to_string(), Shape::Empty)].into_iter().collect(),
+        by_number: [(7, true)].into_iter().collect(),
+        unit: (),
+        ch: 'é',
+    };
+    let back: Account = state(&account).deserialize().unwrap();
+    assert_eq!(back, account);
+    // A state of another shape is an error, not a panic.
+    let err = state(&5u8).deserialize::<Account>().unwrap_err();
+    assert!(err.to_string().contains("invalid type"), "{err}");
+}
