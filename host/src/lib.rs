@@ -1,11 +1,56 @@
+//! # replica-host
+//!
+//! Keeps typed, read-only replicas of Orlando grains: it polls the
+//! replication log an Orlando primary writes, hands each full-state
+//! snapshot to the WebAssembly plugin of its grain type, and serves the
+//! decoded state over HTTP and to embedders.
+//!
+//! ## The data path, in flow order
+//!
+//! 1. [`replication_log`]: the log and its backends (SQLite, PostgreSQL,
+//!    memory); what changed since a cursor, a grain's entries, the bulk scan.
+//! 2. [`consumer`]: one logical consumer per grain, run by a scheduler per
+//!    grain type on a shared worker pool; [`consumer::batch`] decides which
+//!    snapshot of a batch is applied (and refuses Deltas).
+//! 3. [`decode`]: the seam between the two halves, the [`SnapshotDecoder`]
+//!    interface and its errors.
+//! 4. [`plugin`]: the Wasm runtime behind that seam: compile, check and call
+//!    a plugin in a fresh, limited instance; [`plugin::limits`] bounds its
+//!    time, memory and output.
+//! 5. [`value`]: the typed state a plugin returns, validated, rendered as JSON.
+//! 6. [`store`]: the replicas, sequence-guarded, watchable.
+//! 7. [`daemon`]: `replica-host run`, whose [`daemon::http`] answers
+//!    `/v1/replicas/...`, `/metrics` and the rest of the HTTP API.
+//!
+//! Around the path: [`contract`] (bindings of the plugin contract),
+//! [`config`] and [`plugin_set`] (the daemon's config and the plugins it
+//! loads at startup), [`log_limiter`] (rate-limited repeated log lines),
+//! and two tools of the binary, [`bench`](mod@bench) and [`demo`].
+//!
+//! ## Embedding
+//!
+//! Open a log with [`replication_log::open`], load plugins with
+//! [`PluginEngine`] and [`LoadedPlugin`] (wrapped as a [`PluginDecoder`]),
+//! run a [`Replicator`] into a [`ReplicaStore`], and read
+//! [`Replica`]s whose [`State`] renders as JSON or reads into your own
+//! Rust type. `ARCHITECTURE.md` draws the modules and their dependencies.
+
 pub mod bench;
 pub mod config;
 pub mod consumer;
 pub mod contract;
 pub mod daemon;
+pub mod decode;
 pub mod demo;
+pub mod log_limiter;
 pub mod plugin;
 pub mod plugin_set;
 pub mod replication_log;
 pub mod store;
 pub mod value;
+
+pub use consumer::Replicator;
+pub use decode::{CallError, CallErrorKind, SnapshotDecoder};
+pub use plugin::{LoadedPlugin, PluginDecoder, PluginEngine};
+pub use store::{Replica, ReplicaStore};
+pub use value::State;

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::plugin::CallErrorKind;
+use crate::decode::CallErrorKind;
 use crate::replication_log::{EntryType, LogRecord};
 use crate::store::ReplicaStatus;
 

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use crate::plugin::CallErrorKind;
+use crate::decode::CallErrorKind;
 
 /// Every [`CallErrorKind`], in the order [`GrainTypeStats::decode_failures`] lists them.
 pub const CALL_ERROR_KINDS: [CallErrorKind; 8] = [

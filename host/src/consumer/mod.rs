@@ -46,30 +46,15 @@ pub mod catch_up;
 pub mod config;
 mod discovery;
 mod grain;
-pub mod log_limiter;
 pub mod metrics;
 mod replicator;
 mod scheduler;
 pub mod shard;
 mod shutdown;
 
-use async_trait::async_trait;
-
-use crate::plugin::CallError;
-use crate::replication_log::LogEntry;
-use crate::value::State;
-
+pub use crate::decode::SnapshotDecoder;
 pub use catch_up::{CatchUp, CatchUpProgress};
 pub use config::ConsumerConfig;
 pub use metrics::{ConsumerMetrics, GrainTypeCounters, GrainTypeStats, MetricsSnapshot};
 pub use replicator::{DEFAULT_WORKERS, Replicator};
 pub use shard::Shard;
-
-/// Turns a FullState entry's payload into the grain's typed state. The
-/// consumer calls it only with FullState entries, possibly concurrently for
-/// different grains. A panic is treated as a [`CallErrorKind::Trap`](crate::plugin::CallErrorKind::Trap).
-#[async_trait]
-pub trait SnapshotDecoder: Send + Sync + 'static {
-    /// Decodes one snapshot.
-    async fn decode(&self, entry: &LogEntry) -> Result<State, CallError>;
-}

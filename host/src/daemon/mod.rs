@@ -17,8 +17,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::consumer::log_limiter;
 use crate::consumer::{ConsumerConfig, ConsumerMetrics, Replicator, SnapshotDecoder};
+use crate::log_limiter;
 use crate::plugin::breaker::Breaker;
 use crate::plugin::{PluginDecoder, PluginEngine};
 use crate::plugin_set::PluginSet;

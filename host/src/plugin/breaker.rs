@@ -1,8 +1,8 @@
 //! An optional circuit breaker per plugin: after `after_faults` consecutive
 //! guest faults (traps, timeouts, out-of-memory, bad output; see
-//! [`CallErrorKind::is_guest_fault`](super::CallErrorKind::is_guest_fault))
+//! [`CallErrorKind::is_guest_fault`](crate::decode::CallErrorKind::is_guest_fault))
 //! the plugin is *open* (paused): its calls fail fast with
-//! [`CallErrorKind::Unavailable`](super::CallErrorKind::Unavailable) without
+//! [`CallErrorKind::Unavailable`](crate::decode::CallErrorKind::Unavailable) without
 //! running any guest code. After `cooldown` one call is let through as a
 //! trial (*half open*; concurrent calls still fail fast): if the guest
 //! behaves, the breaker closes; if it faults again, it opens for another

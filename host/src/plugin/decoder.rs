@@ -15,8 +15,9 @@ use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
 use super::breaker::{Admission, Breaker, Transition};
-use super::{CallError, CallErrorKind, LoadedPlugin, SnapshotRef};
-use crate::consumer::SnapshotDecoder;
+use super::{LoadedPlugin, SnapshotRef};
+use crate::decode::SnapshotDecoder;
+use crate::decode::{CallError, CallErrorKind};
 use crate::replication_log::LogEntry;
 use crate::value::State;
 

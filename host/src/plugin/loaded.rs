@@ -24,9 +24,10 @@ use super::call_state::CallState;
 use super::checks::{check_component, check_header};
 use super::engine::{PluginEngine, deadline_ticks};
 use super::text::escape;
-use super::{CallError, CallErrorKind, LoadError, PluginLimits};
+use super::{LoadError, PluginLimits};
 use crate::contract::types::{self, ErrorKind};
 use crate::contract::{Plugin as PluginWorld, PluginPre};
+use crate::decode::{CallError, CallErrorKind};
 use crate::value::State;
 
 /// What a plugin says about itself, plus what the host measured of it.

@@ -13,9 +13,10 @@ pub mod limits;
 pub mod loaded;
 mod text;
 
+pub use crate::decode::{CallError, CallErrorKind};
 pub use cache::{CacheOutcome, ComponentCache};
 pub use decoder::PluginDecoder;
 pub use engine::{EngineOptions, InstanceAllocation, PluginEngine};
-pub use error::{CallError, CallErrorKind, LoadError};
+pub use error::LoadError;
 pub use limits::PluginLimits;
 pub use loaded::{LoadedPlugin, PluginDescription, PluginStats, SnapshotRef, WarmInstance};

@@ -11,7 +11,7 @@
 //! `replica_tx` with the inserting transaction's id, unseen by the writer,
 //! which pays one 8-byte column and one index entry per row.
 //!
-//! The reader ([`changes_since`]) takes, in one REPEATABLE READ snapshot,
+//! The reader (`changes_since`) takes, in one REPEATABLE READ snapshot,
 //! `hi = pg_snapshot_xmin(pg_current_snapshot())`: every transaction id
 //! below `hi` has committed or aborted, so the rows with
 //! `prev <= replica_tx < hi` are final and visible, and each window
