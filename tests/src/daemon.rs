@@ -109,12 +109,18 @@ impl Daemon {
     /// Writes `config_text` to `dir/host.toml` and starts the daemon on it;
     /// returns once it serves HTTP.
     pub fn start(dir: &Path, config_text: &str) -> Daemon {
+        Self::start_with_env(dir, config_text, &[])
+    }
+
+    /// Like [`Daemon::start`], with extra environment variables.
+    pub fn start_with_env(dir: &Path, config_text: &str, envs: &[(&str, &str)]) -> Daemon {
         let config_path: PathBuf = dir.join("host.toml");
         std::fs::write(&config_path, config_text).expect("write config");
         let mut child = Command::new(crate::host_bin())
             .args(["run", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "info,replica_host=debug")
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -156,6 +162,19 @@ impl Daemon {
     /// `GET path`.
     pub fn get(&self, path: &str) -> Response {
         http::get(self.addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// `GET path` with extra request headers.
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        http::get_with(self.addr, path, headers).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// Sends a signal (`"HUP"`, `"TERM"`, …) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{name} failed");
     }
 
     /// Polls `GET path` until `check` accepts the response (or panics after `timeout`).
