@@ -313,28 +313,61 @@ impl Auth {
         Arc::clone(&self.table.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Decides a request: `Ok` to serve it, or the 401/403 answer.
-    pub fn check(&self, path: &str, headers: &HeaderMap) -> Result<(), Response> {
+    /// Decides a request: `Ok` to serve it, or why not.
+    pub fn check(&self, path: &str, headers: &HeaderMap) -> Result<(), Denied> {
         let need = Need::of_path(path);
         if need == Need::Open {
             return Ok(());
         }
         let Some(token) = presented_token(headers) else {
-            return Err(denied("missing", "a bearer token is required"));
+            return Err(Denied::Missing);
         };
         let table = self.table();
         let Some(scopes) = table.scopes_of(&token) else {
-            return Err(denied("invalid", "the token is not valid"));
+            return Err(Denied::Invalid);
         };
         if allows(scopes, &need) {
-            return Ok(());
+            Ok(())
+        } else {
+            Err(Denied::Forbidden(need))
         }
-        metrics::counter!("replica_http_auth_denied_total", "reason" => "forbidden").increment(1);
-        Err(error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("this token lacks {}", need.describe()),
-        ))
+    }
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// No token: 401.
+    Missing,
+    /// An unknown token: 401.
+    Invalid,
+    /// A token without the scope: 403.
+    Forbidden(Need),
+}
+
+impl Denied {
+    /// The metric label.
+    fn reason(&self) -> &'static str {
+        match self {
+            Denied::Missing => "missing",
+            Denied::Invalid => "invalid",
+            Denied::Forbidden(_) => "forbidden",
+        }
+    }
+
+    /// The answer: 401 with the challenges, or 403; one line of JSON each.
+    /// Counted in `replica_http_auth_denied_total{reason}`.
+    pub fn into_response(self) -> Response {
+        metrics::counter!("replica_http_auth_denied_total", "reason" => self.reason()).increment(1);
+        match self {
+            Denied::Missing => challenge(false, "a bearer token is required"),
+            Denied::Invalid => challenge(true, "the token is not valid"),
+            Denied::Forbidden(need) => error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this token lacks {}", need.describe()),
+            ),
+        }
     }
 }
 
@@ -372,10 +405,9 @@ fn presented_token(headers: &HeaderMap) -> Option<Vec<u8>> {
 }
 
 /// 401 with the challenges, as a one-line JSON error.
-fn denied(reason: &'static str, message: &str) -> Response {
-    metrics::counter!("replica_http_auth_denied_total", "reason" => reason).increment(1);
+fn challenge(invalid_token: bool, message: &str) -> Response {
     let mut response = error(StatusCode::UNAUTHORIZED, "unauthorized", message.into());
-    let bearer = if reason == "invalid" {
+    let bearer = if invalid_token {
         format!("Bearer realm=\"{REALM}\", error=\"invalid_token\"")
     } else {
         format!("Bearer realm=\"{REALM}\"")
@@ -396,7 +428,7 @@ fn denied(reason: &'static str, message: &str) -> Response {
 pub async fn enforce(State(auth): State<Arc<Auth>>, request: Request, next: Next) -> Response {
     match auth.check(request.uri().path(), request.headers()) {
         Ok(()) => next.run(request).await,
-        Err(response) => response,
+        Err(denied) => denied.into_response(),
     }
 }
 

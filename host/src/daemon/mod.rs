@@ -9,14 +9,14 @@
 //! log is dropped.
 //!
 //! # Layout
-//! - [`http`]: the routes and the read handlers;
-//! - [`auth`]: bearer tokens and scopes, checked before every handler;
-//! - [`tls`]: rustls, and a listener that handshakes off the accept loop;
-//! - [`watch`]: change streams (Server-Sent Events);
-//! - [`problems`] and [`operator_page`]: the operator's HTML page;
-//! - [`openapi`]: the API's OpenAPI document;
-//! - [`metrics`]: Prometheus;
-//! - [`reload`]: what SIGHUP re-reads.
+//! - [`http`] — the routes and the read handlers;
+//! - [`auth`] — bearer tokens and scopes, checked before every handler;
+//! - [`tls`] — rustls, and a listener that handshakes off the accept loop;
+//! - [`watch`] — change streams (Server-Sent Events);
+//! - [`problems`] and [`operator_page`] — the operator's HTML page;
+//! - [`openapi`] — the API's OpenAPI document;
+//! - [`metrics`] — Prometheus;
+//! - [`reload`] — what SIGHUP re-reads.
 
 pub mod auth;
 pub mod http;
