@@ -53,6 +53,18 @@ pub fn sample_plugins(dir: &Path) -> String {
     text
 }
 
+/// `[[plugin]]` sections for `(grain type, plugin crate)` pairs, the
+/// components copied into `dir`: fewer plugins start faster.
+pub fn plugins(dir: &Path, which: &[(&str, &str)]) -> String {
+    which
+        .iter()
+        .map(|(grain_type, krate)| {
+            let file = copy_plugin(dir, krate);
+            format!("[[plugin]]\ngrain_type = \"{grain_type}\"\npath = \"{file}\"\n\n")
+        })
+        .collect()
+}
+
 /// Copies a test plugin's component into `dir`; returns its file name.
 pub fn copy_plugin(dir: &Path, krate: &str) -> String {
     let name = format!("{krate}.wasm");
@@ -142,7 +154,7 @@ impl Daemon {
                 lines.lock().unwrap().push(line);
             }
         });
-        let addr = match addr_rx.recv_timeout(Duration::from_secs(60)) {
+        let addr = match addr_rx.recv_timeout(Duration::from_secs(180)) {
             Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();

@@ -10,7 +10,7 @@ use replica_e2e::log_writer::LogWriter;
 use replica_e2e::orlando::{self, CounterState};
 use sha2::{Digest, Sha256};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 const READER: &str = "reader-token-7f3a9c";
 const COUNTER_ONLY: &str = "counter-token-41be02";
 const SCRAPER: &str = "metrics-token-c0ffee";
@@ -43,7 +43,13 @@ fn setup(dir: &Path, http: &str) -> String {
             orlando::bincode(&orlando::sample_account(1)),
         );
     }
-    let plugins = daemon::sample_plugins(dir);
+    let plugins = daemon::plugins(
+        dir,
+        &[
+            ("Counter", "counter-plugin"),
+            ("BankAccount", "bank-account-plugin"),
+        ],
+    );
     daemon::config(&url, &plugins).replace("[http]\nlisten = \"127.0.0.1:0\"\n", http)
 }
 

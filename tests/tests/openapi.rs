@@ -49,7 +49,10 @@ fn the_openapi_document_parses_and_names_every_route() {
     );
     let d = Daemon::start(
         dir.path(),
-        &daemon::config(&url, &daemon::sample_plugins(dir.path())),
+        &daemon::config(
+            &url,
+            &daemon::plugins(dir.path(), &[("Counter", "counter-plugin")]),
+        ),
     );
     d.wait_for("/readyz", Duration::from_secs(30), |r| r.status == 200);
 

@@ -13,7 +13,7 @@ use replica_e2e::log_writer::LogWriter;
 use replica_e2e::orlando::{self, CounterState};
 use sha2::{Digest, Sha256};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 const TOKEN: &str = "operator-token-31337";
 
 fn chromium() -> Option<PathBuf> {
@@ -87,7 +87,17 @@ fn a_real_browser_renders_the_operator_page_with_the_failing_grain() {
         format!("{} read\n", hex::encode(Sha256::digest(TOKEN.as_bytes()))),
     )
     .unwrap();
-    let config = daemon::config(&url, &daemon::sample_plugins(dir.path())).replace(
+    let config = daemon::config(
+        &url,
+        &daemon::plugins(
+            dir.path(),
+            &[
+                ("Counter", "counter-plugin"),
+                ("BankAccount", "bank-account-plugin"),
+            ],
+        ),
+    )
+    .replace(
         "listen = \"127.0.0.1:0\"\n",
         "listen = \"127.0.0.1:0\"\nauth = { token_files = [\"tokens\"] }\n",
     );

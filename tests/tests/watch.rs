@@ -8,7 +8,7 @@ use replica_e2e::log_writer::LogWriter;
 use replica_e2e::orlando::{self, CounterState, UserProfile};
 use replica_e2e::sse::SseClient;
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 fn counter(n: i64) -> Vec<u8> {
     orlando::bincode(&CounterState { count: n })
@@ -19,7 +19,13 @@ fn start(dir: &std::path::Path, http_extra: &str) -> (LogWriter, Daemon) {
     let writer = LogWriter::open(&url);
     writer.full("Counter", "c-1", 1, counter(1));
     writer.full("Counter", "c-2", 1, counter(20));
-    let plugins = daemon::sample_plugins(dir);
+    let plugins = daemon::plugins(
+        dir,
+        &[
+            ("Counter", "counter-plugin"),
+            ("UserProfile", "user-profile-plugin"),
+        ],
+    );
     let config = daemon::config(&url, &plugins).replace(
         "listen = \"127.0.0.1:0\"\n",
         &format!("listen = \"127.0.0.1:0\"\n{http_extra}"),
