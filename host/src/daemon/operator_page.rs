@@ -257,6 +257,74 @@ fn render(api: &ApiState, query: &PageQuery) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use crate::consumer::CatchUp;
+    use crate::daemon::metrics::MetricsExporter;
+    use crate::daemon::problems::Problems;
+    use crate::plugin_set::PluginSet;
+    use crate::replication_log::MemoryLog;
+    use crate::store::ReplicaStore;
+
+    fn api(store: Arc<ReplicaStore>, problems: Arc<Problems>) -> ApiState {
+        ApiState {
+            store,
+            plugins: PluginSet::from_plugins([]),
+            breakers: Arc::new(BTreeMap::new()),
+            log: Arc::new(MemoryLog::new()),
+            metrics: MetricsExporter::new(Arc::default()),
+            catch_up: Arc::new(CatchUp::new([])),
+            shard: None,
+            problems,
+            cluster_id: "eu-<west>".into(),
+            stop: tokio::sync::watch::channel(false).1,
+        }
+    }
+
+    #[test]
+    fn failing_grains_come_a_page_at_a_time() {
+        let store = Arc::new(ReplicaStore::new());
+        for i in 0..PROBLEMS_PER_PAGE + 7 {
+            store.set_status(
+                "T",
+                &format!("k/{i:03}"),
+                ReplicaStatus::Failing {
+                    sequence: i as u64,
+                    reason: "trap: <boom>".into(),
+                },
+            );
+        }
+        let problems = Arc::new(Problems::default());
+        problems.rebuild(&store);
+        let api = api(store, problems);
+        let first = render(&api, &PageQuery::default());
+        assert!(first.contains("<h1>replica-host <span class=\"muted\">eu-&lt;west&gt;</span>"));
+        assert_eq!(
+            first.matches("<tr class=\"problem\">").count(),
+            PROBLEMS_PER_PAGE
+        );
+        assert!(first.contains("trap: &lt;boom&gt;") && !first.contains("<boom>"));
+        let last = format!("k%2F{:03}", PROBLEMS_PER_PAGE - 1);
+        assert!(
+            first.contains(&format!("href=\"/?after_type=T&amp;after_key={last}\"")),
+            "no next link"
+        );
+        let second = render(
+            &api,
+            &PageQuery {
+                grain_type: Some("T".into()),
+                after_type: Some("T".into()),
+                after_key: Some(format!("k/{:03}", PROBLEMS_PER_PAGE - 1)),
+            },
+        );
+        assert_eq!(second.matches("<tr class=\"problem\">").count(), 7);
+        assert!(
+            !second.contains("id=\"next\""),
+            "the last page links nowhere"
+        );
+        assert!(second.contains("http-equiv=\"refresh\""));
+    }
 
     #[test]
     fn text_is_escaped_and_links_encoded() {
