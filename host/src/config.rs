@@ -33,6 +33,10 @@ pub struct Config {
     /// The precompiled-plugin cache.
     #[serde(default)]
     pub cache: CacheSection,
+    /// Refused: `[admin] token_file` is written as `[http.auth]` (see
+    /// [`Config::validate`]'s message); kept only to say so in one line.
+    #[serde(default)]
+    pub admin: AdminSection,
     /// One entry per replicated grain type.
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginEntry>,
@@ -101,14 +105,51 @@ where
 pub struct HttpSection {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Serve a non-loopback `listen` without `[http.auth]`: must be said
+    /// explicitly, since anyone who reaches the port then reads every replica.
+    pub allow_unauthenticated: bool,
+    /// Bearer-token access control; off when absent (allowed on loopback only).
+    pub auth: Option<AuthSection>,
+    /// PEM certificate chain; with `tls_key`, the API is served over TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Changes (of any grain) a change-stream watcher may fall behind before
+    /// it is sent a `resync` event and the current state: bounds what a slow
+    /// client costs the host.
+    pub watch_buffer: usize,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            allow_unauthenticated: false,
+            auth: None,
+            tls_cert: None,
+            tls_key: None,
+            watch_buffer: crate::store::DEFAULT_CHANGE_CAPACITY,
         }
     }
+}
+
+/// `[http.auth]`: where the token hashes and their scopes are. Tokens never
+/// live in the config file itself.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Files of `sha256-hex scope…` lines, relative to the config file.
+    pub token_files: Vec<PathBuf>,
+    /// Environment variables holding the same lines.
+    pub token_env: Vec<String>,
+}
+
+/// `[admin]`: only `token_file`, which is refused with what to write instead.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// The admin endpoints' token file of an earlier design.
+    pub token_file: Option<PathBuf>,
 }
 
 /// `[limits]`: defaults for every plugin, each overridable per plugin.
@@ -221,6 +262,10 @@ impl Config {
         if self.consumer.workers == 0 {
             return Err(at("consumer.workers must be at least 1".into()));
         }
+        if self.http.watch_buffer == 0 {
+            return Err(at("http.watch_buffer must be at least 1".into()));
+        }
+        self.validate_http_access().map_err(at)?;
         if self.limits.timeout_ms == 0 {
             return Err(at("limits.timeout_ms must be at least 1".into()));
         }
@@ -250,6 +295,61 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The access rules of `[http]` and `[admin]`.
+    fn validate_http_access(&self) -> Result<(), String> {
+        if self.admin.token_file.is_some() {
+            return Err(
+                "admin.token_file is not supported: list the file under [http.auth] \
+                 token_files = [\"…\"] and give its tokens the `admin` scope"
+                    .into(),
+            );
+        }
+        match (&self.http.tls_cert, &self.http.tls_key) {
+            (Some(_), None) => return Err("http.tls_cert is set but http.tls_key is not".into()),
+            (None, Some(_)) => return Err("http.tls_key is set but http.tls_cert is not".into()),
+            _ => {}
+        }
+        if let Some(auth) = &self.http.auth {
+            if auth.token_files.is_empty() && auth.token_env.is_empty() {
+                return Err("http.auth: name at least one of token_files or token_env".into());
+            }
+            if let Some(name) = auth
+                .token_env
+                .iter()
+                .find(|n| n.is_empty() || n.contains('='))
+            {
+                return Err(format!(
+                    "http.auth.token_env: {name:?} is not an environment variable name"
+                ));
+            }
+        } else if !self.http.listen.ip().is_loopback() && !self.http.allow_unauthenticated {
+            return Err(format!(
+                "http.listen {} is not a loopback address: set [http.auth] token_files or \
+                 token_env, or http.allow_unauthenticated = true to serve every replica to \
+                 anyone who reaches the port",
+                self.http.listen
+            ));
+        }
+        Ok(())
+    }
+
+    /// The token files of `[http.auth]`, resolved against the config file.
+    pub fn token_files(&self) -> Vec<PathBuf> {
+        self.http
+            .auth
+            .iter()
+            .flat_map(|a| &a.token_files)
+            .map(|f| self.base_dir.join(f))
+            .collect()
+    }
+
+    /// The TLS certificate and key files, resolved against the config file;
+    /// `None` when TLS is off.
+    pub fn tls_files(&self) -> Option<(PathBuf, PathBuf)> {
+        let (cert, key) = (self.http.tls_cert.as_ref()?, self.http.tls_key.as_ref()?);
+        Some((self.base_dir.join(cert), self.base_dir.join(key)))
     }
 
     /// The log URL, with a relative `sqlite://` path resolved against the config file.
@@ -439,6 +539,47 @@ timeout_ms = 20
 
         let err = Config::parse("[log]\nurl = \"x\"\n", Path::new("host.toml")).unwrap_err();
         assert!(err.contains("cluster_id"), "{err}");
+    }
+
+    #[test]
+    fn http_access_rules_are_one_line_each() {
+        let c = Config::parse(GOOD, Path::new("h.toml")).unwrap();
+        assert!(c.http.auth.is_none() && c.tls_files().is_none());
+        let open = GOOD.replace(
+            "[consumer]",
+            "[http]\nlisten = \"0.0.0.0:8080\"\n\n[consumer]",
+        );
+        let err = Config::parse(&open, Path::new("h.toml")).unwrap_err();
+        assert!(
+            err.starts_with("h.toml: http.listen 0.0.0.0:8080 is not a loopback address"),
+            "{err}"
+        );
+        let allowed = open.replace("8080\"", "8080\"\nallow_unauthenticated = true");
+        assert!(Config::parse(&allowed, Path::new("h.toml")).is_ok());
+        let with_auth = open.replace(
+            "listen = \"0.0.0.0:8080\"",
+            "listen = \"0.0.0.0:8080\"\nauth = { token_files = [\"tokens\"], token_env = [\"T\"] }",
+        );
+        let c = Config::parse(&with_auth, Path::new("/etc/r/h.toml")).unwrap();
+        assert_eq!(c.token_files(), vec![PathBuf::from("/etc/r/tokens")]);
+        let empty = open.replace("8080\"", "8080\"\nauth = {}");
+        let err = Config::parse(&empty, Path::new("h.toml")).unwrap_err();
+        assert_eq!(
+            err,
+            "h.toml: http.auth: name at least one of token_files or token_env"
+        );
+        let half_tls = GOOD.replace("[consumer]", "[http]\ntls_cert = \"c.pem\"\n\n[consumer]");
+        let err = Config::parse(&half_tls, Path::new("h.toml")).unwrap_err();
+        assert_eq!(err, "h.toml: http.tls_cert is set but http.tls_key is not");
+        let admin = format!("{GOOD}\n[admin]\ntoken_file = \"admin.tokens\"\n");
+        let err = Config::parse(&admin, Path::new("h.toml")).unwrap_err();
+        assert!(
+            err.starts_with(
+                "h.toml: admin.token_file is not supported: list the file under [http.auth]"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains('\n'));
     }
 
     #[test]

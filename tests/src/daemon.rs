@@ -53,6 +53,18 @@ pub fn sample_plugins(dir: &Path) -> String {
     text
 }
 
+/// `[[plugin]]` sections for `(grain type, plugin crate)` pairs, the
+/// components copied into `dir`: fewer plugins start faster.
+pub fn plugins(dir: &Path, which: &[(&str, &str)]) -> String {
+    which
+        .iter()
+        .map(|(grain_type, krate)| {
+            let file = copy_plugin(dir, krate);
+            format!("[[plugin]]\ngrain_type = \"{grain_type}\"\npath = \"{file}\"\n\n")
+        })
+        .collect()
+}
+
 /// Copies a test plugin's component into `dir`; returns its file name.
 pub fn copy_plugin(dir: &Path, krate: &str) -> String {
     let name = format!("{krate}.wasm");
@@ -109,12 +121,28 @@ impl Daemon {
     /// Writes `config_text` to `dir/host.toml` and starts the daemon on it;
     /// returns once it serves HTTP.
     pub fn start(dir: &Path, config_text: &str) -> Daemon {
-        Self::start_with_args(dir, config_text, &[])
+        Self::start_with(dir, config_text, &[], &[])
     }
 
     /// Like [`Daemon::start`], with `args` before `run` (e.g.
     /// `["--log-format", "json"]`).
     pub fn start_with_args(dir: &Path, config_text: &str, args: &[&str]) -> Daemon {
+        Self::start_with(dir, config_text, args, &[])
+    }
+
+    /// Like [`Daemon::start`], with extra environment variables.
+    pub fn start_with_env(dir: &Path, config_text: &str, envs: &[(&str, &str)]) -> Daemon {
+        Self::start_with(dir, config_text, &[], envs)
+    }
+
+    /// Like [`Daemon::start`], with `args` before `run` and extra
+    /// environment variables.
+    pub fn start_with(
+        dir: &Path,
+        config_text: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Daemon {
         let config_path: PathBuf = dir.join("host.toml");
         std::fs::write(&config_path, config_text).expect("write config");
         let mut child = Command::new(crate::host_bin())
@@ -122,6 +150,7 @@ impl Daemon {
             .args(["run", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "info,replica_host=debug")
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -145,7 +174,7 @@ impl Daemon {
                 lines.lock().unwrap().push(line);
             }
         });
-        let addr = match addr_rx.recv_timeout(Duration::from_secs(60)) {
+        let addr = match addr_rx.recv_timeout(Duration::from_secs(180)) {
             Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();
@@ -165,6 +194,19 @@ impl Daemon {
     /// `GET path`.
     pub fn get(&self, path: &str) -> Response {
         http::get(self.addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// `GET path` with extra request headers.
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        http::get_with(self.addr, path, headers).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// Sends a signal (`"HUP"`, `"TERM"`, …) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{name} failed");
     }
 
     /// Polls `GET path` until `check` accepts the response (or panics after `timeout`).

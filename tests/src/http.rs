@@ -35,11 +35,24 @@ impl Response {
 
 /// `GET path` on `addr`.
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
+    get_with(addr, path, &[])
+}
+
+/// `GET path` on `addr` with extra request headers.
+pub fn get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n"
     )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;

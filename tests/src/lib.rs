@@ -5,6 +5,7 @@
 pub mod daemon;
 pub mod http;
 pub mod log_writer;
+pub mod sse;
 pub use replica_host::demo::orlando;
 /// A real PostgreSQL server for tests, each test in a schema of its own.
 #[path = "../../host/tests/common/pg.rs"]
@@ -104,6 +105,16 @@ pub fn host_bin() -> PathBuf {
         target_dir().join("debug/replica-host")
     })
     .clone()
+}
+
+/// The binary of the `replica-host` example `name`, built on first use.
+pub fn example_bin(name: &str) -> PathBuf {
+    let status = cargo()
+        .args(["build", "-p", "replica-host", "--example", name])
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building the example {name} failed");
+    target_dir().join("debug/examples").join(name)
 }
 
 /// Runs `replica-host` with `args`; returns (exit code, stdout, stderr).

@@ -1,4 +1,6 @@
-//! The read-only HTTP API: replicas, plugins, health, readiness, metrics.
+//! The read-only HTTP API: replicas (plain reads with `ETag`, and change
+//! streams), plugins, health, readiness, metrics, the OpenAPI document and
+//! the operator page.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -6,12 +8,17 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
 use super::metrics::MetricsExporter;
+use super::problems::Problems;
+use super::watch::{Target, resume_after};
+use super::{openapi, operator_page, watch as sse};
 use crate::consumer::{CatchUp, Shard, shard::shard_of};
 use crate::plugin::breaker::Breaker;
 use crate::plugin_set::PluginSet;
@@ -39,6 +46,12 @@ pub struct ApiState {
     pub catch_up: Arc<CatchUp>,
     /// The grains this host replicates, when sharded.
     pub shard: Option<Shard>,
+    /// The failing and behind grains and the lag, for the operator page.
+    pub problems: Arc<Problems>,
+    /// This secondary cluster's id, for the operator page.
+    pub cluster_id: Arc<str>,
+    /// Becomes `true` at shutdown; ends change streams.
+    pub stop: watch::Receiver<bool>,
 }
 
 /// Seconds a client is told to wait (`Retry-After`) while the host catches up.
@@ -47,8 +60,10 @@ const CATCHING_UP_RETRY_AFTER_SECS: u64 = 1;
 /// The API's routes.
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/", get(operator_page::page))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics))
         .route("/v1/plugins", get(plugins))
         .route("/v1/replicas/{grain_type}", get(list_keys))
@@ -63,7 +78,8 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-fn error(status: StatusCode, code: &str, message: String) -> Response {
+/// A one-line JSON error: `{"error": code, "message": message}`.
+pub(super) fn error(status: StatusCode, code: &str, message: String) -> Response {
     (
         status,
         axum::Json(serde_json::json!({ "error": code, "message": message })),
@@ -85,7 +101,8 @@ struct ReplicaBody<'a> {
     state: Option<&'a value::State>,
 }
 
-fn render(replica: &Replica) -> Result<String, serde_json::Error> {
+/// A replica's JSON, as reads and change streams send it.
+pub(super) fn render(replica: &Replica) -> Result<String, serde_json::Error> {
     let status_detail = match &replica.status {
         ReplicaStatus::Ok => None,
         ReplicaStatus::Behind { delta_sequence } => {
@@ -112,21 +129,58 @@ fn render(replica: &Replica) -> Result<String, serde_json::Error> {
     })
 }
 
-#[derive(Deserialize)]
-struct ReplicaQuery {
+/// The query of a replica read.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ReplicaQuery {
+    /// Answer 409 `stale` when the replica's snapshot is older than this many ms.
     max_staleness_ms: Option<u64>,
+    /// `true`: a Server-Sent Events stream of this replica's changes.
+    watch: Option<bool>,
+    /// With `watch`: resume after this sequence (as `Last-Event-ID` does).
+    after: Option<u64>,
 }
 
-async fn get_replica(
+/// `GET /healthz`: the process is up. Open to everyone, for probes.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process is up", body = String, content_type = "text/plain")))]
+pub(super) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /v1/replicas/{grain_type}/{grain_key}`: one replica, or its changes.
+#[utoipa::path(get, path = "/v1/replicas/{grain_type}/{grain_key}", tag = "replicas",
+    params(
+        ("grain_type" = String, Path, description = "The grain type"),
+        ("grain_key" = String, Path, description = "The grain key, percent-encoded; may contain `/`"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag of an earlier read: 304 when unchanged"),
+        ("Last-Event-ID" = Option<String>, Header, description = "With `watch`: resume after this sequence"),
+        ReplicaQuery,
+    ),
+    responses(
+        (status = 200, description = "The replica; with `watch=true` a `text/event-stream` of replicas (`id` = sequence; `resync` when the client fell behind)",
+            headers(("ETag" = String, description = "Grain type, key, sequence, status and the plugin's sha256")),
+            content((openapi::ReplicaDoc = "application/json"), (String = "text/event-stream"))),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag"),
+        (status = 400, description = "A bad query", body = openapi::ErrorDoc),
+        (status = 401, description = "No token or an invalid one", body = openapi::ErrorDoc),
+        (status = 403, description = "The token lacks `read` or `read:{grain_type}`", body = openapi::ErrorDoc),
+        (status = 404, description = "No such grain", body = openapi::ErrorDoc),
+        (status = 409, description = "Older than `max_staleness_ms`", body = openapi::ErrorDoc),
+        (status = 421, description = "The grain belongs to another shard", body = openapi::ErrorDoc),
+        (status = 503, description = "Not replicated yet: the initial catch-up is running (`Retry-After`)", body = openapi::ErrorDoc),
+    ))]
+pub(super) async fn get_replica(
     State(api): State<ApiState>,
     Path((grain_type, grain_key)): Path<(String, String)>,
+    headers: HeaderMap,
     query: Result<Query<ReplicaQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(query)) = query else {
         return error(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            "max_staleness_ms must be a non-negative integer".into(),
+            "max_staleness_ms and after must be non-negative integers, watch true or false".into(),
         );
     };
     if let Some(shard) = api.shard
@@ -141,6 +195,21 @@ async fn get_replica(
                 "{grain_type}/{grain_key} belongs to shard {owner}/{}; this host replicates shard {shard}",
                 shard.count
             ),
+        );
+    }
+    if query.watch == Some(true) {
+        if api.plugins.get(&grain_type).is_none() {
+            return unknown_grain_type(&grain_type);
+        }
+        let after = resume_after(&headers, query.after);
+        return sse::stream(
+            Arc::clone(&api.store),
+            api.stop.clone(),
+            Target::Grain {
+                grain_type,
+                grain_key,
+                after,
+            },
         );
     }
     let Some(replica) = api.store.get(&grain_type, &grain_key) else {
@@ -165,8 +234,22 @@ async fn get_replica(
             );
         }
     }
+    let tag = etag(
+        &replica,
+        api.plugins.get(&grain_type).map_or("", |p| p.sha256()),
+    );
+    if if_none_match(&headers, &tag) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response();
+    }
     match render(&replica) {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, "application/json".to_owned()),
+                (header::ETAG, tag),
+            ],
+            body,
+        )
+            .into_response(),
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "render",
@@ -175,13 +258,69 @@ async fn get_replica(
     }
 }
 
-#[derive(Deserialize)]
-struct PageQuery {
-    after: Option<String>,
-    limit: Option<usize>,
+/// A replica's entity tag: grain type, key, sequence, status and the
+/// plugin's sha256, so a new snapshot, a status change or another plugin
+/// build each change it.
+fn etag(replica: &Replica, plugin_sha256: &str) -> String {
+    let mut hash = Sha256::new();
+    for part in [
+        replica.grain_type.as_bytes(),
+        replica.grain_key.as_bytes(),
+        &replica.sequence.to_le_bytes(),
+        plugin_sha256.as_bytes(),
+        format!("{:?}", replica.status).as_bytes(),
+    ] {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part);
+    }
+    format!("\"{}\"", hex::encode(&hash.finalize()[..16]))
 }
 
-async fn list_keys(
+/// Whether `If-None-Match` names `tag` (or is `*`); weak tags compare too.
+fn if_none_match(headers: &HeaderMap, tag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == tag)
+}
+
+/// 404 `unknown_grain_type`.
+fn unknown_grain_type(grain_type: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "unknown_grain_type",
+        format!("no plugin replicates grain type {grain_type}"),
+    )
+}
+
+/// The query of a grain type's key listing.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct PageQuery {
+    /// List the keys after this one.
+    after: Option<String>,
+    /// Most keys in the page (1 to 1000, default 100).
+    limit: Option<usize>,
+    /// `true`: a Server-Sent Events stream of every grain of the type (the
+    /// current replicas first, then each change).
+    watch: Option<bool>,
+}
+
+/// `GET /v1/replicas/{grain_type}`: the grain type's keys, or its changes.
+#[utoipa::path(get, path = "/v1/replicas/{grain_type}", tag = "replicas",
+    params(("grain_type" = String, Path, description = "The grain type"), PageQuery),
+    responses(
+        (status = 200, description = "A page of keys; with `watch=true` a `text/event-stream` of the type's replicas",
+            content((openapi::KeysDoc = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "A bad query", body = openapi::ErrorDoc),
+        (status = 401, description = "No token or an invalid one", body = openapi::ErrorDoc),
+        (status = 403, description = "The token lacks `read` or `read:{grain_type}`", body = openapi::ErrorDoc),
+        (status = 404, description = "No plugin replicates this grain type", body = openapi::ErrorDoc),
+    ))]
+pub(super) async fn list_keys(
     State(api): State<ApiState>,
     Path(grain_type): Path<String>,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
@@ -190,14 +329,17 @@ async fn list_keys(
         return error(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            "limit must be a positive integer".into(),
+            "limit must be a positive integer, watch true or false".into(),
         );
     };
     if api.plugins.get(&grain_type).is_none() {
-        return error(
-            StatusCode::NOT_FOUND,
-            "unknown_grain_type",
-            format!("no plugin replicates grain type {grain_type}"),
+        return unknown_grain_type(&grain_type);
+    }
+    if page.watch == Some(true) {
+        return sse::stream(
+            Arc::clone(&api.store),
+            api.stop.clone(),
+            Target::GrainType(grain_type),
         );
     }
     let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
@@ -216,7 +358,14 @@ async fn list_keys(
     .into_response()
 }
 
-async fn plugins(State(api): State<ApiState>) -> Response {
+/// `GET /v1/plugins`: the loaded plugins.
+#[utoipa::path(get, path = "/v1/plugins", tag = "plugins",
+    responses(
+        (status = 200, description = "Grain type, schema, sha256, size, limits, calls, failures and breaker of each plugin", body = Object),
+        (status = 401, description = "No token or an invalid one", body = openapi::ErrorDoc),
+        (status = 403, description = "The token has no `read` scope", body = openapi::ErrorDoc),
+    ))]
+pub(super) async fn plugins(State(api): State<ApiState>) -> Response {
     let list: Vec<_> = api
         .plugins
         .iter()
@@ -247,7 +396,7 @@ async fn plugins(State(api): State<ApiState>) -> Response {
 }
 
 /// A breaker as `/v1/plugins` shows it.
-fn breaker_json(breaker: &Breaker) -> serde_json::Value {
+pub(super) fn breaker_json(breaker: &Breaker) -> serde_json::Value {
     let status = breaker.status(Instant::now());
     let config = breaker.config();
     serde_json::json!({
@@ -284,7 +433,14 @@ fn retry_after(mut response: Response) -> Response {
     response
 }
 
-async fn readyz(State(api): State<ApiState>) -> Response {
+/// `GET /readyz`: ready once the initial catch-up is complete and the log
+/// answers. Open to everyone, for load balancers; it shows only counts.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = openapi::ReadyDoc),
+        (status = 503, description = "Catching up (`Retry-After`) or the log is unreachable", body = openapi::ReadyDoc),
+    ))]
+pub(super) async fn readyz(State(api): State<ApiState>) -> Response {
     let progress = api.catch_up.progress();
     if let Err(e) = api.log.ping().await {
         return error(
@@ -312,7 +468,14 @@ async fn readyz(State(api): State<ApiState>) -> Response {
     }
 }
 
-async fn metrics(State(api): State<ApiState>) -> Response {
+/// `GET /metrics`: Prometheus text.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 401, description = "No token or an invalid one", body = openapi::ErrorDoc),
+        (status = 403, description = "The token lacks `metrics`", body = openapi::ErrorDoc),
+    ))]
+pub(super) async fn metrics(State(api): State<ApiState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         api.metrics.render(&api.store, &api.plugins, &api.breakers),

@@ -2,20 +2,41 @@
 //! replicate, serve HTTP, and stop cleanly on a signal.
 //!
 //! Startup order: config → plugins (all compiled and checked; the first
-//! failure stops startup before anything else starts) → log → HTTP listener
-//! → consumers. Shutdown: consumers stop, in-flight plugin calls finish,
-//! the HTTP server closes, the log is dropped.
+//! failure stops startup before anything else starts) → tokens and TLS
+//! certificate → log → HTTP listener → consumers. SIGHUP re-reads the tokens
+//! and the certificate ([`reload`]). Shutdown: consumers stop, change
+//! streams end, in-flight plugin calls finish, the HTTP server closes, the
+//! log is dropped.
+//!
+//! # Layout
+//! - [`http`] — the routes and the read handlers;
+//! - [`auth`] — bearer tokens and scopes, checked before every handler;
+//! - [`tls`] — rustls, and a listener that handshakes off the accept loop;
+//! - [`watch`] — change streams (Server-Sent Events);
+//! - [`problems`] and [`operator_page`] — the operator's HTML page;
+//! - [`openapi`] — the API's OpenAPI document;
+//! - [`metrics`] — Prometheus;
+//! - [`reload`] — what SIGHUP re-reads.
 
+pub mod auth;
 pub mod http;
 pub mod metrics;
+pub mod openapi;
+pub mod operator_page;
+pub mod problems;
+pub mod reload;
+pub mod tls;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
+use self::auth::{Auth, TokenSources};
+use self::problems::Problems;
+use self::reload::Reloader;
+use self::tls::{TlsFiles, TlsListener};
 use crate::config::Config;
 use crate::consumer::{ConsumerConfig, ConsumerMetrics, Replicator, SnapshotDecoder};
 use crate::log_limiter;
@@ -34,6 +55,12 @@ pub enum StartupError {
     /// The log or the listen address cannot be used.
     #[error("{0}")]
     Unavailable(String),
+}
+
+/// Completes once `stop` is `true` or its sender is gone. Holds no borrow of
+/// the value, so it can sit in a `select!` across awaits.
+pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// Longest wait for in-flight plugin calls at shutdown.
@@ -56,6 +83,31 @@ pub async fn run(
     let engine = PluginEngine::new()
         .map_err(|e| StartupError::Unavailable(format!("cannot start the Wasm engine: {e:#}")))?;
     let plugins = PluginSet::load(&config, &engine).map_err(StartupError::Invalid)?;
+    let mut reloader = Reloader::default();
+    let auth = match &config.http.auth {
+        Some(section) => {
+            let auth = Arc::new(
+                Auth::load(TokenSources {
+                    config: config.source.clone(),
+                    files: config.token_files(),
+                    env: section.token_env.clone(),
+                })
+                .map_err(StartupError::Invalid)?,
+            );
+            reloader.register(Arc::clone(&auth) as _);
+            Some(auth)
+        }
+        None => None,
+    };
+    let tls = match config.tls_files() {
+        Some((cert, key)) => {
+            let files =
+                Arc::new(TlsFiles::load(&config.source, cert, key).map_err(StartupError::Invalid)?);
+            reloader.register(Arc::clone(&files) as _);
+            Some(files)
+        }
+        None => None,
+    };
 
     let url = config.log_url();
     let log = replication_log::open(&url).await.map_err(|e| {
@@ -74,7 +126,7 @@ pub async fn run(
         .local_addr()
         .map_err(|e| StartupError::Unavailable(e.to_string()))?;
 
-    let store = Arc::new(ReplicaStore::new());
+    let store = Arc::new(ReplicaStore::with_change_capacity(config.http.watch_buffer));
     let consumer_metrics = Arc::new(ConsumerMetrics::default());
     let limiter = PluginDecoder::default_limiter();
     let breakers: BTreeMap<String, Arc<Breaker>> = config
@@ -106,8 +158,14 @@ pub async fn run(
         ..ConsumerConfig::default()
     };
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let lag = tokio::spawn(metrics::record_lag(Arc::clone(&store), stop_rx.clone()));
+    let problems = Arc::new(Problems::default());
+    let problems_task =
+        tokio::spawn(Arc::clone(&problems).follow(Arc::clone(&store), stop_rx.clone()));
+    let sighup = reloader.spawn_on_sighup(stop_rx.clone()).map_err(|e| {
+        StartupError::Unavailable(format!("cannot install the SIGHUP handler: {e}"))
+    })?;
     let replicator = Replicator::new(
         Arc::clone(&log),
         Arc::clone(&store),
@@ -128,20 +186,41 @@ pub async fn run(
         metrics: metrics::MetricsExporter::new(consumer_metrics),
         catch_up,
         shard: config.consumer.shard,
+        problems,
+        cluster_id: config.cluster_id.as_str().into(),
+        stop: stop_rx.clone(),
     };
+    let mut router = http::router(api);
+    if let Some(auth) = auth {
+        router = router.layer(axum::middleware::from_fn_with_state(auth, auth::enforce));
+    }
     let mut http_stop = stop_rx.clone();
-    let server = tokio::spawn(
-        axum::serve(listener, http::router(api))
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
-    );
+    let stopped = async move {
+        let _ = http_stop.wait_for(|stop| *stop).await;
+    };
+    let server = match &tls {
+        Some(files) => {
+            let listener = TlsListener::spawn(listener, Arc::clone(files), stop_rx.clone())
+                .map_err(|e| StartupError::Unavailable(e.to_string()))?;
+            tokio::spawn(
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stopped)
+                    .into_future(),
+            )
+        }
+        None => tokio::spawn(
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        ),
+    };
 
     tracing::info!(
         cluster_id = %config.cluster_id,
         log = %replication_log::redact_password(&url),
         http = %addr,
+        tls = tls.is_some(),
+        auth = config.http.auth.is_some(),
         plugins = plugins.len(),
         "replica-host running"
     );
@@ -169,6 +248,8 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
     }
     let _ = lag.await;
+    let _ = problems_task.await;
+    let _ = sighup.await;
     log_limiter::flush_all();
     drop(log);
     tracing::info!("stopped");
