@@ -1,7 +1,7 @@
 //! `replica-host bench e2e`: a producer appends Orlando-format snapshots
 //! for N grains at R per second while a consumer replicates them; the host
 //! (discovery, the grain scheduler, the BankAccount Wasm plugin, the typed
-//! store) and the seed-style baseline ([`super::seed`]) run one after the
+//! store) and the baseline of Orlando's own consumer ([`super::seed`]) run one after the
 //! other on fresh logs in the same invocation.
 //!
 //! Producer, host and baseline each run in a child process of this binary,

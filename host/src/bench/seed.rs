@@ -1,6 +1,6 @@
-//! The baseline of the end-to-end benchmark: Orlando's seed consumer
-//! (`shared/seed/replication_consumer.rs`), reproduced faithfully over this
-//! host's log backends.
+//! The baseline of the end-to-end benchmark: Orlando's own polling consumer
+//! (ARCHITECTURE.md, "The consumer, and where it differs from Orlando's",
+//! says what it does), reproduced faithfully over this host's log backends.
 //!
 //! One task per grain, told which grains to follow; every poll interval it
 //! reads up to 100 entries after its last sequence, refuses the whole batch
@@ -80,7 +80,7 @@ impl RawReplicaStore {
     }
 }
 
-/// The seed's `ReplicationConsumer` for one grain.
+/// Orlando's `ReplicationConsumer` for one grain.
 pub struct SeedConsumer {
     /// The grain's type.
     pub grain_type: String,
@@ -97,7 +97,7 @@ pub struct SeedConsumer {
 }
 
 impl SeedConsumer {
-    /// The seed's `run`: call via `tokio::spawn`.
+    /// Orlando's `run`: call via `tokio::spawn`.
     pub async fn run(mut self) {
         let mut last_sequence = 0u64;
         loop {
@@ -116,7 +116,7 @@ impl SeedConsumer {
                         LogRecord::Entry(e) => Some(e.sequence),
                         LogRecord::Refused(row) => row.sequence,
                     };
-                    // A Delta (or a row the seed could not have read) refuses
+                    // A Delta (or a row Orlando's consumer could not have read) refuses
                     // the whole batch; move past it.
                     let refused = entries.iter().any(|r| match r {
                         LogRecord::Entry(e) => e.entry_type == EntryType::Delta,

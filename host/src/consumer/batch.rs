@@ -2,7 +2,8 @@
 //! decode and in which order, which to refuse, where the position moves and
 //! what the replica's status becomes. No I/O and no clock.
 //!
-//! The rules (issue 3):
+//! The rules (ARCHITECTURE.md, "The consumer, and where it differs from
+//! Orlando's"):
 //! - Deltas and uninterpretable rows are refused: reported once each, never
 //!   decoded, passed over by the position.
 //! - FullState entries above the applied sequence are tried newest first; the

@@ -19,10 +19,10 @@
 //!   ([`ReplicationLog::scan`](crate::replication_log::ReplicationLog::scan)),
 //!   instead of one query per grain; [`CatchUp`] tells how far that is.
 //!
-//! # Semantics (issue 3; where the seed differed)
+//! # Semantics (ARCHITECTURE.md, "The consumer, and where it differs from Orlando's")
 //! - Deltas and uninterpretable rows ([`LogRecord::Refused`](crate::replication_log::LogRecord))
 //!   never reach a decoder: each is logged at error level with grain type,
-//!   key and sequence, counted once, and passed over. Unlike the seed, they do
+//!   key and sequence, counted once, and passed over. Unlike Orlando's consumer, they do
 //!   not throw away the rest of the batch.
 //! - The newest FullState of a batch is decoded and applied; older ones are
 //!   skipped without decoding. If the newest fails, the next newest above the
