@@ -44,15 +44,20 @@ pub struct Summary {
 
 #[derive(Debug)]
 struct Group {
+    /// When the group's last full line was written.
     logged_at: Instant,
+    /// Identical errors counted since then.
     suppressed: u64,
+    /// A few grain keys of those, for the summary.
     examples: Vec<String>,
 }
 
 /// Groups errors by (grain type, kind) and decides which to log.
 #[derive(Debug)]
 pub struct LogLimiter {
+    /// The summary interval, in ms.
     interval_ms: AtomicU64,
+    /// The groups, by grain type and kind.
     groups: Mutex<HashMap<(String, &'static str), Group>>,
 }
 

@@ -84,13 +84,21 @@ fn full_state_sequence(record: &LogRecord) -> Option<u64> {
 /// Where one grain's consumer stands in its log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
+    /// The sequence the next read starts after.
     position: u64,
+    /// The sequence of the applied snapshot (0 when none).
     applied: u64,
+    /// The highest sequence read so far.
     seen: u64,
+    /// The highest sequence whose refusal was already reported, so none is reported twice.
     reported: u64,
+    /// The lowest snapshot neither applied nor superseded: the position never passes it.
     blocker: Option<u64>,
+    /// Why the newest snapshot does not decode, while it does not.
     failing: Option<Failure>,
+    /// The newest refused entry (a Delta or unreadable row) after the applied snapshot.
     behind: Option<u64>,
+    /// Reasons of refused rows without a sequence, already reported once (bounded).
     unsequenced: BTreeSet<String>,
 }
 

@@ -44,6 +44,7 @@ impl TypeCatchUp {
 /// The catch-up of every replicated grain type; shared with the HTTP API.
 #[derive(Debug, Default)]
 pub struct CatchUp {
+    /// Each grain type's catch-up, by name.
     types: BTreeMap<String, Arc<TypeCatchUp>>,
 }
 

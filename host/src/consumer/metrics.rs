@@ -34,15 +34,25 @@ fn kind_index(kind: CallErrorKind) -> usize {
 /// Live counters of one grain type; monotonic, updated by the consumer tasks.
 #[derive(Debug, Default)]
 pub struct GrainTypeCounters {
+    /// Grains known to the consumer.
     grains: AtomicU64,
+    /// Snapshots applied to the store.
     snapshots_applied: AtomicU64,
+    /// Snapshots superseded by a newer one in the same batch, never decoded.
     snapshots_skipped: AtomicU64,
+    /// Delta entries refused.
     deltas_refused: AtomicU64,
+    /// Rows the host could not interpret, refused.
     rows_refused: AtomicU64,
+    /// Failed decodes, by `CallErrorKind`.
     decode_failures: [AtomicU64; CALL_ERROR_KINDS.len()],
+    /// Failed reads of a grain's entries.
     read_errors: AtomicU64,
+    /// Failed listings of the grain type.
     discovery_errors: AtomicU64,
+    /// Grains waiting for a worker now.
     queue_depth: AtomicU64,
+    /// How long the oldest of them has waited, in ms.
     oldest_ready_ms: AtomicU64,
 }
 
@@ -147,10 +157,15 @@ impl GrainTypeStats {
 /// All counters of a [`super::Replicator`]; shared as `Arc<ConsumerMetrics>`.
 #[derive(Debug, Default)]
 pub struct ConsumerMetrics {
+    /// Counters by grain type.
     per_type: RwLock<HashMap<String, Arc<GrainTypeCounters>>>,
+    /// Grain types in the log that no plugin handles, with their grain counts.
     unhandled: Mutex<BTreeMap<String, u64>>,
+    /// Failed scans for the log's grain types.
     grain_type_scan_errors: AtomicU64,
+    /// The worker pool's size.
     workers: AtomicU64,
+    /// Workers running a grain step now.
     workers_busy: AtomicU64,
 }
 

@@ -64,7 +64,9 @@ struct Slot {
 /// The grains of one type and what is due.
 #[derive(Default)]
 struct Table {
+    /// One compact entry per grain, addressed by index.
     slots: Vec<Slot>,
+    /// A grain key's slot index.
     index: HashMap<Arc<str>, u32>,
     /// Grains with a step due, and since when.
     ready: VecDeque<(u32, Instant)>,

@@ -115,16 +115,22 @@ enum State {
 
 #[derive(Debug)]
 struct Inner {
+    /// Closed, open until a time, or half-open.
     state: State,
+    /// Guest faults in a row.
     consecutive: u32,
+    /// How often it opened.
     times_opened: u64,
+    /// Calls refused while open.
     rejected: u64,
 }
 
 /// The circuit breaker of one plugin; shared by every call of it.
 #[derive(Debug)]
 pub struct Breaker {
+    /// When to open and for how long.
     config: BreakerConfig,
+    /// The state, behind a lock held for no I/O.
     inner: Mutex<Inner>,
 }
 

@@ -13,11 +13,17 @@ const MAX_LOG_LINES: u32 = 64;
 
 /// Data owned by the store of one plugin call.
 pub(crate) struct CallState {
+    /// The plugin's name, for log lines.
     pub plugin: Arc<str>,
+    /// The grain being decoded, for log lines and errors.
     pub grain_type: String,
+    /// Its key.
     pub grain_key: String,
+    /// The snapshot's sequence.
     pub sequence: u64,
+    /// Refuses growth past the memory limit.
     pub memory: MemoryLimiter,
+    /// Log lines the guest emitted in this call.
     log_lines: u32,
     /// The last error-level line, which carries a panic's message.
     pub last_error: Option<String>,
@@ -54,7 +60,9 @@ impl CallState {
 /// Refuses memory growth past the plugin's limit and remembers that it did,
 /// so that the resulting trap is reported as out-of-memory.
 pub(crate) struct MemoryLimiter {
+    /// The memory limit.
     pub max_bytes: usize,
+    /// Whether a growth was refused, so the trap reads as out-of-memory.
     pub denied: bool,
 }
 

@@ -23,14 +23,18 @@ use crate::value::State;
 
 /// Decodes snapshots with one plugin.
 pub struct PluginDecoder {
+    /// The plugin that decodes.
     plugin: Arc<LoadedPlugin>,
+    /// The decode concurrency bound shared by all plugins (see `default_limiter`).
     limiter: Arc<Semaphore>,
+    /// The plugin's circuit breaker, when configured.
     breaker: Option<Arc<Breaker>>,
 }
 
 /// Hands the trial back if a trial call ends without a verdict (its future
 /// dropped at shutdown, or the host unable to run it).
 struct TrialGuard<'a> {
+    /// The breaker whose trial call this guards.
     breaker: Option<&'a Breaker>,
 }
 

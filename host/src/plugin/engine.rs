@@ -80,8 +80,11 @@ impl Default for EngineOptions {
 /// of concurrent calls waits for a slot instead of failing.
 #[derive(Debug)]
 pub(crate) struct InstanceGate {
+    /// Slots free now.
     free: Mutex<usize>,
+    /// Woken when a slot is freed.
     freed: Condvar,
+    /// Whether there is a bound at all (pooling) or every acquire passes (on demand).
     bounded: bool,
 }
 
@@ -129,10 +132,15 @@ impl Drop for GatePermit<'_> {
 /// [`EPOCH_TICK`] for as long as any clone of the engine lives.
 #[derive(Clone)]
 pub struct PluginEngine {
+    /// The wasmtime engine every plugin is compiled for.
     pub(crate) engine: Engine,
+    /// Offers plugins their one import, logging.
     pub(crate) linker: Arc<Linker<CallState>>,
+    /// Bounds live instances to the pool's slots.
     pub(crate) gate: Arc<InstanceGate>,
+    /// How instances are allocated.
     options: EngineOptions,
+    /// The engine-compatibility hash, part of every precompiled-cache key.
     compatibility: Arc<str>,
 }
 

@@ -48,7 +48,9 @@ pub struct PluginDescription {
 /// Call counters of one plugin.
 #[derive(Debug, Default)]
 pub struct PluginStats {
+    /// Decode calls made.
     calls: AtomicU64,
+    /// Decode calls that failed.
     failures: AtomicU64,
 }
 
@@ -65,16 +67,27 @@ impl PluginStats {
 
 /// A plugin ready to decode snapshots. Shareable across threads.
 pub struct LoadedPlugin {
+    /// The file name, which tags logs and errors.
     name: Arc<str>,
+    /// What the plugin says about itself (escaped).
     description: PluginDescription,
+    /// Hex sha256 of the file.
     sha256: String,
+    /// The file's size in bytes.
     size: usize,
+    /// The component's import names, as checked.
     imports: Vec<String>,
+    /// How long compiling (or loading the cached artifact) took.
     compile_time: Duration,
+    /// Whether the compiled code came from the cache.
     cache_outcome: CacheOutcome,
+    /// Time, memory and output limits of every call.
     limits: PluginLimits,
+    /// The engine it was compiled for.
     engine: PluginEngine,
+    /// The pre-instantiated template every call instantiates.
     pre: PluginPre<CallState>,
+    /// Call counters.
     stats: PluginStats,
 }
 
@@ -422,8 +435,11 @@ impl LoadedPlugin {
 /// One instance reused across calls (see [`LoadedPlugin::warm_instance`]).
 #[doc(hidden)]
 pub struct WarmInstance<'a> {
+    /// The plugin it runs.
     plugin: &'a LoadedPlugin,
+    /// Its store, kept across calls.
     store: Store<CallState>,
+    /// Its instance's exports.
     world: PluginWorld,
 }
 

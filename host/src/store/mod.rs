@@ -37,11 +37,17 @@ type GrainMap = BTreeMap<Box<str>, Stored>;
 /// million grains every byte here is a megabyte.
 #[derive(Debug)]
 struct Stored {
+    /// The applied snapshot's state; `None` until one decodes.
     state: Option<State>,
+    /// The applied snapshot's sequence.
     sequence: u64,
+    /// The primary's clock when it wrote that snapshot.
     timestamp_millis: i64,
+    /// The cluster that wrote it, interned.
     source_cluster: Arc<str>,
+    /// When this host applied it.
     applied_at: Option<SystemTime>,
+    /// How current the replica is.
     status: StoredStatus,
 }
 
@@ -115,7 +121,9 @@ impl Stored {
 /// The replicas and the interned source clusters.
 #[derive(Debug, Default)]
 struct Grains {
+    /// The replicas, by grain type, then key.
     by_type: HashMap<String, GrainMap>,
+    /// Every source cluster name, stored once.
     clusters: HashSet<Arc<str>>,
 }
 
