@@ -93,13 +93,16 @@ unsafe impl GlobalAlloc for Arena {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // Arena memory is zero until first used, but may be reused after a
-        // `dealloc` of the last allocation: zero it explicitly.
-        let ptr = unsafe { self.alloc(layout) };
-        if !ptr.is_null() && self.contains(ptr) {
-            unsafe { ptr.write_bytes(0, layout.size()) };
+        // SAFETY: forwarded contract of `GlobalAlloc::alloc_zeroed`.
+        match unsafe { self.bump(layout) } {
+            // Arena memory is zero until first used, but may be handed out
+            // again after a `dealloc` of the last allocation: zero it.
+            Some(ptr) => {
+                unsafe { ptr.write_bytes(0, layout.size()) };
+                ptr
+            }
+            None => unsafe { System.alloc_zeroed(layout) },
         }
-        ptr
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -169,11 +172,16 @@ mod tests {
             let d = arena.alloc_zeroed(Layout::from_size_align(16, 1).unwrap());
             assert_eq!(c, d);
             assert!((0..16).all(|i| *d.add(i) == 0));
-            // Too big for what is left: the system allocator.
+            // Too big for what is left: the system allocator, zeroed when
+            // asked.
             let big = Layout::from_size_align(ARENA_BYTES, 1).unwrap();
             let e = arena.alloc(big);
             assert!(!e.is_null() && !arena.contains(e));
             arena.dealloc(e, big);
+            let z = arena.alloc_zeroed(big);
+            assert!(!z.is_null() && !arena.contains(z));
+            assert!((0..ARENA_BYTES).step_by(4096).all(|i| *z.add(i) == 0));
+            arena.dealloc(z, big);
         }
     }
 }
