@@ -125,33 +125,37 @@ fn decode_json<T: DeserializeOwned>(payload: &[u8]) {
 }
 
 fn cases() -> Vec<Case> {
+    let counter = workload::counter_state(7);
     let mut cases = vec![Case {
         grain_type: "Counter",
         size: Size::Natural,
-        payload: workload::counter(7),
-        bincode_len: workload::counter(7).len(),
-        once_per_buffer: once_per_buffer(&CounterState { count: -1_234_574 }),
+        payload: orlando::bincode(&counter),
+        bincode_len: orlando::bincode(&counter).len(),
+        once_per_buffer: once_per_buffer(&counter),
         native: native_bincode::<CounterState>,
         decode_only: decode_bincode::<CounterState>,
     }];
     for target in [100, 1024, 64 * 1024] {
+        let state = workload::account_state(7, target);
+        let payload = orlando::bincode(&state);
         cases.push(Case {
             grain_type: "BankAccount",
             size: Size::About(target),
-            payload: orlando::bincode(&workload::account_state(7, target)),
-            bincode_len: orlando::bincode(&workload::account_state(7, target)).len(),
-            once_per_buffer: once_per_buffer(&workload::account_state(7, target)),
+            bincode_len: payload.len(),
+            payload,
+            once_per_buffer: once_per_buffer(&state),
             native: native_bincode::<AccountState>,
             decode_only: decode_bincode::<AccountState>,
         });
     }
     for target in [100, 1024, 64 * 1024] {
+        let state = workload::user_state(7, target);
         cases.push(Case {
             grain_type: "UserProfile",
             size: Size::About(target),
-            payload: orlando::json(&workload::user_state(7, target)),
-            bincode_len: orlando::bincode(&workload::user_state(7, target)).len(),
-            once_per_buffer: once_per_buffer(&workload::user_state(7, target)),
+            payload: orlando::json(&state),
+            bincode_len: orlando::bincode(&state).len(),
+            once_per_buffer: once_per_buffer(&state),
             native: native_json::<UserProfile>,
             decode_only: decode_json::<UserProfile>,
         });

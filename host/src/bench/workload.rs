@@ -28,11 +28,16 @@ fn filler(n: usize) -> String {
     format!("tag-{n:06}-abcdefghijklm")
 }
 
+/// The `i`-th `CounterState`.
+pub fn counter_state(i: i64) -> CounterState {
+    CounterState {
+        count: -1_234_567 - i,
+    }
+}
+
 /// A `CounterState` payload (bincode): always a few bytes.
 pub fn counter(i: i64) -> Vec<u8> {
-    orlando::bincode(&CounterState {
-        count: -1_234_567 - i,
-    })
+    orlando::bincode(&counter_state(i))
 }
 
 /// A `BankAccount` state whose bincode payload is at least `target` bytes:

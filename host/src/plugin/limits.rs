@@ -26,10 +26,16 @@ impl Default for PluginLimits {
 }
 
 impl PluginLimits {
+    /// What one transfer out of the guest may carry beyond the output
+    /// limit: room for a result's error message or a log line.
+    pub const HOSTCALL_FUEL_MARGIN: usize = 64 << 10;
+
     /// Bytes the engine may copy out of the guest in one transfer
-    /// (wasmtime's hostcall fuel): the output limit, plus room for a
-    /// result's error message or a log line.
+    /// (wasmtime's hostcall fuel): the output limit plus
+    /// [`PluginLimits::HOSTCALL_FUEL_MARGIN`].
     pub fn hostcall_fuel(&self) -> usize {
-        self.output.max_bytes.saturating_add(64 << 10)
+        self.output
+            .max_bytes
+            .saturating_add(Self::HOSTCALL_FUEL_MARGIN)
     }
 }

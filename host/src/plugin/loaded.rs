@@ -413,9 +413,10 @@ impl LoadedPlugin {
             (
                 CallErrorKind::BadOutput,
                 format!(
-                    "tried to hand the host more than {} bytes in one transfer (max_output_bytes {} plus 64 KiB)",
+                    "tried to hand the host more than {} bytes in one transfer (max_output_bytes {} plus {})",
                     self.limits.hostcall_fuel(),
-                    self.limits.output.max_bytes
+                    self.limits.output.max_bytes,
+                    PluginLimits::HOSTCALL_FUEL_MARGIN
                 ),
             )
         } else {
