@@ -17,8 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use replica_host::consumer::{ConsumerConfig, Replicator, SnapshotDecoder};
-use replica_host::plugin::{LoadedPlugin, PluginDecoder, PluginEngine, PluginLimits};
+use replica_host::plugin::{DecodeSlots, LoadedPlugin, PluginDecoder, PluginEngine, PluginLimits};
 use replica_host::replication_log;
+use replica_host::shutdown::Shutdown;
 use replica_host::store::{ChangeKind, Replica, ReplicaStore};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -38,7 +39,7 @@ fn typed<T: DeserializeOwned>(replica: &Replica) -> Option<T> {
 /// Every `*.wasm` in `dir`, loaded and checked, by the grain type it decodes.
 fn load_plugins(dir: &Path) -> anyhow::Result<HashMap<String, Arc<dyn SnapshotDecoder>>> {
     let engine = PluginEngine::new()?;
-    let limiter = PluginDecoder::default_limiter();
+    let slots = DecodeSlots::per_core();
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .map(|entry| entry.map(|e| e.path()))
         .collect::<Result<_, _>>()?;
@@ -51,7 +52,7 @@ fn load_plugins(dir: &Path) -> anyhow::Result<HashMap<String, Arc<dyn SnapshotDe
         println!("plugin {grain_type} from {}", path.display());
         decoders.insert(
             grain_type,
-            Arc::new(PluginDecoder::new(plugin, Arc::clone(&limiter))),
+            Arc::new(PluginDecoder::new(plugin, slots.clone())),
         );
     }
     Ok(decoders)
@@ -94,8 +95,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let replicator = Replicator::new(log, Arc::clone(&store), decoders, config);
     let catch_up = replicator.catch_up();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let running = replicator.spawn(stopped);
+    let stop = Shutdown::new();
+    let running = replicator.spawn(stop.signal());
     while !catch_up.progress().complete {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -133,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    let _ = stop.send(true);
+    stop.stop();
     running.await?;
     println!("stopped");
     Ok(())

@@ -24,8 +24,11 @@
 //!
 //! Around the path: [`contract`] (bindings of the plugin contract),
 //! [`config`] and [`plugin_set`] (the daemon's config and the plugins it
-//! loads at startup), [`log_limiter`] (rate-limited repeated log lines),
-//! and two tools of the binary, [`bench`](mod@bench) and [`demo`].
+//! loads at startup), [`log_limiter`] (rate-limited repeated log lines).
+//!
+//! The binary's two tools, `bench` and `demo`, are built only with the
+//! `tools` feature (on by default; the `replica-host` binary needs it).
+//! An embedder can leave it off: `default-features = false`.
 //!
 //! ## Embedding
 //!
@@ -35,17 +38,20 @@
 //! [`Replica`]s whose [`State`] renders as JSON or reads into your own
 //! Rust type. `ARCHITECTURE.md` draws the modules and their dependencies.
 
+#[cfg(feature = "tools")]
 pub mod bench;
 pub mod config;
 pub mod consumer;
 pub mod contract;
 pub mod daemon;
 pub mod decode;
+#[cfg(feature = "tools")]
 pub mod demo;
 pub mod log_limiter;
 pub mod plugin;
 pub mod plugin_set;
 pub mod replication_log;
+pub mod shutdown;
 pub mod store;
 pub mod value;
 

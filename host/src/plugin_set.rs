@@ -3,12 +3,72 @@
 //! with one line naming the config entry, the file and the reason.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::plugin::{ComponentCache, LoadedPlugin, PluginEngine};
+use crate::plugin::{ComponentCache, LoadError, LoadedPlugin, PluginEngine};
+
+/// Why a `[[plugin]]` entry of the config was refused: one line naming
+/// the config file, the entry, the plugin file and the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: plugin[{index}] (grain_type {grain_type:?}): {error}", config.display())]
+pub struct PluginSetError {
+    /// The config file.
+    pub config: PathBuf,
+    /// The entry's position among the `[[plugin]]` entries.
+    pub index: usize,
+    /// The entry's grain type.
+    pub grain_type: String,
+    /// What is wrong with it.
+    #[source]
+    pub error: Box<EntryError>,
+}
+
+/// What is wrong with one `[[plugin]]` entry.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    /// The file could not be read to check its pin.
+    #[error("{}: cannot read the file: {source}", path.display())]
+    Read {
+        /// The plugin file.
+        path: PathBuf,
+        /// What the file system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not the one the config pins.
+    #[error(
+        "{}: sha256 is {actual}{}, but the config pins {pin}",
+        path.display(),
+        if *changed_while_loading { " (the file changed while loading)" } else { "" }
+    )]
+    Pin {
+        /// The plugin file.
+        path: PathBuf,
+        /// The file's sha256.
+        actual: String,
+        /// The config's `sha256`.
+        pin: String,
+        /// Whether the file changed between the pin check and compiling.
+        changed_while_loading: bool,
+    },
+    /// The file is not a plugin this host can run.
+    #[error("{0}")]
+    Load(#[source] LoadError),
+    /// The plugin decodes another grain type than the entry names.
+    #[error("{}: the plugin decodes grain type {declared:?}, not {configured:?}", path.display())]
+    GrainType {
+        /// The plugin file.
+        path: PathBuf,
+        /// The grain type the plugin declares.
+        declared: String,
+        /// The grain type the entry names.
+        configured: String,
+    },
+}
 
 /// The loaded plugins, by grain type.
 #[derive(Clone, Default)]
@@ -24,7 +84,7 @@ impl PluginSet {
     /// With `[cache] dir` set, compiled code is taken from (and stored in) the
     /// precompiled cache; a cache directory that cannot be used is reported
     /// and plugins are compiled as without a cache.
-    pub fn load(config: &Config, engine: &PluginEngine) -> Result<Self, String> {
+    pub fn load(config: &Config, engine: &PluginEngine) -> Result<Self, PluginSetError> {
         let cache = config
             .cache_dir()
             .and_then(|dir| match ComponentCache::open(&dir) {
@@ -35,25 +95,30 @@ impl PluginSet {
                 }
             });
         let mut by_grain_type = BTreeMap::new();
-        for (i, entry) in config.plugins.iter().enumerate() {
+        for (index, entry) in config.plugins.iter().enumerate() {
             let path = config.plugin_path(entry);
-            let fail = |reason: &str| {
-                format!(
-                    "{}: plugin[{i}] (grain_type {:?}): {reason}",
-                    config.source.display(),
-                    entry.grain_type
-                )
+            let fail = |error: EntryError| PluginSetError {
+                config: config.source.clone(),
+                index,
+                grain_type: entry.grain_type.clone(),
+                error: Box::new(error),
             };
             if let Some(pin) = &entry.sha256 {
                 // Check the pin on the bytes before compiling anything.
-                let bytes = std::fs::read(&path)
-                    .map_err(|e| fail(&format!("{}: cannot read the file: {e}", path.display())))?;
+                let bytes = std::fs::read(&path).map_err(|source| {
+                    fail(EntryError::Read {
+                        path: path.clone(),
+                        source,
+                    })
+                })?;
                 let actual = hex::encode(Sha256::digest(&bytes));
                 if !actual.eq_ignore_ascii_case(pin) {
-                    return Err(fail(&format!(
-                        "{}: sha256 is {actual}, but the config pins {pin}",
-                        path.display()
-                    )));
+                    return Err(fail(EntryError::Pin {
+                        path,
+                        actual,
+                        pin: pin.clone(),
+                        changed_while_loading: false,
+                    }));
                 }
             }
             let plugin = LoadedPlugin::load_with_cache(
@@ -62,25 +127,26 @@ impl PluginSet {
                 config.plugin_limits(entry),
                 cache.as_ref(),
             )
-            .map_err(|e| fail(&e.to_string()))?;
+            .map_err(|e| fail(EntryError::Load(e)))?;
             // The file may have changed between the pin check and the load:
             // the bytes actually compiled must match the pin too.
             if let Some(pin) = &entry.sha256
                 && !plugin.sha256().eq_ignore_ascii_case(pin)
             {
-                return Err(fail(&format!(
-                    "{}: sha256 is {} (the file changed while loading), but the config pins {pin}",
-                    path.display(),
-                    plugin.sha256()
-                )));
+                return Err(fail(EntryError::Pin {
+                    path,
+                    actual: plugin.sha256().to_string(),
+                    pin: pin.clone(),
+                    changed_while_loading: true,
+                }));
             }
             let declared = &plugin.description().grain_type;
             if declared != &entry.grain_type {
-                return Err(fail(&format!(
-                    "{}: the plugin decodes grain type {declared:?}, not {:?}",
-                    path.display(),
-                    entry.grain_type
-                )));
+                return Err(fail(EntryError::GrainType {
+                    path,
+                    declared: declared.clone(),
+                    configured: entry.grain_type.clone(),
+                }));
             }
             tracing::info!(
                 grain_type = %entry.grain_type,

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use replica_host::consumer::{ConsumerConfig, ConsumerMetrics, Replicator, SnapshotDecoder};
@@ -16,6 +15,7 @@ use replica_host::plugin::{CallError, CallErrorKind};
 use replica_host::replication_log::{
     EntryType, GrainHead, LogEntry, LogError, LogRecord, MemoryLog, RawRow, ReplicationLog,
 };
+use replica_host::shutdown::Shutdown;
 use replica_host::store::{ChangeKind, ReplicaStatus, ReplicaStore};
 use replica_host::value::{State, Value};
 
@@ -177,7 +177,7 @@ fn config() -> ConsumerConfig {
 struct Running {
     store: Arc<ReplicaStore>,
     metrics: Arc<ConsumerMetrics>,
-    stop: watch::Sender<bool>,
+    stop: Shutdown,
     handle: JoinHandle<()>,
 }
 
@@ -185,7 +185,7 @@ impl Running {
     /// Signals shutdown and returns how long everything took to stop.
     async fn shut_down(self) -> Duration {
         let started = Instant::now();
-        self.stop.send(true).unwrap();
+        self.stop.stop();
         tokio::time::timeout(Duration::from_secs(10), self.handle)
             .await
             .expect("replicator did not stop")
@@ -232,8 +232,8 @@ fn start(
     )]);
     let replicator = Replicator::new(log, Arc::clone(&store), decoders, config);
     let metrics = replicator.metrics();
-    let (stop, shutdown) = watch::channel(false);
-    let handle = replicator.spawn(shutdown);
+    let stop = Shutdown::new();
+    let handle = replicator.spawn(stop.signal());
     Running {
         store,
         metrics,

@@ -11,9 +11,10 @@ use async_trait::async_trait;
 use replica_host::consumer::{ConsumerConfig, Replicator, Shard, SnapshotDecoder};
 use replica_host::plugin::{CallError, CallErrorKind};
 use replica_host::replication_log::{EntryType, LogEntry, LogError, MemoryLog, ReplicationLog};
+use replica_host::shutdown::Shutdown;
 use replica_host::store::{ChangeKind, ReplicaStore};
 use replica_host::value::State;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 const COUNTER: &str = "Counter";
@@ -130,8 +131,8 @@ async fn a_hundred_thousand_grains_keep_order_and_never_apply_twice() {
     .with_scan_rows(4096);
     let catch_up = replicator.catch_up();
     let metrics = replicator.metrics();
-    let (stop, shutdown) = watch::channel(false);
-    let running = replicator.spawn(shutdown);
+    let stop = Shutdown::new();
+    let running = replicator.spawn(stop.signal());
 
     // A writer appends to every 7th grain while the catch-up runs.
     let writer = {
@@ -176,7 +177,7 @@ async fn a_hundred_thousand_grains_keep_order_and_never_apply_twice() {
     assert!(progress.grains >= GRAINS, "{progress:?}");
     assert_eq!(progress.caught_up, progress.grains);
 
-    stop.send(true).unwrap();
+    stop.stop();
     tokio::time::timeout(Duration::from_secs(10), running)
         .await
         .expect("stops")
@@ -239,8 +240,8 @@ async fn catch_up_is_incomplete_until_every_listed_grain_is_read() {
     );
     let catch_up = replicator.catch_up();
     assert!(catch_up.is_catching_up(COUNTER));
-    let (stop, shutdown) = watch::channel(false);
-    let running = replicator.spawn(shutdown);
+    let stop = Shutdown::new();
+    let running = replicator.spawn(stop.signal());
 
     let deadline = Instant::now() + Duration::from_secs(10);
     while catch_up.progress().grains < 50 {
@@ -267,7 +268,7 @@ async fn catch_up_is_incomplete_until_every_listed_grain_is_read() {
     }
     assert_eq!(store.status_counts(COUNTER).ok, 50);
     assert_eq!(catch_up.progress().caught_up, 50);
-    stop.send(true).unwrap();
+    stop.stop();
     running.await.unwrap();
 }
 
@@ -281,7 +282,7 @@ async fn three_shards_hold_every_grain_exactly_once() {
     }
     let mut stores = Vec::new();
     let mut running = Vec::new();
-    let (stop, shutdown) = watch::channel(false);
+    let stop = Shutdown::new();
     for index in 0..3 {
         let store = Arc::new(ReplicaStore::new());
         let decoder: Arc<dyn SnapshotDecoder> = Arc::new(CountingDecoder::default());
@@ -292,7 +293,7 @@ async fn three_shards_hold_every_grain_exactly_once() {
             config(),
         )
         .with_shard(Some(Shard { index, count: 3 }));
-        running.push((replicator.catch_up(), replicator.spawn(shutdown.clone())));
+        running.push((replicator.catch_up(), replicator.spawn(stop.signal())));
         stores.push(store);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -314,7 +315,7 @@ async fn three_shards_hold_every_grain_exactly_once() {
         }
     }
     assert_eq!(owners.len(), 3000, "grains lost");
-    stop.send(true).unwrap();
+    stop.stop();
     for (_, handle) in running {
         handle.await.unwrap();
     }
@@ -409,15 +410,15 @@ async fn catch_up_with_scan_failures(failures: u32) -> Arc<FlakyScanLog> {
         },
     );
     let catch_up = replicator.catch_up();
-    let (stop, shutdown) = watch::channel(false);
-    let running = replicator.spawn(shutdown);
+    let stop = Shutdown::new();
+    let running = replicator.spawn(stop.signal());
     let deadline = Instant::now() + Duration::from_secs(20);
     while !catch_up.progress().complete {
         assert!(Instant::now() < deadline, "{:?}", catch_up.progress());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(store.status_counts(COUNTER).ok, 40);
-    stop.send(true).unwrap();
+    stop.stop();
     running.await.unwrap();
     log
 }

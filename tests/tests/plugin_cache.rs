@@ -7,8 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use replica_e2e::orlando::{self, CounterState};
 use replica_e2e::plugin;
 use replica_host::plugin::{
-    CacheOutcome, ComponentCache, EngineOptions, InstanceAllocation, LoadedPlugin, PluginEngine,
-    PluginLimits, SnapshotRef,
+    CacheDirError, CacheOutcome, ComponentCache, EngineOptions, InstanceAllocation, LoadedPlugin,
+    PluginEngine, PluginLimits, SnapshotRef,
 };
 use tempfile::TempDir;
 
@@ -165,7 +165,10 @@ fn a_directory_others_can_write_is_refused() {
     std::fs::create_dir(&open).unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
     let err = ComponentCache::open(&open).unwrap_err();
-    assert!(err.contains("writable by group or others"), "{err}");
+    assert!(
+        matches!(err, CacheDirError::Writable { mode: 0o777, .. }),
+        "{err}"
+    );
 }
 
 /// Nothing a call leaves in the guest survives into the next call, with

@@ -3,7 +3,9 @@
 
 use replica_e2e::orlando::{self, CounterState, UserProfile};
 use replica_e2e::plugin;
-use replica_host::plugin::{CallErrorKind, LoadedPlugin, PluginEngine, PluginLimits, SnapshotRef};
+use replica_host::plugin::{
+    CallErrorKind, LoadedPlugin, PluginEngine, PluginError, PluginLimits, SnapshotRef,
+};
 use replica_host::value::Value;
 
 fn load(name: &str) -> LoadedPlugin {
@@ -230,20 +232,26 @@ fn no_state_survives_between_calls() {
 fn files_that_are_not_valid_plugins_are_refused_clearly() {
     let engine = PluginEngine::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cases: Vec<(std::path::PathBuf, &str)> = vec![
+    type Kind = fn(&PluginError) -> bool;
+    let cases: Vec<(std::path::PathBuf, &str, Kind)> = vec![
         (
             replica_e2e::plugin("wasi-import-plugin"),
             "imports `wasi:random/random@0.2.0`",
+            |e| matches!(e, PluginError::ForbiddenImport(name) if name == "wasi:random/random@0.2.0"),
         ),
         (
             replica_e2e::core_module("counter-plugin"),
             "core WebAssembly module, not a component",
+            |e| matches!(e, PluginError::CoreModule),
         ),
         (
             write(dir.path(), "text.wasm", b"hello"),
             "not a WebAssembly file",
+            |e| matches!(e, PluginError::NotWasm),
         ),
-        (write(dir.path(), "empty.wasm", b""), "empty"),
+        (write(dir.path(), "empty.wasm", b""), "empty", |e| {
+            matches!(e, PluginError::Empty)
+        }),
         (
             write(
                 dir.path(),
@@ -251,13 +259,19 @@ fn files_that_are_not_valid_plugins_are_refused_clearly() {
                 &std::fs::read(plugin("counter-plugin")).unwrap()[..500],
             ),
             "not a valid component",
+            |e| matches!(e, PluginError::Invalid(_)),
         ),
-        (dir.path().join("missing.wasm"), "cannot read the file"),
+        (
+            dir.path().join("missing.wasm"),
+            "cannot read the file",
+            |e| matches!(e, PluginError::Read(io) if io.kind() == std::io::ErrorKind::NotFound),
+        ),
     ];
-    for (path, expected) in cases {
+    for (path, expected, kind) in cases {
         let err = LoadedPlugin::load(&engine, &path, PluginLimits::default())
             .err()
             .expect("must be refused");
+        assert!(kind(&err.error), "{}: {:?}", path.display(), err.error);
         let text = err.to_string();
         assert!(text.contains(expected), "{}: {text}", path.display());
         assert!(text.starts_with(&path.display().to_string()), "{text}");

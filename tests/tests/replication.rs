@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use replica_e2e::orlando::{self, CounterState};
 use replica_e2e::{pg, plugin};
 use replica_host::consumer::{ConsumerConfig, Replicator, SnapshotDecoder};
-use replica_host::plugin::{LoadedPlugin, PluginDecoder, PluginEngine, PluginLimits};
+use replica_host::plugin::{DecodeSlots, LoadedPlugin, PluginDecoder, PluginEngine, PluginLimits};
 use replica_host::replication_log::{self, EntryType, LogEntry, ReplicationLog};
+use replica_host::shutdown::Shutdown;
 use replica_host::store::{ReplicaStatus, ReplicaStore};
 use replica_host::value::Value;
 
@@ -105,23 +106,24 @@ async fn scenario<F, G>(
         )
         .unwrap(),
     );
-    let limiter = PluginDecoder::default_limiter();
+    let slots = DecodeSlots::per_core();
     let mut decoders: HashMap<String, Arc<dyn SnapshotDecoder>> = HashMap::new();
     decoders.insert(
         "Counter".into(),
-        Arc::new(PluginDecoder::new(counter_plugin.clone(), limiter.clone())),
+        Arc::new(PluginDecoder::new(counter_plugin.clone(), slots.clone())),
     );
     decoders.insert(
         "Misbehave".into(),
-        Arc::new(PluginDecoder::new(misbehave.clone(), limiter)),
+        Arc::new(PluginDecoder::new(misbehave.clone(), slots)),
     );
     let store = Arc::new(ReplicaStore::new());
     let config = ConsumerConfig {
         poll_interval: POLL,
         ..ConsumerConfig::default()
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let replicator = Replicator::new(log.clone(), store.clone(), decoders, config).spawn(stop_rx);
+    let stopping = Shutdown::new();
+    let replicator =
+        Replicator::new(log.clone(), store.clone(), decoders, config).spawn(stopping.signal());
 
     wait_until("all grains applied", || {
         count_of(&store, "good-1") == Some(3)
@@ -205,7 +207,7 @@ async fn scenario<F, G>(
 
     // Clean shutdown within a poll interval (plus scheduling slack).
     let started = Instant::now();
-    stop_tx.send(true).unwrap();
+    stopping.stop();
     tokio::time::timeout(Duration::from_secs(5), replicator)
         .await
         .expect("replicator stops")

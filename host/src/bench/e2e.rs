@@ -31,8 +31,9 @@ use super::{
 };
 use crate::consumer::{ConsumerConfig, Replicator, SnapshotDecoder};
 use crate::demo::orlando;
-use crate::plugin::{LoadedPlugin, PluginDecoder, PluginEngine, PluginLimits};
+use crate::plugin::{DecodeSlots, LoadedPlugin, PluginDecoder, PluginEngine, PluginLimits};
 use crate::replication_log::{self, EntryType, LogEntry, ReplicationLog};
+use crate::shutdown::Shutdown;
 use crate::store::{ChangeKind, ReplicaStore, now_millis};
 
 const GRAIN_TYPE: &str = "BankAccount";
@@ -465,6 +466,8 @@ pub fn consumer(
     runtime.block_on(async {
         let counting = Arc::new(CountingLog::new(replication_log::open(url).await?, true));
         let log: Arc<dyn ReplicationLog> = counting.clone();
+        let stopping = Shutdown::new();
+        // Orlando's consumer (the baseline) takes the watch channel its API has.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut handles = Vec::new();
         match kind {
@@ -473,7 +476,7 @@ pub fn consumer(
                 let plugin = Arc::new(LoadedPlugin::load(&engine, plugin, PluginLimits::default())?);
                 let decoder: Arc<dyn SnapshotDecoder> = Arc::new(PluginDecoder::new(
                     plugin,
-                    PluginDecoder::default_limiter(),
+                    DecodeSlots::per_core(),
                 ));
                 let store = Arc::new(ReplicaStore::with_change_capacity(1 << 16));
                 let mut changes = store.subscribe();
@@ -501,7 +504,7 @@ pub fn consumer(
                 let decoders = [(GRAIN_TYPE.to_owned(), decoder)].into_iter().collect();
                 let replicator = Replicator::new(log, Arc::clone(&store), decoders, config);
                 let catch_up = replicator.catch_up();
-                handles.push(replicator.spawn(stop_rx));
+                handles.push(replicator.spawn(stopping.signal()));
                 if catch_up_first {
                     let started = Instant::now();
                     while !catch_up.progress().complete {
@@ -581,6 +584,7 @@ pub fn consumer(
         let wall = started.elapsed();
         let cpu = cpu_time() - cpu_start;
         let [r1, l1, c1, o1] = counting.counts();
+        stopping.stop();
         let _ = stop_tx.send(true);
         for handle in handles {
             handle.abort();

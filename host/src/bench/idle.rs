@@ -25,8 +25,9 @@ use super::{
     machine, run_worker, sample_plugin,
 };
 use crate::consumer::{ConsumerConfig, Replicator, SnapshotDecoder};
-use crate::plugin::{LoadedPlugin, PluginDecoder, PluginEngine, PluginLimits};
+use crate::plugin::{DecodeSlots, LoadedPlugin, PluginDecoder, PluginEngine, PluginLimits};
 use crate::replication_log::{self, ReplicationLog};
+use crate::shutdown::Shutdown;
 use crate::store::ReplicaStore;
 use crate::value::State;
 
@@ -382,10 +383,10 @@ pub fn worker(
         let decoder: Arc<dyn SnapshotDecoder> = if native {
             Arc::new(NativeDecoder(workload))
         } else {
-            Arc::new(PluginDecoder::new(plugin, PluginDecoder::default_limiter()))
+            Arc::new(PluginDecoder::new(plugin, DecodeSlots::per_core()))
         };
         let store = Arc::new(ReplicaStore::new());
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopping = Shutdown::new();
         // Settle the allocator and the runtime before the baseline reading.
         tokio::time::sleep(Duration::from_millis(300)).await;
         trim();
@@ -399,7 +400,7 @@ pub fn worker(
         let replicator =
             Replicator::new(log, Arc::clone(&store), decoders, config).with_workers(workers);
         let progress = replicator.catch_up();
-        let handle = replicator.spawn(stop_rx);
+        let handle = replicator.spawn(stopping.signal());
         let cpu_start = cpu_time();
         let server_start = cpu_time_of_processes("postgres");
         while !progress.progress().complete {
@@ -450,7 +451,7 @@ pub fn worker(
             (current_rss().saturating_sub(before_states)) as f64 / grains.max(1) as f64;
         drop(states);
 
-        let _ = stop_tx.send(true);
+        stopping.stop();
         let _ = handle.await;
         Ok(json!({
             "grains": grains,

@@ -30,11 +30,6 @@ use crate::replication_log::{
     ChangeCursor, GrainHead, HeadChanges, LogEntry, LogError, LogRecord, ReplicationLog, ScanPage,
 };
 
-/// The sample plugins' sources, as laid out in this repository.
-pub fn default_plugins_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")
-}
-
 /// Builds the sample plugin in `plugins_dir/dir` (cargo, release, then
 /// componentized) and returns the component's path.
 pub fn sample_plugin(plugins_dir: &Path, dir: &str) -> anyhow::Result<PathBuf> {

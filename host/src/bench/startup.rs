@@ -71,7 +71,7 @@ pub fn run(options: &StartupOptions) -> anyhow::Result<()> {
     ];
     let work = tempfile::TempDir::new()?;
     let files = write_variants(&sources, options.plugins, work.path())?;
-    let cache = ComponentCache::open(work.path().join("cache")).map_err(anyhow::Error::msg)?;
+    let cache = ComponentCache::open(work.path().join("cache"))?;
     // Fill the cache once.
     let (_, outcomes) = load_all(&files, Some(&cache))?;
     anyhow::ensure!(outcomes.iter().all(|o| *o == CacheOutcome::Miss));

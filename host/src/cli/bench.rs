@@ -33,7 +33,7 @@ pub enum BenchCommand {
         #[arg(long, hide = true)]
         profile: bool,
         /// The sample plugins' sources.
-        #[arg(long, default_value_os_t = bench::default_plugins_dir())]
+        #[arg(long, default_value_os_t = super::sample_plugins_dir())]
         plugins_dir: PathBuf,
     },
     /// Startup: load N plugins cold (compile) and warm (precompiled cache).
@@ -45,7 +45,7 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         repeat: usize,
         /// The sample plugins' sources.
-        #[arg(long, default_value_os_t = bench::default_plugins_dir())]
+        #[arg(long, default_value_os_t = super::sample_plugins_dir())]
         plugins_dir: PathBuf,
     },
     /// End to end: a producer writes N grains at R/s; the host and the
@@ -86,7 +86,7 @@ pub enum BenchCommand {
         #[arg(long)]
         change_feed: bool,
         /// The sample plugins' sources.
-        #[arg(long, default_value_os_t = bench::default_plugins_dir())]
+        #[arg(long, default_value_os_t = super::sample_plugins_dir())]
         plugins_dir: PathBuf,
     },
     /// Idle scale: N replicated grains, no writes: CPU and queries per second.
@@ -110,7 +110,7 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100)]
         poll_ms: u64,
         /// The sample plugins' sources.
-        #[arg(long, default_value_os_t = bench::default_plugins_dir())]
+        #[arg(long, default_value_os_t = super::sample_plugins_dir())]
         plugins_dir: PathBuf,
     },
     /// Read scale-out: 1, 2, 3 … identical hosts on one PostgreSQL log;
@@ -135,7 +135,7 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100)]
         poll_ms: u64,
         /// The sample plugins' sources.
-        #[arg(long, default_value_os_t = bench::default_plugins_dir())]
+        #[arg(long, default_value_os_t = super::sample_plugins_dir())]
         plugins_dir: PathBuf,
     },
     /// Memory per idle replicated grain, excluding its state.
@@ -147,7 +147,7 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100)]
         poll_ms: u64,
         /// The sample plugins' sources.
-        #[arg(long, default_value_os_t = bench::default_plugins_dir())]
+        #[arg(long, default_value_os_t = super::sample_plugins_dir())]
         plugins_dir: PathBuf,
     },
     /// Catch-up at scale: a cold start with N grains (one snapshot each),
@@ -181,7 +181,7 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100)]
         poll_ms: u64,
         /// The sample plugins' sources.
-        #[arg(long, default_value_os_t = bench::default_plugins_dir())]
+        #[arg(long, default_value_os_t = super::sample_plugins_dir())]
         plugins_dir: PathBuf,
     },
     /// Internal: one side of a benchmark, in its own process.

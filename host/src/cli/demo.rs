@@ -8,6 +8,7 @@ use replica_host::daemon;
 use replica_host::demo::producer::{ProducerConfig, run_producer};
 use replica_host::demo::{self as demo_lib};
 use replica_host::replication_log;
+use replica_host::shutdown::Shutdown;
 
 pub(super) fn run(dir: PathBuf, listen: String, plugins_dir: PathBuf) -> ExitCode {
     let config_path = match demo_lib::prepare(&plugins_dir, &dir, &listen) {
@@ -30,8 +31,12 @@ pub(super) fn run(dir: PathBuf, listen: String, plugins_dir: PathBuf) -> ExitCod
             Ok(log) => log,
             Err(e) => return fail(&e.to_string()),
         };
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let producer = tokio::spawn(run_producer(log, ProducerConfig::default(), stop_rx));
+        let stopping = Shutdown::new();
+        let producer = tokio::spawn(run_producer(
+            log,
+            ProducerConfig::default(),
+            stopping.signal(),
+        ));
         let config_shown = config_path.display().to_string();
         let result = daemon::run(config, super::run::shutdown_signal(), move |addr| {
             println!();
@@ -45,7 +50,7 @@ pub(super) fn run(dir: PathBuf, listen: String, plugins_dir: PathBuf) -> ExitCod
             println!("Press Ctrl-C to stop.");
         })
         .await;
-        let _ = stop_tx.send(true);
+        stopping.stop();
         let written = producer.await.unwrap_or(0);
         match result {
             Ok(()) => {

@@ -50,7 +50,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
         /// The sample plugins' sources.
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins"))]
+        #[arg(long, default_value_os_t = sample_plugins_dir())]
         plugins_dir: PathBuf,
     },
     /// Run a benchmark (see BENCHMARKS.md); build with --release.
@@ -88,6 +88,13 @@ enum PluginCommand {
         #[arg(long, default_value_t = 1)]
         sequence: u64,
     },
+}
+
+/// The sample plugins' sources in the checkout this binary was built from,
+/// the default for `demo` and `bench`, which run from a clone of the
+/// repository.
+fn sample_plugins_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins"))
 }
 
 /// Parses arguments, sets up logging and runs the command.

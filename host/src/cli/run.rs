@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use replica_host::config::Config;
-use replica_host::daemon::{self, StartupError};
+use replica_host::daemon;
 
 /// Exit status for an invalid config or plugin.
 const EXIT_INVALID: u8 = 2;
@@ -31,8 +31,8 @@ pub(super) fn run(config_path: &Path) -> ExitCode {
     let result = runtime.block_on(daemon::run(config, shutdown_signal(), |_| {}));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ StartupError::Invalid(_)) => fail(EXIT_INVALID, &e.to_string()),
-        Err(e @ StartupError::Unavailable(_)) => fail(EXIT_UNAVAILABLE, &e.to_string()),
+        Err(e) if e.is_invalid_config() => fail(EXIT_INVALID, &e.to_string()),
+        Err(e) => fail(EXIT_UNAVAILABLE, &e.to_string()),
     }
 }
 

@@ -11,17 +11,17 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::SnapshotDecoder;
+use super::backoff::Backoff;
 use super::batch::{Cursor, Failure};
 use super::config::ConsumerConfig;
 use super::metrics::GrainTypeCounters;
-use super::shutdown::stopped;
 use crate::decode::{CallError, CallErrorKind};
 use crate::log_limiter::limited;
 use crate::replication_log::{LogEntry, LogRecord, ReplicationLog};
+use crate::shutdown::StopSignal;
 use crate::store::{ReplicaStatus, ReplicaStore, Snapshot};
 use crate::value::State;
 
@@ -51,14 +51,11 @@ pub(crate) struct GrainProgress {
     cursor: Cursor,
     /// The status last given to the store, to publish only changes.
     last_status: Option<ReplicaStatus>,
-    /// Consecutive failed reads; drives the read backoff.
-    read_failures: u32,
-    /// When the next read may be tried after a read error.
-    read_retry_at: Option<Instant>,
-    /// Retries of a snapshot that did not decode; drives the decode backoff.
-    decode_retries: u32,
-    /// When failed snapshots are tried again.
-    decode_retry_at: Option<Instant>,
+    /// Consecutive failed reads, and when the next read may be tried.
+    read: Backoff,
+    /// Consecutive failed decodes of the grain's newest snapshot, and when
+    /// the failed snapshots are tried again.
+    decode: Backoff,
     /// The last batch was full and moved on: read again without waiting.
     more: bool,
     /// A head already read up to without finding anything new.
@@ -76,10 +73,8 @@ impl GrainProgress {
         Self {
             cursor: Cursor::new(applied),
             last_status: replica.map(|r| r.status),
-            read_failures: 0,
-            read_retry_at: None,
-            decode_retries: 0,
-            decode_retry_at: None,
+            read: Backoff::default(),
+            decode: Backoff::default(),
             more: false,
             served_head: 0,
         }
@@ -87,8 +82,8 @@ impl GrainProgress {
 
     /// Whether a step is due now, given the grain's newest sequence in the log.
     pub(crate) fn due(&self, head: u64, now: Instant) -> bool {
-        let retry = self.decode_retry_at.is_some_and(|at| now >= at);
-        match self.read_retry_at {
+        let retry = self.decode.is_due(now);
+        match self.read.retry_at() {
             Some(at) => now >= at,
             None => self.more || retry || (head > self.cursor.seen() && head > self.served_head),
         }
@@ -97,13 +92,13 @@ impl GrainProgress {
     /// When the grain must be looked at again even if its head does not
     /// move: a read or decode retry.
     pub(crate) fn wake_at(&self) -> Option<Instant> {
-        self.read_retry_at.or(self.decode_retry_at)
+        self.read.retry_at().or(self.decode.retry_at())
     }
 
     /// Whether prefetched rows (every row of the grain, read after 0) are
     /// what this grain's next read would return.
     pub(crate) fn takes_prefetched(&self) -> bool {
-        self.cursor.seen() == 0 && self.cursor.position() == 0 && self.read_failures == 0
+        self.cursor.seen() == 0 && self.cursor.position() == 0 && self.read.failures() == 0
     }
 }
 
@@ -133,10 +128,7 @@ pub(crate) struct Step {
 impl Step {
     /// Runs the step: one read (or the prefetched rows), then decode, apply
     /// and retry bookkeeping. `Err(Stopped)` when shutdown interrupted it.
-    pub(crate) async fn run(
-        self,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<StepOutcome, Stopped> {
+    pub(crate) async fn run(self, shutdown: &mut StopSignal) -> Result<StepOutcome, Stopped> {
         let Step {
             ctx,
             grain_key,
@@ -151,7 +143,7 @@ impl Step {
         let p = &mut *progress;
         let limit = ctx.config.limit();
         let now = Instant::now();
-        let retry = p.decode_retry_at.is_some_and(|at| now >= at);
+        let retry = p.decode.is_due(now);
         let from = p.cursor.read_after(retry);
 
         let records = match prefetched.filter(|_| from == 0) {
@@ -161,27 +153,25 @@ impl Step {
             }
             None => {
                 let read = tokio::select! {
-                    () = stopped(shutdown) => return Err(Stopped),
+                    () = shutdown.stopped() => return Err(Stopped),
                     read = ctx.log.read_from(&ctx.grain_type, &grain_key, from, limit) => read,
                 };
                 match read {
                     Ok(records) => records,
                     Err(error) => {
-                        p.read_failures += 1;
                         ctx.counters.read_error();
-                        let delay = ctx.config.backoff(p.read_failures);
+                        let delay = p.read.fail(&ctx.config, Instant::now());
                         limited(&ctx.grain_type, "read_error", &grain_key, || {
                             tracing::warn!(
                                 grain_type = %ctx.grain_type,
                                 grain_key = %grain_key,
                                 sequence = from,
                                 %error,
-                                failures = p.read_failures,
+                                failures = p.read.failures(),
                                 retry_in_ms = delay.as_millis() as u64,
                                 "failed to read the replication log; retrying"
                             )
                         });
-                        p.read_retry_at = Some(Instant::now() + delay);
                         p.more = false;
                         return Ok(StepOutcome {
                             progress,
@@ -191,18 +181,17 @@ impl Step {
                 }
             }
         };
-        if p.read_failures > 0 {
+        if p.read.failures() > 0 {
             limited(&ctx.grain_type, "read_resumed", &grain_key, || {
                 tracing::info!(
                     grain_type = %ctx.grain_type,
                     grain_key = %grain_key,
                     sequence = from,
-                    failures = p.read_failures,
+                    failures = p.read.failures(),
                     "reading the replication log again"
                 )
             });
-            p.read_failures = 0;
-            p.read_retry_at = None;
+            p.read.reset();
         }
 
         if !records.is_empty() {
@@ -217,14 +206,9 @@ impl Step {
         }
 
         if p.cursor.failing().is_none() {
-            p.decode_retries = 0;
-            p.decode_retry_at = None;
-        } else if retry || p.decode_retry_at.is_none() {
-            if retry {
-                p.decode_retries = p.decode_retries.saturating_add(1);
-            }
-            let delay = ctx.config.backoff(p.decode_retries.saturating_add(1));
-            p.decode_retry_at = Some(Instant::now() + delay);
+            p.decode.reset();
+        } else if retry || p.decode.retry_at().is_none() {
+            p.decode.fail(&ctx.config, Instant::now());
         }
         let caught_up = !p.more || p.cursor.failing().is_some();
         Ok(StepOutcome {
@@ -247,7 +231,7 @@ impl GrainRef<'_> {
         cursor: &mut Cursor,
         from: u64,
         records: &[LogRecord],
-        shutdown: &mut watch::Receiver<bool>,
+        shutdown: &mut StopSignal,
         last_status: &mut Option<ReplicaStatus>,
     ) -> Result<(), Stopped> {
         let ctx = self.ctx;
@@ -266,7 +250,7 @@ impl GrainRef<'_> {
                 continue;
             };
             let decoded = tokio::select! {
-                () = stopped(shutdown) => return Err(Stopped),
+                () = shutdown.stopped() => return Err(Stopped),
                 decoded = decode_catching(ctx.decoder.as_ref(), entry) => decoded,
             };
             match decoded {

@@ -41,6 +41,7 @@
 //!   during reads and decodes, so all stop within one poll interval (in
 //!   practice at once).
 
+mod backoff;
 pub mod batch;
 pub mod catch_up;
 pub mod config;
@@ -50,7 +51,6 @@ pub mod metrics;
 mod replicator;
 mod scheduler;
 pub mod shard;
-mod shutdown;
 
 pub use crate::decode::SnapshotDecoder;
 pub use catch_up::{CatchUp, CatchUpProgress};

@@ -5,7 +5,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use tokio::sync::Semaphore;
@@ -17,8 +16,8 @@ use super::grain::TypeContext;
 use super::metrics::ConsumerMetrics;
 use super::scheduler::Scheduler;
 use super::shard::Shard;
-use super::shutdown::stopped;
 use crate::replication_log::{DEFAULT_SCAN_ROWS, ReplicationLog};
+use crate::shutdown::StopSignal;
 use crate::store::ReplicaStore;
 
 /// Steps (reads and decodes) run at once, over all grain types, by default.
@@ -104,13 +103,12 @@ impl Replicator {
     }
 
     /// Runs [`Self::run`] on a new task.
-    pub fn spawn(self, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    pub fn spawn(self, shutdown: StopSignal) -> JoinHandle<()> {
         tokio::spawn(self.run(shutdown))
     }
 
-    /// Runs until shutdown is signalled (the value becomes `true` or the
-    /// sender is dropped) and every task has stopped.
-    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+    /// Runs until `shutdown` stops and every task has stopped.
+    pub async fn run(self, shutdown: StopSignal) {
         let config = Arc::new(self.config);
         let mut tasks = JoinSet::new();
         let handled: HashSet<String> = self.decoders.keys().cloned().collect();
@@ -164,12 +162,12 @@ async fn report_unhandled_types(
     handled: HashSet<String>,
     metrics: Arc<ConsumerMetrics>,
     config: Arc<ConsumerConfig>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: StopSignal,
 ) {
     let interval = config.grain_type_scan_interval.max(config.poll());
     loop {
         let listed = tokio::select! {
-            () = stopped(&mut shutdown) => return,
+            () = shutdown.stopped() => return,
             listed = log.grain_types() => listed,
         };
         match listed {
@@ -179,7 +177,7 @@ async fn report_unhandled_types(
                         continue;
                     }
                     let heads = tokio::select! {
-                        () = stopped(&mut shutdown) => return,
+                        () = shutdown.stopped() => return,
                         heads = log.grain_heads(&grain_type) => heads,
                     };
                     let grains = heads.map_or(0, |heads| heads.len() as u64);
@@ -198,7 +196,7 @@ async fn report_unhandled_types(
             }
         }
         tokio::select! {
-            () = stopped(&mut shutdown) => return,
+            () = shutdown.stopped() => return,
             () = tokio::time::sleep(interval) => {}
         }
     }

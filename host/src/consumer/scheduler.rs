@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -38,8 +38,8 @@ use super::discovery::Discovery;
 use super::grain::{GrainProgress, Step, StepOutcome, Stopped, TypeContext};
 use super::metrics::ConsumerMetrics;
 use super::shard::Shard;
-use super::shutdown::stopped;
 use crate::replication_log::{ChangeCursor, HeadChanges, LogError, LogRecord, ScanPage};
+use crate::shutdown::StopSignal;
 
 /// One grain's entry in the table.
 struct Slot {
@@ -108,7 +108,7 @@ pub(crate) struct Scheduler {
 
 impl Scheduler {
     /// Runs until shutdown, then waits for its running steps to stop.
-    pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub(crate) async fn run(self, mut shutdown: StopSignal) {
         let mut table = Table::default();
         let mut discovery = Discovery::default();
         let mut listing: Option<Listing> = None;
@@ -145,7 +145,7 @@ impl Scheduler {
             let next_timer = table.timers.peek().map(|Reverse((at, _))| *at);
 
             tokio::select! {
-                () = stopped(&mut shutdown) => break,
+                () = shutdown.stopped() => break,
                 Some(joined) = steps.join_next() => match joined {
                     Ok((index, finished)) => self.finished(&mut table, index, finished),
                     Err(error) => tracing::error!(grain_type = %self.ctx.grain_type, %error, "a grain step failed"),
@@ -338,7 +338,7 @@ impl Scheduler {
         table: &mut Table,
         steps: &mut JoinSet<(u32, Finished)>,
         permit: OwnedSemaphorePermit,
-        shutdown: &watch::Receiver<bool>,
+        shutdown: &StopSignal,
     ) {
         let Some((index, _)) = table.ready.pop_front() else {
             return;

@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
 
 use super::metrics::MetricsExporter;
 use super::problems::Problems;
@@ -23,6 +22,7 @@ use crate::consumer::{CatchUp, Shard, shard::shard_of};
 use crate::plugin::breaker::Breaker;
 use crate::plugin_set::PluginSet;
 use crate::replication_log::ReplicationLog;
+use crate::shutdown::StopSignal;
 use crate::store::{Replica, ReplicaStatus, ReplicaStore, now_millis};
 use crate::value;
 
@@ -51,7 +51,7 @@ pub struct ApiState {
     /// This secondary cluster's id, for the operator page.
     pub cluster_id: Arc<str>,
     /// Becomes `true` at shutdown; ends change streams.
-    pub stop: watch::Receiver<bool>,
+    pub stop: StopSignal,
 }
 
 /// Seconds a client is told to wait (`Retry-After`) while the host catches up.

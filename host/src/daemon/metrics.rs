@@ -11,6 +11,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::consumer::ConsumerMetrics;
 use crate::plugin::breaker::Breaker;
 use crate::plugin_set::PluginSet;
+use crate::shutdown::StopSignal;
 use crate::store::{ChangeKind, ReplicaStore, now_millis};
 
 /// Renders the process's metrics in Prometheus text format.
@@ -119,10 +120,7 @@ impl MetricsExporter {
 
 /// Records replication lag (apply time minus the entry's timestamp) for
 /// every applied snapshot, until the store's change channel closes.
-pub async fn record_lag(
-    store: Arc<ReplicaStore>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
+pub async fn record_lag(store: Arc<ReplicaStore>, mut shutdown: StopSignal) {
     use tokio::sync::broadcast::error::RecvError;
     let mut changes = store.subscribe();
     drop(store);
@@ -140,7 +138,7 @@ pub async fn record_lag(
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return,
             },
-            _ = shutdown.changed() => return,
+            _ = shutdown.stopped() => return,
         }
     }
 }

@@ -30,6 +30,8 @@ pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,26 +43,61 @@ use crate::config::Config;
 use crate::consumer::{ConsumerConfig, ConsumerMetrics, Replicator, SnapshotDecoder};
 use crate::log_limiter;
 use crate::plugin::breaker::Breaker;
-use crate::plugin::{PluginDecoder, PluginEngine};
-use crate::plugin_set::PluginSet;
-use crate::replication_log;
+use crate::plugin::{DecodeSlots, PluginDecoder, PluginEngine};
+use crate::plugin_set::{PluginSet, PluginSetError};
+use crate::replication_log::{self, LogError};
+use crate::shutdown::Shutdown;
 use crate::store::ReplicaStore;
 
 /// Why the daemon did not start; each is one line for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    /// The config or a plugin is invalid.
+    /// The Wasm engine could not be set up.
+    #[error("cannot start the Wasm engine: {}", format!("{_0:#}").replace('\n', " "))]
+    Engine(#[source] anyhow::Error),
+    /// A `[[plugin]]` entry was refused.
     #[error("{0}")]
-    Invalid(String),
-    /// The log or the listen address cannot be used.
+    Plugin(#[from] PluginSetError),
+    /// The access tokens could not be read.
     #[error("{0}")]
-    Unavailable(String),
+    Tokens(String),
+    /// The TLS certificate or key could not be used.
+    #[error("{0}")]
+    Tls(String),
+    /// The replication log could not be opened.
+    #[error("{}: log.url: {source}", config.display())]
+    Log {
+        /// The config file.
+        config: PathBuf,
+        /// What the log backend said.
+        #[source]
+        source: LogError,
+    },
+    /// The HTTP address could not be bound.
+    #[error("{}: http.listen {addr}: {source}", config.display())]
+    Listen {
+        /// The config file.
+        config: PathBuf,
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The SIGHUP handler could not be installed.
+    #[error("cannot install the SIGHUP handler: {0}")]
+    Signal(#[source] std::io::Error),
+    /// The listening socket failed before serving.
+    #[error("{0}")]
+    Socket(#[source] std::io::Error),
 }
 
-/// Completes once `stop` is `true` or its sender is gone. Holds no borrow of
-/// the value, so it can sit in a `select!` across awaits.
-pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
+impl StartupError {
+    /// Whether the config (or a file it names) is at fault, rather than
+    /// something the host could not reach or use: what the exit status says.
+    pub fn is_invalid_config(&self) -> bool {
+        matches!(self, Self::Plugin(_) | Self::Tokens(_) | Self::Tls(_))
+    }
 }
 
 /// Longest wait for in-flight plugin calls at shutdown.
@@ -80,9 +117,8 @@ pub async fn run(
     // killing it.
     let mut shutdown = Box::pin(shutdown);
     let stop_early = futures::poll!(shutdown.as_mut()).is_ready();
-    let engine = PluginEngine::new()
-        .map_err(|e| StartupError::Unavailable(format!("cannot start the Wasm engine: {e:#}")))?;
-    let plugins = PluginSet::load(&config, &engine).map_err(StartupError::Invalid)?;
+    let engine = PluginEngine::new().map_err(StartupError::Engine)?;
+    let plugins = PluginSet::load(&config, &engine)?;
     let mut reloader = Reloader::default();
     let auth = match &config.http.auth {
         Some(section) => {
@@ -92,7 +128,7 @@ pub async fn run(
                     files: config.token_files(),
                     env: section.token_env.clone(),
                 })
-                .map_err(StartupError::Invalid)?,
+                .map_err(StartupError::Tokens)?,
             );
             reloader.register(Arc::clone(&auth) as _);
             Some(auth)
@@ -102,7 +138,7 @@ pub async fn run(
     let tls = match config.tls_files() {
         Some((cert, key)) => {
             let files =
-                Arc::new(TlsFiles::load(&config.source, cert, key).map_err(StartupError::Invalid)?);
+                Arc::new(TlsFiles::load(&config.source, cert, key).map_err(StartupError::Tls)?);
             reloader.register(Arc::clone(&files) as _);
             Some(files)
         }
@@ -110,25 +146,24 @@ pub async fn run(
     };
 
     let url = config.log_url();
-    let log = replication_log::open(&url).await.map_err(|e| {
-        StartupError::Unavailable(format!("{}: log.url: {e}", config.source.display()))
-    })?;
+    let log = replication_log::open(&url)
+        .await
+        .map_err(|source| StartupError::Log {
+            config: config.source.clone(),
+            source,
+        })?;
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
-        .map_err(|e| {
-            StartupError::Unavailable(format!(
-                "{}: http.listen {}: {e}",
-                config.source.display(),
-                config.http.listen
-            ))
+        .map_err(|source| StartupError::Listen {
+            config: config.source.clone(),
+            addr: config.http.listen,
+            source,
         })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| StartupError::Unavailable(e.to_string()))?;
+    let addr = listener.local_addr().map_err(StartupError::Socket)?;
 
     let store = Arc::new(ReplicaStore::with_change_capacity(config.http.watch_buffer));
     let consumer_metrics = Arc::new(ConsumerMetrics::default());
-    let limiter = PluginDecoder::default_limiter();
+    let slots = DecodeSlots::per_core();
     let breakers: BTreeMap<String, Arc<Breaker>> = config
         .plugins
         .iter()
@@ -140,7 +175,7 @@ pub async fn run(
     let decoders: HashMap<String, Arc<dyn SnapshotDecoder>> = plugins
         .iter()
         .map(|(grain_type, plugin)| {
-            let mut decoder = PluginDecoder::new(Arc::clone(plugin), Arc::clone(&limiter));
+            let mut decoder = PluginDecoder::new(Arc::clone(plugin), slots.clone());
             if let Some(breaker) = breakers.get(grain_type) {
                 decoder = decoder.with_breaker(Arc::clone(breaker));
             }
@@ -158,14 +193,14 @@ pub async fn run(
         ..ConsumerConfig::default()
     };
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let lag = tokio::spawn(metrics::record_lag(Arc::clone(&store), stop_rx.clone()));
+    let stopping = Shutdown::new();
+    let lag = tokio::spawn(metrics::record_lag(Arc::clone(&store), stopping.signal()));
     let problems = Arc::new(Problems::default());
     let problems_task =
-        tokio::spawn(Arc::clone(&problems).follow(Arc::clone(&store), stop_rx.clone()));
-    let sighup = reloader.spawn_on_sighup(stop_rx.clone()).map_err(|e| {
-        StartupError::Unavailable(format!("cannot install the SIGHUP handler: {e}"))
-    })?;
+        tokio::spawn(Arc::clone(&problems).follow(Arc::clone(&store), stopping.signal()));
+    let sighup = reloader
+        .spawn_on_sighup(stopping.signal())
+        .map_err(StartupError::Signal)?;
     let replicator = Replicator::new(
         Arc::clone(&log),
         Arc::clone(&store),
@@ -176,7 +211,7 @@ pub async fn run(
     .with_workers(config.consumer.workers)
     .with_shard(config.consumer.shard);
     let catch_up = replicator.catch_up();
-    let replicator = replicator.spawn(stop_rx.clone());
+    let replicator = replicator.spawn(stopping.signal());
 
     let api = http::ApiState {
         store: Arc::clone(&store),
@@ -188,20 +223,18 @@ pub async fn run(
         shard: config.consumer.shard,
         problems,
         cluster_id: config.cluster_id.as_str().into(),
-        stop: stop_rx.clone(),
+        stop: stopping.signal(),
     };
     let mut router = http::router(api);
     if let Some(auth) = auth {
         router = router.layer(axum::middleware::from_fn_with_state(auth, auth::enforce));
     }
-    let mut http_stop = stop_rx.clone();
-    let stopped = async move {
-        let _ = http_stop.wait_for(|stop| *stop).await;
-    };
+    let mut http_stop = stopping.signal();
+    let stopped = async move { http_stop.stopped().await };
     let server = match &tls {
         Some(files) => {
-            let listener = TlsListener::spawn(listener, Arc::clone(files), stop_rx.clone())
-                .map_err(|e| StartupError::Unavailable(e.to_string()))?;
+            let listener = TlsListener::spawn(listener, Arc::clone(files), stopping.signal())
+                .map_err(StartupError::Socket)?;
             tokio::spawn(
                 axum::serve(listener, router)
                     .with_graceful_shutdown(stopped)
@@ -230,16 +263,10 @@ pub async fn run(
         shutdown.await;
     }
     tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
+    stopping.stop();
     let _ = replicator.await;
     // Let plugin calls already running on the blocking pool finish.
-    let permits = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2) as u32;
-    if tokio::time::timeout(DRAIN_TIMEOUT, limiter.acquire_many(permits))
-        .await
-        .is_err()
-    {
+    if !slots.drain(DRAIN_TIMEOUT).await {
         tracing::warn!("plugin calls still running after {DRAIN_TIMEOUT:?}; stopping anyway");
     }
     match server.await {

@@ -278,7 +278,7 @@ mod tests {
             shard: None,
             problems,
             cluster_id: "eu-<west>".into(),
-            stop: tokio::sync::watch::channel(false).1,
+            stop: crate::shutdown::Shutdown::new().signal(),
         }
     }
 

@@ -11,8 +11,8 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::watch;
 
+use crate::shutdown::StopSignal;
 use crate::store::{ChangeKind, Replica, ReplicaStatus, ReplicaStore, now_millis};
 
 /// A grain that is not `ok`.
@@ -139,11 +139,7 @@ impl Problems {
     }
 
     /// Follows `store`'s changes until `stop`.
-    pub async fn follow(
-        self: Arc<Self>,
-        store: Arc<ReplicaStore>,
-        mut stop: watch::Receiver<bool>,
-    ) {
+    pub async fn follow(self: Arc<Self>, store: Arc<ReplicaStore>, mut stop: StopSignal) {
         let mut changes = store.subscribe();
         self.rebuild(&store);
         loop {
@@ -153,7 +149,7 @@ impl Problems {
                     Err(RecvError::Lagged(_)) => self.rebuild(&store),
                     Err(RecvError::Closed) => return,
                 },
-                _ = super::stopped(&mut stop) => return,
+                _ = stop.stopped() => return,
             }
         }
     }

@@ -7,8 +7,9 @@
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use crate::shutdown::StopSignal;
 
 /// Something re-read on SIGHUP.
 pub trait Reload: Send + Sync {
@@ -49,10 +50,7 @@ impl Reloader {
 
     /// Installs the SIGHUP handler now (so a SIGHUP no longer kills the
     /// process) and reloads on each signal until `stop`.
-    pub fn spawn_on_sighup(
-        self,
-        mut stop: watch::Receiver<bool>,
-    ) -> std::io::Result<JoinHandle<()>> {
+    pub fn spawn_on_sighup(self, mut stop: StopSignal) -> std::io::Result<JoinHandle<()>> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hangup = signal(SignalKind::hangup())?;
         Ok(tokio::spawn(async move {
@@ -65,7 +63,7 @@ impl Reloader {
                         tracing::info!(parts = self.parts.len(), "SIGHUP received: reloading");
                         self.reload_all();
                     }
-                    _ = super::stopped(&mut stop) => return,
+                    _ = stop.stopped() => return,
                 }
             }
         }))

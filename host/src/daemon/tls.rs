@@ -13,7 +13,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -21,6 +21,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::server::TlsStream;
 
 use super::reload::Reload;
+use crate::shutdown::StopSignal;
 
 /// Longest a client may take to complete its TLS handshake; guards the
 /// listener against connections that open and then say nothing.
@@ -118,7 +119,7 @@ impl TlsListener {
     pub fn spawn(
         tcp: TcpListener,
         files: Arc<TlsFiles>,
-        mut stop: watch::Receiver<bool>,
+        mut stop: StopSignal,
     ) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, accepted) = mpsc::channel(ACCEPTED_QUEUE);
@@ -134,7 +135,7 @@ impl TlsListener {
                             continue;
                         }
                     },
-                    _ = super::stopped(&mut stop) => return,
+                    _ = stop.stopped() => return,
                 };
                 let acceptor = files.acceptor();
                 let tx = tx.clone();

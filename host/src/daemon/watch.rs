@@ -22,9 +22,9 @@ use std::sync::Arc;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::broadcast::{self, error::RecvError};
-use tokio::sync::watch;
 
 use super::http::render;
+use crate::shutdown::StopSignal;
 use crate::store::{ChangeKind, Replica, ReplicaChange, ReplicaStatus, ReplicaStore};
 
 /// Grains one step of a grain type's listing reads from the store.
@@ -53,7 +53,7 @@ struct Watcher {
     /// Every change, subscribed before the first read.
     changes: broadcast::Receiver<ReplicaChange>,
     /// The daemon's shutdown.
-    stop: watch::Receiver<bool>,
+    stop: StopSignal,
     /// What is followed.
     target: Target,
     /// Events ready to send.
@@ -67,7 +67,7 @@ struct Watcher {
 }
 
 /// The SSE response for `target`.
-pub fn stream(store: Arc<ReplicaStore>, stop: watch::Receiver<bool>, target: Target) -> Response {
+pub fn stream(store: Arc<ReplicaStore>, stop: StopSignal, target: Target) -> Response {
     let changes = store.subscribe();
     let mut watcher = Watcher {
         store,
@@ -118,7 +118,7 @@ impl Watcher {
             }
             let change = tokio::select! {
                 change = self.changes.recv() => change,
-                _ = super::stopped(&mut self.stop) => return None,
+                _ = self.stop.stopped() => return None,
             };
             match change {
                 Ok(change) => self.on_change(change),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::orlando::{self, CounterState, UserProfile};
 use crate::replication_log::{EntryType, LogEntry, ReplicationLog};
+use crate::shutdown::StopSignal;
 use crate::store::now_millis;
 
 /// What the producer writes.
@@ -32,11 +33,11 @@ impl Default for ProducerConfig {
     }
 }
 
-/// Appends snapshots until `shutdown` turns true; returns how many entries it wrote.
+/// Appends snapshots until `shutdown` stops; returns how many entries it wrote.
 pub async fn run_producer(
     log: Arc<dyn ReplicationLog>,
     config: ProducerConfig,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut shutdown: StopSignal,
 ) -> u64 {
     let mut written = 0u64;
     let mut round = 0u64;
@@ -89,7 +90,7 @@ pub async fn run_producer(
         round += 1;
         tokio::select! {
             _ = tokio::time::sleep(config.interval) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return written,
+            _ = shutdown.stopped() => return written,
         }
     }
 }

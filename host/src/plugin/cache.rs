@@ -58,6 +58,50 @@ pub enum CacheOutcome {
     Refused,
 }
 
+/// Why a cache directory cannot be used; the one line names the directory.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheDirError {
+    /// It could not be created or examined.
+    #[error("cache dir {}: {source}", dir.display())]
+    Io {
+        /// The directory.
+        dir: PathBuf,
+        /// What the file system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Something other than a directory is there.
+    #[error("cache dir {}: not a directory", dir.display())]
+    NotADirectory {
+        /// The path.
+        dir: PathBuf,
+    },
+    /// Another user owns it: their code must not run as ours.
+    #[error(
+        "cache dir {}: owned by uid {owner}, not by this user ({user}); refusing to load code from it",
+        dir.display()
+    )]
+    NotOwned {
+        /// The directory.
+        dir: PathBuf,
+        /// Its owner's uid.
+        owner: u32,
+        /// This process's effective uid.
+        user: u32,
+    },
+    /// Others could plant code in it.
+    #[error(
+        "cache dir {}: writable by group or others (mode {mode:o}); refusing to load code from it",
+        dir.display()
+    )]
+    Writable {
+        /// The directory.
+        dir: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
 /// A directory of precompiled plugins owned by this host.
 #[derive(Debug, Clone)]
 pub struct ComponentCache {
@@ -67,30 +111,33 @@ pub struct ComponentCache {
 impl ComponentCache {
     /// Opens (creating, mode `0700`) the cache directory. Refuses a directory
     /// not owned by this user or writable by group or others.
-    pub fn open(dir: impl AsRef<Path>) -> Result<Self, String> {
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, CacheDirError> {
         let dir = dir.as_ref().to_path_buf();
-        let shown = dir.display().to_string();
+        let io = |source: std::io::Error| CacheDirError::Io {
+            dir: dir.clone(),
+            source,
+        };
         if !dir.exists() {
-            fs::create_dir_all(&dir).map_err(|e| format!("cache dir {shown}: {e}"))?;
-            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-                .map_err(|e| format!("cache dir {shown}: {e}"))?;
+            fs::create_dir_all(&dir).map_err(io)?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
         }
-        let meta = fs::symlink_metadata(&dir).map_err(|e| format!("cache dir {shown}: {e}"))?;
+        let meta = fs::symlink_metadata(&dir).map_err(io)?;
         if !meta.is_dir() {
-            return Err(format!("cache dir {shown}: not a directory"));
+            return Err(CacheDirError::NotADirectory { dir });
         }
-        let euid = effective_uid();
-        if meta.uid() != euid {
-            return Err(format!(
-                "cache dir {shown}: owned by uid {}, not by this user ({euid}); refusing to load code from it",
-                meta.uid()
-            ));
+        let user = effective_uid();
+        if meta.uid() != user {
+            return Err(CacheDirError::NotOwned {
+                dir,
+                owner: meta.uid(),
+                user,
+            });
         }
         if meta.mode() & 0o022 != 0 {
-            return Err(format!(
-                "cache dir {shown}: writable by group or others (mode {:o}); refusing to load code from it",
-                meta.mode() & 0o777
-            ));
+            return Err(CacheDirError::Writable {
+                dir,
+                mode: meta.mode() & 0o777,
+            });
         }
         Ok(Self { dir })
     }

@@ -1,6 +1,6 @@
 //! [`PluginDecoder`]: the consumer's [`SnapshotDecoder`] over a Wasm plugin.
-//! Calls run on tokio's blocking pool, at most `max_concurrent` at a time
-//! across all plugins sharing the limiter, so guests never stall the async
+//! Calls run on tokio's blocking pool, each holding one of the
+//! [`DecodeSlots`] shared by all plugins, so guests never stall the async
 //! runtime and a burst of snapshots cannot exhaust memory.
 //!
 //! With a [`Breaker`], a plugin whose guest keeps faulting is paused: its
@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use tokio::sync::Semaphore;
 
 use super::breaker::{Admission, Breaker, Transition};
+use super::decode_slots::DecodeSlots;
 use super::{LoadedPlugin, SnapshotRef};
 use crate::decode::SnapshotDecoder;
 use crate::decode::{CallError, CallErrorKind};
@@ -25,8 +25,8 @@ use crate::value::State;
 pub struct PluginDecoder {
     /// The plugin that decodes.
     plugin: Arc<LoadedPlugin>,
-    /// The decode concurrency bound shared by all plugins (see `default_limiter`).
-    limiter: Arc<Semaphore>,
+    /// The call slots shared by all plugins.
+    slots: DecodeSlots,
     /// The plugin's circuit breaker, when configured.
     breaker: Option<Arc<Breaker>>,
 }
@@ -47,11 +47,11 @@ impl Drop for TrialGuard<'_> {
 }
 
 impl PluginDecoder {
-    /// A decoder for `plugin` whose calls take a permit from `limiter`.
-    pub fn new(plugin: Arc<LoadedPlugin>, limiter: Arc<Semaphore>) -> Self {
+    /// A decoder for `plugin` whose calls each take one of `slots`.
+    pub fn new(plugin: Arc<LoadedPlugin>, slots: DecodeSlots) -> Self {
         Self {
             plugin,
-            limiter,
+            slots,
             breaker: None,
         }
     }
@@ -93,14 +93,6 @@ impl PluginDecoder {
                 "circuit breaker closed: the trial call behaved; plugin resumed"
             ),
         }
-    }
-
-    /// A limiter allowing as many concurrent calls as the machine has cores.
-    pub fn default_limiter() -> Arc<Semaphore> {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        Arc::new(Semaphore::new(cores))
     }
 }
 
@@ -146,11 +138,10 @@ impl SnapshotDecoder for PluginDecoder {
             breaker: self.breaker.as_deref().filter(|_| trial),
         };
         let permit = self
-            .limiter
-            .clone()
-            .acquire_owned()
+            .slots
+            .acquire()
             .await
-            .map_err(|_| unavailable("the host is shutting down".into()))?;
+            .ok_or_else(|| unavailable("the host is shutting down".into()))?;
         let plugin = self.plugin.clone();
         let entry_owned = entry.clone();
         let started = Instant::now();

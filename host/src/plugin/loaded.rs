@@ -19,16 +19,22 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Store, Trap};
 
+use super::PluginLimits;
 use super::cache::{CacheOutcome, ComponentCache};
 use super::call_state::CallState;
 use super::checks::{check_component, check_header};
 use super::engine::{PluginEngine, deadline_ticks};
+use super::error::{LoadError, PluginError, one_line};
 use super::text::escape;
-use super::{LoadError, PluginLimits};
 use crate::contract::types::{self, ErrorKind};
 use crate::contract::{Plugin as PluginWorld, PluginPre};
 use crate::decode::{CallError, CallErrorKind};
 use crate::value::State;
+
+#[cfg(feature = "tools")]
+mod warm;
+#[cfg(feature = "tools")]
+pub use warm::WarmInstance;
 
 /// What a plugin says about itself, plus what the host measured of it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -127,11 +133,11 @@ impl LoadedPlugin {
         limits: PluginLimits,
         cache: Option<&ComponentCache>,
     ) -> Result<Self, LoadError> {
-        let fail = |reason: String| LoadError {
+        let fail = |error: PluginError| LoadError {
             path: path.display().to_string(),
-            reason,
+            error,
         };
-        let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read the file: {e}")))?;
+        let bytes = std::fs::read(path).map_err(|e| fail(PluginError::Read(e)))?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -145,7 +151,7 @@ impl LoadedPlugin {
         name: &str,
         bytes: &[u8],
         limits: PluginLimits,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, PluginError> {
         Self::from_bytes_with_cache(engine, name, bytes, limits, None)
     }
 
@@ -156,7 +162,7 @@ impl LoadedPlugin {
         bytes: &[u8],
         limits: PluginLimits,
         cache: Option<&ComponentCache>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, PluginError> {
         check_header(bytes)?;
         let sha256 = hex::encode(Sha256::digest(bytes));
         let started = Instant::now();
@@ -164,15 +170,14 @@ impl LoadedPlugin {
             Some(cache) => cache.load_or_compile(engine, bytes, &sha256),
             None => Component::new(&engine.engine, bytes).map(|c| (c, CacheOutcome::Uncached)),
         }
-        .map_err(|e| format!("not a valid component: {}", one_line(&e)))?;
+        .map_err(PluginError::Invalid)?;
         let compile_time = started.elapsed();
         let imports = check_component(&engine.engine, &component)?;
         let instance_pre = engine
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| format!("cannot be linked: {}", one_line(&e)))?;
-        let pre = PluginPre::new(instance_pre)
-            .map_err(|e| format!("does not match the contract: {}", one_line(&e)))?;
+            .map_err(PluginError::Link)?;
+        let pre = PluginPre::new(instance_pre).map_err(PluginError::Contract)?;
         let mut plugin = Self {
             name: Arc::from(name),
             description: PluginDescription {
@@ -194,7 +199,7 @@ impl LoadedPlugin {
         };
         plugin.description = plugin
             .describe()
-            .map_err(|e| format!("describe failed: {}", e.message))?;
+            .map_err(|e| PluginError::Describe(Box::new(e)))?;
         Ok(plugin)
     }
 
@@ -346,36 +351,6 @@ impl LoadedPlugin {
         self.error(s, kind, escape(&e.message))
     }
 
-    /// An instance kept across calls: NOT the host's isolation (which is a
-    /// fresh instance per call); for the benchmarks' warm-instance figures.
-    /// It holds a pool slot for its lifetime without taking one from the
-    /// engine's gate, so keep few of them alive.
-    #[doc(hidden)]
-    pub fn warm_instance(&self) -> Result<WarmInstance<'_>, CallError> {
-        let mut store = self.new_store("", "", 0);
-        let world = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| self.classify(&store, e, SnapshotRef::empty()))?;
-        Ok(WarmInstance {
-            plugin: self,
-            store,
-            world,
-        })
-    }
-
-    /// Instantiates and drops one fresh instance without calling it: the
-    /// instantiation cost alone (benchmarks).
-    #[doc(hidden)]
-    pub fn instantiate_only(&self) -> Result<(), CallError> {
-        let _slot = self.engine.gate.acquire();
-        let mut store = self.new_store("", "", 0);
-        self.pre
-            .instantiate(&mut store)
-            .map(drop)
-            .map_err(|e| self.classify(&store, e, SnapshotRef::empty()))
-    }
-
     fn error(&self, s: SnapshotRef<'_>, kind: CallErrorKind, message: String) -> CallError {
         CallError {
             plugin: self.name.to_string(),
@@ -433,46 +408,6 @@ impl LoadedPlugin {
     }
 }
 
-/// One instance reused across calls (see [`LoadedPlugin::warm_instance`]).
-#[doc(hidden)]
-pub struct WarmInstance<'a> {
-    /// The plugin it runs.
-    plugin: &'a LoadedPlugin,
-    /// Its store, kept across calls.
-    store: Store<CallState>,
-    /// Its instance's exports.
-    world: PluginWorld,
-}
-
-impl WarmInstance<'_> {
-    /// Decodes in the kept instance, under the plugin's limits.
-    pub fn decode(&mut self, s: SnapshotRef<'_>) -> Result<State, CallError> {
-        let bytes = self.decode_bytes(s)?;
-        self.validate(&bytes)
-    }
-
-    /// The call alone (copy in, guest decode, copy out), without validating.
-    pub fn decode_bytes(&mut self, s: SnapshotRef<'_>) -> Result<Vec<u8>, CallError> {
-        let input = s.to_input();
-        self.store
-            .set_epoch_deadline(deadline_ticks(self.plugin.limits.timeout));
-        match self
-            .world
-            .replica_plugin_decoder()
-            .call_decode(&mut self.store, &input)
-        {
-            Ok(Ok(bytes)) => Ok(bytes),
-            Ok(Err(e)) => Err(self.plugin.decode_error(s, e)),
-            Err(e) => Err(self.plugin.classify(&self.store, e, s)),
-        }
-    }
-
-    /// Validating alone.
-    pub fn validate(&self, bytes: &[u8]) -> Result<State, CallError> {
-        self.plugin.validate(SnapshotRef::empty(), bytes)
-    }
-}
-
 impl SnapshotRef<'_> {
     /// The contract's snapshot record, owning copies of the fields.
     fn to_input(self) -> types::Snapshot {
@@ -504,9 +439,4 @@ impl SnapshotRef<'_> {
 fn is_hostcall_fuel_exhausted(err: &wasmtime::Error) -> bool {
     err.chain()
         .any(|e| e.to_string().contains("fuel allocated for hostcalls"))
-}
-
-/// An error and its causes on one line.
-pub(crate) fn one_line(err: &wasmtime::Error) -> String {
-    format!("{err:#}").replace('\n', " ")
 }

@@ -6,6 +6,7 @@ pub mod build;
 pub mod cache;
 mod call_state;
 mod checks;
+pub mod decode_slots;
 pub mod decoder;
 pub mod engine;
 pub mod error;
@@ -14,9 +15,12 @@ pub mod loaded;
 mod text;
 
 pub use crate::decode::{CallError, CallErrorKind};
-pub use cache::{CacheOutcome, ComponentCache};
+pub use cache::{CacheDirError, CacheOutcome, ComponentCache};
+pub use decode_slots::DecodeSlots;
 pub use decoder::PluginDecoder;
 pub use engine::{EngineOptions, InstanceAllocation, PluginEngine};
-pub use error::LoadError;
+pub use error::{LoadError, PluginError};
 pub use limits::PluginLimits;
-pub use loaded::{LoadedPlugin, PluginDescription, PluginStats, SnapshotRef, WarmInstance};
+#[cfg(feature = "tools")]
+pub use loaded::WarmInstance;
+pub use loaded::{LoadedPlugin, PluginDescription, PluginStats, SnapshotRef};

@@ -1,0 +1,103 @@
+//! [`DecodeSlots`]: how many plugin calls may run at once across every
+//! plugin, and the drain that waits for them at shutdown.
+//!
+//! This is the first of the two concurrency caps on plugin calls
+//! (ARCHITECTURE.md, "Concurrency caps"): a tokio semaphore taken before a
+//! call is handed to the blocking pool, so a burst of snapshots waits here
+//! as futures instead of piling up threads. The second, the engine's
+//! instance gate, bounds the live Wasm instances inside the calls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// A fixed number of call slots, shared by every [`PluginDecoder`](super::PluginDecoder)
+/// given a clone.
+#[derive(Debug, Clone)]
+pub struct DecodeSlots {
+    /// The slots; a call holds one permit from before it is handed to the
+    /// blocking pool until it returns.
+    semaphore: Arc<Semaphore>,
+    /// How many slots there are: what [`DecodeSlots::drain`] takes back.
+    capacity: u32,
+}
+
+impl DecodeSlots {
+    /// `capacity` slots (at least one, at most 65,536).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.clamp(1, 1 << 16) as u32;
+        Self {
+            semaphore: Arc::new(Semaphore::new(capacity as usize)),
+            capacity,
+        }
+    }
+
+    /// One slot per core: decoding is CPU-bound, so more would only queue
+    /// threads.
+    pub fn per_core() -> Self {
+        Self::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        )
+    }
+
+    /// How many calls may run at once.
+    pub fn capacity(&self) -> usize {
+        self.capacity as usize
+    }
+
+    /// Waits for a free slot; `None` once the slots are closed by a drain.
+    pub async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.semaphore).acquire_owned().await.ok()
+    }
+
+    /// Waits up to `timeout` for every running call to finish, then closes
+    /// the slots so no new call starts. Returns whether all finished in time.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        let finished = tokio::time::timeout(timeout, self.semaphore.acquire_many(self.capacity))
+            .await
+            .is_ok_and(|permits| permits.is_ok());
+        self.semaphore.close();
+        finished
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn drain_waits_for_running_calls_then_closes() {
+        let slots = DecodeSlots::new(2);
+        let running = slots.acquire().await.expect("a free slot");
+        let drain = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.drain(Duration::from_secs(10)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!drain.is_finished(), "the drain waits for the running call");
+        drop(running);
+        assert!(drain.await.unwrap(), "every call finished in time");
+        assert!(
+            slots.acquire().await.is_none(),
+            "no call starts after a drain"
+        );
+    }
+
+    #[tokio::test]
+    async fn drain_gives_up_after_its_timeout() {
+        let slots = DecodeSlots::new(1);
+        let _stuck = slots.acquire().await.expect("a free slot");
+        assert!(!slots.drain(Duration::from_millis(20)).await);
+        assert!(slots.acquire().await.is_none());
+    }
+
+    #[test]
+    fn capacity_is_at_least_one() {
+        assert_eq!(DecodeSlots::new(0).capacity(), 1);
+        assert_eq!(DecodeSlots::new(3).capacity(), 3);
+        assert!(DecodeSlots::per_core().capacity() >= 1);
+    }
+}
