@@ -4,7 +4,10 @@
 //! [`ReplicationLog`] has Orlando's operations plus what the host needs to
 //! discover grains by itself ([`ReplicationLog::grain_heads`], and its
 //! incremental form [`ReplicationLog::changes_since`]). Backends:
-//! in-memory, SQLite file and PostgreSQL, chosen by URL.
+//! in-memory, SQLite file and PostgreSQL, chosen by URL. Every backend
+//! judges a stored row in one place (`record`); the two SQL backends run
+//! the calls they make alike through one generic module (`sql`), each with
+//! its own SQL.
 //!
 //! # Readers and writers
 //! [`open`] is the reader's open, the one `replica-host run` uses: it never

@@ -44,7 +44,7 @@ pub(super) trait SqlLog: Sync {
     fn rows_affected(done: &<Self::Db as Database>::QueryResult) -> u64;
 }
 
-/// The shared calls on one backend.
+/// The shared calls on one backend: `Sql(log).truncate(...)`.
 pub(super) struct Sql<'a, L>(pub(super) &'a L);
 
 impl<L, DB> Sql<'_, L>
@@ -63,7 +63,7 @@ where
 {
     /// [`super::ReplicationLog::read_from`].
     pub(super) async fn read_from(
-        &self,
+        self,
         grain_type: &str,
         grain_key: &str,
         after: u64,
@@ -85,7 +85,7 @@ where
 
     /// [`super::ReplicationLog::truncate`].
     pub(super) async fn truncate(
-        &self,
+        self,
         grain_type: &str,
         grain_key: &str,
         before: u64,
@@ -104,7 +104,7 @@ where
     }
 
     /// [`super::ReplicationLog::grain_heads`].
-    pub(super) async fn grain_heads(&self, grain_type: &str) -> Result<Vec<GrainHead>, LogError> {
+    pub(super) async fn grain_heads(self, grain_type: &str) -> Result<Vec<GrainHead>, LogError> {
         let heads: Vec<(String, i64)> = sqlx::query_as(L::QUERIES.grain_heads)
             .bind(grain_type)
             .fetch_all(self.0.pool())
@@ -114,7 +114,7 @@ where
     }
 
     /// [`super::ReplicationLog::grain_types`].
-    pub(super) async fn grain_types(&self) -> Result<Vec<String>, LogError> {
+    pub(super) async fn grain_types(self) -> Result<Vec<String>, LogError> {
         sqlx::query_scalar(L::QUERIES.grain_types)
             .fetch_all(self.0.pool())
             .await
@@ -122,7 +122,7 @@ where
     }
 
     /// [`super::ReplicationLog::ping`].
-    pub(super) async fn ping(&self) -> Result<(), LogError> {
+    pub(super) async fn ping(self) -> Result<(), LogError> {
         sqlx::query("SELECT 1")
             .execute(self.0.pool())
             .await
@@ -133,7 +133,7 @@ where
     /// [`super::ReplicationLog::scan`]; the queries select `grain_key` as
     /// well as the row's columns.
     pub(super) async fn scan(
-        &self,
+        self,
         grain_type: &str,
         after: Option<&str>,
         max_rows: usize,
