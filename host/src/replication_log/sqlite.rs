@@ -2,8 +2,8 @@
 //! a database an Orlando primary writes.
 //!
 //! SQLite is dynamically typed: every column is read together with its
-//! `typeof()` and judged by [`LooseRow`](super::record::LooseRow), so one odd row is refused rather
-//! than failing the read.
+//! `typeof()` and judged by [`LooseRow`](super::record::LooseRow), so one
+//! odd row is refused rather than failing the read.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,10 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteQueryResult;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
+    SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite};
 
