@@ -576,7 +576,7 @@ async fn a_reader_refuses_a_missing_table_or_database_and_creates_nothing() {
         return;
     };
     match PostgresLog::connect(schema.url()).await {
-        Err(LogError::Missing(m)) => {
+        Err(LogError::Missing { message: m, .. }) => {
             assert!(
                 m.contains("the database has no table replication_log"),
                 "{m}"
@@ -599,7 +599,7 @@ async fn a_reader_refuses_a_missing_table_or_database_and_creates_nothing() {
         .map(|(b, d)| (b.to_owned(), d.to_owned()))
         .unwrap();
     match PostgresLog::connect(&format!("{base}/no_such_db_for_reader")).await {
-        Err(LogError::Missing(m)) => assert!(
+        Err(LogError::Missing { message: m, .. }) => assert!(
             m.contains("database \"no_such_db_for_reader\" does not exist"),
             "{m}"
         ),

@@ -104,7 +104,7 @@ impl FlakyLog {
 }
 
 fn unavailable() -> LogError {
-    LogError::Unavailable("connection refused (test)".into())
+    LogError::unavailable("connection refused (test)")
 }
 
 #[async_trait]

@@ -428,7 +428,7 @@ mod cases {
 
         let too_big = log.append(&entry(COUNTER, "big2", max + 1, b"")).await;
         assert!(
-            matches!(too_big, Err(LogError::Backend(ref m)) if m.contains(&(max + 1).to_string())),
+            matches!(too_big, Err(LogError::Backend { ref message, .. }) if message.contains(&(max + 1).to_string())),
             "a sequence above i64::MAX cannot be stored: {too_big:?}"
         );
         assert_eq!(log.latest_sequence(COUNTER, "big2").await.unwrap(), 0);
@@ -830,7 +830,7 @@ async fn open_rejects_unknown_schemes_naming_them() {
         ("mysql://localhost/db", "mysql"),
     ] {
         match replication_log::open(url).await {
-            Err(LogError::Config(message)) => {
+            Err(LogError::Config { message, .. }) => {
                 assert!(message.contains(named), "{message}");
                 assert!(!message.contains(":pw@"), "password shown: {message}");
             }
@@ -840,7 +840,10 @@ async fn open_rejects_unknown_schemes_naming_them() {
     }
     for url in ["no-scheme-here", "sqlite://", ""] {
         assert!(
-            matches!(replication_log::open(url).await, Err(LogError::Config(_))),
+            matches!(
+                replication_log::open(url).await,
+                Err(LogError::Config { .. })
+            ),
             "{url:?}"
         );
     }
@@ -855,7 +858,7 @@ async fn memory_insert_raw_refuses_a_taken_key() {
     log.insert_raw(raw(COUNTER, "a", 1, 0)).unwrap();
     assert!(matches!(
         log.insert_raw(raw(COUNTER, "a", 1, 0)),
-        Err(LogError::Backend(_))
+        Err(LogError::Backend { .. })
     ));
     assert_eq!(log.read_from(COUNTER, "a", 0, 10).await.unwrap().len(), 1);
 }
@@ -968,11 +971,14 @@ async fn sqlite_reads_what_an_orlando_primary_wrote() {
         .await
         .unwrap();
     assert_eq!(mode, "delete");
-    // And it cannot write.
-    assert!(matches!(
-        log.append(&entry(COUNTER, "a", 4, b"")).await,
-        Err(LogError::Backend(m)) if m.contains("readonly")
-    ));
+    // And it cannot write: SQLITE_READONLY (8, in the low byte of the
+    // extended code).
+    let refused = log.append(&entry(COUNTER, "a", 4, b"")).await;
+    assert!(
+        matches!(&refused, Err(e @ LogError::Backend { .. })
+            if common::db_code(e).and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff) == Some(8)),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1030,7 +1036,7 @@ async fn sqlite_reader_follows_a_wal_writer_and_creates_nothing() {
     let missing = dir.path().join("missing.db");
     assert!(matches!(
         SqliteLog::open(&missing).await,
-        Err(LogError::Missing(m)) if m.ends_with("missing.db: no such file")
+        Err(LogError::Missing { message, .. }) if message.ends_with("missing.db: no such file")
     ));
     assert!(!missing.exists());
     // Nor a table in a database that has none.
@@ -1045,7 +1051,8 @@ async fn sqlite_reader_follows_a_wal_writer_and_creates_nothing() {
     raw.execute("CREATE TABLE other (x INTEGER)").await.unwrap();
     assert!(matches!(
         replication_log::open(&format!("sqlite://{}", empty.display())).await,
-        Err(LogError::Missing(m)) if m.ends_with("empty.db: the database has no table replication_log")
+        Err(LogError::Missing { message, .. })
+            if message.ends_with("empty.db: the database has no table replication_log")
     ));
     let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master")
         .fetch_one(&raw)
@@ -1246,7 +1253,7 @@ async fn sqlite_locked_database_is_unavailable_but_readable() {
 
     let started = Instant::now();
     match log.append(&entry(COUNTER, "a", 3, b"")).await {
-        Err(LogError::Unavailable(message)) => {
+        Err(LogError::Unavailable { message, .. }) => {
             assert!(message.contains("locked.db"), "{message}")
         }
         other => panic!("append to a locked database: {other:?}"),
@@ -1274,14 +1281,14 @@ async fn sqlite_unopenable_file_is_unavailable() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("missing-dir").join("log.db");
     match SqliteLog::create(&path).await {
-        Err(LogError::Unavailable(message)) => {
+        Err(LogError::Unavailable { message, .. }) => {
             assert!(message.contains("missing-dir"), "{message}")
         }
         other => panic!("{other:?}"),
     }
     // A reader does not even try: the file is missing.
     match SqliteLog::open(&path).await {
-        Err(LogError::Missing(message)) => {
+        Err(LogError::Missing { message, .. }) => {
             assert!(
                 message.contains("missing-dir/log.db: no such file"),
                 "{message}"
@@ -1299,7 +1306,26 @@ async fn sqlite_closed_log_is_unavailable() {
         .unwrap();
     log.ping().await.unwrap();
     log.close().await;
-    assert!(matches!(log.ping().await, Err(LogError::Unavailable(_))));
+    let err = log.ping().await.unwrap_err();
+    assert!(matches!(err, LogError::Unavailable { .. }), "{err:?}");
+    // One line naming the file, and the driver's error kept as the source.
+    let path = dir.path().join("closed.db");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "log backend unavailable: sqlite {}: {}",
+            path.display(),
+            sqlx::Error::PoolClosed
+        )
+    );
+    let source = std::error::Error::source(&err).expect("the cause is kept");
+    assert!(
+        matches!(
+            source.downcast_ref::<sqlx::Error>(),
+            Some(sqlx::Error::PoolClosed)
+        ),
+        "{source:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1445,9 +1471,11 @@ async fn postgres_reader_without_create_rights_opens_the_primary_table() {
 
     let (rows, append) = outcome.expect("a reader opens and reads the log");
     assert_eq!(shape(&rows), ["e1"]);
-    // The reader's sessions are read-only, whatever its rights.
+    // The reader's sessions are read-only, whatever its rights:
+    // read_only_sql_transaction.
     assert!(
-        matches!(&append, Err(LogError::Backend(m)) if m.contains("read-only transaction")),
+        matches!(&append, Err(e @ LogError::Backend { .. })
+            if common::db_code(e).as_deref() == Some("25006")),
         "{append:?}"
     );
 }
@@ -1526,7 +1554,7 @@ async fn postgres_outage_is_unavailable_then_heals() {
         log.append(&entry(COUNTER, "a", 3, b"")).await.map(drop),
     ] {
         match attempt {
-            Err(LogError::Unavailable(message)) => {
+            Err(LogError::Unavailable { message, .. }) => {
                 assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}")
             }
             other => panic!("during the outage: {other:?}"),
@@ -1551,7 +1579,7 @@ async fn postgres_unreachable_server_is_unavailable_without_the_password() {
     let url = "postgres://orlando:hunter2@127.0.0.1:1/replication";
     let started = Instant::now();
     match PostgresLog::connect_with_timeout(url, Duration::from_millis(300)).await {
-        Err(LogError::Unavailable(message)) => {
+        Err(LogError::Unavailable { message, .. }) => {
             assert!(message.contains("127.0.0.1:1/replication"), "{message}");
             assert!(!message.contains("hunter2"), "password shown: {message}");
         }

@@ -379,7 +379,7 @@ impl ReplicationLog for FlakyScanLog {
         let left = self.failures.load(Ordering::SeqCst);
         if left > 0 {
             self.failures.store(left - 1, Ordering::SeqCst);
-            return Err(LogError::Unavailable("scan refused (test)".into()));
+            return Err(LogError::unavailable("scan refused (test)"));
         }
         self.inner.scan(grain_type, after, max_rows).await
     }

@@ -61,7 +61,7 @@ fn enable_change_feed(url: &str, dry_run: bool) -> ExitCode {
             println!("change feed enabled on {shown}");
             ExitCode::SUCCESS
         }
-        Err(e @ LogError::Config(_)) => fail(2, &e.to_string()),
+        Err(e @ LogError::Config { .. }) => fail(2, &e.to_string()),
         Err(e) => fail(1, &e.to_string()),
     }
 }

@@ -43,6 +43,23 @@ struct Stored {
     payload: Vec<u8>,
 }
 
+impl Stored {
+    /// The row at `sequence` of the grain `grain_type`/`grain_key`, judged
+    /// like a row a SQL backend read.
+    fn record(&self, grain_type: &str, grain_key: &str, sequence: i64) -> LogRecord {
+        LooseRow {
+            grain_type: grain_type.to_owned(),
+            grain_key: grain_key.to_owned(),
+            sequence: Ok(sequence),
+            timestamp_millis: Ok(self.timestamp_millis),
+            source_cluster: Ok(self.source_cluster.clone()),
+            entry_type: Ok(self.entry_type),
+            payload: Ok(self.payload.clone()),
+        }
+        .interpret()
+    }
+}
+
 /// Rows by (grain type, grain key), then by stored sequence.
 type GrainMap = BTreeMap<(String, String), BTreeMap<i64, Stored>>;
 
@@ -102,7 +119,7 @@ impl MemoryLog {
             .get(&grain)
             .is_some_and(|rows| rows.contains_key(&row.sequence))
         {
-            return Err(LogError::Backend(format!(
+            return Err(LogError::backend(format!(
                 "a row {}/{}/{} already exists",
                 row.grain_type, row.grain_key, row.sequence
             )));
@@ -138,6 +155,20 @@ fn key(grain_type: &str, grain_key: &str) -> (String, String) {
     (grain_type.to_owned(), grain_key.to_owned())
 }
 
+/// Every grain of `grain_type` that has a valid sequence, with its newest.
+fn heads(grains: &GrainMap, grain_type: &str) -> Vec<GrainHead> {
+    let start = (Bound::Included(key(grain_type, "")), Bound::Unbounded);
+    grains
+        .range(start)
+        .take_while(|((t, _), _)| t == grain_type)
+        .filter(|(_, rows)| rows.range(0..).next().is_some())
+        .map(|((_, grain_key), rows)| GrainHead {
+            grain_key: grain_key.clone(),
+            latest_sequence: latest(rows),
+        })
+        .collect()
+}
+
 #[async_trait]
 impl ReplicationLog for MemoryLog {
     async fn read_from(
@@ -156,18 +187,7 @@ impl ReplicationLog for MemoryLog {
             .range(above)
             .chain(rows.range(..0))
             .take(limit)
-            .map(|(sequence, row)| {
-                LooseRow {
-                    grain_type: grain_type.to_owned(),
-                    grain_key: grain_key.to_owned(),
-                    sequence: Ok(*sequence),
-                    timestamp_millis: Ok(row.timestamp_millis),
-                    source_cluster: Ok(row.source_cluster.clone()),
-                    entry_type: Ok(row.entry_type),
-                    payload: Ok(row.payload.clone()),
-                }
-                .interpret()
-            })
+            .map(|(sequence, row)| row.record(grain_type, grain_key, *sequence))
             .collect();
         Ok(records)
     }
@@ -235,17 +255,7 @@ impl ReplicationLog for MemoryLog {
     }
 
     async fn grain_heads(&self, grain_type: &str) -> Result<Vec<GrainHead>, LogError> {
-        let grains = self.lock();
-        let start = (Bound::Included(key(grain_type, "")), Bound::Unbounded);
-        Ok(grains
-            .range(start)
-            .take_while(|((t, _), _)| t == grain_type)
-            .filter(|(_, rows)| rows.range(0..).next().is_some())
-            .map(|((_, grain_key), rows)| GrainHead {
-                grain_key: grain_key.clone(),
-                latest_sequence: latest(rows),
-            })
-            .collect())
+        Ok(heads(&self.lock(), grain_type))
     }
 
     async fn changes_since(
@@ -259,18 +269,7 @@ impl ReplicationLog for MemoryLog {
         };
         let grains = self.lock();
         let heads = match since {
-            None => {
-                let start = (Bound::Included(key(grain_type, "")), Bound::Unbounded);
-                grains
-                    .range(start)
-                    .take_while(|((t, _), _)| t == grain_type)
-                    .filter(|(_, rows)| rows.range(0..).next().is_some())
-                    .map(|((_, grain_key), rows)| GrainHead {
-                        grain_key: grain_key.clone(),
-                        latest_sequence: latest(rows),
-                    })
-                    .collect()
-            }
+            None => heads(&grains, grain_type),
             Some(since) => {
                 // The grains with a valid-sequence row stamped after `since`.
                 let changed: std::collections::BTreeSet<&str> = grains
@@ -332,17 +331,10 @@ impl ReplicationLog for MemoryLog {
             .take_while(|((t, _), _)| t == grain_type)
             .flat_map(|((_, grain_key), rows)| {
                 rows.iter().map(move |(sequence, row)| {
-                    let record = LooseRow {
-                        grain_type: grain_type.to_owned(),
-                        grain_key: grain_key.clone(),
-                        sequence: Ok(*sequence),
-                        timestamp_millis: Ok(row.timestamp_millis),
-                        source_cluster: Ok(row.source_cluster.clone()),
-                        entry_type: Ok(row.entry_type),
-                        payload: Ok(row.payload.clone()),
-                    }
-                    .interpret();
-                    (grain_key.clone(), record)
+                    (
+                        grain_key.clone(),
+                        row.record(grain_type, grain_key, *sequence),
+                    )
                 })
             })
             // One row more than a page: whether the last grain may go on.

@@ -4,7 +4,10 @@
 //! [`ReplicationLog`] has Orlando's operations plus what the host needs to
 //! discover grains by itself ([`ReplicationLog::grain_heads`], and its
 //! incremental form [`ReplicationLog::changes_since`]). Backends:
-//! in-memory, SQLite file and PostgreSQL, chosen by URL.
+//! in-memory, SQLite file and PostgreSQL, chosen by URL. Every backend
+//! judges a stored row in one place (`record`); the two SQL backends run
+//! the calls they make alike through one generic module (`sql`), each with
+//! its own SQL.
 //!
 //! # Readers and writers
 //! [`open`] is the reader's open, the one `replica-host run` uses: it never
@@ -46,6 +49,7 @@ mod postgres;
 mod record;
 mod scan;
 mod seq;
+mod sql;
 mod sqlite;
 mod url;
 
@@ -172,12 +176,36 @@ pub struct HeadChanges {
     pub cursor: Option<ChangeCursor>,
 }
 
-/// Errors of a log backend, as in Orlando.
+/// The error beneath a [`LogError`]: the driver's own, kept whole for callers
+/// that walk [`std::error::Error::source`] or downcast it.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl HeadChanges {
+    /// A full listing of `heads`, with no cursor: what a backend answers
+    /// when it has no incremental form.
+    pub(crate) fn listing(heads: Vec<GrainHead>) -> Self {
+        Self {
+            heads,
+            complete: true,
+            cursor: None,
+        }
+    }
+}
+
+/// Errors of a log backend, as in Orlando. Each `message` is the whole line
+/// users see, naming the file or server (with the cause's own words, when
+/// there is one); `source` keeps the cause itself.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     /// The backend cannot be reached (connection refused, database locked, ...).
-    #[error("log backend unavailable: {0}")]
-    Unavailable(String),
+    #[error("log backend unavailable: {message}")]
+    Unavailable {
+        /// What could not be reached, and why.
+        message: String,
+        /// The driver's error, if one caused it.
+        #[source]
+        source: Option<Cause>,
+    },
     /// An append whose sequence is not above the grain's newest.
     #[error(
         "sequence conflict for {grain_type}/{grain_key}: {sequence} is not above the latest {latest}"
@@ -193,15 +221,79 @@ pub enum LogError {
         latest: u64,
     },
     /// A bad connection URL or configuration.
-    #[error("invalid log configuration: {0}")]
-    Config(String),
+    #[error("invalid log configuration: {message}")]
+    Config {
+        /// What is wrong, naming the URL (password hidden).
+        message: String,
+        /// The parser's error, if one caused it.
+        #[source]
+        source: Option<Cause>,
+    },
     /// What the URL names does not exist: the SQLite file, the PostgreSQL
     /// database, or Orlando's table in it. A reader never creates them.
-    #[error("{0}")]
-    Missing(String),
+    #[error("{message}")]
+    Missing {
+        /// The URL or file, and what is missing.
+        message: String,
+        /// The driver's error, if one caused it.
+        #[source]
+        source: Option<Cause>,
+    },
     /// Any other backend error.
-    #[error("log backend error: {0}")]
-    Backend(String),
+    #[error("log backend error: {message}")]
+    Backend {
+        /// What failed, naming the file or server.
+        message: String,
+        /// The driver's error, if one caused it.
+        #[source]
+        source: Option<Cause>,
+    },
+}
+
+impl LogError {
+    /// [`LogError::Unavailable`] with no underlying error.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// [`LogError::Config`] with no underlying error.
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::Config {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// [`LogError::Missing`] with no underlying error.
+    pub fn missing(message: impl Into<String>) -> Self {
+        Self::Missing {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// [`LogError::Backend`] with no underlying error.
+    pub fn backend(message: impl Into<String>) -> Self {
+        Self::Backend {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A driver's error as [`LogError::Unavailable`] when `unavailable`,
+    /// else [`LogError::Backend`]; `message` already names the place and
+    /// the cause, which is kept as the source.
+    pub(crate) fn from_driver(unavailable: bool, message: String, cause: sqlx::Error) -> Self {
+        let source = Some(Cause::from(cause));
+        if unavailable {
+            Self::Unavailable { message, source }
+        } else {
+            Self::Backend { message, source }
+        }
+    }
 }
 
 /// A replication log backend. All methods are safe to call concurrently.
@@ -255,11 +347,7 @@ pub trait ReplicationLog: Send + Sync + 'static {
         cursor: Option<&ChangeCursor>,
     ) -> Result<HeadChanges, LogError> {
         let _ = cursor;
-        Ok(HeadChanges {
-            heads: self.grain_heads(grain_type).await?,
-            complete: true,
-            cursor: None,
-        })
+        Ok(HeadChanges::listing(self.grain_heads(grain_type).await?))
     }
 
     /// The distinct grain types present in the log.

@@ -26,7 +26,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
 use sqlx::{Connection, Executor};
 
-use super::postgres::{GRAIN_HEADS, error, has_code};
+use super::postgres::{GRAIN_HEADS, error, has_code, invalid_url};
 use super::{ChangeCursor, CursorState, HeadChanges, LogError, redact_password, seq};
 
 /// The change feed column.
@@ -152,14 +152,13 @@ pub async fn enable(
     match super::url::LogUrl::parse(url)? {
         super::url::LogUrl::Postgres(_) => {}
         _ => {
-            return Err(LogError::Config(format!(
+            return Err(LogError::config(format!(
                 "{shown}: the change feed is for PostgreSQL logs only \
                  (SQLite discovery is already incremental)"
             )));
         }
     }
-    let options = PgConnectOptions::from_str(url)
-        .map_err(|e| LogError::Config(format!("invalid PostgreSQL URL {shown}: {e}")))?;
+    let options = PgConnectOptions::from_str(url).map_err(|e| invalid_url(&shown, e))?;
     let mut conn = match tokio::time::timeout(
         Duration::from_secs(10),
         PgConnection::connect_with(&options),
@@ -168,7 +167,7 @@ pub async fn enable(
     {
         Ok(conn) => conn.map_err(|e| error(&shown, e))?,
         Err(_) => {
-            return Err(LogError::Unavailable(format!(
+            return Err(LogError::unavailable(format!(
                 "{shown}: no connection within 10s"
             )));
         }
@@ -190,7 +189,7 @@ async fn enable_on(
         .await
         .map_err(fail)?;
     if !has_table {
-        return Err(LogError::Missing(format!(
+        return Err(LogError::missing(format!(
             "{shown}: the database has no table replication_log"
         )));
     }
@@ -210,15 +209,16 @@ async fn enable_on(
             } else {
                 ""
             };
-            return Err(LogError::Backend(format!(
-                "{shown}: `{statement}` failed: {e}{hint}"
-            )));
+            return Err(LogError::Backend {
+                message: format!("{shown}: `{statement}` failed: {e}{hint}"),
+                source: Some(e.into()),
+            });
         }
     }
     // `IF NOT EXISTS` skips a name taken by some other relation: check.
     let left = plan(conn, shown).await?;
     if !left.is_empty() {
-        return Err(LogError::Backend(format!(
+        return Err(LogError::backend(format!(
             "{shown}: the change feed is still incomplete after the DDL; still needed: {}",
             left.join(" ")
         )));
@@ -247,7 +247,7 @@ async fn plan(conn: &mut PgConnection, shown: &str) -> Result<Vec<String>, LogEr
             statements.push(SET_DEFAULT.to_owned());
         }
         Some((kind, _)) if kind != "xid8" => {
-            return Err(LogError::Config(format!(
+            return Err(LogError::config(format!(
                 "{shown}: replication_log.{COLUMN} exists with type {kind}, not xid8; \
                  drop or rename it first"
             )));

@@ -15,13 +15,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgQueryResult, PgRow};
 use sqlx::{Postgres, Row, TypeInfo, ValueRef};
 
-use super::record::LooseRow;
+use super::record::LooseColumns;
+use super::sql::{Queries, Sql, SqlLog};
 use super::{
     ChangeCursor, CursorState, GrainHead, HeadChanges, LogEntry, LogError, LogRecord,
-    ReplicationLog, ScanPage, pg_change_feed, redact_password, scan, seq,
+    ReplicationLog, ScanPage, pg_change_feed, redact_password, seq,
 };
 
 /// Orlando's table, as Orlando creates it.
@@ -121,14 +122,14 @@ impl PostgresLog {
         url: &str,
         acquire_timeout: Duration,
     ) -> Result<Self, LogError> {
-        let log = Self::pool(url, acquire_timeout, true).await?;
+        let log = Self::open_pool(url, acquire_timeout, true).await?;
         let has_table: bool = sqlx::query_scalar(HAS_TABLE)
             .fetch_one(&log.pool)
             .await
             .map_err(|e| log.error(e))?;
         if !has_table {
             log.close().await;
-            return Err(LogError::Missing(format!(
+            return Err(LogError::missing(format!(
                 "{}: the database has no table replication_log",
                 log.url
             )));
@@ -162,7 +163,7 @@ impl PostgresLog {
         url: &str,
         acquire_timeout: Duration,
     ) -> Result<Self, LogError> {
-        let log = Self::pool(url, acquire_timeout, false).await?;
+        let log = Self::open_pool(url, acquire_timeout, false).await?;
         if let Err(e) = sqlx::query(CREATE_TABLE).execute(&log.pool).await {
             // Two processes creating the table at once: one loses the race
             // on the catalog. A writer without CREATE rights is fine too, as
@@ -183,10 +184,13 @@ impl PostgresLog {
         self.change_feed.load(Ordering::Relaxed)
     }
 
-    async fn pool(url: &str, acquire_timeout: Duration, read_only: bool) -> Result<Self, LogError> {
+    async fn open_pool(
+        url: &str,
+        acquire_timeout: Duration,
+        read_only: bool,
+    ) -> Result<Self, LogError> {
         let shown = redact_password(url);
-        let mut options = PgConnectOptions::from_str(url)
-            .map_err(|e| LogError::Config(format!("invalid PostgreSQL URL {shown}: {e}")))?;
+        let mut options = PgConnectOptions::from_str(url).map_err(|e| invalid_url(&shown, e))?;
         if read_only {
             options = options.options([("default_transaction_read_only", "on")]);
         }
@@ -216,10 +220,6 @@ impl PostgresLog {
     /// Closes every connection; later calls are [`LogError::Unavailable`].
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-
-    fn error(&self, err: sqlx::Error) -> LogError {
-        error(&self.url, err)
     }
 
     /// One attempt at an append in a serializable transaction: `Ok(None)`
@@ -264,6 +264,14 @@ pub(super) fn has_code(err: &sqlx::Error, codes: &[&str]) -> bool {
     }
 }
 
+/// A URL sqlx cannot parse, shown as `shown` (password hidden).
+pub(super) fn invalid_url(shown: &str, err: sqlx::Error) -> LogError {
+    LogError::Config {
+        message: format!("invalid PostgreSQL URL {shown}: {err}"),
+        source: Some(err.into()),
+    }
+}
+
 /// Maps a sqlx error, naming the server: a lost, refused or timed-out
 /// connection is [`LogError::Unavailable`]; a database that does not exist
 /// is [`LogError::Missing`].
@@ -271,7 +279,10 @@ pub(super) fn error(url: &str, err: sqlx::Error) -> LogError {
     if let sqlx::Error::Database(db) = &err
         && db.code().as_deref() == Some("3D000")
     {
-        return LogError::Missing(format!("{url}: {}", db.message()));
+        return LogError::Missing {
+            message: format!("{url}: {}", db.message()),
+            source: Some(err.into()),
+        };
     }
     let message = format!("{url}: {err}");
     let unavailable = match &err {
@@ -288,11 +299,7 @@ pub(super) fn error(url: &str, err: sqlx::Error) -> LogError {
         | sqlx::Error::WorkerCrashed => true,
         _ => false,
     };
-    if unavailable {
-        LogError::Unavailable(message)
-    } else {
-        LogError::Backend(message)
-    }
+    LogError::from_driver(unavailable, message, err)
 }
 
 /// What a column holds, if it cannot be read: `NULL` or its SQL type.
@@ -333,18 +340,43 @@ where
     row.try_get(column).map_err(|e| e.to_string())
 }
 
-/// One row of a grain, judged column by column.
-fn loose_record(grain_type: &str, grain_key: &str, row: &PgRow) -> LogRecord {
-    LooseRow {
-        grain_type: grain_type.to_owned(),
-        grain_key: grain_key.to_owned(),
-        sequence: loose_int(row, "sequence"),
-        timestamp_millis: loose_int(row, "timestamp_millis"),
-        source_cluster: loose(row, "source_cluster"),
-        entry_type: loose_int(row, "entry_type"),
-        payload: loose(row, "payload"),
+/// Integers of any width; NULL or another SQL type is the column's fault.
+impl LooseColumns for PgRow {
+    fn integer(&self, column: &str) -> Result<i64, String> {
+        loose_int(self, column)
     }
-    .interpret()
+
+    fn text(&self, column: &str) -> Result<String, String> {
+        loose(self, column)
+    }
+
+    fn blob(&self, column: &str) -> Result<Vec<u8>, String> {
+        loose(self, column)
+    }
+}
+
+impl SqlLog for PostgresLog {
+    type Db = Postgres;
+    const QUERIES: Queries = Queries {
+        read_from: READ_FROM,
+        truncate: TRUNCATE,
+        grain_heads: GRAIN_HEADS,
+        grain_types: GRAIN_TYPES,
+        scan_first: SCAN_FIRST,
+        scan_after: SCAN_AFTER,
+    };
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn error(&self, err: sqlx::Error) -> LogError {
+        error(&self.url, err)
+    }
+
+    fn rows_affected(done: &PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
 }
 
 #[async_trait]
@@ -356,18 +388,9 @@ impl ReplicationLog for PostgresLog {
         after: u64,
         limit: usize,
     ) -> Result<Vec<LogRecord>, LogError> {
-        let rows = sqlx::query(READ_FROM)
-            .bind(grain_type)
-            .bind(grain_key)
-            .bind(seq::after_bound(after))
-            .bind(seq::limit_bound(limit))
-            .fetch_all(&self.pool)
+        Sql(self)
+            .read_from(grain_type, grain_key, after, limit)
             .await
-            .map_err(|e| self.error(e))?;
-        Ok(rows
-            .iter()
-            .map(|row| loose_record(grain_type, grain_key, row))
-            .collect())
     }
 
     async fn latest_sequence(&self, grain_type: &str, grain_key: &str) -> Result<u64, LogError> {
@@ -417,26 +440,11 @@ impl ReplicationLog for PostgresLog {
         grain_key: &str,
         before: u64,
     ) -> Result<u64, LogError> {
-        let Some(last) = seq::last_below(before) else {
-            return Ok(0);
-        };
-        let done = sqlx::query(TRUNCATE)
-            .bind(grain_type)
-            .bind(grain_key)
-            .bind(last)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.error(e))?;
-        Ok(done.rows_affected())
+        Sql(self).truncate(grain_type, grain_key, before).await
     }
 
     async fn grain_heads(&self, grain_type: &str) -> Result<Vec<GrainHead>, LogError> {
-        let heads: Vec<(String, i64)> = sqlx::query_as(GRAIN_HEADS)
-            .bind(grain_type)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.error(e))?;
-        Ok(seq::to_heads(heads))
+        Sql(self).grain_heads(grain_type).await
     }
 
     async fn changes_since(
@@ -462,26 +470,15 @@ impl ReplicationLog for PostgresLog {
                 Err(e) => return Err(self.error(e)),
             }
         }
-        Ok(HeadChanges {
-            heads: self.grain_heads(grain_type).await?,
-            complete: true,
-            cursor: None,
-        })
+        Ok(HeadChanges::listing(self.grain_heads(grain_type).await?))
     }
 
     async fn grain_types(&self) -> Result<Vec<String>, LogError> {
-        sqlx::query_scalar(GRAIN_TYPES)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.error(e))
+        Sql(self).grain_types().await
     }
 
     async fn ping(&self) -> Result<(), LogError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(drop)
-            .map_err(|e| self.error(e))
+        Sql(self).ping().await
     }
 
     async fn scan(
@@ -490,20 +487,6 @@ impl ReplicationLog for PostgresLog {
         after: Option<&str>,
         max_rows: usize,
     ) -> Result<Option<ScanPage>, LogError> {
-        let max_rows = max_rows.max(1);
-        let query = match after {
-            Some(key) => sqlx::query(SCAN_AFTER).bind(grain_type).bind(key),
-            None => sqlx::query(SCAN_FIRST).bind(grain_type),
-        };
-        // One row more than a page: whether the last grain may go on.
-        let rows = query
-            .bind(seq::limit_bound(max_rows.saturating_add(1)))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.error(e))?;
-        Ok(Some(scan::page(&rows, max_rows, |row| {
-            let grain_key: String = row.try_get("grain_key").unwrap_or_default();
-            (grain_key.clone(), loose_record(grain_type, &grain_key, row))
-        })))
+        Sql(self).scan(grain_type, after, max_rows).await
     }
 }

@@ -22,7 +22,33 @@ pub(crate) struct LooseRow {
     pub payload: Result<Vec<u8>, String>,
 }
 
+/// A stored row as a backend reads it, one column at a time and never
+/// failing: each answer is the value, or why it cannot be read (`found
+/// NULL`, `expected INTEGER, found TEXT`, ...).
+pub(crate) trait LooseColumns {
+    /// An integer column.
+    fn integer(&self, column: &str) -> Result<i64, String>;
+    /// A text column.
+    fn text(&self, column: &str) -> Result<String, String>;
+    /// A binary column.
+    fn blob(&self, column: &str) -> Result<Vec<u8>, String>;
+}
+
 impl LooseRow {
+    /// Orlando's columns of `row`, a row of the grain
+    /// `grain_type`/`grain_key`.
+    pub(crate) fn read(grain_type: &str, grain_key: &str, row: &impl LooseColumns) -> Self {
+        Self {
+            grain_type: grain_type.to_owned(),
+            grain_key: grain_key.to_owned(),
+            sequence: row.integer("sequence"),
+            timestamp_millis: row.integer("timestamp_millis"),
+            source_cluster: row.text("source_cluster"),
+            entry_type: row.integer("entry_type"),
+            payload: row.blob("payload"),
+        }
+    }
+
     /// The row as an entry, or as a refusal naming every column at fault.
     pub(crate) fn interpret(self) -> LogRecord {
         let mut faults = Vec::new();

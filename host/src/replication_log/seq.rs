@@ -6,11 +6,12 @@ use super::LogError;
 /// The stored form of a sequence to append; above `i64::MAX` it cannot be
 /// stored without turning negative, so it is refused.
 pub(crate) fn to_stored(sequence: u64) -> Result<i64, LogError> {
-    i64::try_from(sequence).map_err(|_| {
-        LogError::Backend(format!(
+    i64::try_from(sequence).map_err(|e| LogError::Backend {
+        message: format!(
             "sequence {sequence} does not fit the log's signed 64-bit column (max {})",
             i64::MAX
-        ))
+        ),
+        source: Some(e.into()),
     })
 }
 

@@ -2,8 +2,8 @@
 //! a database an Orlando primary writes.
 //!
 //! SQLite is dynamically typed: every column is read together with its
-//! `typeof()` and judged by [`LooseRow`], so one odd row is refused rather
-//! than failing the read.
+//! `typeof()` and judged by [`LooseRow`](super::record::LooseRow), so one
+//! odd row is refused rather than failing the read.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,15 +12,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
+    SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite};
 
-use super::record::LooseRow;
+use super::record::LooseColumns;
+use super::sql::{Queries, Sql, SqlLog};
 use super::{
     ChangeCursor, CursorState, GrainHead, HeadChanges, LogEntry, LogError, LogRecord,
-    ReplicationLog, ScanPage, scan, seq,
+    ReplicationLog, ScanPage, seq,
 };
 
 /// Orlando's table, as Orlando creates it.
@@ -171,7 +172,7 @@ impl SqliteLog {
             } else {
                 "no such file"
             };
-            return Err(LogError::Missing(format!("{shown}: {what}")));
+            return Err(LogError::missing(format!("{shown}: {what}")));
         }
         // Read-only: SQLite still uses the `-wal` and `-shm` files of a WAL
         // database (creating them beside it when the last writer removed
@@ -188,7 +189,7 @@ impl SqliteLog {
             .map_err(|e| log.error(e))?;
         if table.is_none() {
             log.close().await;
-            return Err(LogError::Missing(format!(
+            return Err(LogError::missing(format!(
                 "{shown}: the database has no table replication_log"
             )));
         }
@@ -247,10 +248,6 @@ impl SqliteLog {
     /// Closes every connection; later calls are [`LogError::Unavailable`].
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-
-    fn error(&self, err: sqlx::Error) -> LogError {
-        error(&self.path, err)
     }
 
     /// [`ReplicationLog::changes_since`] by rowid, in one read transaction
@@ -344,11 +341,7 @@ fn error(path: &Path, err: sqlx::Error) -> LogError {
         | sqlx::Error::WorkerCrashed => true,
         _ => false,
     };
-    if unavailable {
-        LogError::Unavailable(message)
-    } else {
-        LogError::Backend(message)
-    }
+    LogError::from_driver(unavailable, message, err)
 }
 
 /// One column read loosely: its value if its storage class is `expected`.
@@ -369,15 +362,43 @@ where
     row.try_get(name).map_err(|e| e.to_string())
 }
 
-fn loose_row(grain_type: &str, grain_key: &str, row: &SqliteRow) -> LooseRow {
-    LooseRow {
-        grain_type: grain_type.to_owned(),
-        grain_key: grain_key.to_owned(),
-        sequence: column(row, "sequence", "integer"),
-        timestamp_millis: column(row, "timestamp_millis", "integer"),
-        source_cluster: column(row, "source_cluster", "text"),
-        entry_type: column(row, "entry_type", "integer"),
-        payload: column(row, "payload", "blob"),
+/// Each column checked against its storage class, which the queries select
+/// beside it as `{column}_type`.
+impl LooseColumns for SqliteRow {
+    fn integer(&self, name: &str) -> Result<i64, String> {
+        column(self, name, "integer")
+    }
+
+    fn text(&self, name: &str) -> Result<String, String> {
+        column(self, name, "text")
+    }
+
+    fn blob(&self, name: &str) -> Result<Vec<u8>, String> {
+        column(self, name, "blob")
+    }
+}
+
+impl SqlLog for SqliteLog {
+    type Db = Sqlite;
+    const QUERIES: Queries = Queries {
+        read_from: READ_FROM,
+        truncate: TRUNCATE,
+        grain_heads: GRAIN_HEADS,
+        grain_types: GRAIN_TYPES,
+        scan_first: SCAN_FIRST,
+        scan_after: SCAN_AFTER,
+    };
+
+    fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    fn error(&self, err: sqlx::Error) -> LogError {
+        error(&self.path, err)
+    }
+
+    fn rows_affected(done: &SqliteQueryResult) -> u64 {
+        done.rows_affected()
     }
 }
 
@@ -403,18 +424,9 @@ impl ReplicationLog for SqliteLog {
         after: u64,
         limit: usize,
     ) -> Result<Vec<LogRecord>, LogError> {
-        let rows = sqlx::query(READ_FROM)
-            .bind(grain_type)
-            .bind(grain_key)
-            .bind(seq::after_bound(after))
-            .bind(seq::limit_bound(limit))
-            .fetch_all(&self.pool)
+        Sql(self)
+            .read_from(grain_type, grain_key, after, limit)
             .await
-            .map_err(|e| self.error(e))?;
-        Ok(rows
-            .iter()
-            .map(|row| loose_row(grain_type, grain_key, row).interpret())
-            .collect())
     }
 
     async fn latest_sequence(&self, grain_type: &str, grain_key: &str) -> Result<u64, LogError> {
@@ -473,26 +485,11 @@ impl ReplicationLog for SqliteLog {
         grain_key: &str,
         before: u64,
     ) -> Result<u64, LogError> {
-        let Some(last) = seq::last_below(before) else {
-            return Ok(0);
-        };
-        let done = sqlx::query(TRUNCATE)
-            .bind(grain_type)
-            .bind(grain_key)
-            .bind(last)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.error(e))?;
-        Ok(done.rows_affected())
+        Sql(self).truncate(grain_type, grain_key, before).await
     }
 
     async fn grain_heads(&self, grain_type: &str) -> Result<Vec<GrainHead>, LogError> {
-        let heads: Vec<(String, i64)> = sqlx::query_as(GRAIN_HEADS)
-            .bind(grain_type)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.error(e))?;
-        Ok(seq::to_heads(heads))
+        Sql(self).grain_heads(grain_type).await
     }
 
     async fn changes_since(
@@ -500,13 +497,7 @@ impl ReplicationLog for SqliteLog {
         grain_type: &str,
         cursor: Option<&ChangeCursor>,
     ) -> Result<HeadChanges, LogError> {
-        let full = || async {
-            Ok(HeadChanges {
-                heads: self.grain_heads(grain_type).await?,
-                complete: true,
-                cursor: None,
-            })
-        };
+        let full = || async { Ok(HeadChanges::listing(self.grain_heads(grain_type).await?)) };
         if self.no_rowid.load(Ordering::Relaxed) {
             return full().await;
         }
@@ -529,18 +520,11 @@ impl ReplicationLog for SqliteLog {
     }
 
     async fn grain_types(&self) -> Result<Vec<String>, LogError> {
-        sqlx::query_scalar(GRAIN_TYPES)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.error(e))
+        Sql(self).grain_types().await
     }
 
     async fn ping(&self) -> Result<(), LogError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(drop)
-            .map_err(|e| self.error(e))
+        Sql(self).ping().await
     }
 
     async fn scan(
@@ -549,21 +533,6 @@ impl ReplicationLog for SqliteLog {
         after: Option<&str>,
         max_rows: usize,
     ) -> Result<Option<ScanPage>, LogError> {
-        let max_rows = max_rows.max(1);
-        let query = match after {
-            Some(key) => sqlx::query(SCAN_AFTER).bind(grain_type).bind(key),
-            None => sqlx::query(SCAN_FIRST).bind(grain_type),
-        };
-        // One row more than a page: whether the last grain may go on.
-        let rows = query
-            .bind(seq::limit_bound(max_rows.saturating_add(1)))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.error(e))?;
-        Ok(Some(scan::page(&rows, max_rows, |row| {
-            let grain_key: String = row.try_get("grain_key").unwrap_or_default();
-            let record = loose_row(grain_type, &grain_key, row).interpret();
-            (grain_key, record)
-        })))
+        Sql(self).scan(grain_type, after, max_rows).await
     }
 }

@@ -19,7 +19,7 @@ impl<'a> LogUrl<'a> {
     pub(crate) fn parse(url: &'a str) -> Result<Self, LogError> {
         let expected = "expected memory://, sqlite://PATH or postgres://...";
         let Some((scheme, rest)) = url.split_once(':').filter(|(s, _)| is_scheme(s)) else {
-            return Err(LogError::Config(format!(
+            return Err(LogError::config(format!(
                 "log URL `{}` has no scheme; {expected}",
                 redact_password(url)
             )));
@@ -30,14 +30,14 @@ impl<'a> LogUrl<'a> {
             "sqlite" => {
                 let path = rest.strip_prefix("//").unwrap_or(rest);
                 if path.is_empty() || path == ":memory:" || path.contains('?') {
-                    return Err(LogError::Config(format!(
+                    return Err(LogError::config(format!(
                         "log URL `{url}` needs a plain file path: sqlite://PATH or sqlite:PATH \
                          (no query parameters; use memory:// for an in-memory log)"
                     )));
                 }
                 Ok(LogUrl::Sqlite(path))
             }
-            _ => Err(LogError::Config(format!(
+            _ => Err(LogError::config(format!(
                 "unsupported log URL scheme `{scheme}` in `{}`; {expected}",
                 redact_password(url)
             ))),
@@ -100,22 +100,24 @@ mod tests {
     #[test]
     fn bad_urls_are_config_errors_naming_the_scheme() {
         let err = LogUrl::parse("redis://u:pw@h").unwrap_err();
-        assert!(matches!(&err, LogError::Config(m) if m.contains("`redis`") && !m.contains("pw")));
+        assert!(
+            matches!(&err, LogError::Config { message, .. } if message.contains("`redis`") && !message.contains("pw"))
+        );
         assert!(matches!(
             LogUrl::parse("just-a-path"),
-            Err(LogError::Config(_))
+            Err(LogError::Config { .. })
         ));
         assert!(matches!(
             LogUrl::parse("sqlite://"),
-            Err(LogError::Config(_))
+            Err(LogError::Config { .. })
         ));
         assert!(matches!(
             LogUrl::parse("sqlite::memory:"),
-            Err(LogError::Config(_))
+            Err(LogError::Config { .. })
         ));
         assert!(matches!(
             LogUrl::parse("sqlite://a.db?mode=ro"),
-            Err(LogError::Config(_))
+            Err(LogError::Config { .. })
         ));
     }
 
