@@ -144,11 +144,13 @@ pub struct AuthSection {
     pub token_env: Vec<String>,
 }
 
-/// `[admin]`: only `token_file`, which is refused with what to write instead.
+/// `[admin]`: access to the admin endpoints (`/v1/admin/…`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
-    /// The admin endpoints' token file of an earlier design.
+    /// A file holding the admin token itself (one line), relative to the
+    /// config file. Calls carry it as `Authorization: Bearer TOKEN`. Without
+    /// it (or an `admin` token of `[http.auth]`), the admin endpoints are off.
     pub token_file: Option<PathBuf>,
 }
 
@@ -196,7 +198,7 @@ pub struct CacheSection {
 }
 
 /// `[[plugin]]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginEntry {
     /// The grain type this plugin must decode.
@@ -299,13 +301,6 @@ impl Config {
 
     /// The access rules of `[http]` and `[admin]`.
     fn validate_http_access(&self) -> Result<(), String> {
-        if self.admin.token_file.is_some() {
-            return Err(
-                "admin.token_file is not supported: list the file under [http.auth] \
-                 token_files = [\"…\"] and give its tokens the `admin` scope"
-                    .into(),
-            );
-        }
         match (&self.http.tls_cert, &self.http.tls_key) {
             (Some(_), None) => return Err("http.tls_cert is set but http.tls_key is not".into()),
             (None, Some(_)) => return Err("http.tls_key is set but http.tls_cert is not".into()),
@@ -343,6 +338,20 @@ impl Config {
             .flat_map(|a| &a.token_files)
             .map(|f| self.base_dir.join(f))
             .collect()
+    }
+
+    /// `[admin] token_file`, resolved against the config file.
+    pub fn admin_token_file(&self) -> Option<PathBuf> {
+        self.admin
+            .token_file
+            .as_ref()
+            .map(|f| self.base_dir.join(f))
+    }
+
+    /// Whether the admin endpoints are on: some token can carry the `admin`
+    /// scope (`[admin] token_file`, or `[http.auth]`'s tokens).
+    pub fn admin_enabled(&self) -> bool {
+        self.admin.token_file.is_some() || self.http.auth.is_some()
     }
 
     /// The TLS certificate and key files, resolved against the config file;
@@ -571,15 +580,18 @@ timeout_ms = 20
         let half_tls = GOOD.replace("[consumer]", "[http]\ntls_cert = \"c.pem\"\n\n[consumer]");
         let err = Config::parse(&half_tls, Path::new("h.toml")).unwrap_err();
         assert_eq!(err, "h.toml: http.tls_cert is set but http.tls_key is not");
-        let admin = format!("{GOOD}\n[admin]\ntoken_file = \"admin.tokens\"\n");
-        let err = Config::parse(&admin, Path::new("h.toml")).unwrap_err();
-        assert!(
-            err.starts_with(
-                "h.toml: admin.token_file is not supported: list the file under [http.auth]"
-            ),
-            "{err}"
+        let admin = format!("{GOOD}\n[admin]\ntoken_file = \"admin.token\"\n");
+        let config = Config::parse(&admin, Path::new("/etc/h.toml")).unwrap();
+        assert_eq!(
+            config.admin_token_file(),
+            Some(PathBuf::from("/etc/admin.token"))
         );
-        assert!(!err.contains('\n'));
+        assert!(config.admin_enabled());
+        assert!(
+            !Config::parse(GOOD, Path::new("h.toml"))
+                .unwrap()
+                .admin_enabled()
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! plugin runtime implements one, and neither depends on the other.
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -17,6 +18,26 @@ use crate::value::State;
 pub trait SnapshotDecoder: Send + Sync + 'static {
     /// Decodes one snapshot.
     async fn decode(&self, entry: &LogEntry) -> Result<State, CallError>;
+
+    /// Which plugin build this decoder runs, recorded with every state it
+    /// decodes; `None` for a native decoder.
+    fn decoded_by(&self) -> Option<Arc<DecodedBy>> {
+        None
+    }
+}
+
+/// The plugin build that produced a replica's state: its provenance, shown
+/// as `decoded_by` in every read. When a grain type's plugin is swapped,
+/// the replicas whose `decoded_by` differs from the new plugin's are
+/// decoded again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct DecodedBy {
+    /// The plugin's name (its file name).
+    pub plugin: String,
+    /// The plugin file's hex sha256.
+    pub sha256: String,
+    /// The state schema version the plugin declares.
+    pub schema_version: String,
 }
 
 /// Why one decode call failed.

@@ -56,7 +56,7 @@ pub mod store;
 pub mod value;
 
 pub use consumer::Replicator;
-pub use decode::{CallError, CallErrorKind, SnapshotDecoder};
+pub use decode::{CallError, CallErrorKind, DecodedBy, SnapshotDecoder};
 pub use plugin::{LoadedPlugin, PluginDecoder, PluginEngine};
 pub use store::{Replica, ReplicaStore};
 pub use value::State;

@@ -70,6 +70,90 @@ pub enum EntryError {
     },
 }
 
+/// The precompiled cache `[cache] dir` names, when set and usable; a
+/// directory that cannot be used is reported and plugins are compiled as
+/// without a cache.
+pub fn open_cache(config: &Config) -> Option<ComponentCache> {
+    config
+        .cache_dir()
+        .and_then(|dir| match ComponentCache::open(&dir) {
+            Ok(cache) => Some(cache),
+            Err(reason) => {
+                tracing::warn!(%reason, "not using the plugin cache");
+                None
+            }
+        })
+}
+
+/// Loads and checks the `index`th `[[plugin]]` entry of `config`: every
+/// check of startup (file, component, contract, imports, grain type, pin).
+pub fn load_entry(
+    config: &Config,
+    index: usize,
+    engine: &PluginEngine,
+    cache: Option<&ComponentCache>,
+) -> Result<LoadedPlugin, PluginSetError> {
+    let entry = &config.plugins[index];
+    let path = config.plugin_path(entry);
+    let fail = |error: EntryError| PluginSetError {
+        config: config.source.clone(),
+        index,
+        grain_type: entry.grain_type.clone(),
+        error: Box::new(error),
+    };
+    if let Some(pin) = &entry.sha256 {
+        // Check the pin on the bytes before compiling anything.
+        let bytes = std::fs::read(&path).map_err(|source| {
+            fail(EntryError::Read {
+                path: path.clone(),
+                source,
+            })
+        })?;
+        let actual = hex::encode(Sha256::digest(&bytes));
+        if !actual.eq_ignore_ascii_case(pin) {
+            return Err(fail(EntryError::Pin {
+                path,
+                actual,
+                pin: pin.clone(),
+                changed_while_loading: false,
+            }));
+        }
+    }
+    let plugin = LoadedPlugin::load_with_cache(engine, &path, config.plugin_limits(entry), cache)
+        .map_err(|e| fail(EntryError::Load(e)))?;
+    // The file may have changed between the pin check and the load: the
+    // bytes actually compiled must match the pin too.
+    if let Some(pin) = &entry.sha256
+        && !plugin.sha256().eq_ignore_ascii_case(pin)
+    {
+        return Err(fail(EntryError::Pin {
+            path,
+            actual: plugin.sha256().to_string(),
+            pin: pin.clone(),
+            changed_while_loading: true,
+        }));
+    }
+    let declared = &plugin.description().grain_type;
+    if declared != &entry.grain_type {
+        return Err(fail(EntryError::GrainType {
+            path,
+            declared: declared.clone(),
+            configured: entry.grain_type.clone(),
+        }));
+    }
+    tracing::info!(
+        grain_type = %entry.grain_type,
+        schema = %plugin.description().schema_name,
+        schema_version = %plugin.description().schema_version,
+        sha256 = &plugin.sha256()[..12],
+        compile_ms = plugin.compile_time().as_millis() as u64,
+        cache = ?plugin.cache_outcome(),
+        path = %path.display(),
+        "plugin loaded"
+    );
+    Ok(plugin)
+}
+
 /// The loaded plugins, by grain type.
 #[derive(Clone, Default)]
 pub struct PluginSet {
@@ -85,80 +169,11 @@ impl PluginSet {
     /// precompiled cache; a cache directory that cannot be used is reported
     /// and plugins are compiled as without a cache.
     pub fn load(config: &Config, engine: &PluginEngine) -> Result<Self, PluginSetError> {
-        let cache = config
-            .cache_dir()
-            .and_then(|dir| match ComponentCache::open(&dir) {
-                Ok(cache) => Some(cache),
-                Err(reason) => {
-                    tracing::warn!(%reason, "not using the plugin cache");
-                    None
-                }
-            });
+        let cache = open_cache(config);
         let mut by_grain_type = BTreeMap::new();
-        for (index, entry) in config.plugins.iter().enumerate() {
-            let path = config.plugin_path(entry);
-            let fail = |error: EntryError| PluginSetError {
-                config: config.source.clone(),
-                index,
-                grain_type: entry.grain_type.clone(),
-                error: Box::new(error),
-            };
-            if let Some(pin) = &entry.sha256 {
-                // Check the pin on the bytes before compiling anything.
-                let bytes = std::fs::read(&path).map_err(|source| {
-                    fail(EntryError::Read {
-                        path: path.clone(),
-                        source,
-                    })
-                })?;
-                let actual = hex::encode(Sha256::digest(&bytes));
-                if !actual.eq_ignore_ascii_case(pin) {
-                    return Err(fail(EntryError::Pin {
-                        path,
-                        actual,
-                        pin: pin.clone(),
-                        changed_while_loading: false,
-                    }));
-                }
-            }
-            let plugin = LoadedPlugin::load_with_cache(
-                engine,
-                &path,
-                config.plugin_limits(entry),
-                cache.as_ref(),
-            )
-            .map_err(|e| fail(EntryError::Load(e)))?;
-            // The file may have changed between the pin check and the load:
-            // the bytes actually compiled must match the pin too.
-            if let Some(pin) = &entry.sha256
-                && !plugin.sha256().eq_ignore_ascii_case(pin)
-            {
-                return Err(fail(EntryError::Pin {
-                    path,
-                    actual: plugin.sha256().to_string(),
-                    pin: pin.clone(),
-                    changed_while_loading: true,
-                }));
-            }
-            let declared = &plugin.description().grain_type;
-            if declared != &entry.grain_type {
-                return Err(fail(EntryError::GrainType {
-                    path,
-                    declared: declared.clone(),
-                    configured: entry.grain_type.clone(),
-                }));
-            }
-            tracing::info!(
-                grain_type = %entry.grain_type,
-                schema = %plugin.description().schema_name,
-                schema_version = %plugin.description().schema_version,
-                sha256 = &plugin.sha256()[..12],
-                compile_ms = plugin.compile_time().as_millis() as u64,
-                cache = ?plugin.cache_outcome(),
-                path = %path.display(),
-                "plugin loaded"
-            );
-            by_grain_type.insert(entry.grain_type.clone(), Arc::new(plugin));
+        for index in 0..config.plugins.len() {
+            let plugin = load_entry(config, index, engine, cache.as_ref())?;
+            by_grain_type.insert(config.plugins[index].grain_type.clone(), Arc::new(plugin));
         }
         Ok(Self { by_grain_type })
     }

@@ -201,6 +201,12 @@ impl Daemon {
         http::get_with(self.addr, path, headers).unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
+    /// `POST path` (no body) with extra request headers.
+    pub fn post_with(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        http::request(self.addr, "POST", path, headers)
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
     /// Sends a signal (`"HUP"`, `"TERM"`, …) to the process.
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")

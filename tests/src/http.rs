@@ -1,5 +1,5 @@
-//! A minimal blocking HTTP/1.1 GET client, enough to query the host's API
-//! without pulling an HTTP client stack into the tests.
+//! A minimal blocking HTTP/1.1 client (GET, and bodiless POST), enough to
+//! query the host's API without pulling an HTTP client stack into the tests.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -44,6 +44,16 @@ pub fn get_with(
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<Response> {
+    request(addr, "GET", path, headers)
+}
+
+/// `method path` on `addr`, with no body, with extra request headers.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let extra: String = headers
@@ -52,7 +62,7 @@ pub fn get_with(
         .collect();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n{extra}\r\n"
     )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;

@@ -357,19 +357,20 @@ fn bad_access_config_is_one_line_naming_file_and_field() {
     assert_eq!(code, 2);
     assert!(stderr.contains("line 1: unknown scope `reed`"), "{stderr}");
 
-    // The admin token file of the plugin-lifecycle design: refused, saying what to write.
+    // An admin token file that is missing, then one that is empty.
     let config = format!(
-        "{}\n[admin]\ntoken_file = \"admin.tokens\"\n",
+        "{}\n[admin]\ntoken_file = \"admin.token\"\n",
         setup(dir.path(), "[http]\nlisten = \"127.0.0.1:0\"\n")
     );
     std::fs::write(&path, &config).unwrap();
     let (code, stderr) = daemon::run_to_exit(&path);
     assert_eq!(code, 2);
-    assert!(
-        stderr.contains("admin.token_file is not supported: list the file under [http.auth]"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("`admin` scope"), "{stderr}");
+    assert!(stderr.contains("admin.token_file: "), "{stderr}");
+    assert!(stderr.contains("admin.token"), "{stderr}");
+    std::fs::write(dir.path().join("admin.token"), "\n\n").unwrap();
+    let (code, stderr) = daemon::run_to_exit(&path);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("the file holds no token"), "{stderr}");
 
     // Half a TLS pair; an unreadable certificate.
     let config = setup(

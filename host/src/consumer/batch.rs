@@ -117,6 +117,18 @@ impl Cursor {
         }
     }
 
+    /// A cursor that decodes the applied snapshot `applied` again (after a
+    /// plugin swap): reads from just below it, with refusals up to it
+    /// already reported. If the snapshot no longer decodes, the grain is
+    /// failing and keeps the state it has.
+    pub fn redecode(applied: u64) -> Self {
+        let below = applied.saturating_sub(1);
+        Self {
+            reported: applied,
+            ..Self::new(below)
+        }
+    }
+
     /// Every record at or below is applied, superseded or refused.
     pub fn position(&self) -> u64 {
         self.position

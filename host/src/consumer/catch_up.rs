@@ -34,6 +34,16 @@ impl TypeCatchUp {
         self.caught_up.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Where this grain type stands: grains listed and caught up.
+    pub fn progress(&self) -> CatchUpProgress {
+        let grains = self.grains.load(Ordering::Relaxed);
+        CatchUpProgress {
+            caught_up: self.caught_up.load(Ordering::Relaxed).min(grains),
+            grains,
+            complete: self.is_complete(),
+        }
+    }
+
     /// Whether every listed grain has caught up.
     pub fn is_complete(&self) -> bool {
         self.listed.load(Ordering::Acquire)

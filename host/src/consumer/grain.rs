@@ -15,10 +15,10 @@ use tokio::time::Instant;
 
 use super::SnapshotDecoder;
 use super::backoff::Backoff;
-use super::batch::{Cursor, Failure};
+use super::batch::{Cursor, Failure, sequence_of};
 use super::config::ConsumerConfig;
 use super::metrics::GrainTypeCounters;
-use crate::decode::{CallError, CallErrorKind};
+use crate::decode::{CallError, CallErrorKind, DecodedBy};
 use crate::log_limiter::limited;
 use crate::replication_log::{LogEntry, LogRecord, ReplicationLog};
 use crate::shutdown::StopSignal;
@@ -42,6 +42,11 @@ pub(crate) struct TypeContext {
     pub(crate) config: Arc<ConsumerConfig>,
     /// The grain type's counters.
     pub(crate) counters: Arc<GrainTypeCounters>,
+    /// The decoder's plugin build, recorded with every state it decodes.
+    pub(crate) decoded_by: Option<Arc<DecodedBy>>,
+    /// This run replaces another decoder: replicas decoded by another
+    /// plugin build are decoded again from their applied snapshot.
+    pub(crate) redecode: bool,
 }
 
 /// Where one grain's consumer stands between steps.
@@ -63,15 +68,25 @@ pub(crate) struct GrainProgress {
 }
 
 impl GrainProgress {
-    /// A grain starting after what the store already holds for it.
-    pub(crate) fn new(store: &ReplicaStore, grain_type: &str, grain_key: &str) -> Self {
-        let replica = store.get(grain_type, grain_key);
+    /// A grain starting after what the store already holds for it; in a
+    /// re-decode, at its applied snapshot when another plugin build decoded
+    /// that.
+    pub(crate) fn new(ctx: &TypeContext, grain_key: &str) -> Self {
+        let replica = ctx.store.get(&ctx.grain_type, grain_key);
         let applied = replica
             .as_ref()
             .filter(|r| r.has_state())
             .map_or(0, |r| r.sequence);
+        let stale = ctx.redecode
+            && replica
+                .as_ref()
+                .is_some_and(|r| r.has_state() && r.decoded_by != ctx.decoded_by);
         Self {
-            cursor: Cursor::new(applied),
+            cursor: if stale {
+                Cursor::redecode(applied)
+            } else {
+                Cursor::new(applied)
+            },
             last_status: replica.map(|r| r.status),
             read: Backoff::default(),
             decode: Backoff::default(),
@@ -89,16 +104,21 @@ impl GrainProgress {
         }
     }
 
+    /// Whether the store shows the grain failing.
+    pub(crate) fn is_failing(&self) -> bool {
+        matches!(self.last_status, Some(ReplicaStatus::Failing { .. }))
+    }
+
     /// When the grain must be looked at again even if its head does not
     /// move: a read or decode retry.
     pub(crate) fn wake_at(&self) -> Option<Instant> {
         self.read.retry_at().or(self.decode.retry_at())
     }
 
-    /// Whether prefetched rows (every row of the grain, read after 0) are
-    /// what this grain's next read would return.
+    /// Whether prefetched rows (every row of the grain) can stand in for
+    /// this grain's next read: they hold what any read would return.
     pub(crate) fn takes_prefetched(&self) -> bool {
-        self.cursor.seen() == 0 && self.cursor.position() == 0 && self.read.failures() == 0
+        self.read.failures() == 0
     }
 }
 
@@ -146,8 +166,10 @@ impl Step {
         let retry = p.decode.is_due(now);
         let from = p.cursor.read_after(retry);
 
-        let records = match prefetched.filter(|_| from == 0) {
+        let records = match prefetched {
+            // Every row of the grain: keep what a read after `from` returns.
             Some(mut records) => {
+                records.retain(|r| sequence_of(r).is_none_or(|s| s > from));
                 records.truncate(limit);
                 records
             }
@@ -261,6 +283,7 @@ impl GrainRef<'_> {
                         sequence: entry.sequence,
                         timestamp_millis: entry.timestamp_millis,
                         source_cluster: entry.source_cluster.clone(),
+                        decoded_by: ctx.decoded_by.clone(),
                     });
                     break;
                 }

@@ -53,8 +53,8 @@ mod scheduler;
 pub mod shard;
 
 pub use crate::decode::SnapshotDecoder;
-pub use catch_up::{CatchUp, CatchUpProgress};
+pub use catch_up::{CatchUp, CatchUpProgress, TypeCatchUp};
 pub use config::ConsumerConfig;
 pub use metrics::{ConsumerMetrics, GrainTypeCounters, GrainTypeStats, MetricsSnapshot};
-pub use replicator::{DEFAULT_WORKERS, Replicator};
+pub use replicator::{DEFAULT_WORKERS, Replicator, ReplicatorControl};
 pub use shard::Shard;

@@ -3,21 +3,20 @@
 //! no decoder.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
-use tokio::task::{JoinHandle, JoinSet};
-
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use super::SnapshotDecoder;
-use super::catch_up::CatchUp;
+use super::catch_up::{CatchUp, TypeCatchUp};
 use super::config::ConsumerConfig;
 use super::grain::TypeContext;
 use super::metrics::ConsumerMetrics;
 use super::scheduler::Scheduler;
 use super::shard::Shard;
 use crate::replication_log::{DEFAULT_SCAN_ROWS, ReplicationLog};
-use crate::shutdown::StopSignal;
+use crate::shutdown::{Shutdown, StopSignal};
 use crate::store::ReplicaStore;
 
 /// Steps (reads and decodes) run at once, over all grain types, by default.
@@ -44,6 +43,11 @@ pub struct Replicator {
     scan_rows: usize,
     /// The grains this host replicates, when sharded.
     shard: Option<Shard>,
+    /// Commands from [`ReplicatorControl`] handles, to the run loop.
+    commands: (
+        mpsc::UnboundedSender<Command>,
+        mpsc::UnboundedReceiver<Command>,
+    ),
 }
 
 impl Replicator {
@@ -65,6 +69,7 @@ impl Replicator {
             workers: DEFAULT_WORKERS,
             scan_rows: DEFAULT_SCAN_ROWS,
             shard: None,
+            commands: mpsc::unbounded_channel(),
         }
     }
 
@@ -102,55 +107,233 @@ impl Replicator {
         Arc::clone(&self.metrics)
     }
 
+    /// A handle to swap, add or remove grain types' decoders while the
+    /// replicator runs (see [`ReplicatorControl`]).
+    pub fn control(&self) -> ReplicatorControl {
+        ReplicatorControl {
+            commands: self.commands.0.clone(),
+        }
+    }
+
     /// Runs [`Self::run`] on a new task.
     pub fn spawn(self, shutdown: StopSignal) -> JoinHandle<()> {
         tokio::spawn(self.run(shutdown))
     }
 
     /// Runs until `shutdown` stops and every task has stopped.
-    pub async fn run(self, shutdown: StopSignal) {
-        let config = Arc::new(self.config);
-        let mut tasks = JoinSet::new();
-        let handled: HashSet<String> = self.decoders.keys().cloned().collect();
-        let workers = Arc::new(Semaphore::new(self.workers));
-        self.metrics.set_workers(self.workers as u64);
-        if let Some(shard) = self.shard {
+    pub async fn run(self, mut shutdown: StopSignal) {
+        let Replicator {
+            log,
+            store,
+            decoders,
+            config,
+            metrics,
+            catch_up,
+            workers,
+            scan_rows,
+            shard,
+            commands: (_, mut commands),
+        } = self;
+        let running = Running {
+            log,
+            store,
+            config: Arc::new(config),
+            metrics,
+            workers: Arc::new(Semaphore::new(workers)),
+            scan_rows,
+            shard,
+            handled: Arc::default(),
+        };
+        running.metrics.set_workers(workers as u64);
+        if let Some(shard) = shard {
             tracing::info!(%shard, "replicating one shard of the grains");
         }
-        for (grain_type, decoder) in self.decoders {
-            let Some(catch_up) = self.catch_up.grain_type(&grain_type).cloned() else {
+        let mut types: HashMap<String, TypeRun> = HashMap::new();
+        for (grain_type, decoder) in decoders {
+            let Some(progress) = catch_up.grain_type(&grain_type).cloned() else {
                 continue;
             };
-            let scheduler = Scheduler {
-                ctx: Arc::new(TypeContext {
-                    counters: self.metrics.counters(&grain_type),
-                    grain_type,
-                    log: Arc::clone(&self.log),
-                    store: Arc::clone(&self.store),
-                    decoder,
-                    config: Arc::clone(&config),
-                }),
-                workers: Arc::clone(&workers),
-                catch_up,
-                metrics: Arc::clone(&self.metrics),
-                scan_rows: self.scan_rows,
-                shard: self.shard,
-            };
-            tasks.spawn(scheduler.run(shutdown.clone()));
+            let run = running.start(&grain_type, decoder, progress, false);
+            types.insert(grain_type, run);
         }
-        tasks.spawn(report_unhandled_types(
-            Arc::clone(&self.log),
-            handled,
-            Arc::clone(&self.metrics),
-            Arc::clone(&config),
+        let unhandled = tokio::spawn(report_unhandled_types(
+            Arc::clone(&running.log),
+            Arc::clone(&running.handled),
+            Arc::clone(&running.metrics),
+            Arc::clone(&running.config),
             shutdown.clone(),
         ));
-        while let Some(joined) = tasks.join_next().await {
-            if let Err(error) = joined {
-                tracing::error!(%error, "a replication task failed");
+        loop {
+            let command = tokio::select! {
+                () = shutdown.stopped() => break,
+                command = commands.recv() => command,
+            };
+            let Some(Command::Replace {
+                grain_type,
+                decoder,
+                done,
+            }) = command
+            else {
+                // Every control handle is gone: run until shutdown.
+                shutdown.stopped().await;
+                break;
+            };
+            if let Some(old) = types.remove(&grain_type) {
+                old.stop().await;
             }
+            let progress = decoder.map(|decoder| {
+                let progress = Arc::new(TypeCatchUp::default());
+                let run = running.start(&grain_type, decoder, Arc::clone(&progress), true);
+                types.insert(grain_type.clone(), run);
+                progress
+            });
+            if progress.is_none() {
+                running.handled_write().remove(&grain_type);
+            }
+            let _ = done.send(progress);
         }
+        for (_, run) in types {
+            run.stop().await;
+        }
+        let _ = unhandled.await;
         tracing::info!("replication stopped");
+    }
+}
+
+/// Swaps, adds and removes grain types' decoders of a running
+/// [`Replicator`]. Cheap to clone.
+#[derive(Clone)]
+pub struct ReplicatorControl {
+    /// To the replicator's run loop.
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// What the run loop is asked to do.
+enum Command {
+    /// Stop the grain type's consumers; start them again with `decoder`.
+    Replace {
+        /// The grain type.
+        grain_type: String,
+        /// The new decoder; `None` to stop replicating the type.
+        decoder: Option<Arc<dyn SnapshotDecoder>>,
+        /// The new run's progress, once it started.
+        done: oneshot::Sender<Option<Arc<TypeCatchUp>>>,
+    },
+}
+
+impl ReplicatorControl {
+    /// Makes `decoder` the grain type's decoder, atomically for the type:
+    /// its consumers stop (a decode in flight on the old decoder is not
+    /// applied), then start again on the new one, which decodes again
+    /// every replica another plugin build decoded, from its applied
+    /// snapshot, through the bulk catch-up. Replicas keep serving their
+    /// state meanwhile and never go backwards. A new grain type starts
+    /// replicating. Returns the re-decode's progress (grains listed, and
+    /// caught up), or `None` if the replicator has stopped.
+    pub async fn replace(
+        &self,
+        grain_type: &str,
+        decoder: Arc<dyn SnapshotDecoder>,
+    ) -> Option<Arc<TypeCatchUp>> {
+        self.send(grain_type, Some(decoder)).await.flatten()
+    }
+
+    /// Stops replicating a grain type; returns once its consumers stopped
+    /// (`false` if the replicator has stopped). The store keeps its
+    /// replicas: drop them with [`ReplicaStore::remove_type`].
+    pub async fn remove(&self, grain_type: &str) -> bool {
+        self.send(grain_type, None).await.is_some()
+    }
+
+    async fn send(
+        &self,
+        grain_type: &str,
+        decoder: Option<Arc<dyn SnapshotDecoder>>,
+    ) -> Option<Option<Arc<TypeCatchUp>>> {
+        let (done, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Replace {
+                grain_type: grain_type.to_string(),
+                decoder,
+                done,
+            })
+            .ok()?;
+        answer.await.ok()
+    }
+}
+
+/// What every grain type's run shares, while the replicator runs.
+struct Running {
+    /// Where entries are read.
+    log: Arc<dyn ReplicationLog>,
+    /// Where replicas are kept.
+    store: Arc<ReplicaStore>,
+    /// Polling, batching and backoff.
+    config: Arc<ConsumerConfig>,
+    /// Counters and gauges.
+    metrics: Arc<ConsumerMetrics>,
+    /// The worker pool, shared by every grain type.
+    workers: Arc<Semaphore>,
+    /// Rows per catch-up scan page.
+    scan_rows: usize,
+    /// The grains this host replicates, when sharded.
+    shard: Option<Shard>,
+    /// The grain types with a decoder, for the report of the others.
+    handled: Arc<RwLock<HashSet<String>>>,
+}
+
+/// One grain type's scheduler, running.
+struct TypeRun {
+    /// Stops this type's scheduler alone.
+    stop: Shutdown,
+    /// The scheduler's task.
+    task: JoinHandle<()>,
+}
+
+impl TypeRun {
+    /// Stops the scheduler and waits until its steps have stopped.
+    async fn stop(self) {
+        self.stop.stop();
+        if let Err(error) = self.task.await {
+            tracing::error!(%error, "a grain type's scheduler failed");
+        }
+    }
+}
+
+impl Running {
+    /// Starts a grain type's scheduler; `redecode` when it replaces another.
+    fn start(
+        &self,
+        grain_type: &str,
+        decoder: Arc<dyn SnapshotDecoder>,
+        progress: Arc<TypeCatchUp>,
+        redecode: bool,
+    ) -> TypeRun {
+        self.handled_write().insert(grain_type.to_string());
+        let stop = Shutdown::new();
+        let scheduler = Scheduler {
+            ctx: Arc::new(TypeContext {
+                counters: self.metrics.counters(grain_type),
+                grain_type: grain_type.to_string(),
+                log: Arc::clone(&self.log),
+                store: Arc::clone(&self.store),
+                decoded_by: decoder.decoded_by(),
+                decoder,
+                config: Arc::clone(&self.config),
+                redecode,
+            }),
+            workers: Arc::clone(&self.workers),
+            catch_up: progress,
+            metrics: Arc::clone(&self.metrics),
+            scan_rows: self.scan_rows,
+            shard: self.shard,
+        };
+        let task = tokio::spawn(scheduler.run(stop.signal()));
+        TypeRun { stop, task }
+    }
+
+    fn handled_write(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<String>> {
+        self.handled.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -159,7 +342,7 @@ impl Replicator {
 /// [`super::MetricsSnapshot::unhandled_grain_types`].
 async fn report_unhandled_types(
     log: Arc<dyn ReplicationLog>,
-    handled: HashSet<String>,
+    handled: Arc<RwLock<HashSet<String>>>,
     metrics: Arc<ConsumerMetrics>,
     config: Arc<ConsumerConfig>,
     mut shutdown: StopSignal,
@@ -173,7 +356,11 @@ async fn report_unhandled_types(
         match listed {
             Ok(types) => {
                 for grain_type in types {
-                    if handled.contains(&grain_type) || metrics.is_unhandled(&grain_type) {
+                    let is_handled = handled
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .contains(&grain_type);
+                    if is_handled || metrics.is_unhandled(&grain_type) {
                         continue;
                     }
                     let heads = tokio::select! {

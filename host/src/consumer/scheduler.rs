@@ -283,7 +283,10 @@ impl Scheduler {
             return;
         }
         let key: Arc<str> = key.into();
-        let progress = GrainProgress::new(&self.ctx.store, &self.ctx.grain_type, &key);
+        let progress = GrainProgress::new(&self.ctx, &key);
+        // A re-decode takes the failing grains first, each read by itself,
+        // ahead of the bulk scan that brings the rest.
+        let first = startup && self.ctx.redecode && progress.is_failing();
         let index = u32::try_from(table.slots.len()).expect("fewer than 2^32 grains per type");
         table.slots.push(Slot {
             key: Arc::clone(&key),
@@ -293,7 +296,7 @@ impl Scheduler {
             wake_at: None,
             queued: false,
             startup,
-            awaiting_scan: startup,
+            awaiting_scan: startup && !first,
         });
         table.index.insert(Arc::clone(&key), index);
         self.ctx.counters.grain_discovered();
@@ -303,7 +306,7 @@ impl Scheduler {
             sequence = head,
             "discovered grain"
         );
-        if !startup {
+        if !startup || first {
             self.consider(table, index, now);
         }
     }
@@ -395,7 +398,7 @@ impl Scheduler {
                     panic = %message,
                     "grain consumer panicked; restarting it at the next poll"
                 );
-                let progress = GrainProgress::new(&self.ctx.store, &self.ctx.grain_type, &slot.key);
+                let progress = GrainProgress::new(&self.ctx, &slot.key);
                 slot.progress = Some(Box::new(progress));
                 let at = now + self.ctx.config.poll();
                 slot.wake_at = Some(at);

@@ -252,6 +252,12 @@ pub struct TokenSources {
     pub files: Vec<PathBuf>,
     /// Environment variable names.
     pub env: Vec<String>,
+    /// `[admin] token_file`: a file holding one token itself, granted the
+    /// `admin` scope.
+    pub admin_file: Option<PathBuf>,
+    /// Only the admin endpoints need a token (`[admin]` without
+    /// `[http.auth]`): everything else is served as without access control.
+    pub admin_only: bool,
 }
 
 impl TokenSources {
@@ -277,6 +283,21 @@ impl TokenSources {
             table
                 .parse(&text.replace(';', "\n"), &format!("${name}"))
                 .map_err(|e| format!("{config}: http.auth.token_env[{i}]: {e}"))?;
+        }
+        if let Some(file) = &self.admin_file {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("{config}: admin.token_file: {}: {e}", file.display()))?;
+            let token = text.lines().map(str::trim).find(|l| !l.is_empty());
+            let Some(token) = token else {
+                return Err(format!(
+                    "{config}: admin.token_file: {}: the file holds no token",
+                    file.display()
+                ));
+            };
+            table.entries.push(TokenEntry {
+                hash: Sha256::digest(token.as_bytes()).into(),
+                scopes: vec![Scope::Admin],
+            });
         }
         if table.is_empty() {
             return Err(format!(
@@ -316,7 +337,7 @@ impl Auth {
     /// Decides a request: `Ok` to serve it, or why not.
     pub fn check(&self, path: &str, headers: &HeaderMap) -> Result<(), Denied> {
         let need = Need::of_path(path);
-        if need == Need::Open {
+        if need == Need::Open || (self.sources.admin_only && need != Need::Admin) {
             return Ok(());
         }
         let Some(token) = presented_token(headers) else {

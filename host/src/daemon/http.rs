@@ -2,7 +2,6 @@
 //! streams), plugins, health, readiness, metrics, the OpenAPI document and
 //! the operator page.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,17 +9,18 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::metrics::MetricsExporter;
+use super::plugins::{LivePlugins, PluginReloader};
 use super::problems::Problems;
 use super::watch::{Target, resume_after};
 use super::{openapi, operator_page, watch as sse};
 use crate::consumer::{CatchUp, Shard, shard::shard_of};
+use crate::decode::DecodedBy;
 use crate::plugin::breaker::Breaker;
-use crate::plugin_set::PluginSet;
 use crate::replication_log::ReplicationLog;
 use crate::shutdown::StopSignal;
 use crate::store::{Replica, ReplicaStatus, ReplicaStore, now_millis};
@@ -34,10 +34,11 @@ pub const MAX_PAGE: usize = 1000;
 pub struct ApiState {
     /// The replicas.
     pub store: Arc<ReplicaStore>,
-    /// The loaded plugins.
-    pub plugins: PluginSet,
-    /// The circuit breakers, by grain type (plugins without one are absent).
-    pub breakers: Arc<BTreeMap<String, Arc<Breaker>>>,
+    /// The plugins in force, with their breakers; swapped by a reload.
+    pub plugins: Arc<LivePlugins>,
+    /// Reloads the plugins for `POST /v1/admin/reload`; `None` when the
+    /// admin endpoints are off (no admin token configured).
+    pub reloader: Option<Arc<PluginReloader>>,
     /// The log, for readiness.
     pub log: Arc<dyn ReplicationLog>,
     /// Prometheus rendering.
@@ -66,6 +67,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics))
         .route("/v1/plugins", get(plugins))
+        .route("/v1/admin/reload", post(admin_reload))
         .route("/v1/replicas/{grain_type}", get(list_keys))
         .route("/v1/replicas/{grain_type}/{*grain_key}", get(get_replica))
         .fallback(|| async {
@@ -98,6 +100,7 @@ struct ReplicaBody<'a> {
     applied_at_millis: Option<i64>,
     status: &'static str,
     status_detail: Option<serde_json::Value>,
+    decoded_by: Option<&'a DecodedBy>,
     state: Option<&'a value::State>,
 }
 
@@ -125,6 +128,7 @@ pub(super) fn render(replica: &Replica) -> Result<String, serde_json::Error> {
         }),
         status: replica.status.label(),
         status_detail,
+        decoded_by: replica.decoded_by.as_deref(),
         state: replica.state.as_ref(),
     })
 }
@@ -184,7 +188,7 @@ pub(super) async fn get_replica(
         );
     };
     if let Some(shard) = api.shard
-        && api.plugins.get(&grain_type).is_some()
+        && api.plugins.contains(&grain_type)
         && !shard.owns(&grain_type, &grain_key)
     {
         let owner = shard_of(&grain_type, &grain_key, shard.count);
@@ -198,7 +202,7 @@ pub(super) async fn get_replica(
         );
     }
     if query.watch == Some(true) {
-        if api.plugins.get(&grain_type).is_none() {
+        if !api.plugins.contains(&grain_type) {
             return unknown_grain_type(&grain_type);
         }
         let after = resume_after(&headers, query.after);
@@ -236,7 +240,10 @@ pub(super) async fn get_replica(
     }
     let tag = etag(
         &replica,
-        api.plugins.get(&grain_type).map_or("", |p| p.sha256()),
+        replica
+            .decoded_by
+            .as_ref()
+            .map_or("", |d| d.sha256.as_str()),
     );
     if if_none_match(&headers, &tag) {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response();
@@ -258,9 +265,9 @@ pub(super) async fn get_replica(
     }
 }
 
-/// A replica's entity tag: grain type, key, sequence, status and the
-/// plugin's sha256, so a new snapshot, a status change or another plugin
-/// build each change it.
+/// A replica's entity tag: grain type, key, sequence, status and the sha256
+/// of the plugin that decoded it, so a new snapshot, a status change or a
+/// re-decode by another plugin build each change it.
 fn etag(replica: &Replica, plugin_sha256: &str) -> String {
     let mut hash = Sha256::new();
     for part in [
@@ -332,7 +339,7 @@ pub(super) async fn list_keys(
             "limit must be a positive integer, watch true or false".into(),
         );
     };
-    if api.plugins.get(&grain_type).is_none() {
+    if !api.plugins.contains(&grain_type) {
         return unknown_grain_type(&grain_type);
     }
     if page.watch == Some(true) {
@@ -368,8 +375,10 @@ pub(super) async fn list_keys(
 pub(super) async fn plugins(State(api): State<ApiState>) -> Response {
     let list: Vec<_> = api
         .plugins
+        .current()
         .iter()
-        .map(|(grain_type, p)| {
+        .map(|(grain_type, in_force)| {
+            let p = &in_force.plugin;
             serde_json::json!({
                 "grain_type": grain_type,
                 "name": p.name(),
@@ -379,6 +388,15 @@ pub(super) async fn plugins(State(api): State<ApiState>) -> Response {
                 "state_versions": p.description().state_versions,
                 "sha256": p.sha256(),
                 "size": p.size(),
+                "loaded_at_millis": millis(p.loaded_at()),
+                "redecode": in_force.redecode.as_ref().map(|r| {
+                    let progress = r.progress();
+                    serde_json::json!({
+                        "done": progress.caught_up,
+                        "total": progress.grains,
+                        "complete": progress.complete,
+                    })
+                }),
                 "calls": p.stats().calls(),
                 "failures": p.stats().failures(),
                 "limits": {
@@ -388,11 +406,43 @@ pub(super) async fn plugins(State(api): State<ApiState>) -> Response {
                     "max_output_bytes": p.limits().output.max_bytes,
                     "max_output_depth": p.limits().output.max_depth,
                 },
-                "breaker": api.breakers.get(grain_type).map(|b| breaker_json(b)),
+                "breaker": in_force.breaker.as_deref().map(breaker_json),
             })
         })
         .collect();
     axum::Json(serde_json::json!({ "plugins": list })).into_response()
+}
+
+/// `POST /v1/admin/reload`: re-reads the config's `[[plugin]]` entries and
+/// swaps what changed, as SIGHUP does; answers the outcome.
+#[utoipa::path(post, path = "/v1/admin/reload", tag = "admin",
+    responses(
+        (status = 200, description = "Applied (or nothing changed): `{result, added, changed, removed, restart_needed, error}`", body = Object),
+        (status = 401, description = "No token or an invalid one", body = openapi::ErrorDoc),
+        (status = 403, description = "The token has no `admin` scope, or no admin token is configured", body = openapi::ErrorDoc),
+        (status = 422, description = "Refused: a new plugin failed a check; nothing changed", body = Object),
+    ))]
+pub(super) async fn admin_reload(State(api): State<ApiState>) -> Response {
+    let Some(reloader) = &api.reloader else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "the admin endpoints are off: set [admin] token_file, or give a token of [http.auth] the `admin` scope".into(),
+        );
+    };
+    let outcome = reloader.reload().await;
+    let status = if outcome.error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(outcome)).into_response()
+}
+
+/// Unix milliseconds of a wall-clock time (0 before 1970).
+fn millis(time: std::time::SystemTime) -> i64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A breaker as `/v1/plugins` shows it.
@@ -453,7 +503,7 @@ pub(super) async fn readyz(State(api): State<ApiState>) -> Response {
         "ready": progress.complete,
         "caught_up": progress.caught_up,
         "grains": progress.grains,
-        "plugins": api.plugins.len(),
+        "plugins": api.plugins.current().len(),
     });
     let status = if progress.complete {
         StatusCode::OK
@@ -478,7 +528,7 @@ pub(super) async fn readyz(State(api): State<ApiState>) -> Response {
 pub(super) async fn metrics(State(api): State<ApiState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        api.metrics.render(&api.store, &api.plugins, &api.breakers),
+        api.metrics.render(&api.store, &api.plugins.current()),
     )
         .into_response()
 }

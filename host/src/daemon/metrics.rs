@@ -8,9 +8,8 @@ use std::time::Instant;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use super::plugins::InForce;
 use crate::consumer::ConsumerMetrics;
-use crate::plugin::breaker::Breaker;
-use crate::plugin_set::PluginSet;
 use crate::shutdown::StopSignal;
 use crate::store::{ChangeKind, ReplicaStore, now_millis};
 
@@ -52,12 +51,7 @@ impl MetricsExporter {
     }
 
     /// Publishes the current counters and renders everything.
-    pub fn render(
-        &self,
-        store: &ReplicaStore,
-        plugins: &PluginSet,
-        breakers: &BTreeMap<String, Arc<Breaker>>,
-    ) -> String {
+    pub fn render(&self, store: &ReplicaStore, plugins: &BTreeMap<String, InForce>) -> String {
         let snapshot = self.consumer.snapshot();
         for (grain_type, s) in &snapshot.grain_types {
             let gt = grain_type.clone();
@@ -86,7 +80,8 @@ impl MetricsExporter {
         for (grain_type, entries) in &snapshot.unhandled_grain_types {
             metrics::gauge!("replica_unhandled_grain_type_grains", "grain_type" => grain_type.clone()).set(*entries as f64);
         }
-        for (grain_type, plugin) in plugins.iter() {
+        for (grain_type, in_force) in plugins {
+            let plugin = &in_force.plugin;
             let counts = store.status_counts(grain_type);
             for (status, n) in [
                 ("ok", counts.ok),
@@ -101,7 +96,10 @@ impl MetricsExporter {
                 .absolute(plugin.stats().failures());
         }
         let now = Instant::now();
-        for (grain_type, breaker) in breakers {
+        for (grain_type, breaker) in plugins
+            .iter()
+            .filter_map(|(t, p)| Some((t, p.breaker.as_ref()?)))
+        {
             let status = breaker.status(now);
             let gt = grain_type.clone();
             // 0 closed, 1 open, 2 half open.

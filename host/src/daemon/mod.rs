@@ -3,8 +3,9 @@
 //!
 //! Startup order: config → plugins (all compiled and checked; the first
 //! failure stops startup before anything else starts) → tokens and TLS
-//! certificate → log → HTTP listener → consumers. SIGHUP re-reads the tokens
-//! and the certificate ([`reload`]). Shutdown: consumers stop, change
+//! certificate → log → HTTP listener → consumers. SIGHUP re-reads the tokens,
+//! the certificate ([`reload`]) and the config's `[[plugin]]` entries
+//! ([`plugins`]). Shutdown: consumers stop, change
 //! streams end, in-flight plugin calls finish, the HTTP server closes, the
 //! log is dropped.
 //!
@@ -16,6 +17,8 @@
 //! - [`problems`] and [`operator_page`] — the operator's HTML page;
 //! - [`openapi`] — the API's OpenAPI document;
 //! - [`metrics`] — Prometheus;
+//! - [`plugins`] — the plugins in force, and swapping them (SIGHUP and
+//!   `POST /v1/admin/reload`);
 //! - [`reload`] — what SIGHUP re-reads.
 
 pub mod auth;
@@ -23,12 +26,12 @@ pub mod http;
 pub mod metrics;
 pub mod openapi;
 pub mod operator_page;
+pub mod plugins;
 pub mod problems;
 pub mod reload;
 pub mod tls;
 pub mod watch;
 
-use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,14 +39,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use self::auth::{Auth, TokenSources};
+use self::plugins::{LivePlugins, PluginReloader};
 use self::problems::Problems;
 use self::reload::Reloader;
 use self::tls::{TlsFiles, TlsListener};
 use crate::config::Config;
-use crate::consumer::{ConsumerConfig, ConsumerMetrics, Replicator, SnapshotDecoder};
+use crate::consumer::{ConsumerConfig, ConsumerMetrics, Replicator};
 use crate::log_limiter;
-use crate::plugin::breaker::Breaker;
-use crate::plugin::{DecodeSlots, PluginDecoder, PluginEngine};
+use crate::plugin::{DecodeSlots, PluginEngine};
 use crate::plugin_set::{PluginSet, PluginSetError};
 use crate::replication_log::{self, LogError};
 use crate::shutdown::Shutdown;
@@ -120,20 +123,26 @@ pub async fn run(
     let engine = PluginEngine::new().map_err(StartupError::Engine)?;
     let plugins = PluginSet::load(&config, &engine)?;
     let mut reloader = Reloader::default();
-    let auth = match &config.http.auth {
-        Some(section) => {
-            let auth = Arc::new(
-                Auth::load(TokenSources {
-                    config: config.source.clone(),
-                    files: config.token_files(),
-                    env: section.token_env.clone(),
-                })
-                .map_err(StartupError::Tokens)?,
-            );
-            reloader.register(Arc::clone(&auth) as _);
-            Some(auth)
-        }
-        None => None,
+    let auth = if config.http.auth.is_some() || config.admin.token_file.is_some() {
+        let auth = Arc::new(
+            Auth::load(TokenSources {
+                config: config.source.clone(),
+                files: config.token_files(),
+                env: config
+                    .http
+                    .auth
+                    .as_ref()
+                    .map(|a| a.token_env.clone())
+                    .unwrap_or_default(),
+                admin_file: config.admin_token_file(),
+                admin_only: config.http.auth.is_none(),
+            })
+            .map_err(StartupError::Tokens)?,
+        );
+        reloader.register(Arc::clone(&auth) as _);
+        Some(auth)
+    } else {
+        None
     };
     let tls = match config.tls_files() {
         Some((cert, key)) => {
@@ -164,25 +173,8 @@ pub async fn run(
     let store = Arc::new(ReplicaStore::with_change_capacity(config.http.watch_buffer));
     let consumer_metrics = Arc::new(ConsumerMetrics::default());
     let slots = DecodeSlots::per_core();
-    let breakers: BTreeMap<String, Arc<Breaker>> = config
-        .plugins
-        .iter()
-        .filter_map(|entry| {
-            let breaker = config.plugin_breaker(entry)?;
-            Some((entry.grain_type.clone(), Arc::new(Breaker::new(breaker))))
-        })
-        .collect();
-    let decoders: HashMap<String, Arc<dyn SnapshotDecoder>> = plugins
-        .iter()
-        .map(|(grain_type, plugin)| {
-            let mut decoder = PluginDecoder::new(Arc::clone(plugin), slots.clone());
-            if let Some(breaker) = breakers.get(grain_type) {
-                decoder = decoder.with_breaker(Arc::clone(breaker));
-            }
-            let decoder: Arc<dyn SnapshotDecoder> = Arc::new(decoder);
-            (grain_type.clone(), decoder)
-        })
-        .collect();
+    let live = Arc::new(LivePlugins::new(&config, &plugins));
+    let decoders = live.decoders(&slots);
     log_limiter::global().set_interval(Duration::from_millis(
         config.consumer.log_summary_interval_ms.max(1),
     ));
@@ -198,9 +190,6 @@ pub async fn run(
     let problems = Arc::new(Problems::default());
     let problems_task =
         tokio::spawn(Arc::clone(&problems).follow(Arc::clone(&store), stopping.signal()));
-    let sighup = reloader
-        .spawn_on_sighup(stopping.signal())
-        .map_err(StartupError::Signal)?;
     let replicator = Replicator::new(
         Arc::clone(&log),
         Arc::clone(&store),
@@ -211,12 +200,24 @@ pub async fn run(
     .with_workers(config.consumer.workers)
     .with_shard(config.consumer.shard);
     let catch_up = replicator.catch_up();
+    let plugin_reloader = Arc::new(PluginReloader::new(
+        &config,
+        engine.clone(),
+        slots.clone(),
+        Arc::clone(&live),
+        replicator.control(),
+        Arc::clone(&store),
+    ));
+    let sighup = reloader
+        .with_plugins(Arc::clone(&plugin_reloader))
+        .spawn_on_sighup(stopping.signal())
+        .map_err(StartupError::Signal)?;
     let replicator = replicator.spawn(stopping.signal());
 
     let api = http::ApiState {
         store: Arc::clone(&store),
-        plugins: plugins.clone(),
-        breakers: Arc::new(breakers),
+        plugins: live,
+        reloader: config.admin_enabled().then(|| Arc::clone(&plugin_reloader)),
         log: Arc::clone(&log),
         metrics: metrics::MetricsExporter::new(consumer_metrics),
         catch_up,

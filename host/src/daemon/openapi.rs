@@ -21,6 +21,7 @@ use super::{http, operator_page};
         http::readyz,
         http::metrics,
         http::plugins,
+        http::admin_reload,
         http::list_keys,
         http::get_replica,
         document,
@@ -87,6 +88,10 @@ pub struct ReplicaDoc {
     /// `behind`: `{delta_sequence}`; `failing`: `{sequence, reason}`.
     #[schema(value_type = Option<Object>)]
     status_detail: Option<serde_json::Value>,
+    /// The plugin build that decoded the state: `{plugin, sha256,
+    /// schema_version}`; null before any snapshot decoded.
+    #[schema(value_type = Option<Object>)]
+    decoded_by: Option<serde_json::Value>,
     /// The typed state, exactly as `serde_json` renders the plugin's Rust
     /// value; null before any snapshot decoded.
     #[schema(value_type = Option<Object>)]
@@ -151,6 +156,7 @@ mod tests {
             timestamp_millis: 0,
             source_cluster: String::new(),
             applied_at: None,
+            decoded_by: None,
             status: crate::store::ReplicaStatus::Ok,
         };
         let rendered: serde_json::Value =

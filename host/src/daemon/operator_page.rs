@@ -120,7 +120,7 @@ fn render(api: &ApiState, query: &PageQuery) -> String {
         html,
         "<h2>Catch-up</h2><p id=\"catch-up\">{state}: {done} of {grains} grains \
          <progress max=\"{max}\" value=\"{done}\"></progress></p>\
-         <p id=\"re-decode\" class=\"muted\">re-decode: none running</p>",
+",
         state = if progress.complete {
             "complete"
         } else {
@@ -130,6 +130,34 @@ fn render(api: &ApiState, query: &PageQuery) -> String {
         grains = progress.grains,
         max = progress.grains.max(1),
     );
+    let redecodes: Vec<_> = api
+        .plugins
+        .current()
+        .iter()
+        .filter_map(|(grain_type, p)| Some((grain_type.clone(), p.redecode.as_ref()?.progress())))
+        .collect();
+    if redecodes.is_empty() {
+        html.push_str("<p id=\"re-decode\" class=\"muted\">re-decode: none since startup</p>");
+    } else {
+        html.push_str("<p id=\"re-decode\">");
+        for (grain_type, progress) in redecodes {
+            let _ = write!(
+                html,
+                "re-decode of {name} after a plugin swap: {state}, {done} of {grains} grains \
+                 <progress max=\"{max}\" value=\"{done}\"></progress><br>",
+                name = esc(&grain_type),
+                state = if progress.complete {
+                    "complete"
+                } else {
+                    "running"
+                },
+                done = progress.caught_up,
+                grains = progress.grains,
+                max = progress.grains.max(1),
+            );
+        }
+        html.push_str("</p>");
+    }
 
     // Plugins.
     html.push_str(
@@ -137,9 +165,11 @@ fn render(api: &ApiState, query: &PageQuery) -> String {
          <th>sha256</th><th>calls</th><th>failures</th><th>breaker</th></tr>",
     );
     let now = Instant::now();
-    for (grain_type, plugin) in api.plugins.iter() {
+    let plugins = api.plugins.current();
+    for (grain_type, in_force) in plugins.iter() {
+        let plugin = &in_force.plugin;
         let d = plugin.description();
-        let breaker = api.breakers.get(grain_type).map_or_else(
+        let breaker = in_force.breaker.as_ref().map_or_else(
             || "off".to_owned(),
             |b| b.status(now).state.as_str().to_owned(),
         );
@@ -164,7 +194,7 @@ fn render(api: &ApiState, query: &PageQuery) -> String {
         "<h2>Replicas</h2><table id=\"grain-types\"><tr><th>grain type</th><th>ok</th>\
          <th>behind</th><th>failing</th><th>catch-up</th><th>lag (latest)</th><th>lag (max)</th></tr>",
     );
-    for (grain_type, _) in api.plugins.iter() {
+    for grain_type in plugins.keys() {
         let counts = api.store.status_counts(grain_type);
         let lag = api.problems.lag(grain_type);
         let _ = write!(
@@ -257,21 +287,20 @@ fn render(api: &ApiState, query: &PageQuery) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     use crate::consumer::CatchUp;
     use crate::daemon::metrics::MetricsExporter;
+    use crate::daemon::plugins::LivePlugins;
     use crate::daemon::problems::Problems;
-    use crate::plugin_set::PluginSet;
     use crate::replication_log::MemoryLog;
     use crate::store::ReplicaStore;
 
     fn api(store: Arc<ReplicaStore>, problems: Arc<Problems>) -> ApiState {
         ApiState {
             store,
-            plugins: PluginSet::from_plugins([]),
-            breakers: Arc::new(BTreeMap::new()),
+            plugins: Arc::new(LivePlugins::default()),
+            reloader: None,
             log: Arc::new(MemoryLog::new()),
             metrics: MetricsExporter::new(Arc::default()),
             catch_up: Arc::new(CatchUp::new([])),

@@ -168,6 +168,7 @@ mod tests {
             timestamp_millis: now_millis() - 50,
             source_cluster: "c".into(),
             applied_at: Some(std::time::SystemTime::now()),
+            decoded_by: None,
             status,
         }
     }

@@ -2,13 +2,15 @@
 //!
 //! Each reloadable part implements [`Reload`] and is registered with the
 //! [`Reloader`]; on SIGHUP every part is reloaded in turn. A part that fails
-//! keeps what it had and logs one line; the others still reload. Plugin
-//! reloading can register here too, so one signal reloads everything.
+//! keeps what it had and logs one line; the others still reload. Then the
+//! plugins are reloaded ([`super::plugins`]), so one signal reloads
+//! everything.
 
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
+use super::plugins::PluginReloader;
 use crate::shutdown::StopSignal;
 
 /// Something re-read on SIGHUP.
@@ -25,12 +27,20 @@ pub trait Reload: Send + Sync {
 pub struct Reloader {
     /// In registration order.
     parts: Vec<Arc<dyn Reload>>,
+    /// The plugins, reloaded after the parts.
+    plugins: Option<Arc<PluginReloader>>,
 }
 
 impl Reloader {
     /// Registers `part`.
     pub fn register(&mut self, part: Arc<dyn Reload>) {
         self.parts.push(part);
+    }
+
+    /// Also re-reads the config's `[[plugin]]` entries on SIGHUP.
+    pub fn with_plugins(mut self, plugins: Arc<PluginReloader>) -> Self {
+        self.plugins = Some(plugins);
+        self
     }
 
     /// Reloads every part; returns how many failed.
@@ -62,6 +72,9 @@ impl Reloader {
                         }
                         tracing::info!(parts = self.parts.len(), "SIGHUP received: reloading");
                         self.reload_all();
+                        if let Some(plugins) = &self.plugins {
+                            plugins.reload().await;
+                        }
                     }
                     _ = stop.stopped() => return,
                 }

@@ -16,8 +16,8 @@ use async_trait::async_trait;
 use super::breaker::{Admission, Breaker, Transition};
 use super::decode_slots::DecodeSlots;
 use super::{LoadedPlugin, SnapshotRef};
-use crate::decode::SnapshotDecoder;
 use crate::decode::{CallError, CallErrorKind};
+use crate::decode::{DecodedBy, SnapshotDecoder};
 use crate::replication_log::LogEntry;
 use crate::value::State;
 
@@ -29,6 +29,8 @@ pub struct PluginDecoder {
     slots: DecodeSlots,
     /// The plugin's circuit breaker, when configured.
     breaker: Option<Arc<Breaker>>,
+    /// The plugin build, recorded with every state it decodes.
+    decoded_by: Arc<DecodedBy>,
 }
 
 /// Hands the trial back if a trial call ends without a verdict (its future
@@ -49,9 +51,15 @@ impl Drop for TrialGuard<'_> {
 impl PluginDecoder {
     /// A decoder for `plugin` whose calls each take one of `slots`.
     pub fn new(plugin: Arc<LoadedPlugin>, slots: DecodeSlots) -> Self {
+        let decoded_by = Arc::new(DecodedBy {
+            plugin: plugin.name().to_string(),
+            sha256: plugin.sha256().to_string(),
+            schema_version: plugin.description().schema_version.clone(),
+        });
         Self {
             plugin,
             slots,
+            decoded_by,
             breaker: None,
         }
     }
@@ -168,5 +176,9 @@ impl SnapshotDecoder for PluginDecoder {
             }
         }
         result
+    }
+
+    fn decoded_by(&self) -> Option<Arc<DecodedBy>> {
+        Some(Arc::clone(&self.decoded_by))
     }
 }

@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
@@ -87,6 +87,8 @@ pub struct LoadedPlugin {
     compile_time: Duration,
     /// Whether the compiled code came from the cache.
     cache_outcome: CacheOutcome,
+    /// When it was loaded: shown by `/v1/plugins`, which a reload changes.
+    loaded_at: SystemTime,
     /// Time, memory and output limits of every call.
     limits: PluginLimits,
     /// The engine it was compiled for.
@@ -192,6 +194,7 @@ impl LoadedPlugin {
             imports,
             compile_time,
             cache_outcome,
+            loaded_at: SystemTime::now(),
             limits,
             engine: engine.clone(),
             pre,
@@ -230,6 +233,10 @@ impl LoadedPlugin {
     /// Whether the compiled code came from the cache.
     pub fn cache_outcome(&self) -> CacheOutcome {
         self.cache_outcome
+    }
+    /// When it was loaded.
+    pub fn loaded_at(&self) -> SystemTime {
+        self.loaded_at
     }
     /// The limits every call runs under.
     pub fn limits(&self) -> &PluginLimits {

@@ -2,8 +2,9 @@
 //! memory, plus the embedder API to read and watch it.
 //!
 //! One [`Replica`] per (grain type, grain key). Updates are sequence-guarded
-//! ([`ReplicaStore::apply`] refuses a sequence not above the applied one), so
-//! a replica never goes backwards. Locks are held only for map operations,
+//! ([`ReplicaStore::apply`] refuses a sequence not above the applied one,
+//! but for the same sequence decoded by another plugin build: a re-decode),
+//! so a replica never goes backwards. Locks are held only for map operations,
 //! never across I/O or a decode.
 //!
 //! Watching: [`ReplicaStore::subscribe`] returns a `tokio::sync::broadcast`
@@ -20,6 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::broadcast;
 
+use crate::decode::DecodedBy;
 use crate::value::State;
 
 pub use replica::{
@@ -47,6 +49,8 @@ struct Stored {
     source_cluster: Arc<str>,
     /// When this host applied it.
     applied_at: Option<SystemTime>,
+    /// The plugin build that decoded it (shared by all its replicas).
+    decoded_by: Option<Arc<DecodedBy>>,
     /// How current the replica is.
     status: StoredStatus,
 }
@@ -113,6 +117,7 @@ impl Stored {
             timestamp_millis: self.timestamp_millis,
             source_cluster: self.source_cluster.as_ref().to_owned(),
             applied_at: self.applied_at,
+            decoded_by: self.decoded_by.clone(),
             status: self.status.to_status(),
         }
     }
@@ -183,8 +188,9 @@ impl ReplicaStore {
     }
 
     /// Applies a decoded snapshot with the grain's new status. Refuses (and
-    /// changes nothing) when `snapshot.sequence` is not above the applied
-    /// sequence. Returns the replica as stored.
+    /// changes nothing) when `snapshot.sequence` is below the applied
+    /// sequence, or equal to it and decoded by the same plugin build.
+    /// Returns the replica as stored.
     pub fn apply(
         &self,
         grain_type: &str,
@@ -198,7 +204,9 @@ impl ReplicaStore {
             .get(grain_type)
             .and_then(|m| m.get(grain_key))
             && current.has_state()
-            && snapshot.sequence <= current.sequence
+            && (snapshot.sequence < current.sequence
+                || (snapshot.sequence == current.sequence
+                    && snapshot.decoded_by == current.decoded_by))
         {
             return Err(StaleSnapshot {
                 grain_type: grain_type.to_owned(),
@@ -213,6 +221,7 @@ impl ReplicaStore {
             timestamp_millis: snapshot.timestamp_millis,
             source_cluster: intern(&mut grains.clusters, &snapshot.source_cluster),
             applied_at: Some(SystemTime::now()),
+            decoded_by: snapshot.decoded_by,
             status: status.into(),
         };
         let replica = stored.to_replica(grain_type, grain_key);
@@ -252,6 +261,7 @@ impl ReplicaStore {
                     timestamp_millis: 0,
                     source_cluster: intern(clusters, ""),
                     applied_at: None,
+                    decoded_by: None,
                     status: status.into(),
                 };
                 let replica = stored.to_replica(grain_type, grain_key);
@@ -349,6 +359,21 @@ impl ReplicaStore {
         replica.has_state()
             && i128::from(now_millis) - i128::from(replica.timestamp_millis)
                 <= i128::from(max_staleness_millis)
+    }
+
+    /// Removes every replica of a grain type (its plugin was removed);
+    /// returns how many. Each removal is published.
+    pub fn remove_type(&self, grain_type: &str) -> usize {
+        let removed = self.write().by_type.remove(grain_type);
+        let Some(by_key) = removed else { return 0 };
+        let count = by_key.len();
+        for (grain_key, stored) in by_key {
+            self.publish(
+                ChangeKind::Removed,
+                stored.to_replica(grain_type, &grain_key),
+            );
+        }
+        count
     }
 
     /// Removes a grain's replica, returning it.

@@ -2,6 +2,9 @@
 
 use std::time::SystemTime;
 
+use std::sync::Arc;
+
+use crate::decode::DecodedBy;
 use crate::value::State;
 
 /// How current a replica is.
@@ -48,6 +51,8 @@ pub struct Snapshot {
     pub timestamp_millis: i64,
     /// The cluster that wrote the entry.
     pub source_cluster: String,
+    /// The plugin build that decoded it (`None` for a native decoder).
+    pub decoded_by: Option<Arc<DecodedBy>>,
 }
 
 /// A point-in-time copy of one grain's replica. Cheap to clone: the
@@ -72,6 +77,9 @@ pub struct Replica {
     pub source_cluster: String,
     /// When this host applied the snapshot.
     pub applied_at: Option<SystemTime>,
+    /// The plugin build that decoded the state (`None` without state, or
+    /// for a native decoder).
+    pub decoded_by: Option<Arc<DecodedBy>>,
     /// How current the replica is.
     pub status: ReplicaStatus,
 }
@@ -122,7 +130,8 @@ impl StatusCounts {
 }
 
 /// Why [`super::ReplicaStore::apply`] refused a snapshot: replicas never go
-/// backwards.
+/// backwards, and the same sequence is applied again only when another
+/// plugin build decoded it (a re-decode after a swap).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "stale snapshot for {grain_type}/{grain_key}: sequence {offered} is not above the applied {current}"

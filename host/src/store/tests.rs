@@ -16,7 +16,87 @@ fn snap(sequence: u64, count: i64, timestamp_millis: i64) -> Snapshot {
         sequence,
         timestamp_millis,
         source_cluster: "us-east".into(),
+        decoded_by: None,
     }
+}
+
+fn by(sha256: &str) -> Option<Arc<crate::decode::DecodedBy>> {
+    Some(Arc::new(crate::decode::DecodedBy {
+        plugin: "counter.wasm".into(),
+        sha256: sha256.into(),
+        schema_version: "1".into(),
+    }))
+}
+
+#[test]
+fn the_same_sequence_applies_again_only_from_another_plugin_build() {
+    let store = ReplicaStore::new();
+    let first = Snapshot {
+        decoded_by: by("aa"),
+        ..snap(5, 1, 1_000)
+    };
+    store
+        .apply("Counter", "a", first.clone(), ReplicaStatus::Ok)
+        .unwrap();
+    let again = store.apply("Counter", "a", first, ReplicaStatus::Ok);
+    assert_eq!(again.unwrap_err().current, 5, "same build, same sequence");
+    let older = Snapshot {
+        decoded_by: by("bb"),
+        ..snap(4, 9, 1_000)
+    };
+    assert!(
+        store
+            .apply("Counter", "a", older, ReplicaStatus::Ok)
+            .is_err(),
+        "never backwards, whatever decoded it"
+    );
+    let redecoded = Snapshot {
+        decoded_by: by("bb"),
+        ..snap(5, 2, 1_000)
+    };
+    let replica = store
+        .apply("Counter", "a", redecoded, ReplicaStatus::Ok)
+        .unwrap();
+    assert_eq!(replica.sequence, 5);
+    assert_eq!(replica.decoded_by.unwrap().sha256, "bb");
+    assert_eq!(
+        store
+            .get("Counter", "a")
+            .unwrap()
+            .state
+            .unwrap()
+            .field("count"),
+        Some(Value::I64(2))
+    );
+}
+
+#[test]
+fn remove_type_drops_every_replica_of_the_type_and_publishes_each() {
+    let store = ReplicaStore::new();
+    let mut changes = store.subscribe();
+    for key in ["a", "b"] {
+        store
+            .apply("Counter", key, snap(1, 1, 1_000), ReplicaStatus::Ok)
+            .unwrap();
+    }
+    store
+        .apply("Other", "a", snap(1, 1, 1_000), ReplicaStatus::Ok)
+        .unwrap();
+    while changes.try_recv().is_ok() {}
+    assert_eq!(store.remove_type("Counter"), 2);
+    assert!(store.get("Counter", "a").is_none());
+    assert!(store.get("Other", "a").is_some());
+    let removed: Vec<_> = std::iter::from_fn(|| changes.try_recv().ok())
+        .map(|c| (c.kind, c.replica.grain_key))
+        .collect();
+    assert_eq!(
+        removed,
+        [
+            (ChangeKind::Removed, "a".to_string()),
+            (ChangeKind::Removed, "b".to_string())
+        ]
+    );
+    assert_eq!(store.remove_type("Counter"), 0);
 }
 
 #[test]

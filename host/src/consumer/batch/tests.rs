@@ -437,3 +437,25 @@ fn exhaustive_small_logs_end_in_the_expected_state() {
         }
     }
 }
+
+#[test]
+fn a_redecode_cursor_decodes_its_applied_snapshot_again() {
+    let mut cursor = Cursor::redecode(5);
+    assert_eq!(cursor.read_after(false), 4);
+    // What a read after 4 returns: the applied snapshot and what follows.
+    let batch = [full(5), delta(6)];
+    let plan = cursor.plan(&batch);
+    assert_eq!(plan.attempts, [0], "the applied snapshot is tried again");
+    assert_eq!(plan.refusals, [1]);
+    cursor.settle(4, &batch, Some(0), &[]);
+    assert_eq!(cursor.applied(), 5);
+    assert_eq!(cursor.status(), ReplicaStatus::Behind { delta_sequence: 6 });
+
+    // The new decoder refuses it: failing at 5, nothing older is tried.
+    let mut cursor = Cursor::redecode(5);
+    let batch = [full(3), full(5)];
+    assert_eq!(cursor.plan(&batch).attempts, [1]);
+    cursor.settle(4, &batch, None, &[fail(5)]);
+    assert_eq!(cursor.status(), failing(5));
+    assert_eq!(cursor.read_after(true), 4, "retries read it again");
+}
