@@ -33,8 +33,7 @@ pub struct Config {
     /// The precompiled-plugin cache.
     #[serde(default)]
     pub cache: CacheSection,
-    /// Refused: `[admin] token_file` is written as `[http.auth]` (see
-    /// [`Config::validate`]'s message); kept only to say so in one line.
+    /// Access to the admin endpoints.
     #[serde(default)]
     pub admin: AdminSection,
     /// One entry per replicated grain type.
