@@ -37,6 +37,7 @@ fn cargo() -> Command {
 /// Every plugin crate the tests use: `(crate name, directory)`.
 pub const PLUGINS: &[(&str, &str)] = &[
     ("counter-plugin", "plugins/counter"),
+    ("counter-v2-plugin", "plugins/counter-v2"),
     ("bank-account-plugin", "plugins/bank-account"),
     ("user-profile-plugin", "plugins/user-profile"),
     ("misbehave-plugin", "tests/plugins/misbehave"),
