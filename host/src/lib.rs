@@ -25,7 +25,8 @@
 //! Around the path: [`contract`] (bindings of the plugin contract),
 //! [`config`] and [`plugin_set`] (the daemon's config and the plugins it
 //! loads at startup), [`log_limiter`] (rate-limited repeated log lines),
-//! and two tools of the binary, [`bench`](mod@bench) and [`demo`].
+//! and three tools of the binary, [`bench`](mod@bench), [`demo`] and
+//! [`authoring`] (`plugin new`, golden tests, dry runs against a log).
 //!
 //! ## Embedding
 //!
@@ -35,6 +36,7 @@
 //! [`Replica`]s whose [`State`] renders as JSON or reads into your own
 //! Rust type. `ARCHITECTURE.md` draws the modules and their dependencies.
 
+pub mod authoring;
 pub mod bench;
 pub mod config;
 pub mod consumer;
