@@ -352,7 +352,10 @@ mod tests {
         let mut longer = bin(&v2());
         longer.push(0);
         let err = VERSIONS.decode(&longer).unwrap_err();
-        assert!(err.message.contains("version 2: bincode: 1 trailing bytes"), "{err}");
+        assert!(
+            err.message.contains("version 2: bincode: 1 trailing bytes"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -391,18 +394,23 @@ mod tests {
         }
         const WIDENED: Versions<i64, 2> = Versions::new([
             ("2", |p| formats::bincode::<(i64,)>(p).map(|v| v.0)),
-            ("1", |p| formats::bincode::<Narrow>(p).map(|v| v.count.into())),
+            ("1", |p| {
+                formats::bincode::<Narrow>(p).map(|v| v.count.into())
+            }),
         ]);
         let found = WIDENED.ambiguities(&[("2", bin(&(-3i64,))), ("1", bin(&(5u32,)))]);
         assert!(
-            found.contains(&"the sample of version 1 also decodes as version 2 (tried first)".into()),
+            found.contains(
+                &"the sample of version 1 also decodes as version 2 (tried first)".into()
+            ),
             "{found:?}"
         );
         // And the V1 payload is silently read as V2: -3, not 5.
         assert_eq!(WIDENED.decode(&bin(&(5u32,))).unwrap(), -3);
 
-        let missing = std::panic::catch_unwind(|| VERSIONS.assert_unambiguous(&[("2", bin(&v2()))]))
-            .unwrap_err();
+        let missing =
+            std::panic::catch_unwind(|| VERSIONS.assert_unambiguous(&[("2", bin(&v2()))]))
+                .unwrap_err();
         let message = missing.downcast_ref::<String>().unwrap();
         assert!(message.contains("no sample of version 1"), "{message}");
         // A V2 payload labelled 1: V2 reads it and V1 does not.

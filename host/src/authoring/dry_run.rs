@@ -287,7 +287,9 @@ async fn read_newest_full_state(
     let mut newest: Option<LogEntry> = None;
     let mut after = 0;
     loop {
-        let records = log.read_from(grain_type, grain_key, after, READ_ROWS).await?;
+        let records = log
+            .read_from(grain_type, grain_key, after, READ_ROWS)
+            .await?;
         let full_page = records.len() >= READ_ROWS;
         let highest = records
             .iter()
@@ -362,7 +364,10 @@ mod tests {
         }
         let newest = read_newest_full_state(&log, "T", "k").await.unwrap();
         assert_eq!(newest.unwrap().sequence, rows - 3);
-        assert_eq!(read_newest_full_state(&log, "T", "other").await.unwrap(), None);
+        assert_eq!(
+            read_newest_full_state(&log, "T", "other").await.unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -182,12 +182,11 @@ fn expectation(name: &str, files: &CaseFiles) -> Result<Expectation, Failure> {
         (Some(_), None, None) => Err(fail(format!(
             "{name}.payload has no expectation: add {name}.json or {name}.error"
         ))),
-        (Some(_), Some(_), Some(_)) => Err(fail(format!(
-            "both {name}.json and {name}.error: keep one"
-        ))),
+        (Some(_), Some(_), Some(_)) => {
+            Err(fail(format!("both {name}.json and {name}.error: keep one")))
+        }
         (Some(_), Some(json), None) => {
-            let text =
-                std::fs::read(json).map_err(|e| fail(format!("{}: {e}", json.display())))?;
+            let text = std::fs::read(json).map_err(|e| fail(format!("{}: {e}", json.display())))?;
             serde_json::from_slice(&text)
                 .map(Expectation::State)
                 .map_err(|e| fail(format!("{name}.json is not JSON: {e}")))
@@ -196,14 +195,12 @@ fn expectation(name: &str, files: &CaseFiles) -> Result<Expectation, Failure> {
             let text = std::fs::read_to_string(error)
                 .map_err(|e| fail(format!("{}: {e}", error.display())))?;
             let word = text.lines().next().unwrap_or("").trim();
-            parse_kind(word)
-                .map(Expectation::Error)
-                .ok_or_else(|| {
-                    fail(format!(
-                        "{name}.error: unknown error kind `{word}`; expected one of {}",
-                        KINDS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-                    ))
-                })
+            parse_kind(word).map(Expectation::Error).ok_or_else(|| {
+                fail(format!(
+                    "{name}.error: unknown error kind `{word}`; expected one of {}",
+                    KINDS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                ))
+            })
         }
         (None, None, None) => unreachable!("a case has at least one file"),
     }
@@ -212,7 +209,10 @@ fn expectation(name: &str, files: &CaseFiles) -> Result<Expectation, Failure> {
 /// The error kinds a `.error` file may name, with their short forms.
 const KINDS: &[(&str, CallErrorKind)] = &[
     ("malformed", CallErrorKind::MalformedPayload),
-    ("unsupported_schema_version", CallErrorKind::UnsupportedSchemaVersion),
+    (
+        "unsupported_schema_version",
+        CallErrorKind::UnsupportedSchemaVersion,
+    ),
     ("rejected", CallErrorKind::Rejected),
     ("trap", CallErrorKind::Trap),
     ("timeout", CallErrorKind::Timeout),
@@ -237,7 +237,10 @@ mod tests {
 
     #[test]
     fn error_kinds_read_in_long_and_short_forms() {
-        assert_eq!(parse_kind("malformed"), Some(CallErrorKind::MalformedPayload));
+        assert_eq!(
+            parse_kind("malformed"),
+            Some(CallErrorKind::MalformedPayload)
+        );
         assert_eq!(
             parse_kind("Malformed-Payload"),
             Some(CallErrorKind::MalformedPayload)
@@ -254,7 +257,14 @@ mod tests {
     #[test]
     fn cases_without_a_usable_expectation_say_why() {
         let dir = tempfile::tempdir().unwrap();
-        for file in ["a.payload", "b.json", "c.payload", "c.json", "c.error", "d.txt"] {
+        for file in [
+            "a.payload",
+            "b.json",
+            "c.payload",
+            "c.json",
+            "c.error",
+            "d.txt",
+        ] {
             std::fs::write(dir.path().join(file), "x").unwrap();
         }
         let cases = discover(dir.path()).unwrap();
@@ -274,10 +284,7 @@ mod tests {
             name: "n".into(),
             failure: Some(("why".into(), vec![".a: expected 1, got 2".into()])),
         };
-        assert_eq!(
-            failed.lines(),
-            ["FAIL n: why", "    .a: expected 1, got 2"]
-        );
+        assert_eq!(failed.lines(), ["FAIL n: why", "    .a: expected 1, got 2"]);
         let ok = CaseResult {
             name: "n".into(),
             failure: None,

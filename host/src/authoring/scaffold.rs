@@ -51,8 +51,8 @@ fn check_sdk_dir(dir: &Path) -> anyhow::Result<PathBuf> {
             dir.display()
         )
     })?;
-    let parsed: toml::Table = toml::from_str(&text)
-        .with_context(|| format!("{}: not valid TOML", manifest.display()))?;
+    let parsed: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{}: not valid TOML", manifest.display()))?;
     let name = parsed
         .get("package")
         .and_then(|p| p.get("name"))
@@ -193,7 +193,10 @@ fn files(plugin: &NewPlugin) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {
     let expected = format!("{}\n", serde_json::to_string_pretty(&example)?);
     Ok(vec![
         ("Cargo.toml".into(), cargo_toml(plugin).into_bytes()),
-        ("src/lib.rs".into(), lib_rs(plugin, format_name).into_bytes()),
+        (
+            "src/lib.rs".into(),
+            lib_rs(plugin, format_name).into_bytes(),
+        ),
         (".gitignore".into(), b"/target\n".to_vec()),
         ("fixtures/example.payload".into(), payload),
         ("fixtures/example.json".into(), expected.into_bytes()),
@@ -339,7 +342,15 @@ mod tests {
         for good in ["Counter", "a", "Bank_Account2"] {
             check_grain_type(good).unwrap();
         }
-        for bad in ["", "2Counter", "_x", "Bank-Account", "Bank Account", "Zoë", "a\"b"] {
+        for bad in [
+            "",
+            "2Counter",
+            "_x",
+            "Bank-Account",
+            "Bank Account",
+            "Zoë",
+            "a\"b",
+        ] {
             let err = check_grain_type(bad).unwrap_err().to_string();
             assert!(err.starts_with("grain type `"), "{err}");
         }

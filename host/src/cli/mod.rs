@@ -76,9 +76,11 @@ enum PluginCommand {
     },
     /// Write a new plugin crate into DIR (new or empty) that builds as it is with
     /// `plugin build DIR`: a state type stub, a native unit test, golden fixtures.
-    #[command(after_help = "The crate depends on the replica-guest SDK by path: by default \
+    #[command(
+        after_help = "The crate depends on the replica-guest SDK by path: by default \
 the guest-sdk folder of the checkout this binary was built from, if it is still there; \
---sdk or --sdk-git choose another. The crate is a workspace of its own and builds from any folder.")]
+--sdk or --sdk-git choose another. The crate is a workspace of its own and builds from any folder."
+    )]
     New {
         /// The folder to write the crate into.
         dir: PathBuf,
@@ -97,7 +99,8 @@ the guest-sdk folder of the checkout this binary was built from, if it is still 
     },
     /// Run golden tests through a plugin; with --log, try it against a real
     /// replication log instead (read-only dry run).
-    #[command(after_help = "Golden tests: each NAME.payload in FIXTURES_DIR pairs with NAME.json \
+    #[command(
+        after_help = "Golden tests: each NAME.payload in FIXTURES_DIR pairs with NAME.json \
 (the expected state, compared as JSON values) or NAME.error (the expected error kind: malformed, \
 unsupported_schema_version, rejected, trap, timeout, out_of_memory, bad_output). One line per case, \
 a summary last.
@@ -111,7 +114,8 @@ nothing is written.
 Exit status: 0 when every case passes (golden) or every newest FullState decodes (dry run; \
 different states under --compare do not fail it); 1 when a case fails, a snapshot does not \
 decode, or the log holds no FullState of the type; 2 when the plugin, the fixtures folder or \
-the log cannot be used.")]
+the log cannot be used."
+    )]
     Test {
         /// The plugin component.
         file: PathBuf,

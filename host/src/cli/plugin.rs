@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use replica_host::authoring::scaffold::{self, NewPlugin, PayloadFormat, SdkSource};
 use replica_host::authoring::{dry_run, golden};
 use replica_host::contract::{CONTRACT_PACKAGE, CONTRACT_VERSION};
-use replica_host::replication_log::{self, redact_password};
 use replica_host::plugin::build::build_plugin;
 use replica_host::plugin::{LoadedPlugin, PluginEngine, PluginLimits, SnapshotRef};
+use replica_host::replication_log::{self, redact_password};
 
 use super::PluginCommand;
 
@@ -215,7 +215,12 @@ fn test_against_log(
         .build()
     {
         Ok(runtime) => runtime,
-        Err(e) => return fail(EXIT_CANNOT_TEST, &format!("error: cannot start a runtime: {e}")),
+        Err(e) => {
+            return fail(
+                EXIT_CANNOT_TEST,
+                &format!("error: cannot start a runtime: {e}"),
+            );
+        }
     };
     let d = candidate.description();
     println!(

@@ -34,7 +34,9 @@ impl From<CounterStateV1> for CounterState {
 /// Every layout this plugin reads, newest first.
 pub const VERSIONS: Versions<CounterState, 2> = Versions::new([
     ("2", formats::bincode::<CounterState>),
-    ("1", |p| formats::bincode::<CounterStateV1>(p).map(Into::into)),
+    ("1", |p| {
+        formats::bincode::<CounterStateV1>(p).map(Into::into)
+    }),
 ]);
 
 /// The `Counter` decoding plugin, state version 2.
