@@ -378,8 +378,8 @@ fn check_dry_run(url: &str) {
 }
 
 /// Every file of `dir` with the sha256 of its contents, but SQLite's
-/// shared-memory index and an empty WAL, which a reader of a WAL database
-/// may make: they hold no data.
+/// shared-memory index and an empty or vanishing WAL, which readers and
+/// closing connections of a WAL database make and remove: no data.
 fn data_files(dir: &Path) -> Vec<(String, String)> {
     use sha2::{Digest, Sha256};
     let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
@@ -387,8 +387,15 @@ fn data_files(dir: &Path) -> Vec<(String, String)> {
         .map(|e| e.unwrap().path())
         .filter(|p| !p.to_string_lossy().ends_with("-shm"))
         .filter_map(|p| {
-            let bytes = std::fs::read(&p).unwrap();
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            // The writer's last connection may be closing still, removing
+            // its (checkpointed) WAL.
+            let bytes = match std::fs::read(&p) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && name.ends_with("-wal") => {
+                    return None;
+                }
+                read => read.unwrap(),
+            };
             let empty_wal = name.ends_with("-wal") && bytes.is_empty();
             (!empty_wal).then(|| (name, hex::encode(Sha256::digest(bytes))))
         })
