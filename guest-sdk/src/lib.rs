@@ -35,6 +35,9 @@
 //! logging and the panic hook. Your decode runs natively too, so a plain
 //! `cargo test` can exercise it (see [`decode_to_state`]).
 //!
+//! When the state type changes, keep the old layouts and upcast them: see
+//! [`versions`].
+//!
 //! This SDK implements contract `replica:plugin@2.0.0`. Plugins built
 //! against an earlier SDK (contract 1.x) are refused by the host: rebuild
 //! them against this one.
@@ -46,6 +49,7 @@ pub mod encoding;
 mod error;
 pub mod formats;
 pub mod log;
+pub mod versions;
 
 pub use error::{DecodeError, ErrorKind};
 
@@ -90,7 +94,8 @@ pub trait Plugin {
     /// The version of the state schema: the one `decode` returns.
     const SCHEMA_VERSION: &'static str;
     /// Every schema version `decode` accepts in a payload, newest first.
-    /// Empty (the default) means only [`Plugin::SCHEMA_VERSION`].
+    /// Empty (the default) means only [`Plugin::SCHEMA_VERSION`]. With
+    /// [`versions::Versions`], set it to `&VERSIONS.names()`.
     const STATE_VERSIONS: &'static [&'static str] = &[];
     /// The decoded state.
     type State: Serialize;

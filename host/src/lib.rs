@@ -24,11 +24,13 @@
 //!
 //! Around the path: [`contract`] (bindings of the plugin contract),
 //! [`config`] and [`plugin_set`] (the daemon's config and the plugins it
-//! loads at startup), [`log_limiter`] (rate-limited repeated log lines).
+//! loads at startup), [`shutdown`] (stopping every task), [`log_limiter`]
+//! (rate-limited repeated log lines).
 //!
-//! The binary's two tools, `bench` and `demo`, are built only with the
-//! `tools` feature (on by default; the `replica-host` binary needs it).
-//! An embedder can leave it off: `default-features = false`.
+//! The binary's tools, `bench`, `demo` and `authoring` (`plugin new`,
+//! golden tests, dry runs against a log), are built only with the `tools`
+//! feature (on by default; the `replica-host` binary needs it). An
+//! embedder can leave it off: `default-features = false`.
 //!
 //! ## Embedding
 //!
@@ -38,6 +40,8 @@
 //! [`Replica`]s whose [`State`] renders as JSON or reads into your own
 //! Rust type. `ARCHITECTURE.md` draws the modules and their dependencies.
 
+#[cfg(feature = "tools")]
+pub mod authoring;
 #[cfg(feature = "tools")]
 pub mod bench;
 pub mod config;

@@ -22,7 +22,9 @@ pub fn workspace() -> &'static Path {
         .expect("tests/ is inside the workspace")
 }
 
-fn target_dir() -> PathBuf {
+/// The target directory the tests build into (`CARGO_TARGET_DIR`, or the
+/// workspace's `target/`).
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target"))
@@ -37,6 +39,7 @@ fn cargo() -> Command {
 /// Every plugin crate the tests use: `(crate name, directory)`.
 pub const PLUGINS: &[(&str, &str)] = &[
     ("counter-plugin", "plugins/counter"),
+    ("counter-v2-plugin", "plugins/counter-v2"),
     ("bank-account-plugin", "plugins/bank-account"),
     ("user-profile-plugin", "plugins/user-profile"),
     ("misbehave-plugin", "tests/plugins/misbehave"),

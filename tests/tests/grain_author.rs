@@ -1,7 +1,7 @@
 //! The grain author's path from the README: an empty directory, a new crate
 //! depending on the SDK, `replica-host plugin build`, `replica-host plugin decode`.
 
-use replica_e2e::{run_host, workspace};
+use replica_e2e::{run_host, target_dir, workspace};
 
 #[test]
 fn from_an_empty_directory_to_a_decoded_payload() {
@@ -69,7 +69,7 @@ replica_guest::export_plugin!(Thermostat);
     .unwrap();
 
     // Share the workspace's build cache so the SDK's dependencies compile once.
-    let target = workspace().join("target/grain-author");
+    let target = target_dir().join("grain-author");
     let target = target.to_str().unwrap();
     let (code, stdout, stderr) = run_host(
         &["plugin", "build", krate.to_str().unwrap()],

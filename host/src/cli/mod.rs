@@ -74,6 +74,67 @@ enum PluginCommand {
         /// The plugin component.
         file: PathBuf,
     },
+    /// Write a new plugin crate into DIR (new or empty) that builds as it is with
+    /// `plugin build DIR`: a state type stub, a native unit test, golden fixtures.
+    #[command(
+        after_help = "The crate depends on the replica-guest SDK by path: by default \
+the guest-sdk folder of the checkout this binary was built from, if it is still there; \
+--sdk or --sdk-git choose another. The crate is a workspace of its own and builds from any folder."
+    )]
+    New {
+        /// The folder to write the crate into.
+        dir: PathBuf,
+        /// The Orlando grain type: an ASCII letter, then letters, digits or `_`.
+        #[arg(long)]
+        grain_type: String,
+        /// How the grain's payloads are encoded.
+        #[arg(long, value_enum, default_value_t = plugin::Format::Bincode)]
+        format: plugin::Format,
+        /// The SDK's folder (the `guest-sdk` folder of a checkout of this repository).
+        #[arg(long, conflicts_with = "sdk_git")]
+        sdk: Option<PathBuf>,
+        /// A git URL of this repository, to depend on the SDK by git instead of by path.
+        #[arg(long)]
+        sdk_git: Option<String>,
+    },
+    /// Run golden tests through a plugin; with --log, try it against a real
+    /// replication log instead (read-only dry run).
+    #[command(
+        after_help = "Golden tests: each NAME.payload in FIXTURES_DIR pairs with NAME.json \
+(the expected state, compared as JSON values) or NAME.error (the expected error kind: malformed, \
+unsupported_schema_version, rejected, trap, timeout, out_of_memory, bad_output). One line per case, \
+a summary last.
+
+Dry run (--log URL): decodes the newest FullState of each grain of the type (at most --sample \
+grains, in key order) and reports how many decode and how many fail, grouped by error, with \
+example keys; with --compare, how many decode to a different state under the other plugin. \
+The log is opened read-only (a SQLite file read-only, PostgreSQL in read-only sessions); \
+nothing is written.
+
+Exit status: 0 when every case passes (golden) or every newest FullState decodes (dry run; \
+different states under --compare do not fail it); 1 when a case fails, a snapshot does not \
+decode, or the log holds no FullState of the type; 2 when the plugin, the fixtures folder or \
+the log cannot be used."
+    )]
+    Test {
+        /// The plugin component.
+        file: PathBuf,
+        /// The golden fixtures folder.
+        #[arg(default_value = "fixtures", conflicts_with = "log")]
+        fixtures_dir: PathBuf,
+        /// Dry run against this replication log: sqlite://PATH or postgres://...
+        #[arg(long)]
+        log: Option<String>,
+        /// The grain type to read (default: the plugin's).
+        #[arg(long, requires = "log")]
+        grain_type: Option<String>,
+        /// Read at most N grains (default: all).
+        #[arg(long, requires = "log", value_parser = clap::value_parser!(u64).range(1..))]
+        sample: Option<u64>,
+        /// Another plugin (e.g. the one running now) to compare states with.
+        #[arg(long, requires = "log")]
+        compare: Option<PathBuf>,
+    },
     /// Decode one payload with a plugin and print the typed state as one line of JSON.
     Decode {
         /// The plugin component.

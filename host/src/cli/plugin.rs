@@ -1,11 +1,14 @@
-//! `replica-host plugin build | inspect | decode`.
+//! `replica-host plugin build | inspect | new | test | decode`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use replica_host::authoring::scaffold::{self, NewPlugin, PayloadFormat, SdkSource};
+use replica_host::authoring::{dry_run, golden};
 use replica_host::contract::{CONTRACT_PACKAGE, CONTRACT_VERSION};
 use replica_host::plugin::build::build_plugin;
 use replica_host::plugin::{LoadedPlugin, PluginEngine, PluginLimits, SnapshotRef};
+use replica_host::replication_log::{self, redact_password};
 
 use super::PluginCommand;
 
@@ -13,6 +16,19 @@ use super::PluginCommand;
 const EXIT_DECODE_FAILED: u8 = 1;
 /// Exit status for a file that is not a valid plugin.
 const EXIT_BAD_PLUGIN: u8 = 2;
+/// Exit status for a failing golden case or dry run.
+const EXIT_TEST_FAILED: u8 = 1;
+/// Exit status for fixtures or a log that cannot be used.
+const EXIT_CANNOT_TEST: u8 = 2;
+
+/// A payload format, as `--format` names it.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(super) enum Format {
+    /// bincode 2, standard config, through serde (Orlando's default).
+    Bincode,
+    /// serde_json.
+    Json,
+}
 
 pub(super) fn run(cmd: PluginCommand) -> ExitCode {
     match cmd {
@@ -44,6 +60,27 @@ pub(super) fn run(cmd: PluginCommand) -> ExitCode {
             }
             Err(code) => code,
         },
+        PluginCommand::New {
+            dir,
+            grain_type,
+            format,
+            sdk,
+            sdk_git,
+        } => new(&dir, grain_type, format, sdk, sdk_git),
+        PluginCommand::Test {
+            file,
+            fixtures_dir,
+            log: None,
+            ..
+        } => test_fixtures(&file, &fixtures_dir),
+        PluginCommand::Test {
+            file,
+            log: Some(url),
+            grain_type,
+            sample,
+            compare,
+            ..
+        } => test_against_log(&file, &url, grain_type, sample, compare.as_deref()),
         PluginCommand::Decode {
             file,
             payload,
@@ -93,6 +130,133 @@ pub(super) fn run(cmd: PluginCommand) -> ExitCode {
                 Err(e) => fail(EXIT_DECODE_FAILED, &format!("error: {e}")),
             }
         }
+    }
+}
+
+fn new(
+    dir: &Path,
+    grain_type: String,
+    format: Format,
+    sdk: Option<PathBuf>,
+    sdk_git: Option<String>,
+) -> ExitCode {
+    let sdk = match (sdk, sdk_git) {
+        (_, Some(url)) => Ok(SdkSource::Git(url)),
+        (Some(path), None) => SdkSource::path(&path),
+        // The SDK of the checkout this binary was built from, if still there.
+        (None, None) => SdkSource::path(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../guest-sdk"
+        )))
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the replica-guest SDK this binary was built from is gone; pass --sdk PATH (the guest-sdk folder of a checkout) or --sdk-git URL"
+            )
+        }),
+    };
+    let plugin = sdk.map(|sdk| NewPlugin {
+        grain_type,
+        format: match format {
+            Format::Bincode => PayloadFormat::Bincode,
+            Format::Json => PayloadFormat::Json,
+        },
+        sdk,
+    });
+    match plugin.and_then(|plugin| scaffold::write(dir, &plugin)) {
+        Ok(files) => {
+            for file in files {
+                println!("{}", dir.join(file).display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(EXIT_DECODE_FAILED, &format!("error: {e:#}")),
+    }
+}
+
+fn test_fixtures(file: &Path, fixtures_dir: &Path) -> ExitCode {
+    let plugin = match load(file) {
+        Ok(plugin) => plugin,
+        Err(code) => return code,
+    };
+    let results = match golden::run(&plugin, fixtures_dir) {
+        Ok(results) => results,
+        Err(e) => return fail(EXIT_CANNOT_TEST, &format!("error: {e:#}")),
+    };
+    for line in results.iter().flat_map(|r| r.lines()) {
+        println!("{line}");
+    }
+    let failed = results.iter().filter(|r| !r.passed()).count();
+    println!(
+        "{} cases: {} passed, {failed} failed",
+        results.len(),
+        results.len() - failed
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_TEST_FAILED)
+    }
+}
+
+fn test_against_log(
+    file: &Path,
+    url: &str,
+    grain_type: Option<String>,
+    sample: Option<u64>,
+    compare: Option<&Path>,
+) -> ExitCode {
+    let candidate = match load(file) {
+        Ok(plugin) => plugin,
+        Err(code) => return code,
+    };
+    let other = match compare.map(load).transpose() {
+        Ok(other) => other,
+        Err(code) => return code,
+    };
+    let grain_type = grain_type.unwrap_or_else(|| candidate.description().grain_type.clone());
+    let shown_url = redact_password(url);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            return fail(
+                EXIT_CANNOT_TEST,
+                &format!("error: cannot start a runtime: {e}"),
+            );
+        }
+    };
+    let d = candidate.description();
+    println!(
+        "dry run of {} ({} version {}) on grain type {grain_type} in {shown_url} (read-only)",
+        candidate.name(),
+        d.schema_name,
+        d.schema_version
+    );
+    let report = runtime.block_on(async {
+        let log = replication_log::open(url).await?;
+        dry_run::dry_run(&*log, &grain_type, sample, &candidate, other.as_ref()).await
+    });
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => return fail(EXIT_CANNOT_TEST, &format!("error: {shown_url}: {e}")),
+    };
+    for line in report.lines(candidate.name()) {
+        println!("{line}");
+    }
+    if report.grains == 0 {
+        return fail(
+            EXIT_TEST_FAILED,
+            &format!(
+                "error: no grain of type {grain_type} has a FullState in {shown_url}: nothing was checked"
+            ),
+        );
+    }
+    if report.failed() > 0 {
+        ExitCode::from(EXIT_TEST_FAILED)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

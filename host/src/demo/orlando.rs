@@ -11,6 +11,16 @@ pub struct CounterState {
     pub count: i64,
 }
 
+/// The `Counter` state after it gained a field (schema version 2), as the
+/// `counter-v2` sample plugin reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CounterStateV2 {
+    /// The count.
+    pub count: i64,
+    /// Who changed it last.
+    pub updated_by: Option<String>,
+}
+
 /// The `BankAccount` grain state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccountState {

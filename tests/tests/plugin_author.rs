@@ -1,0 +1,469 @@
+//! The grain author's tools through the real binary: `plugin new` → `plugin
+//! build` → `plugin test` on fixtures, the upcasting `counter-v2` plugin, and
+//! `plugin test --log` dry runs against real SQLite and PostgreSQL logs.
+
+use std::path::Path;
+
+use replica_e2e::log_writer::LogWriter;
+use replica_e2e::orlando::{self, CounterState, CounterStateV2};
+use replica_e2e::{pg, plugin, run_host, target_dir};
+
+fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) {
+    std::fs::write(dir.join(name), bytes).unwrap();
+}
+
+fn v1(count: i64) -> Vec<u8> {
+    orlando::bincode(&CounterState { count })
+}
+
+fn v2(count: i64, by: Option<&str>) -> Vec<u8> {
+    orlando::bincode(&CounterStateV2 {
+        count,
+        updated_by: by.map(Into::into),
+    })
+}
+
+#[test]
+fn a_new_plugin_builds_as_it_is_and_passes_its_own_fixtures() {
+    let dir = tempfile::tempdir().unwrap();
+    let krate = dir.path().join("cart");
+    let (code, stdout, stderr) = run_host(
+        &[
+            "plugin",
+            "new",
+            krate.to_str().unwrap(),
+            "--grain-type",
+            "ShoppingCart",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    for file in [
+        "Cargo.toml",
+        "src/lib.rs",
+        ".gitignore",
+        "fixtures/example.payload",
+    ] {
+        assert!(
+            stdout.contains(&krate.join(file).display().to_string()),
+            "{stdout}"
+        );
+    }
+    let manifest = std::fs::read_to_string(krate.join("Cargo.toml")).unwrap();
+    let sdk = replica_e2e::workspace()
+        .join("guest-sdk")
+        .canonicalize()
+        .unwrap();
+    assert!(
+        manifest.contains(&format!(
+            "replica-guest = {{ path = \"{}\" }}",
+            sdk.display()
+        )),
+        "{manifest}"
+    );
+    assert!(manifest.contains("\n[workspace]\n"), "{manifest}");
+
+    // A non-empty folder and a bad grain type are refused in one line.
+    let (code, _, stderr) = run_host(
+        &[
+            "plugin",
+            "new",
+            krate.to_str().unwrap(),
+            "--grain-type",
+            "X",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cart: the folder is not empty"), "{stderr}");
+    let other = dir.path().join("other");
+    let (code, _, stderr) = run_host(
+        &[
+            "plugin",
+            "new",
+            other.to_str().unwrap(),
+            "--grain-type",
+            "Shopping Cart",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("grain type `Shopping Cart` is not valid"),
+        "{stderr}"
+    );
+    assert!(!other.exists());
+
+    // Builds as generated, from outside this workspace.
+    let target = target_dir().join("grain-author");
+    let target = target.to_str().unwrap();
+    let (code, stdout, stderr) = run_host(
+        &["plugin", "build", krate.to_str().unwrap()],
+        &[("CARGO_TARGET_DIR", target)],
+    );
+    assert_eq!(code, 0, "build failed:\n{stderr}");
+    let wasm = stdout.lines().last().unwrap().to_owned();
+    assert!(wasm.ends_with("shopping_cart_plugin.wasm"), "{wasm}");
+
+    let fixtures = krate.join("fixtures");
+    let (code, stdout, stderr) =
+        run_host(&["plugin", "test", &wasm, fixtures.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "ok empty\nok example\n2 cases: 2 passed, 0 failed\n"
+    );
+
+    // The generated native unit tests pass as well.
+    let out = std::process::Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()))
+        .args(["test", "--manifest-path"])
+        .arg(krate.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("test result: ok. 3 passed"), "{text}");
+
+    // A mismatch, a wrong expected error and a payload without expectation.
+    write(&fixtures, "example.json", r#"{"value": 41}"#);
+    write(&fixtures, "lonely.payload", "x");
+    write(
+        &fixtures,
+        "notbad.payload",
+        std::fs::read(fixtures.join("example.payload")).unwrap(),
+    );
+    write(&fixtures, "notbad.error", "malformed\n");
+    let (code, stdout, _) = run_host(&["plugin", "test", &wasm, fixtures.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{stdout}");
+    assert_eq!(
+        stdout,
+        "ok empty\n\
+         FAIL example: the state differs from example.json in 1 place\n\
+         \x20   .value: expected 41, got 42\n\
+         FAIL lonely: lonely.payload has no expectation: add lonely.json or lonely.error\n\
+         FAIL notbad: expected error malformed_payload, got a state: {\"value\":42}\n\
+         4 cases: 1 passed, 3 failed\n"
+    );
+}
+
+#[test]
+fn a_json_plugin_is_generated_with_json_fixtures() {
+    let dir = tempfile::tempdir().unwrap();
+    let krate = dir.path().join("profile");
+    let (code, _, stderr) = run_host(
+        &[
+            "plugin",
+            "new",
+            krate.to_str().unwrap(),
+            "--grain-type",
+            "user_profile",
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        std::fs::read(krate.join("fixtures/example.payload")).unwrap(),
+        br#"{"value":42}"#
+    );
+    let lib = std::fs::read_to_string(krate.join("src/lib.rs")).unwrap();
+    assert!(
+        lib.contains("replica_guest::formats::json(&snapshot.payload)"),
+        "{lib}"
+    );
+    assert!(lib.contains("pub struct UserProfileState"), "{lib}");
+    assert!(lib.contains(r#"const GRAIN_TYPE: &'static str = "user_profile";"#));
+    let manifest = std::fs::read_to_string(krate.join("Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains("name = \"user-profile-plugin\""),
+        "{manifest}"
+    );
+}
+
+#[test]
+fn counter_v2_reads_both_layouts_and_counter_v1_shows_what_it_misses() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = dir.path();
+    write(fixtures, "v1.payload", v1(7));
+    write(fixtures, "v1.json", r#"{"count": 7, "updated_by": null}"#);
+    write(fixtures, "v2.payload", v2(-3, Some("ops")));
+    write(fixtures, "v2.json", r#"{"count": -3, "updated_by": "ops"}"#);
+    let mut longer = v2(1, None);
+    longer.push(0);
+    write(fixtures, "trailing.payload", longer);
+    write(fixtures, "trailing.error", "malformed");
+
+    let v2_wasm = plugin("counter-v2-plugin");
+    let (code, stdout, stderr) = run_host(
+        &[
+            "plugin",
+            "test",
+            v2_wasm.to_str().unwrap(),
+            fixtures.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        "ok trailing\nok v1\nok v2\n3 cases: 3 passed, 0 failed\n"
+    );
+
+    let (code, stdout, _) = run_host(&["plugin", "inspect", v2_wasm.to_str().unwrap()], &[]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("CounterState version 2"), "{stdout}");
+    assert!(stdout.contains("decodes states: 2, 1"), "{stdout}");
+
+    // The version 1 plugin misses the new field and fails the new layout.
+    let v1_wasm = plugin("counter-plugin");
+    let (code, stdout, _) = run_host(
+        &[
+            "plugin",
+            "test",
+            v1_wasm.to_str().unwrap(),
+            fixtures.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "ok trailing");
+    assert_eq!(
+        lines[1],
+        "FAIL v1: the state differs from v1.json in 1 place"
+    );
+    assert_eq!(lines[2], "    .updated_by: expected null, got (absent)");
+    assert!(
+        lines[3].starts_with("FAIL v2: expected a state, got malformed_payload: bincode: "),
+        "{}",
+        lines[3]
+    );
+    assert_eq!(lines[4], "3 cases: 1 passed, 2 failed");
+}
+
+/// Writes the dry-run grains: decodable by one plugin, both, neither, a
+/// Delta newest, a Delta only, and a grain of another type.
+fn seed(log: &LogWriter) {
+    log.full("Counter", "c-1", 1, v1(1));
+    log.full("Counter", "c-2", 1, v2(2, Some("ops")));
+    log.full("Counter", "c-3", 1, v1(3));
+    log.delta("Counter", "c-3", 2);
+    log.full("Counter", "c-4", 1, vec![0xff, 0xff, 0xff]);
+    log.delta("Counter", "c-5", 1);
+    log.full("Counter", "c-6", 1, v1(6));
+    log.full("Counter", "c-6", 2, vec![0xff, 0xff, 0xff]);
+    log.full("BankAccount", "a-1", 1, vec![0xff]);
+}
+
+/// Checks a dry run of counter-v2 compared with counter over [`seed`]'s log.
+fn check_dry_run(url: &str) {
+    let candidate = plugin("counter-v2-plugin");
+    let other = plugin("counter-plugin");
+    let (code, stdout, stderr) = run_host(
+        &[
+            "plugin",
+            "test",
+            candidate.to_str().unwrap(),
+            "--log",
+            url,
+            "--compare",
+            other.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with(
+            "dry run of counter_v2_plugin.wasm (CounterState version 2) on grain type Counter in "
+        ) && lines[0].ends_with("(read-only)"),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines[1],
+        "5 grains of type Counter with a FullState: 3 decode, 2 fail"
+    );
+    assert_eq!(
+        lines[2],
+        "1 grains without any FullState, skipped (e.g. c-5)"
+    );
+    assert!(
+        lines[3].starts_with(
+            "  2 fail with malformed_payload: no known layout decodes this payload: version 2: bincode: "
+        ) && lines[3].contains("; version 1: bincode: ")
+            && lines[3].ends_with("(e.g. c-4, c-6)"),
+        "{}",
+        lines[3]
+    );
+    assert_eq!(
+        lines[4],
+        "compared with counter_plugin.wasm: 0 same state, 2 different state, \
+         1 decode only with counter_v2_plugin.wasm, 0 decode only with counter_plugin.wasm, 2 with neither"
+    );
+    assert_eq!(
+        &lines[5..],
+        [
+            "  c-1:",
+            "    .updated_by: counter_plugin.wasm (absent), counter_v2_plugin.wasm null",
+            "  c-3:",
+            "    .updated_by: counter_plugin.wasm (absent), counter_v2_plugin.wasm null",
+        ]
+    );
+
+    // The first three grains in key order all decode: exit 0.
+    let (code, stdout, stderr) = run_host(
+        &[
+            "plugin",
+            "test",
+            candidate.to_str().unwrap(),
+            "--log",
+            url,
+            "--sample",
+            "3",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("\n3 grains of type Counter with a FullState: 3 decode, 0 fail\n"),
+        "{stdout}"
+    );
+
+    // The version 1 plugin on the same grains: what a swap back would break.
+    let (code, stdout, _) = run_host(
+        &[
+            "plugin",
+            "test",
+            other.to_str().unwrap(),
+            "--log",
+            url,
+            "--sample",
+            "3",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("\n3 grains of type Counter with a FullState: 2 decode, 1 fail\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(e.g. c-2)"), "{stdout}");
+
+    // A grain type with no grains checks nothing: exit 1, one error line.
+    let (code, _, stderr) = run_host(
+        &[
+            "plugin",
+            "test",
+            candidate.to_str().unwrap(),
+            "--log",
+            url,
+            "--grain-type",
+            "Nope",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("no grain of type Nope has a FullState"),
+        "{stderr}"
+    );
+}
+
+/// Every file of `dir` with the sha256 of its contents, but SQLite's
+/// shared-memory index and an empty or vanishing WAL, which readers and
+/// closing connections of a WAL database make and remove: no data.
+fn data_files(dir: &Path) -> Vec<(String, String)> {
+    use sha2::{Digest, Sha256};
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.to_string_lossy().ends_with("-shm"))
+        .filter_map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            // The writer's last connection may be closing still, removing
+            // its (checkpointed) WAL.
+            let bytes = match std::fs::read(&p) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && name.ends_with("-wal") => {
+                    return None;
+                }
+                read => read.unwrap(),
+            };
+            let empty_wal = name.ends_with("-wal") && bytes.is_empty();
+            (!empty_wal).then(|| (name, hex::encode(Sha256::digest(bytes))))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn dry_run_against_a_sqlite_log_is_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("replication.db");
+    let url = format!("sqlite://{}", db.display());
+    {
+        let log = LogWriter::open(&url);
+        seed(&log);
+        // Move the writes into the database file, so that what the writer's
+        // connections do as they close changes no data.
+        log.block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+        });
+    }
+    let before = data_files(dir.path());
+    check_dry_run(&url);
+    // The database is byte for byte the same, and no WAL holds data.
+    assert_eq!(data_files(dir.path()), before);
+
+    // A missing log is not created.
+    let missing = dir.path().join("missing.db");
+    let (code, _, stderr) = run_host(
+        &[
+            "plugin",
+            "test",
+            plugin("counter-plugin").to_str().unwrap(),
+            "--log",
+            &format!("sqlite://{}", missing.display()),
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("missing.db"), "{stderr}");
+    assert!(!missing.exists());
+}
+
+#[test]
+fn dry_run_against_a_postgres_log() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(schema) = rt.block_on(pg::isolated_schema("dry_run")) else {
+        return;
+    };
+    let log = LogWriter::open(schema.url());
+    seed(&log);
+    check_dry_run(schema.url());
+    // Nothing was written: the rows are the ones seeded.
+    let rows: i64 = log.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(schema.url()).await.unwrap();
+        sqlx::query_scalar("SELECT count(*) FROM replication_log")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    });
+    assert_eq!(rows, 9);
+}
