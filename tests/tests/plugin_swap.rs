@@ -281,3 +281,26 @@ fn the_admin_endpoint_reloads_with_the_right_token_only() {
         "the token never reaches the log"
     );
 }
+
+/// The fixtures the README's walk-through runs stay true.
+#[test]
+fn counter_v2_passes_its_committed_fixtures_and_v1_does_not() {
+    let fixtures = replica_e2e::workspace().join("plugins/counter-v2/fixtures");
+    let fixtures = fixtures.to_str().unwrap();
+    let v2 = replica_e2e::plugin("counter-v2-plugin");
+    let (code, stdout, stderr) =
+        replica_e2e::run_host(&["plugin", "test", v2.to_str().unwrap(), fixtures], &[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.ends_with("3 cases: 3 passed, 0 failed\n"),
+        "{stdout}"
+    );
+    let v1 = replica_e2e::plugin("counter-plugin");
+    let (code, stdout, _) =
+        replica_e2e::run_host(&["plugin", "test", v1.to_str().unwrap(), fixtures], &[]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("FAIL v1:") && stdout.contains("FAIL v2:"),
+        "{stdout}"
+    );
+}

@@ -7,6 +7,10 @@
 //! With `--native`, a third run decodes natively in the host instead of
 //! through the plugin: what the consumer itself costs.
 //!
+//! Each plugin run then swaps the plugin for the same component under
+//! another name and times the background re-decode of every replica
+//! against the catch-up of the same run.
+//!
 //! Each side runs in its own child process (`bench worker idle`), so CPU
 //! and RSS are its own.
 
@@ -115,6 +119,26 @@ pub fn run(
         println!(
             "Catch-up throughput, bulk scan ÷ per-grain reads: **{:.1}×**.",
             scan / baseline
+        );
+    }
+    println!();
+    println!(
+        "Then a plugin swap: the same component under another name, so every replica is decoded again in the background (reads keep being served)."
+    );
+    println!();
+    println!(
+        "| run | grains | catch-up s | re-decode s | re-decode host CPU s | re-decode ÷ catch-up time |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (label, n, r, _) in &runs {
+        let Some(redecode) = r["redecode_s"].as_f64() else {
+            continue;
+        };
+        println!(
+            "| {label} | {n} | {:.1} | {redecode:.1} | {:.1} | {:.2}× |",
+            f(r, "catch_up_s"),
+            f(r, "redecode_cpu_s"),
+            redecode / f(r, "catch_up_s").max(1e-9),
         );
     }
     Ok(())

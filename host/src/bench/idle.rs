@@ -375,15 +375,17 @@ pub fn worker(
         ));
         let log: Arc<dyn ReplicationLog> = counting.clone();
         let engine = PluginEngine::new()?;
+        let plugin_path = plugin;
         let plugin = Arc::new(LoadedPlugin::load(
             &engine,
-            plugin,
+            plugin_path,
             PluginLimits::default(),
         )?);
+        let slots = DecodeSlots::per_core();
         let decoder: Arc<dyn SnapshotDecoder> = if native {
             Arc::new(NativeDecoder(workload))
         } else {
-            Arc::new(PluginDecoder::new(plugin, DecodeSlots::per_core()))
+            Arc::new(PluginDecoder::new(plugin, slots.clone()))
         };
         let store = Arc::new(ReplicaStore::new());
         let stopping = Shutdown::new();
@@ -400,6 +402,7 @@ pub fn worker(
         let replicator =
             Replicator::new(log, Arc::clone(&store), decoders, config).with_workers(workers);
         let progress = replicator.catch_up();
+        let control = replicator.control();
         let handle = replicator.spawn(stopping.signal());
         let cpu_start = cpu_time();
         let server_start = cpu_time_of_processes("postgres");
@@ -451,11 +454,54 @@ pub fn worker(
             (current_rss().saturating_sub(before_states)) as f64 / grains.max(1) as f64;
         drop(states);
 
+        // A plugin swap: the same component under another name, so every
+        // replica's `decoded_by` differs and all are decoded again.
+        let (redecode, redecode_cpu) = if native {
+            (None, None)
+        } else {
+            let bytes = std::fs::read(plugin_path)?;
+            let swapped = Arc::new(LoadedPlugin::from_bytes(
+                &engine,
+                "swapped.wasm",
+                &bytes,
+                PluginLimits::default(),
+            )?);
+            let cpu0 = cpu_time();
+            let started = Instant::now();
+            let progress = control
+                .replace(grain_type, Arc::new(PluginDecoder::new(swapped, slots)))
+                .await
+                .ok_or_else(|| anyhow::anyhow!("the replicator stopped"))?;
+            while !progress.is_complete() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                anyhow::ensure!(
+                    started.elapsed() < Duration::from_secs(900),
+                    "re-decode took over 15 minutes ({:?})",
+                    progress.progress()
+                );
+            }
+            let took = started.elapsed();
+            let by = store
+                .get(grain_type, "counter-0")
+                .and_then(|r| r.decoded_by)
+                .map(|d| d.plugin.clone());
+            anyhow::ensure!(
+                by.as_deref() == Some("swapped.wasm"),
+                "counter-0 not decoded again: {by:?}"
+            );
+            (
+                Some(took.as_secs_f64()),
+                Some((cpu_time() - cpu0).as_secs_f64()),
+            )
+        };
+
         stopping.stop();
         let _ = handle.await;
         Ok(json!({
             "grains": grains,
             "catch_up_s": catch_up.as_secs_f64(),
+            "redecode_s": redecode,
+            "redecode_cpu_s": redecode_cpu,
             "catch_up_cpu_s": catch_up_cpu.as_secs_f64(),
             "catch_up_server_cpu_s": catch_up_server.as_secs_f64(),
             "rss_caught_up": rss_caught_up,
