@@ -251,6 +251,15 @@ fn the_admin_endpoint_reloads_with_the_right_token_only() {
     assert_eq!(removed["removed"], serde_json::json!(["Counter"]));
     assert_eq!(d.replica("Counter", "c-1").status, 404);
     assert!(plugins_entry(&d).is_null());
+    let metrics = d.get("/metrics").body;
+    assert_eq!(
+        daemon::metric(
+            &metrics,
+            "replica_replicas{grain_type=\"Counter\",status=\"ok\"}"
+        ),
+        Some(0.0),
+        "{metrics}"
+    );
 
     // Add it back, as v2: it replicates again from the log.
     let v2 = daemon::copy_plugin(dir.path(), "counter-v2-plugin");

@@ -312,6 +312,23 @@ pub struct WorkerMode {
     pub native: bool,
 }
 
+/// Waits until `progress` says complete; an error after 15 minutes.
+async fn until_complete(
+    what: &str,
+    progress: impl Fn() -> crate::consumer::CatchUpProgress,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while !progress().complete {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(900),
+            "{what} took over 15 minutes ({:?})",
+            progress()
+        );
+    }
+    Ok(())
+}
+
 /// The sample grains' decode done natively in the host, into the same
 /// [`State`] the plugin returns.
 struct NativeDecoder(Workload);
@@ -406,14 +423,7 @@ pub fn worker(
         let handle = replicator.spawn(stopping.signal());
         let cpu_start = cpu_time();
         let server_start = cpu_time_of_processes("postgres");
-        while !progress.progress().complete {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(900),
-                "catch-up took over 15 minutes ({:?})",
-                progress.progress()
-            );
-        }
+        until_complete("catch-up", || progress.progress()).await?;
         let catch_up = started.elapsed();
         let catch_up_cpu = cpu_time() - cpu_start;
         let catch_up_server = cpu_time_of_processes("postgres").saturating_sub(server_start);
@@ -472,14 +482,7 @@ pub fn worker(
                 .replace(grain_type, Arc::new(PluginDecoder::new(swapped, slots)))
                 .await
                 .ok_or_else(|| anyhow::anyhow!("the replicator stopped"))?;
-            while !progress.is_complete() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                anyhow::ensure!(
-                    started.elapsed() < Duration::from_secs(900),
-                    "re-decode took over 15 minutes ({:?})",
-                    progress.progress()
-                );
-            }
+            until_complete("re-decode", || progress.progress()).await?;
             let took = started.elapsed();
             let by = store
                 .get(grain_type, "counter-0")

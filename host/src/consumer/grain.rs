@@ -428,3 +428,19 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
         "(no message)"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every grain holds one boxed `GrainProgress`: at a million grains each
+    /// 16 bytes is 16 MB. glibc serves a request from chunks of 16-byte
+    /// steps after an 8-byte header, so 216 bytes is the most that still
+    /// fits the 224-byte chunk this struct took before `Backoff` existed.
+    #[test]
+    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+    fn a_grains_progress_keeps_its_allocation_size() {
+        let size = std::mem::size_of::<GrainProgress>();
+        assert!(size <= 216, "GrainProgress is {size} bytes");
+    }
+}

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::http::ApiState;
+use crate::consumer::CatchUpProgress;
 use crate::store::ReplicaStatus;
 
 /// Seconds between the page's own refreshes.
@@ -101,6 +102,16 @@ table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:.25em .6em;te
 th{background:#f3f3f3}td.n{text-align:right}.failing{color:#b00020;font-weight:600}.behind{color:#a15c00;font-weight:600}\
 .ok{color:#1b7f3b}code{font-size:.92em}.muted{color:#777}";
 
+/// "`state`: N of M grains", and a progress bar.
+fn progress_html(state: &str, progress: CatchUpProgress) -> String {
+    format!(
+        "{state}: {done} of {grains} grains <progress max=\"{max}\" value=\"{done}\"></progress>",
+        done = progress.caught_up,
+        grains = progress.grains,
+        max = progress.grains.max(1),
+    )
+}
+
 /// The page's HTML.
 fn render(api: &ApiState, query: &PageQuery) -> String {
     let mut html = String::new();
@@ -116,19 +127,15 @@ fn render(api: &ApiState, query: &PageQuery) -> String {
     );
 
     // Catch-up and re-decode.
+    let state = if progress.complete {
+        "complete"
+    } else {
+        "catching up"
+    };
     let _ = write!(
         html,
-        "<h2>Catch-up</h2><p id=\"catch-up\">{state}: {done} of {grains} grains \
-         <progress max=\"{max}\" value=\"{done}\"></progress></p>\
-",
-        state = if progress.complete {
-            "complete"
-        } else {
-            "catching up"
-        },
-        done = progress.caught_up,
-        grains = progress.grains,
-        max = progress.grains.max(1),
+        "<h2>Catch-up</h2><p id=\"catch-up\">{}</p>",
+        progress_html(state, progress)
     );
     let redecodes: Vec<_> = api
         .plugins
@@ -141,19 +148,16 @@ fn render(api: &ApiState, query: &PageQuery) -> String {
     } else {
         html.push_str("<p id=\"re-decode\">");
         for (grain_type, progress) in redecodes {
+            let state = if progress.complete {
+                "complete"
+            } else {
+                "running"
+            };
             let _ = write!(
                 html,
-                "re-decode of {name} after a plugin swap: {state}, {done} of {grains} grains \
-                 <progress max=\"{max}\" value=\"{done}\"></progress><br>",
-                name = esc(&grain_type),
-                state = if progress.complete {
-                    "complete"
-                } else {
-                    "running"
-                },
-                done = progress.caught_up,
-                grains = progress.grains,
-                max = progress.grains.max(1),
+                "re-decode of {} after a plugin swap: {}<br>",
+                esc(&grain_type),
+                progress_html(state, progress)
             );
         }
         html.push_str("</p>");

@@ -242,6 +242,11 @@ impl PluginReloader {
             self.control.remove(grain_type).await;
             next.remove(grain_type);
             let dropped = self.store.remove_type(grain_type);
+            // `/metrics` renders the types in force only: zero the gone one's.
+            for status in ["ok", "behind", "failing"] {
+                metrics::gauge!("replica_replicas", "grain_type" => grain_type.clone(), "status" => status)
+                    .set(0.0);
+            }
             tracing::info!(
                 grain_type,
                 replicas = dropped,
