@@ -220,6 +220,16 @@ pub(super) async fn get_replica(
         if api.catch_up.is_catching_up(&grain_type) {
             return catching_up(&api.catch_up, &format!("{grain_type}/{grain_key}"));
         }
+        if let Some(progress) = api.plugins.reading_again(&grain_type) {
+            return retry_after(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "catching_up",
+                format!(
+                    "{grain_type}/{grain_key} is not replicated yet: the grain type's plugin was swapped or added, and {} of {} grains are read again",
+                    progress.caught_up, progress.grains
+                ),
+            ));
+        }
         return error(
             StatusCode::NOT_FOUND,
             "unknown_grain",

@@ -22,7 +22,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, PluginEntry};
-use crate::consumer::{ReplicatorControl, TypeCatchUp};
+use crate::consumer::{CatchUpProgress, ReplicatorControl, TypeCatchUp};
 use crate::plugin::breaker::Breaker;
 use crate::plugin::{DecodeSlots, LoadedPlugin, PluginDecoder, PluginEngine};
 use crate::plugin_set::{self, PluginSet, PluginSetError};
@@ -77,6 +77,17 @@ impl LivePlugins {
     /// The plugins in force now.
     pub fn current(&self) -> Arc<BTreeMap<String, InForce>> {
         Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The progress of `grain_type`'s re-decode (after a swap) or catch-up
+    /// (after an add), while it runs.
+    pub fn reading_again(&self, grain_type: &str) -> Option<CatchUpProgress> {
+        self.current()
+            .get(grain_type)?
+            .redecode
+            .as_ref()
+            .map(|r| r.progress())
+            .filter(|p| !p.complete)
     }
 
     /// Whether `grain_type` has a plugin in force.
