@@ -15,14 +15,15 @@
 //! are decoded again in the background (ARCHITECTURE.md, "Changing a
 //! grain's plugin").
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, PluginEntry};
 use crate::consumer::{CatchUpProgress, ReplicatorControl, TypeCatchUp};
+use crate::decode::SnapshotDecoder;
 use crate::plugin::breaker::Breaker;
 use crate::plugin::{DecodeSlots, LoadedPlugin, PluginDecoder, PluginEngine};
 use crate::plugin_set::{self, PluginSet, PluginSetError};
@@ -96,10 +97,7 @@ impl LivePlugins {
     }
 
     /// The decoder of each grain type in force, over `slots`.
-    pub fn decoders(
-        &self,
-        slots: &DecodeSlots,
-    ) -> std::collections::HashMap<String, Arc<dyn crate::decode::SnapshotDecoder>> {
+    pub fn decoders(&self, slots: &DecodeSlots) -> HashMap<String, Arc<dyn SnapshotDecoder>> {
         self.current()
             .iter()
             .map(|(grain_type, in_force)| (grain_type.clone(), decoder(in_force, slots)))
@@ -112,7 +110,7 @@ impl LivePlugins {
 }
 
 /// The consumer's decoder for a plugin in force.
-fn decoder(in_force: &InForce, slots: &DecodeSlots) -> Arc<dyn crate::decode::SnapshotDecoder> {
+fn decoder(in_force: &InForce, slots: &DecodeSlots) -> Arc<dyn SnapshotDecoder> {
     let mut decoder = PluginDecoder::new(Arc::clone(&in_force.plugin), slots.clone());
     if let Some(breaker) = &in_force.breaker {
         decoder = decoder.with_breaker(Arc::clone(breaker));
@@ -155,7 +153,7 @@ pub struct PluginReloader {
     /// The config file.
     path: PathBuf,
     /// The config's other sections as in force, to tell what needs a restart.
-    sections: std::sync::Mutex<toml::Table>,
+    sections: Mutex<toml::Table>,
     /// Compiles the new plugins.
     engine: PluginEngine,
     /// The decode slots every decoder shares.
@@ -187,7 +185,7 @@ impl PluginReloader {
             .unwrap_or_default();
         Self {
             path: config.source.clone(),
-            sections: std::sync::Mutex::new(sections),
+            sections: Mutex::new(sections),
             engine,
             slots,
             live,
