@@ -56,6 +56,28 @@ pub fn diff(left: &Value, right: &Value) -> Vec<Difference> {
     out
 }
 
+/// Compares one member or element, `segment` (`.key` or `[i]`) below `path`:
+/// walks into it when both sides have it, else records the one-sided value.
+fn child(
+    segment: &str,
+    left: Option<&Value>,
+    right: Option<&Value>,
+    path: &mut String,
+    out: &mut Vec<Difference>,
+) {
+    let len = path.len();
+    path.push_str(segment);
+    match (left, right) {
+        (Some(a), Some(b)) => walk(a, b, path, out),
+        (a, b) => out.push(Difference {
+            path: path.clone(),
+            left: a.cloned(),
+            right: b.cloned(),
+        }),
+    }
+    path.truncate(len);
+}
+
 fn walk(left: &Value, right: &Value, path: &mut String, out: &mut Vec<Difference>) {
     match (left, right) {
         (Value::Object(l), Value::Object(r)) => {
@@ -63,33 +85,12 @@ fn walk(left: &Value, right: &Value, path: &mut String, out: &mut Vec<Difference
             keys.sort();
             keys.dedup();
             for key in keys {
-                let len = path.len();
-                path.push('.');
-                path.push_str(key);
-                match (l.get(key), r.get(key)) {
-                    (Some(a), Some(b)) => walk(a, b, path, out),
-                    (a, b) => out.push(Difference {
-                        path: path.clone(),
-                        left: a.cloned(),
-                        right: b.cloned(),
-                    }),
-                }
-                path.truncate(len);
+                child(&format!(".{key}"), l.get(key), r.get(key), path, out);
             }
         }
         (Value::Array(l), Value::Array(r)) => {
             for i in 0..l.len().max(r.len()) {
-                let len = path.len();
-                path.push_str(&format!("[{i}]"));
-                match (l.get(i), r.get(i)) {
-                    (Some(a), Some(b)) => walk(a, b, path, out),
-                    (a, b) => out.push(Difference {
-                        path: path.clone(),
-                        left: a.cloned(),
-                        right: b.cloned(),
-                    }),
-                }
-                path.truncate(len);
+                child(&format!("[{i}]"), l.get(i), r.get(i), path, out);
             }
         }
         (Value::Number(a), Value::Number(b)) if numbers_equal(a, b) => {}

@@ -98,10 +98,10 @@ impl CatchUp {
             complete: true,
         };
         for t in self.types.values() {
-            let grains = t.grains.load(Ordering::Relaxed);
-            progress.grains += grains;
-            progress.caught_up += t.caught_up.load(Ordering::Relaxed).min(grains);
-            progress.complete &= t.is_complete();
+            let one = t.progress();
+            progress.grains += one.grains;
+            progress.caught_up += one.caught_up;
+            progress.complete &= one.complete;
         }
         progress
     }

@@ -221,14 +221,13 @@ pub(super) async fn get_replica(
             return catching_up(&api.catch_up, &format!("{grain_type}/{grain_key}"));
         }
         if let Some(progress) = api.plugins.reading_again(&grain_type) {
-            return retry_after(error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "catching_up",
+            return not_replicated_yet(
+                &format!("{grain_type}/{grain_key}"),
                 format!(
-                    "{grain_type}/{grain_key} is not replicated yet: the grain type's plugin was swapped or added, and {} of {} grains are read again",
+                    "the grain type's plugin was swapped or added, and {} of {} grains are read again",
                     progress.caught_up, progress.grains
                 ),
-            ));
+            );
         }
         return error(
             StatusCode::NOT_FOUND,
@@ -474,13 +473,21 @@ pub(super) fn breaker_json(breaker: &Breaker) -> serde_json::Value {
 /// initial catch-up is complete.
 fn catching_up(catch_up: &CatchUp, what: &str) -> Response {
     let progress = catch_up.progress();
+    not_replicated_yet(
+        what,
+        format!(
+            "the initial catch-up has read {} of {} grains",
+            progress.caught_up, progress.grains
+        ),
+    )
+}
+
+/// 503 `catching_up` with `Retry-After`: "`what` is not replicated yet: `why`".
+fn not_replicated_yet(what: &str, why: String) -> Response {
     retry_after(error(
         StatusCode::SERVICE_UNAVAILABLE,
         "catching_up",
-        format!(
-            "{what} is not replicated yet: the initial catch-up has read {} of {} grains",
-            progress.caught_up, progress.grains
-        ),
+        format!("{what} is not replicated yet: {why}"),
     ))
 }
 

@@ -42,6 +42,21 @@ pub struct InForce {
     pub redecode: Option<Arc<TypeCatchUp>>,
 }
 
+impl InForce {
+    /// `plugin`, loaded from `entry` of `config`, with a fresh breaker when
+    /// the entry configures one.
+    fn new(config: &Config, entry: &PluginEntry, plugin: Arc<LoadedPlugin>) -> Self {
+        Self {
+            plugin,
+            breaker: config
+                .plugin_breaker(entry)
+                .map(|b| Arc::new(Breaker::new(b))),
+            entry: entry.clone(),
+            redecode: None,
+        }
+    }
+}
+
 /// The plugins in force, by grain type; replaced whole on a reload.
 #[derive(Default)]
 pub struct LivePlugins {
@@ -59,14 +74,7 @@ impl LivePlugins {
                 let plugin = set.get(&entry.grain_type)?;
                 Some((
                     entry.grain_type.clone(),
-                    InForce {
-                        plugin: Arc::clone(plugin),
-                        breaker: config
-                            .plugin_breaker(entry)
-                            .map(|b| Arc::new(Breaker::new(b))),
-                        entry: entry.clone(),
-                        redecode: None,
-                    },
+                    InForce::new(config, entry, Arc::clone(plugin)),
                 ))
             })
             .collect();
@@ -264,14 +272,7 @@ impl PluginReloader {
         }
         for (index, plugin) in loaded {
             let entry = &config.plugins[index];
-            let mut swapped = InForce {
-                plugin: Arc::new(plugin),
-                breaker: config
-                    .plugin_breaker(entry)
-                    .map(|b| Arc::new(Breaker::new(b))),
-                entry: entry.clone(),
-                redecode: None,
-            };
+            let mut swapped = InForce::new(&config, entry, Arc::new(plugin));
             swapped.redecode = self
                 .control
                 .replace(&entry.grain_type, decoder(&swapped, &self.slots))
