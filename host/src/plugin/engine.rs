@@ -39,7 +39,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// The wasmtime version the host is built with (pinned in `host/Cargo.toml`;
 /// a unit test keeps the two equal). Part of every precompiled-cache key.
-pub const WASMTIME_VERSION: &str = "48.0.8";
+pub const WASMTIME_VERSION: &str = "48.0.10";
 
 /// How instances get their memory, tables and instance state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
