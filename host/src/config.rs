@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::consumer::{DEFAULT_WORKERS, Shard};
 use crate::plugin::PluginLimits;
 use crate::plugin::breaker::BreakerConfig;
+use crate::value::OutputLimits;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -33,6 +34,9 @@ pub struct Config {
     /// The precompiled-plugin cache.
     #[serde(default)]
     pub cache: CacheSection,
+    /// The host's own durable files.
+    #[serde(default)]
+    pub store: StoreSection,
     /// Access to the admin endpoints.
     #[serde(default)]
     pub admin: AdminSection,
@@ -165,6 +169,9 @@ pub struct LimitsSection {
     pub max_output_nodes: usize,
     /// Most bytes of one encoded state (plus 64 KiB: the most copied out of the guest at once).
     pub max_output_bytes: usize,
+    /// Most bytes of JSON one state may render as; by default four times
+    /// the plugin's `max_output_bytes`. A state over it is `bad_output`.
+    pub max_rendered_bytes: Option<u64>,
     /// Circuit breaker: after this many consecutive guest faults (traps,
     /// timeouts, out-of-memory, bad output) the plugin is paused; 0 is off.
     pub breaker_after_faults: u32,
@@ -180,6 +187,7 @@ impl Default for LimitsSection {
             max_memory_mib: (d.max_memory_bytes >> 20) as u64,
             max_output_nodes: d.output.max_nodes,
             max_output_bytes: d.output.max_bytes,
+            max_rendered_bytes: None,
             breaker_after_faults: 0,
             breaker_cooldown_ms: BreakerConfig::DEFAULT_COOLDOWN.as_millis() as u64,
         }
@@ -194,6 +202,25 @@ pub struct CacheSection {
     /// The cache directory (created `0700`; must be owned by the host's user
     /// and not writable by others).
     pub dir: Option<PathBuf>,
+}
+
+/// `[store]`: the host's own durable files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// The state directory, relative to the config file (default `state`):
+    /// the crash guard's files (which snapshot each decode runs, and the
+    /// snapshots quarantined for killing the host). Created `0700` at
+    /// startup; when it cannot be, the host runs without the guard and says so.
+    pub state_dir: PathBuf,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("state"),
+        }
+    }
 }
 
 /// `[[plugin]]`
@@ -214,6 +241,8 @@ pub struct PluginEntry {
     pub max_output_nodes: Option<usize>,
     /// Optional override of `[limits] max_output_bytes`.
     pub max_output_bytes: Option<usize>,
+    /// Optional override of `[limits] max_rendered_bytes`.
+    pub max_rendered_bytes: Option<u64>,
     /// Optional override of `[limits] breaker_after_faults`.
     pub breaker_after_faults: Option<u32>,
     /// Optional override of `[limits] breaker_cooldown_ms`.
@@ -386,6 +415,11 @@ impl Config {
         self.cache.dir.as_ref().map(|dir| self.base_dir.join(dir))
     }
 
+    /// The state directory, resolved against the config file.
+    pub fn state_dir(&self) -> PathBuf {
+        self.base_dir.join(&self.store.state_dir)
+    }
+
     /// A plugin entry's file, resolved against the config file.
     pub fn plugin_path(&self, entry: &PluginEntry) -> PathBuf {
         self.base_dir.join(&entry.path)
@@ -404,6 +438,10 @@ impl Config {
         limits.output.max_bytes = entry
             .max_output_bytes
             .unwrap_or(self.limits.max_output_bytes);
+        limits.output.max_rendered_bytes = entry
+            .max_rendered_bytes
+            .or(self.limits.max_rendered_bytes)
+            .unwrap_or_else(|| OutputLimits::default_rendered(limits.output.max_bytes));
         limits
     }
 

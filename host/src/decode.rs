@@ -59,6 +59,9 @@ pub enum CallErrorKind {
     BadOutput,
     /// The plugin is paused or the host could not run the call.
     Unavailable,
+    /// The host died twice in a row while decoding this snapshot with this
+    /// plugin; it is not decoded again until the plugin changes.
+    Quarantined,
 }
 
 impl CallErrorKind {
@@ -73,6 +76,7 @@ impl CallErrorKind {
             CallErrorKind::OutOfMemory => "out_of_memory",
             CallErrorKind::BadOutput => "bad_output",
             CallErrorKind::Unavailable => "unavailable",
+            CallErrorKind::Quarantined => "quarantined",
         }
     }
 

@@ -321,6 +321,7 @@ fn fuzz_buffers_through_the_validator_and_rendering() {
                 max_nodes: u.int_in_range(0..=64)?,
                 max_depth: u.int_in_range(0..=12)?,
                 max_bytes: u.int_in_range(0..=256)?,
+                max_rendered_bytes: u.int_in_range(0..=2048)?,
             }
         };
         if let Ok(state) = State::validate(&buf, &limits) {
@@ -329,6 +330,12 @@ fn fuzz_buffers_through_the_validator_and_rendering() {
                 .unwrap_or_else(|e| panic!("a validated state does not render: {e}: {buf:?}"));
             serde_json::from_str::<serde_json::Value>(&json)
                 .unwrap_or_else(|e| panic!("invalid JSON {json}: {e}"));
+            assert!(
+                json.len() as u64 <= limits.max_rendered_bytes,
+                "{} bytes of JSON passed a rendered limit of {}: {buf:?}",
+                json.len(),
+                limits.max_rendered_bytes
+            );
             assert_eq!(state.to_value().to_json().ok(), Some(json), "{buf:?}");
         }
         Ok(())

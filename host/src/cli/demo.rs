@@ -1,5 +1,6 @@
 //! `replica-host demo`.
 
+use super::fail;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -13,23 +14,23 @@ use replica_host::shutdown::Shutdown;
 pub(super) fn run(dir: PathBuf, listen: String, plugins_dir: PathBuf) -> ExitCode {
     let config_path = match demo_lib::prepare(&plugins_dir, &dir, &listen) {
         Ok(path) => path,
-        Err(e) => return fail(&format!("{e:#}")),
+        Err(e) => return fail(1, &format!("{e:#}")),
     };
     let config = match Config::load(&config_path) {
         Ok(c) => c,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(1, &e),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+        Err(e) => return fail(1, &format!("cannot start the async runtime: {e}")),
     };
     runtime.block_on(async move {
         let log = match replication_log::create(&config.log_url()).await {
             Ok(log) => log,
-            Err(e) => return fail(&e.to_string()),
+            Err(e) => return fail(1, &e.to_string()),
         };
         let stopping = Shutdown::new();
         let producer = tokio::spawn(run_producer(
@@ -57,12 +58,7 @@ pub(super) fn run(dir: PathBuf, listen: String, plugins_dir: PathBuf) -> ExitCod
                 eprintln!("demo stopped; the producer wrote {written} entries");
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(&e.to_string()),
+            Err(e) => fail(1, &e.to_string()),
         }
     })
-}
-
-fn fail(line: &str) -> ExitCode {
-    eprintln!("error: {}", line.replace('\n', " "));
-    ExitCode::FAILURE
 }

@@ -1,5 +1,6 @@
 //! `replica-host log ...`: one-off work on the replication log itself.
 
+use super::fail;
 use std::process::ExitCode;
 
 use clap::Subcommand;
@@ -64,9 +65,4 @@ fn enable_change_feed(url: &str, dry_run: bool) -> ExitCode {
         Err(e @ LogError::Config { .. }) => fail(2, &e.to_string()),
         Err(e) => fail(1, &e.to_string()),
     }
-}
-
-fn fail(code: u8, line: &str) -> ExitCode {
-    eprintln!("error: {}", line.replace('\n', " "));
-    ExitCode::from(code)
 }

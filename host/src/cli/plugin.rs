@@ -1,5 +1,6 @@
 //! `replica-host plugin build | inspect | new | test | decode`.
 
+use super::fail;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -37,7 +38,7 @@ pub(super) fn run(cmd: PluginCommand) -> ExitCode {
                 println!("{}", path.display());
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(EXIT_DECODE_FAILED, &format!("error: {e:#}")),
+            Err(e) => fail(EXIT_DECODE_FAILED, &format!("{e:#}")),
         },
         PluginCommand::Inspect { file } => match load(&file) {
             Ok(plugin) => {
@@ -94,10 +95,7 @@ pub(super) fn run(cmd: PluginCommand) -> ExitCode {
             let bytes = match std::fs::read(&payload) {
                 Ok(bytes) => bytes,
                 Err(e) => {
-                    return fail(
-                        EXIT_DECODE_FAILED,
-                        &format!("error: {}: {e}", payload.display()),
-                    );
+                    return fail(EXIT_DECODE_FAILED, &format!("{}: {e}", payload.display()));
                 }
             };
             let now = std::time::SystemTime::now()
@@ -127,7 +125,7 @@ pub(super) fn run(cmd: PluginCommand) -> ExitCode {
                     println!("{json}");
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(EXIT_DECODE_FAILED, &format!("error: {e}")),
+                Err(e) => fail(EXIT_DECODE_FAILED, &format!("{e}")),
             }
         }
     }
@@ -169,7 +167,7 @@ fn new(
             }
             ExitCode::SUCCESS
         }
-        Err(e) => fail(EXIT_DECODE_FAILED, &format!("error: {e:#}")),
+        Err(e) => fail(EXIT_DECODE_FAILED, &format!("{e:#}")),
     }
 }
 
@@ -180,7 +178,7 @@ fn test_fixtures(file: &Path, fixtures_dir: &Path) -> ExitCode {
     };
     let results = match golden::run(&plugin, fixtures_dir) {
         Ok(results) => results,
-        Err(e) => return fail(EXIT_CANNOT_TEST, &format!("error: {e:#}")),
+        Err(e) => return fail(EXIT_CANNOT_TEST, &format!("{e:#}")),
     };
     for line in results.iter().flat_map(|r| r.lines()) {
         println!("{line}");
@@ -221,10 +219,7 @@ fn test_against_log(
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            return fail(
-                EXIT_CANNOT_TEST,
-                &format!("error: cannot start a runtime: {e}"),
-            );
+            return fail(EXIT_CANNOT_TEST, &format!("cannot start a runtime: {e}"));
         }
     };
     let d = candidate.description();
@@ -240,7 +235,7 @@ fn test_against_log(
     });
     let report = match report {
         Ok(report) => report,
-        Err(e) => return fail(EXIT_CANNOT_TEST, &format!("error: {shown_url}: {e}")),
+        Err(e) => return fail(EXIT_CANNOT_TEST, &format!("{shown_url}: {e}")),
     };
     for line in report.lines(candidate.name()) {
         println!("{line}");
@@ -249,7 +244,7 @@ fn test_against_log(
         return fail(
             EXIT_TEST_FAILED,
             &format!(
-                "error: no grain of type {grain_type} has a FullState in {shown_url}: nothing was checked"
+                "no grain of type {grain_type} has a FullState in {shown_url}: nothing was checked"
             ),
         );
     }
@@ -264,14 +259,9 @@ fn load(file: &Path) -> Result<LoadedPlugin, ExitCode> {
     let engine = PluginEngine::new().map_err(|e| {
         fail(
             EXIT_BAD_PLUGIN,
-            &format!("error: cannot start the Wasm engine: {e:#}"),
+            &format!("cannot start the Wasm engine: {e:#}"),
         )
     })?;
     LoadedPlugin::load(&engine, file, PluginLimits::default())
-        .map_err(|e| fail(EXIT_BAD_PLUGIN, &format!("error: invalid plugin {e}")))
-}
-
-fn fail(code: u8, line: &str) -> ExitCode {
-    eprintln!("{}", line.replace('\n', " "));
-    ExitCode::from(code)
+        .map_err(|e| fail(EXIT_BAD_PLUGIN, &format!("invalid plugin {e}")))
 }

@@ -1,5 +1,6 @@
 //! `replica-host run --config FILE`.
 
+use super::fail;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -34,11 +35,6 @@ pub(super) fn run(config_path: &Path) -> ExitCode {
         Err(e) if e.is_invalid_config() => fail(EXIT_INVALID, &e.to_string()),
         Err(e) => fail(EXIT_UNAVAILABLE, &e.to_string()),
     }
-}
-
-fn fail(code: u8, line: &str) -> ExitCode {
-    eprintln!("error: {}", line.replace('\n', " "));
-    ExitCode::from(code)
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use crate::decode::CallErrorKind;
 
 /// Every [`CallErrorKind`], in the order [`GrainTypeStats::decode_failures`] lists them.
-pub const CALL_ERROR_KINDS: [CallErrorKind; 8] = [
+pub const CALL_ERROR_KINDS: [CallErrorKind; 9] = [
     CallErrorKind::MalformedPayload,
     CallErrorKind::UnsupportedSchemaVersion,
     CallErrorKind::Rejected,
@@ -16,6 +16,7 @@ pub const CALL_ERROR_KINDS: [CallErrorKind; 8] = [
     CallErrorKind::OutOfMemory,
     CallErrorKind::BadOutput,
     CallErrorKind::Unavailable,
+    CallErrorKind::Quarantined,
 ];
 
 fn kind_index(kind: CallErrorKind) -> usize {
@@ -28,6 +29,7 @@ fn kind_index(kind: CallErrorKind) -> usize {
         CallErrorKind::OutOfMemory => 5,
         CallErrorKind::BadOutput => 6,
         CallErrorKind::Unavailable => 7,
+        CallErrorKind::Quarantined => 8,
     }
 }
 

@@ -382,6 +382,7 @@ pub(super) async fn list_keys(
         (status = 403, description = "The token has no `read` scope", body = openapi::ErrorDoc),
     ))]
 pub(super) async fn plugins(State(api): State<ApiState>) -> Response {
+    let quarantined = api.plugins.quarantined();
     let list: Vec<_> = api
         .plugins
         .current()
@@ -413,9 +414,11 @@ pub(super) async fn plugins(State(api): State<ApiState>) -> Response {
                     "max_memory_bytes": p.limits().max_memory_bytes,
                     "max_output_nodes": p.limits().output.max_nodes,
                     "max_output_bytes": p.limits().output.max_bytes,
+                    "max_rendered_bytes": p.limits().output.max_rendered_bytes,
                     "max_output_depth": p.limits().output.max_depth,
                 },
                 "breaker": in_force.breaker.as_deref().map(breaker_json),
+                "quarantined_snapshots": quarantined.get(grain_type).copied().unwrap_or(0),
             })
         })
         .collect();
@@ -545,7 +548,11 @@ pub(super) async fn readyz(State(api): State<ApiState>) -> Response {
 pub(super) async fn metrics(State(api): State<ApiState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        api.metrics.render(&api.store, &api.plugins.current()),
+        api.metrics.render(
+            &api.store,
+            &api.plugins.current(),
+            api.plugins.quarantined(),
+        ),
     )
         .into_response()
 }

@@ -51,7 +51,13 @@ impl MetricsExporter {
     }
 
     /// Publishes the current counters and renders everything.
-    pub fn render(&self, store: &ReplicaStore, plugins: &BTreeMap<String, InForce>) -> String {
+    /// `quarantined`: snapshots quarantined by the crash guard, by grain type.
+    pub fn render(
+        &self,
+        store: &ReplicaStore,
+        plugins: &BTreeMap<String, InForce>,
+        quarantined: BTreeMap<String, usize>,
+    ) -> String {
         let snapshot = self.consumer.snapshot();
         for (grain_type, s) in &snapshot.grain_types {
             let gt = grain_type.clone();
@@ -94,6 +100,10 @@ impl MetricsExporter {
                 .absolute(plugin.stats().calls());
             metrics::counter!("replica_plugin_failures_total", "grain_type" => grain_type.clone())
                 .absolute(plugin.stats().failures());
+        }
+        for (grain_type, n) in quarantined {
+            metrics::gauge!("replica_quarantined_snapshots", "grain_type" => grain_type)
+                .set(n as f64);
         }
         let now = Instant::now();
         for (grain_type, breaker) in plugins

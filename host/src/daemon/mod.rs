@@ -46,11 +46,13 @@ use self::tls::{TlsFiles, TlsListener};
 use crate::config::Config;
 use crate::consumer::{ConsumerConfig, ConsumerMetrics, Replicator};
 use crate::log_limiter;
+use crate::plugin::crash_guard::CrashGuard;
 use crate::plugin::{DecodeSlots, PluginEngine};
 use crate::plugin_set::{PluginSet, PluginSetError};
 use crate::replication_log::{self, LogError};
 use crate::shutdown::Shutdown;
 use crate::store::ReplicaStore;
+use crate::text;
 
 /// Why the daemon did not start; each is one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -172,8 +174,12 @@ pub async fn run(
 
     let store = Arc::new(ReplicaStore::with_change_capacity(config.http.watch_buffer));
     let consumer_metrics = Arc::new(ConsumerMetrics::default());
-    let slots = DecodeSlots::per_core();
-    let live = Arc::new(LivePlugins::new(&config, &plugins));
+    let crash_guard = open_crash_guard(&config, &plugins);
+    let slots = match &crash_guard {
+        Some(guard) => DecodeSlots::per_core().with_crash_guard(Arc::clone(guard)),
+        None => DecodeSlots::per_core(),
+    };
+    let live = Arc::new(LivePlugins::new(&config, &plugins).with_crash_guard(crash_guard.clone()));
     let decoders = live.decoders(&slots);
     log_limiter::global().set_interval(Duration::from_millis(
         config.consumer.log_summary_interval_ms.max(1),
@@ -280,6 +286,42 @@ pub async fn run(
     let _ = sighup.await;
     log_limiter::flush_all();
     drop(log);
+    if let Some(guard) = crash_guard {
+        guard.close();
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the crash guard in the state directory and reports what the
+/// previous run left: snapshots it died decoding, and those quarantined
+/// now. A directory that cannot be used leaves the guard off, with a warning.
+fn open_crash_guard(config: &Config, plugins: &PluginSet) -> Option<Arc<CrashGuard>> {
+    let dir = config.state_dir();
+    let shas: Vec<&str> = plugins.iter().map(|(_, p)| p.sha256()).collect();
+    let (guard, recovery) = match CrashGuard::open(&dir, &shas) {
+        Ok(opened) => opened,
+        Err(e) => {
+            tracing::warn!(error = %e, "crash guard off: a snapshot that kills the host will not be quarantined");
+            return None;
+        }
+    };
+    for r in &recovery.in_flight {
+        tracing::warn!(
+            grain_type = %text::escape(&r.grain_type),
+            grain_key = %text::escape(&r.grain_key),
+            sequence = r.sequence,
+            unclean_exits_in_a_row = r.crashes,
+            "the previous run died while decoding this snapshot"
+        );
+    }
+    for r in &recovery.newly_quarantined {
+        tracing::error!(
+            grain_type = %text::escape(&r.grain_type),
+            grain_key = %text::escape(&r.grain_key),
+            sequence = r.sequence,
+            "snapshot quarantined: the host died twice in a row while decoding it; the grain keeps its last good state until a newer snapshot or another plugin build"
+        );
+    }
+    Some(Arc::new(guard))
 }

@@ -166,10 +166,12 @@ fn render(api: &ApiState, query: &PageQuery) -> String {
     // Plugins.
     html.push_str(
         "<h2>Plugins</h2><table id=\"plugins\"><tr><th>grain type</th><th>schema</th>\
-         <th>sha256</th><th>calls</th><th>failures</th><th>breaker</th></tr>",
+         <th>sha256</th><th>calls</th><th>failures</th><th>breaker</th>\
+         <th title=\"snapshots the host died twice decoding\">quarantined</th></tr>",
     );
     let now = Instant::now();
     let plugins = api.plugins.current();
+    let quarantined = api.plugins.quarantined();
     for (grain_type, in_force) in plugins.iter() {
         let plugin = &in_force.plugin;
         let d = plugin.description();
@@ -180,13 +182,20 @@ fn render(api: &ApiState, query: &PageQuery) -> String {
         let _ = write!(
             html,
             "<tr><td>{}</td><td>{} v{}</td><td><code title=\"{sha}\">{short}…</code></td>\
-             <td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td>\
+             <td class=\"n{q}\">{quarantined}</td></tr>",
             esc(grain_type),
             esc(&d.schema_name),
             esc(&d.schema_version),
             plugin.stats().calls(),
             plugin.stats().failures(),
             esc(&breaker),
+            quarantined = quarantined.get(grain_type).copied().unwrap_or(0),
+            q = if quarantined.get(grain_type).copied().unwrap_or(0) > 0 {
+                " failing"
+            } else {
+                ""
+            },
             sha = esc(plugin.sha256()),
             short = esc(&plugin.sha256()[..plugin.sha256().len().min(12)]),
         );

@@ -25,6 +25,7 @@ use crate::config::{Config, PluginEntry};
 use crate::consumer::{CatchUpProgress, ReplicatorControl, TypeCatchUp};
 use crate::decode::SnapshotDecoder;
 use crate::plugin::breaker::Breaker;
+use crate::plugin::crash_guard::CrashGuard;
 use crate::plugin::{DecodeSlots, LoadedPlugin, PluginDecoder, PluginEngine};
 use crate::plugin_set::{self, PluginSet, PluginSetError};
 use crate::store::ReplicaStore;
@@ -62,6 +63,8 @@ impl InForce {
 pub struct LivePlugins {
     /// The current generation.
     current: RwLock<Arc<BTreeMap<String, InForce>>>,
+    /// The crash guard, whose quarantine is shown per grain type.
+    crash_guard: Option<Arc<CrashGuard>>,
 }
 
 impl LivePlugins {
@@ -80,6 +83,26 @@ impl LivePlugins {
             .collect();
         Self {
             current: RwLock::new(Arc::new(plugins)),
+            crash_guard: None,
+        }
+    }
+
+    /// Shows `guard`'s quarantine with the plugins.
+    pub fn with_crash_guard(mut self, guard: Option<Arc<CrashGuard>>) -> Self {
+        self.crash_guard = guard;
+        self
+    }
+
+    /// How many snapshots of each grain type in force are quarantined under
+    /// its current plugin (every type, zero without a crash guard).
+    pub fn quarantined(&self) -> BTreeMap<String, usize> {
+        let current = self.current();
+        match &self.crash_guard {
+            Some(guard) => guard
+                .quarantined_counts(current.iter().map(|(t, p)| (t.as_str(), p.plugin.sha256())))
+                .into_iter()
+                .collect(),
+            None => current.keys().map(|t| (t.clone(), 0)).collect(),
         }
     }
 

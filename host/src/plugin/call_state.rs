@@ -98,7 +98,7 @@ impl logging::Host for CallState {
         if self.log_lines > MAX_LOG_LINES {
             return;
         }
-        let message = super::text::escape(&message);
+        let message = crate::text::escape(&message);
         let (plugin, grain_type, grain_key, sequence) = (
             &*self.plugin,
             &self.grain_type,

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::crash_guard::CrashGuard;
+
 /// A fixed number of call slots, shared by every [`PluginDecoder`](super::PluginDecoder)
 /// given a clone.
 #[derive(Debug, Clone)]
@@ -21,6 +23,9 @@ pub struct DecodeSlots {
     semaphore: Arc<Semaphore>,
     /// How many slots there are: what [`DecodeSlots::drain`] takes back.
     capacity: u32,
+    /// Records which snapshot each call runs, so a snapshot that kills the
+    /// host is quarantined after two unclean exits in a row (the daemon's).
+    crash_guard: Option<Arc<CrashGuard>>,
 }
 
 impl DecodeSlots {
@@ -30,7 +35,19 @@ impl DecodeSlots {
         Self {
             semaphore: Arc::new(Semaphore::new(capacity as usize)),
             capacity,
+            crash_guard: None,
         }
+    }
+
+    /// Guards every call through these slots with `guard`.
+    pub fn with_crash_guard(mut self, guard: Arc<CrashGuard>) -> Self {
+        self.crash_guard = Some(guard);
+        self
+    }
+
+    /// The crash guard, when the slots have one.
+    pub fn crash_guard(&self) -> Option<&Arc<CrashGuard>> {
+        self.crash_guard.as_ref()
     }
 
     /// One slot per core: decoding is CPU-bound, so more would only queue

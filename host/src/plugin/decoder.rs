@@ -7,6 +7,10 @@
 //! calls fail fast with [`CallErrorKind::Unavailable`] until one trial call
 //! after the cool-down behaves. A payload larger than the plugin's memory
 //! limit is refused before any guest code runs.
+//!
+//! With a [`CrashGuard`] on the slots, each call records its snapshot while
+//! it runs; a snapshot quarantined for killing the host fails at once with
+//! [`CallErrorKind::Quarantined`], and one suspected of it runs alone.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +18,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::breaker::{Admission, Breaker, Transition};
+use super::crash_guard::{CrashGuard, SnapshotId, Verdict};
 use super::decode_slots::DecodeSlots;
 use super::{LoadedPlugin, SnapshotRef};
 use crate::decode::{CallError, CallErrorKind};
@@ -116,6 +121,16 @@ impl SnapshotDecoder for PluginDecoder {
             message,
         };
         let unavailable = |message: String| fail(CallErrorKind::Unavailable, message);
+        let crash_guard = self.slots.crash_guard().cloned();
+        if let Some(guard) = &crash_guard {
+            let id = self.snapshot_id(entry);
+            if guard.verdict(&id) == Verdict::Quarantined {
+                return Err(fail(
+                    CallErrorKind::Quarantined,
+                    "the host died twice while decoding this snapshot; it is decoded again only when the grain type's plugin changes".into(),
+                ));
+            }
+        }
         // The payload is copied into the guest's memory: one larger than the
         // memory limit can never decode, so no guest code runs for it.
         let max_memory = self.plugin.limits().max_memory_bytes;
@@ -155,6 +170,15 @@ impl SnapshotDecoder for PluginDecoder {
         let started = Instant::now();
         let result = tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            let _in_flight = crash_guard.as_deref().map(|guard| {
+                let id = SnapshotId::new(
+                    plugin.sha256(),
+                    &entry_owned.grain_type,
+                    &entry_owned.grain_key,
+                    entry_owned.sequence,
+                );
+                InFlightCall::start(guard, id)
+            });
             plugin.decode(SnapshotRef {
                 grain_type: &entry_owned.grain_type,
                 grain_key: &entry_owned.grain_key,
@@ -180,5 +204,48 @@ impl SnapshotDecoder for PluginDecoder {
 
     fn decoded_by(&self) -> Option<Arc<DecodedBy>> {
         Some(Arc::clone(&self.decoded_by))
+    }
+}
+
+impl PluginDecoder {
+    /// `entry`'s identity for the crash guard.
+    fn snapshot_id<'a>(&self, entry: &'a LogEntry) -> SnapshotId<'a> {
+        SnapshotId::new(
+            self.plugin.sha256(),
+            &entry.grain_type,
+            &entry.grain_key,
+            entry.sequence,
+        )
+    }
+}
+
+/// A guarded call on the blocking pool: its slot is written before the
+/// guest runs and cleared after; a suspect runs alone and, having not
+/// killed the host, is acquitted.
+struct InFlightCall<'g, 'a> {
+    guard: &'g CrashGuard,
+    id: SnapshotId<'a>,
+    suspect: bool,
+    _slot: super::crash_guard::InFlight<'g>,
+}
+
+impl<'g, 'a> InFlightCall<'g, 'a> {
+    fn start(guard: &'g CrashGuard, id: SnapshotId<'a>) -> Self {
+        let verdict = guard.verdict(&id);
+        let slot = guard.enter(&id, &verdict);
+        Self {
+            guard,
+            suspect: verdict == Verdict::Suspect,
+            id,
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for InFlightCall<'_, '_> {
+    fn drop(&mut self) {
+        if self.suspect {
+            self.guard.acquit(&self.id);
+        }
     }
 }

@@ -156,6 +156,9 @@ impl PluginEngine {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        // Exactly the proposals plugins need; everything else is refused at
+        // compile time (see `features`).
+        super::features::apply(&mut config);
         // Every guest runs in a fresh instance; copy-on-write memory images
         // keep instantiation cheap.
         config.memory_init_cow(true);

@@ -39,6 +39,12 @@ pub enum PluginError {
     /// A WebAssembly header of a version or layer we do not know.
     #[error("unknown WebAssembly version/layer {0:02x?}")]
     UnknownLayer([u8; 4]),
+    /// It uses a WebAssembly proposal plugins may not use.
+    #[error(
+        "uses the WebAssembly proposal `{}`, which plugins may not use ({}); build it for wasm32-unknown-unknown without extra target features",
+        .0.name, .0.reason
+    )]
+    RefusedProposal(&'static super::features::RefusedProposal),
     /// wasmtime refused to compile it (or to load its precompiled code).
     #[error("not a valid component: {}", one_line(.0))]
     Invalid(#[source] wasmtime::Error),
@@ -90,9 +96,10 @@ fn contract_advice(found: &str) -> &'static str {
     }
 }
 
-/// An error and its causes on one line.
+/// An error and its causes (and, for a call, the guest's backtrace, which
+/// names guest functions) on one line, escaped: a plugin controls the text.
 pub(crate) fn one_line(err: &wasmtime::Error) -> String {
-    format!("{err:#}").replace('\n', " ")
+    crate::text::escape(&format!("{err:#}"))
 }
 
 #[cfg(test)]

@@ -25,10 +25,10 @@ use super::call_state::CallState;
 use super::checks::{check_component, check_header};
 use super::engine::{PluginEngine, deadline_ticks};
 use super::error::{LoadError, PluginError, one_line};
-use super::text::escape;
 use crate::contract::types::{self, ErrorKind};
 use crate::contract::{Plugin as PluginWorld, PluginPre};
 use crate::decode::{CallError, CallErrorKind};
+use crate::text::escape;
 use crate::value::State;
 
 #[cfg(feature = "tools")]
@@ -172,7 +172,10 @@ impl LoadedPlugin {
             Some(cache) => cache.load_or_compile(engine, bytes, &sha256),
             None => Component::new(&engine.engine, bytes).map(|c| (c, CacheOutcome::Uncached)),
         }
-        .map_err(PluginError::Invalid)?;
+        .map_err(|e| match super::features::refused_proposal(bytes) {
+            Some(proposal) => PluginError::RefusedProposal(proposal),
+            None => PluginError::Invalid(e),
+        })?;
         let compile_time = started.elapsed();
         let imports = check_component(&engine.engine, &component)?;
         let instance_pre = engine

@@ -6,13 +6,14 @@ pub mod build;
 pub mod cache;
 mod call_state;
 mod checks;
+pub mod crash_guard;
 pub mod decode_slots;
 pub mod decoder;
 pub mod engine;
 pub mod error;
+pub mod features;
 pub mod limits;
 pub mod loaded;
-mod text;
 
 pub use crate::decode::{CallError, CallErrorKind};
 pub use cache::{CacheDirError, CacheOutcome, ComponentCache};

@@ -11,12 +11,27 @@ pub struct OutputLimits {
     /// Most bytes of the encoded state. Also the most the engine copies out
     /// of the plugin in one transfer (wasmtime's hostcall fuel).
     pub max_bytes: usize,
+    /// Most bytes of JSON the state may render as (an upper bound computed
+    /// when it is validated). Guards against amplification: names are
+    /// interned, so a small state can refer to a long name millions of
+    /// times and render as gigabytes on every read.
+    pub max_rendered_bytes: u64,
 }
 
 impl OutputLimits {
     /// The deepest nesting any limit allows: rendering walks the value
     /// recursively, so this bounds the host's stack use.
     pub const DEPTH_CAP: usize = 512;
+
+    /// [`OutputLimits::max_rendered_bytes`] when not configured: this many
+    /// times `max_bytes`. An honest state renders at most a few times its
+    /// encoded size (strings of control characters six times).
+    pub const RENDERED_PER_ENCODED: u64 = 4;
+
+    /// The default rendered-size limit for `max_bytes` of encoded state.
+    pub fn default_rendered(max_bytes: usize) -> u64 {
+        (max_bytes as u64).saturating_mul(Self::RENDERED_PER_ENCODED)
+    }
 
     /// `max_depth`, capped at [`OutputLimits::DEPTH_CAP`].
     pub fn depth(&self) -> usize {
@@ -30,6 +45,7 @@ impl Default for OutputLimits {
             max_nodes: 1_000_000,
             max_depth: 128,
             max_bytes: 32 << 20,
+            max_rendered_bytes: Self::default_rendered(32 << 20),
         }
     }
 }

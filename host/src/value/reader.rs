@@ -34,8 +34,8 @@ pub(crate) fn small_int(t: u8) -> Option<Result<u64, i64>> {
 pub(crate) enum NameRef<'a> {
     /// The struct ends here.
     End,
-    /// A name, new or seen before.
-    Name(&'a str),
+    /// A name, new or seen before, and its index in the buffer's names.
+    Name(&'a str, usize),
 }
 
 impl<'a> Reader<'a> {
@@ -111,11 +111,11 @@ impl<'a> Reader<'a> {
             NEW_NAME => {
                 let name = self.str()?;
                 names.push(name);
-                Some(NameRef::Name(name))
+                Some(NameRef::Name(name, names.len() - 1))
             }
             n => {
                 let index = usize::try_from(n - NAME_INDEX_BASE).ok()?;
-                names.get(index).copied().map(NameRef::Name)
+                names.get(index).map(|name| NameRef::Name(name, index))
             }
         }
     }

@@ -223,6 +223,7 @@ fn enforces_size_nodes_and_depth() {
         max_nodes: 3,
         max_depth: 2,
         max_bytes: 16,
+        max_rendered_bytes: u64::MAX,
     };
     let ok = to_bytes(&vec![1u8, 2]).unwrap();
     assert!(State::validate(&ok, &limits).is_ok());
@@ -249,6 +250,7 @@ fn a_million_levels_of_nesting_is_refused_without_recursion() {
         max_depth: usize::MAX,
         max_nodes: usize::MAX,
         max_bytes: usize::MAX,
+        max_rendered_bytes: u64::MAX,
     };
     assert_eq!(
         State::validate(&bytes, &limits),
@@ -310,4 +312,73 @@ fn reads_back_into_the_rust_type() {
     // A state of another shape is an error, not a panic.
     let err = state(&5u8).deserialize::<Account>().unwrap_err();
     assert!(err.to_string().contains("invalid type"), "{err}");
+}
+
+/// A sequence of `refs` unit variants all named by one `name_len`-byte name:
+/// defined once, then referred to by a two-byte name reference each time.
+fn amplified(name_len: usize, refs: usize) -> Vec<u8> {
+    use replica_guest::encoding::{NAME_INDEX_BASE, NEW_NAME, tag};
+    let mut buf = vec![replica_guest::encoding::VERSION, tag::SEQ];
+    buf.push(tag::UNIT_VARIANT);
+    buf.push(NEW_NAME as u8);
+    let mut len = name_len;
+    while len >= 0x80 {
+        buf.push((len as u8) | 0x80);
+        len >>= 7;
+    }
+    buf.push(len as u8);
+    buf.extend(std::iter::repeat_n(b'n', name_len));
+    for _ in 1..refs {
+        buf.extend([tag::UNIT_VARIANT, NAME_INDEX_BASE as u8]);
+    }
+    buf.push(tag::END);
+    buf
+}
+
+#[test]
+fn a_small_state_that_would_render_huge_is_refused() {
+    // ~1 MiB encoded, ~1 GiB rendered: 1,000 bytes of name, 350,000 times.
+    let buf = amplified(1000, 350_000);
+    assert!(buf.len() < 1 << 20, "{}", buf.len());
+    let limits = OutputLimits::default();
+    assert_eq!(
+        State::validate(&buf, &limits),
+        Err(StateError::RendersTooLarge {
+            limit: limits.max_rendered_bytes
+        })
+    );
+    // The same shape, small enough, validates and renders within the bound.
+    let small = amplified(10, 100);
+    let limits = OutputLimits {
+        max_rendered_bytes: 1_400,
+        ..OutputLimits::default()
+    };
+    let json = State::validate(&small, &limits).unwrap().to_json().unwrap();
+    assert_eq!(json.len(), 2 + 100 * 12 + 99);
+    assert!(json.len() as u64 <= limits.max_rendered_bytes);
+    let tighter = OutputLimits {
+        max_rendered_bytes: 1_000,
+        ..limits
+    };
+    assert!(matches!(
+        State::validate(&small, &tighter),
+        Err(StateError::RendersTooLarge { limit: 1_000 })
+    ));
+}
+
+#[test]
+fn the_rendered_bound_counts_json_escapes() {
+    // 1,000 control characters render as 6,000 bytes (`\u0001`) plus quotes.
+    let text = "\u{1}".repeat(1000);
+    let buf = replica_guest::encoding::to_bytes(&text).unwrap();
+    let at = |limit| OutputLimits {
+        max_rendered_bytes: limit,
+        ..OutputLimits::default()
+    };
+    assert!(State::validate(&buf, &at(5_000)).is_err());
+    let json = State::validate(&buf, &at(6_010))
+        .unwrap()
+        .to_json()
+        .unwrap();
+    assert_eq!(json.len(), 6_002);
 }

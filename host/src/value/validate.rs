@@ -1,7 +1,17 @@
 //! One pass over an encoded state that decides whether the host keeps it:
 //! well-formed (`guest-sdk/ENCODING.md`), within [`OutputLimits`], and
-//! renderable as JSON (map keys JSON can hold). Works without recursion, so
-//! no input can overflow the host's stack.
+//! renderable as JSON (map keys JSON can hold) within
+//! [`OutputLimits::max_rendered_bytes`]. Works without recursion, so no
+//! input can overflow the host's stack.
+//!
+//! # Why the rendered size is bounded here
+//! The encoding interns field and variant names: a name written once can be
+//! referred to by a two-byte reference any number of times. A 1 MiB state
+//! can therefore render as gigabytes of JSON, and every read of it would
+//! allocate them. The pass adds up an upper bound of the JSON size as it
+//! goes (each name's escaped length is computed once, when it is defined)
+//! and refuses the state as soon as the bound passes the limit, so nothing
+//! stored can render larger than the limit.
 
 use replica_guest::encoding::{VERSION, tag};
 
@@ -50,6 +60,14 @@ pub enum StateError {
     /// Nested too deeply.
     #[error("the state is nested more than {0} levels deep")]
     TooDeep(usize),
+    /// Would render as more JSON than the limit.
+    #[error(
+        "the state would render as more than {limit} bytes of JSON (it refers to long names or strings many times)"
+    )]
+    RendersTooLarge {
+        /// The limit.
+        limit: u64,
+    },
     /// A map key JSON cannot hold.
     #[error(
         "map key at byte {at} is {what}; JSON object keys must be strings, numbers, booleans or unit variants"
@@ -94,6 +112,7 @@ pub(crate) fn validate(buf: &[u8], limits: &OutputLimits) -> Result<(), StateErr
     }
     let max_depth = limits.depth();
     let mut names: Vec<&str> = Vec::new();
+    let mut rendered = RenderedSize::new(limits.max_rendered_bytes);
     let mut stack: Vec<Frame> = Vec::new();
     let mut nodes = 0usize;
     let malformed = |what, at| StateError::Malformed { what, at };
@@ -109,7 +128,11 @@ pub(crate) fn validate(buf: &[u8], limits: &OutputLimits) -> Result<(), StateErr
                     }
                     continue;
                 }
-                NameRef::Name(_) => {}
+                NameRef::Name(name, index) => {
+                    // `"name":` (the field's `,` is counted with its value).
+                    let name = rendered.name(name, index);
+                    rendered.add(1 + name)?;
+                }
             },
             Some(Frame::Seq) | Some(Frame::Map { key: true }) if r.peek() == Some(tag::END) => {
                 r.u8();
@@ -136,12 +159,21 @@ pub(crate) fn validate(buf: &[u8], limits: &OutputLimits) -> Result<(), StateErr
         let at = r.position();
         let t = r.u8().ok_or(malformed("value", at))?;
         let bad_key = |what| StateError::BadKey { what, at };
+        // The value's separator (`,` or `:`), and a key's quotes.
+        rendered.add(if in_key { 3 } else { 1 })?;
         let scalar = match t {
             tag::UNIT if in_key => return Err(bad_key("unit")),
-            tag::UNIT | tag::FALSE | tag::TRUE => true,
-            t if small_int(t).is_some() => true,
+            tag::UNIT | tag::FALSE | tag::TRUE => {
+                rendered.add(5)?;
+                true
+            }
+            t if small_int(t).is_some() => {
+                rendered.add(4)?;
+                true
+            }
             tag::SIGNED | tag::UNSIGNED => {
                 r.varint().ok_or(malformed("integer", at))?;
+                rendered.add(20)?;
                 true
             }
             tag::F32 => {
@@ -149,6 +181,7 @@ pub(crate) fn validate(buf: &[u8], limits: &OutputLimits) -> Result<(), StateErr
                 if in_key && !v.is_finite() {
                     return Err(bad_key("a non-finite float"));
                 }
+                rendered.add(FLOAT_CHARS)?;
                 true
             }
             tag::F64 => {
@@ -156,19 +189,26 @@ pub(crate) fn validate(buf: &[u8], limits: &OutputLimits) -> Result<(), StateErr
                 if in_key && !v.is_finite() {
                     return Err(bad_key("a non-finite float"));
                 }
+                rendered.add(FLOAT_CHARS)?;
                 true
             }
             tag::STRING => {
-                r.str().ok_or(malformed("string", at))?;
+                let s = r.str().ok_or(malformed("string", at))?;
+                rendered.add(2 + json_escaped_len(s))?;
                 true
             }
             tag::BYTES if in_key => return Err(bad_key("bytes")),
             tag::BYTES => {
-                r.bytes().ok_or(malformed("bytes", at))?;
+                let bytes = r.bytes().ok_or(malformed("bytes", at))?;
+                // `[255,255]`: at most three digits and a comma a byte.
+                rendered.add(2 + 4 * bytes.len() as u64)?;
                 true
             }
             tag::NONE if in_key => return Err(bad_key("None")),
-            tag::NONE => true,
+            tag::NONE => {
+                rendered.add(4)?;
+                true
+            }
             tag::SOME => {
                 stack.push(Frame::One { key: in_key });
                 false
@@ -181,20 +221,27 @@ pub(crate) fn validate(buf: &[u8], limits: &OutputLimits) -> Result<(), StateErr
                 }));
             }
             tag::SEQ => {
+                rendered.add(2)?;
                 stack.push(Frame::Seq);
                 false
             }
             tag::STRUCT => {
+                rendered.add(2)?;
                 stack.push(Frame::Struct);
                 false
             }
             tag::MAP => {
+                rendered.add(2)?;
                 stack.push(Frame::Map { key: true });
                 false
             }
             tag::UNIT_VARIANT | tag::VARIANT => {
                 match r.name(&mut names) {
-                    Some(NameRef::Name(_)) => {}
+                    // `"name"`, or `{"name":` … `}`.
+                    Some(NameRef::Name(name, index)) => {
+                        let name = rendered.name(name, index);
+                        rendered.add(name + if t == tag::VARIANT { 3 } else { 0 })?
+                    }
                     _ => return Err(malformed("variant name", at)),
                 }
                 if t == tag::VARIANT {
@@ -218,6 +265,66 @@ pub(crate) fn validate(buf: &[u8], limits: &OutputLimits) -> Result<(), StateErr
     } else {
         Err(StateError::TrailingBytes(buf.len() - r.position()))
     }
+}
+
+/// The longest text serde_json writes for a float (`-1.7976931348623157e308`
+/// is 23 characters).
+const FLOAT_CHARS: u64 = 24;
+
+/// An upper bound of the compact JSON a state renders as, added up value by
+/// value and checked against the limit at every step.
+struct RenderedSize {
+    /// The bound so far.
+    total: u64,
+    /// The most it may reach.
+    limit: u64,
+    /// The escaped length of each name, by its index in the buffer's names,
+    /// so a name referred to many times is measured once.
+    names: Vec<u64>,
+}
+
+impl RenderedSize {
+    fn new(limit: u64) -> Self {
+        Self {
+            total: 0,
+            limit,
+            names: Vec::new(),
+        }
+    }
+
+    /// Adds `bytes`; refuses the state once the bound passes the limit.
+    fn add(&mut self, bytes: u64) -> Result<(), StateError> {
+        self.total = self.total.saturating_add(bytes);
+        if self.total > self.limit {
+            Err(StateError::RendersTooLarge { limit: self.limit })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The quoted, escaped length of the name at `index` (measured when
+    /// first seen: names are defined in index order).
+    fn name(&mut self, name: &str, index: usize) -> u64 {
+        if index == self.names.len() {
+            self.names.push(2 + json_escaped_len(name));
+        }
+        self.names[index]
+    }
+}
+
+/// How many bytes serde_json writes for `s` between its quotes: `"` and
+/// `\\` and the short escapes take two, other control characters six
+/// (`\u00XX`), everything else one per byte.
+fn json_escaped_len(s: &str) -> u64 {
+    let extra: u64 = s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | 0x08 | 0x0C | b'\n' | b'\r' | b'\t' => 1,
+            0..0x20 => 5,
+            _ => 0,
+        })
+        .sum();
+    s.len() as u64 + extra
 }
 
 /// A value just ended: closes the single-value frames it completes and

@@ -1,7 +1,10 @@
-//! Text that comes from a plugin (log lines, error messages, what it says
-//! about itself) made safe to write into the host's logs and API answers:
+//! Text the host did not write (a plugin's log lines, error messages,
+//! symbol names in a backtrace, what it says about itself) made safe to
+//! write into the host's logs, API answers, operator page and CLI output:
 //! one line, no control characters, no bidirectional or invisible
-//! formatting characters, bounded length.
+//! formatting characters, no line or paragraph separators, bounded length.
+//! [`escape`] is the one function that does it, applied where such text
+//! enters the host.
 
 /// Longest plugin text kept, in bytes; longer text is cut and ends in `…`.
 pub(crate) const MAX_TEXT_BYTES: usize = 2048;
@@ -22,8 +25,9 @@ fn is_unsafe(c: char) -> bool {
 }
 
 /// Escapes what [`is_unsafe`] flags (`\n`, `\t`, `\r` as such, the rest as
-/// `\u{…}`) and cuts the result to [`MAX_TEXT_BYTES`].
-pub(crate) fn escape(text: &str) -> String {
+/// `\u{…}`; a backslash stays as it is) and cuts the result to
+/// [`MAX_TEXT_BYTES`].
+pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(MAX_TEXT_BYTES + 4));
     for c in text.chars() {
         if out.len() >= MAX_TEXT_BYTES {
