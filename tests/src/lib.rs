@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod http;
 pub mod log_writer;
 pub mod sse;
+pub mod wat_plugin;
 pub use replica_host::demo::orlando;
 /// A real PostgreSQL server for tests, each test in a schema of its own.
 #[path = "../../host/tests/common/pg.rs"]

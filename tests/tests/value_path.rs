@@ -183,3 +183,205 @@ fn aliases_under_the_default_limits_end_at_the_time_limit() {
         started.elapsed()
     );
 }
+
+/// The process's peak resident set (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib * 1024
+}
+
+/// The bound this test states for the host's peak RSS while it refuses a
+/// state that would render as a gigabyte: far below the gigabyte, above
+/// the host's own footprint and one plugin instance's memory.
+const AMPLIFICATION_RSS_BOUND: u64 = 256 << 20;
+
+#[test]
+fn a_small_state_that_would_render_a_gigabyte_is_refused_and_memory_stays_bounded() {
+    // 2,000 bytes of name referred to 540,000 times: about 1 MiB encoded,
+    // about 1.08 GB of JSON.
+    let key = "amplify:2000:540000";
+    let err = raw_plugin(PluginLimits::default())
+        .decode(snap(key))
+        .unwrap_err();
+    assert_eq!(err.kind, CallErrorKind::BadOutput, "{err}");
+    assert!(
+        err.message
+            .contains("would render as more than 134217728 bytes of JSON"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = raw_daemon(dir.path(), &[], &[key, "count:2"]);
+    let r = d.wait_for_replica("Raw", key, WAIT, is_failing);
+    assert!(
+        r["status_detail"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("bad_output: returned a state the host refuses: the state would render"),
+        "{r}"
+    );
+    assert_eq!(r["state"], serde_json::Value::Null);
+    d.wait_for_replica("Raw", "count:2", WAIT, |r| r["status"] == "ok");
+    for _ in 0..5 {
+        assert_eq!(d.replica("Raw", key).status, 200);
+    }
+    let peak = peak_rss(d.pid());
+    println!(
+        "host peak RSS after refusing the amplified state: {} MiB",
+        peak >> 20
+    );
+    assert!(
+        peak < AMPLIFICATION_RSS_BOUND,
+        "peak RSS {} MiB, bound {} MiB",
+        peak >> 20,
+        AMPLIFICATION_RSS_BOUND >> 20
+    );
+
+    // `plugin decode` refuses it the same way, in one line.
+    let payload = dir.path().join("payload");
+    std::fs::write(&payload, b"").unwrap();
+    let wasm = plugin("raw-output-plugin");
+    let (code, stdout, stderr) = replica_e2e::run_host(
+        &[
+            "plugin",
+            "decode",
+            wasm.to_str().unwrap(),
+            "--payload",
+            payload.to_str().unwrap(),
+            "--grain-key",
+            key,
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.is_empty());
+    assert!(stderr.contains("would render as more than"), "{stderr}");
+}
+
+/// Characters that forge or hide text, as a plugin author can put them in
+/// a function's symbol name and in what `describe` says.
+const NASTY: &str = "\r\u{1b}[31m\u{202E}\u{2028}\0";
+
+/// Whether `text` carries any of [`NASTY`] raw (a newline is a line end).
+fn has_nasty(text: &str) -> bool {
+    text.chars()
+        .any(|c| (c.is_control() && c != '\n') || ('\u{2028}'..='\u{202E}').contains(&c))
+}
+
+/// A WAT plugin whose `decode` calls a function named with [`NASTY`], which
+/// logs bytes that are not UTF-8: the host fails the call, and the error's
+/// wasm backtrace names the function. Its schema name carries [`NASTY`] too.
+fn nasty_plugin() -> replica_e2e::wat_plugin::WatPlugin {
+    let name: String = NASTY
+        .chars()
+        .map(|c| match c {
+            '\r' => "\\0d".to_string(),
+            '\u{1b}' => "\\1b".to_string(),
+            '\0' => "\\00".to_string(),
+            c if c.is_ascii() => c.to_string(),
+            c => format!("\\u{{{:x}}}", c as u32),
+        })
+        .collect();
+    replica_e2e::wat_plugin::WatPlugin {
+        grain_type: Some("Nasty".into()),
+        schema_name: Some(format!("schema{NASTY}forged")),
+        imports: r#"(import "replica:plugin/logging@2.0.0" "log" (func $log (param i32 i32 i32)))"#
+            .into(),
+        decls: format!(
+            r#"(func $"evil{name}"
+                 (i32.store (i32.const 8) (i32.const 0xfffefdfc))
+                 (call $log (i32.const 3) (i32.const 8) (i32.const 4)))"#
+        ),
+        in_decode: format!(r#"(call $"evil{name}")"#),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn guest_symbol_names_and_describe_text_are_escaped_in_every_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("nasty.wasm");
+    nasty_plugin().write(&wasm);
+    let wasm = wasm.to_str().unwrap();
+
+    // The library: the call fails, its message names the function escaped.
+    let engine = PluginEngine::new().unwrap();
+    let p = LoadedPlugin::load(&engine, Path::new(wasm), PluginLimits::default()).unwrap();
+    assert_eq!(
+        p.description().schema_name,
+        r"schema\r\u{001b}[31m\u{202e}\u{2028}\u{0000}forged"
+    );
+    let err = p
+        .decode(SnapshotRef {
+            grain_type: "Nasty",
+            ..snap("k")
+        })
+        .unwrap_err();
+    assert!(!has_nasty(&err.to_string()), "{err:?}");
+    assert!(
+        err.message
+            .contains(r"evil\r\u{001b}[31m\u{202e}\u{2028}\u{0000}"),
+        "the backtrace names the function, escaped: {err}"
+    );
+
+    // The CLI: inspect's describe fields, decode's error line.
+    let (code, stdout, stderr) = replica_e2e::run_host(&["plugin", "inspect", wasm], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!has_nasty(&stdout), "{stdout:?}");
+    assert!(stdout.contains(r"schema\r\u{001b}"), "{stdout}");
+    let payload = dir.path().join("payload");
+    std::fs::write(&payload, b"x").unwrap();
+    let (code, _, stderr) = replica_e2e::run_host(
+        &[
+            "plugin",
+            "decode",
+            wasm,
+            "--payload",
+            payload.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(!has_nasty(&stderr), "{stderr:?}");
+    assert!(stderr.contains(r"evil\r\u{001b}"), "{stderr}");
+
+    // The daemon, in both log formats: the log, the failing reason, the
+    // plugin list and the operator page.
+    for format in ["human", "json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("replication.db").display());
+        std::fs::copy(wasm, dir.path().join("nasty.wasm")).unwrap();
+        LogWriter::open(&url).full("Nasty", "k", 1, b"x".to_vec());
+        let config = daemon::config(
+            &url,
+            "[[plugin]]\ngrain_type = \"Nasty\"\npath = \"nasty.wasm\"\n",
+        );
+        let d = Daemon::start_with_args(dir.path(), &config, &["--log-format", format]);
+        let r = d.wait_for_replica("Nasty", "k", WAIT, is_failing);
+        let reason = r["status_detail"]["reason"].as_str().unwrap();
+        assert!(reason.contains(r"evil\r\u{001b}[31m\u{202e}"), "{reason}");
+        assert!(!has_nasty(reason), "{reason:?}");
+        let plugins = d.get("/v1/plugins").body;
+        assert!(!has_nasty(&plugins), "{plugins:?}");
+        let page = d.get("/").body;
+        assert!(!has_nasty(&page), "operator page: {page:?}");
+        assert!(
+            page.contains(r"schema\r\u{001b}"),
+            "operator page names the schema escaped"
+        );
+        d.wait_for_log(&["evil"], WAIT);
+        for line in d.stderr() {
+            assert!(!has_nasty(&line), "{format}: {line:?}");
+            if format == "json" {
+                serde_json::from_str::<serde_json::Value>(&line)
+                    .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
+            }
+        }
+    }
+}

@@ -42,20 +42,21 @@ pub const ALLOWED: &[(&str, WasmFeatures)] = &[
     ("component-model", WasmFeatures::COMPONENT_MODEL),
 ];
 
-/// Every proposal the engine refuses, most specific first (GC before
-/// function references, which it builds on), each with its reason.
+/// Every proposal the engine refuses, each with its reason; a proposal
+/// comes before those that build on it (function references before GC), so
+/// [`refused_proposal`] names the smallest one a plugin needs.
 pub const REFUSED: &[RefusedProposal] = &[
+    RefusedProposal {
+        name: "function-references",
+        flags: WasmFeatures::FUNCTION_REFERENCES.union(WasmFeatures::GC_TYPES),
+        reason: "typed function references, the ground GC's type checks stand on; no SDK plugin emits it",
+    },
     RefusedProposal {
         name: "gc",
         flags: WasmFeatures::GC
             .union(WasmFeatures::GC_TYPES)
             .union(WasmFeatures::FUNCTION_REFERENCES),
         reason: "a second heap and its runtime (GHSA-rc4p-x33f-vpr2 was here); no SDK plugin emits it",
-    },
-    RefusedProposal {
-        name: "function-references",
-        flags: WasmFeatures::FUNCTION_REFERENCES.union(WasmFeatures::GC_TYPES),
-        reason: "typed function references, the ground GC's type checks stand on; no SDK plugin emits it",
     },
     RefusedProposal {
         name: "exception-handling",

@@ -10,6 +10,8 @@
 //! - `huge:MIB`: returns a real buffer of MIB mebibytes and one byte;
 //! - `lie`: returns a buffer whose declared length runs past memory;
 //! - `alias:N`: logs one 16 MiB string N times (aliases of one buffer).
+//! - `amplify:LEN:N`: a list of N unit variants that all refer to one
+//!   interned LEN-byte name: small encoded, huge as JSON.
 
 wit_bindgen::generate!({
     path: "../../../guest-sdk/wit",
@@ -91,6 +93,27 @@ impl Guest for RawOutput {
                     log(Level::Info, &big);
                 }
                 Ok(counter(times as i64))
+            }
+            "amplify" => {
+                let (len, times) = arg.split_once(':').ok_or_else(|| rejected("bad amplify"))?;
+                let len: usize = len.parse().map_err(|_| rejected("bad length"))?;
+                let times: usize = times.parse().map_err(|_| rejected("bad count"))?;
+                // Version, a sequence, a unit variant defining the name
+                // (new-name 1, its varint length, its bytes), then N - 1
+                // references to name index 0 (2), and the sequence's end.
+                let mut out = vec![1u8, 0x0B, 0x0E, 1];
+                let mut n = len;
+                while n >= 0x80 {
+                    out.push((n as u8) | 0x80);
+                    n >>= 7;
+                }
+                out.push(n as u8);
+                out.extend(std::iter::repeat_n(b'n', len));
+                for _ in 1..times {
+                    out.extend([0x0E, 2]);
+                }
+                out.push(0xFF);
+                Ok(out)
             }
             _ => Err(rejected("unknown mode")),
         }
