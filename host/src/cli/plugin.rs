@@ -125,7 +125,7 @@ pub(super) fn run(cmd: PluginCommand) -> ExitCode {
                     println!("{json}");
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(EXIT_DECODE_FAILED, &format!("{e}")),
+                Err(e) => fail(EXIT_DECODE_FAILED, &e.to_string()),
             }
         }
     }

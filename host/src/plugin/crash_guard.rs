@@ -628,14 +628,14 @@ mod tests {
     fn release_lock(dir: &Path) {
         let lock = dir.join("lock");
         for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-            if std::fs::read_link(entry.path()).ok().as_deref() == Some(lock.as_path()) {
-                if let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() {
-                    // SAFETY: unlocking (and closing) an fd of this process
-                    // that a forgotten guard leaked; nothing else uses it.
-                    unsafe {
-                        libc::flock(fd, libc::LOCK_UN);
-                        libc::close(fd);
-                    }
+            if std::fs::read_link(entry.path()).ok().as_deref() == Some(lock.as_path())
+                && let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>()
+            {
+                // SAFETY: unlocking (and closing) an fd of this process
+                // that a forgotten guard leaked; nothing else uses it.
+                unsafe {
+                    libc::flock(fd, libc::LOCK_UN);
+                    libc::close(fd);
                 }
             }
         }
