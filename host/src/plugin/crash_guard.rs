@@ -567,11 +567,13 @@ mod tests {
             vec![("Counter".to_string(), 1), ("Other".to_string(), 0)]
         );
         guard.close();
+        drop(guard);
 
         // It stays quarantined across clean restarts, until the plugin changes.
         let (guard, _) = CrashGuard::open(dir.path(), &[PLUGIN]).unwrap();
         assert_eq!(guard.verdict(&poison), Verdict::Quarantined);
         guard.close();
+        drop(guard);
         let (guard, _) = CrashGuard::open(dir.path(), &[other_plugin.as_str()]).unwrap();
         assert!(guard.quarantined().is_empty());
     }
@@ -586,6 +588,7 @@ mod tests {
         let (guard, _) = CrashGuard::open(dir.path(), &[PLUGIN]).unwrap();
         assert_eq!(guard.verdict(&id), Verdict::Suspect);
         guard.close();
+        drop(guard);
         die_while_decoding(dir.path(), std::slice::from_ref(&id));
         release_lock(dir.path());
         let (guard, recovery) = CrashGuard::open(dir.path(), &[PLUGIN]).unwrap();

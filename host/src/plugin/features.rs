@@ -175,7 +175,7 @@ mod tests {
         let rest = WasmFeatures::all() & !covered;
         for (name, _) in rest.iter_names() {
             assert!(
-                name.starts_with("CM_")
+                name.starts_with("CM")
                     || ["MEMORY_CONTROL", "CUSTOM_DESCRIPTORS", "COMPACT_IMPORTS"].contains(&name),
                 "{name} is neither allowed nor refused with a reason"
             );
