@@ -31,7 +31,7 @@
 //!
 //! Build it with `replica-host plugin build`. The SDK takes care of the
 //! bindings, the encoding of your state for the host (the replica value
-//! encoding, [`encoding`], specified in `guest-sdk/ENCODING.md`), errors,
+//! encoding, [`encoding`], the `replica-encoding` crate), errors,
 //! logging and the panic hook. Your decode runs natively too, so a plain
 //! `cargo test` can exercise it (see [`decode_to_state`]).
 //!
@@ -45,7 +45,7 @@
 pub mod arena;
 #[doc(hidden)]
 pub mod bindings;
-pub mod encoding;
+pub use replica_encoding as encoding;
 mod error;
 pub mod formats;
 pub mod log;
@@ -202,3 +202,8 @@ macro_rules! export_plugin {
         $crate::bindings::__export_plugin_world!(__ReplicaGuestExport with_types_in $crate::bindings);
     };
 }
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

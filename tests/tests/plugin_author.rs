@@ -27,6 +27,8 @@ fn v2(count: i64, by: Option<&str>) -> Vec<u8> {
 fn a_new_plugin_builds_as_it_is_and_passes_its_own_fixtures() {
     let dir = tempfile::tempdir().unwrap();
     let krate = dir.path().join("cart");
+    // With the network refused: the scaffold and its build need none.
+    let offline = ("CARGO_NET_OFFLINE", "true");
     let (code, stdout, stderr) = run_host(
         &[
             "plugin",
@@ -35,7 +37,7 @@ fn a_new_plugin_builds_as_it_is_and_passes_its_own_fixtures() {
             "--grain-type",
             "ShoppingCart",
         ],
-        &[],
+        &[offline],
     );
     assert_eq!(code, 0, "{stderr}");
     for file in [
@@ -43,6 +45,7 @@ fn a_new_plugin_builds_as_it_is_and_passes_its_own_fixtures() {
         "src/lib.rs",
         ".gitignore",
         "fixtures/example.payload",
+        "Cargo.lock",
     ] {
         assert!(
             stdout.contains(&krate.join(file).display().to_string()),
@@ -62,6 +65,45 @@ fn a_new_plugin_builds_as_it_is_and_passes_its_own_fixtures() {
         "{manifest}"
     );
     assert!(manifest.contains("\n[workspace]\n"), "{manifest}");
+    // The lock keeps our workspace's versions of what the crate shares with it.
+    let ours = std::fs::read_to_string(replica_e2e::workspace().join("Cargo.lock")).unwrap();
+    let theirs = std::fs::read_to_string(krate.join("Cargo.lock")).unwrap();
+    let version = |lock: &str, name: &str| {
+        lock.split("[[package]]")
+            .find(|p| p.contains(&format!("\nname = \"{name}\"\n")))
+            .and_then(|p| {
+                p.lines()
+                    .find(|l| l.starts_with("version = "))
+                    .map(str::to_owned)
+            })
+    };
+    for name in ["serde", "bincode", "wit-bindgen", "serde_json"] {
+        assert!(
+            version(&theirs, name).is_some(),
+            "{name} missing:\n{theirs}"
+        );
+        assert_eq!(version(&theirs, name), version(&ours, name), "{name}");
+    }
+    assert!(
+        !theirs.contains("name = \"replica-host\""),
+        "pruned to the crate's own graph"
+    );
+
+    // --sdk-git floats without a revision: refused.
+    let (code, _, stderr) = run_host(
+        &[
+            "plugin",
+            "new",
+            dir.path().join("git").to_str().unwrap(),
+            "--grain-type",
+            "X",
+            "--sdk-git",
+            "https://example.com/r.git",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--rev"), "{stderr}");
 
     // A non-empty folder and a bad grain type are refused in one line.
     let (code, _, stderr) = run_host(
@@ -99,8 +141,8 @@ fn a_new_plugin_builds_as_it_is_and_passes_its_own_fixtures() {
     let target = target_dir().join("grain-author");
     let target = target.to_str().unwrap();
     let (code, stdout, stderr) = run_host(
-        &["plugin", "build", krate.to_str().unwrap()],
-        &[("CARGO_TARGET_DIR", target)],
+        &["plugin", "build", "--offline", krate.to_str().unwrap()],
+        &[("CARGO_TARGET_DIR", target), offline],
     );
     assert_eq!(code, 0, "build failed:\n{stderr}");
     let wasm = stdout.lines().last().unwrap().to_owned();
@@ -466,4 +508,135 @@ fn dry_run_against_a_postgres_log() {
             .unwrap()
     });
     assert_eq!(rows, 9);
+}
+
+#[test]
+fn a_failing_grain_becomes_a_fixture_the_fixed_plugin_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log.db");
+    let url = format!("sqlite://{}", db.display());
+    let log = LogWriter::open(&url);
+    // In production, Counter runs the version 1 plugin; the primary now
+    // writes version 2 states, which it fails to decode.
+    log.full("Counter", "user/42", 1, v1(1));
+    log.full("Counter", "user/42", 2, v2(5, Some("ops")));
+    let old = plugin("counter-plugin");
+    let fixed = plugin("counter-v2-plugin");
+    let fixtures = dir.path().join("fixtures");
+    let old_str = old.to_str().unwrap();
+    let fixed_str = fixed.to_str().unwrap();
+    let fixtures_str = fixtures.to_str().unwrap();
+
+    // Captured with the plugin in force: the failure itself.
+    let (code, stdout, stderr) = run_host(
+        &[
+            "plugin",
+            "fixture",
+            "--log",
+            &url,
+            "--grain",
+            "Counter/user/42",
+            "--plugin",
+            old_str,
+            "--out",
+            fixtures_str,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("case user_42_at_2 (sequence 2): malformed_payload"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(fixtures.join("user_42_at_2.payload")).unwrap(),
+        v2(5, Some("ops"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(fixtures.join("user_42_at_2.error")).unwrap(),
+        "malformed_payload\n"
+    );
+    // An older sequence, with a name of our own, from the fixed plugin.
+    let (code, stdout, stderr) = run_host(
+        &[
+            "plugin",
+            "fixture",
+            "--log",
+            &url,
+            "--grain",
+            "Counter/user/42",
+            "--sequence",
+            "1",
+            "--plugin",
+            fixed_str,
+            "--out",
+            fixtures_str,
+            "--name",
+            "old-layout",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("case old-layout (sequence 1): decodes"),
+        "{stdout}"
+    );
+
+    // The author states what the fixed plugin must produce, as a test.
+    std::fs::remove_file(fixtures.join("user_42_at_2.error")).unwrap();
+    write(
+        &fixtures,
+        "user_42_at_2.json",
+        r#"{"count": 5, "updated_by": "ops"}"#,
+    );
+    let (code, stdout, _) = run_host(&["plugin", "test", old_str, fixtures_str], &[]);
+    assert_eq!(code, 1, "the old plugin fails the case: {stdout}");
+    assert!(
+        stdout.contains("FAIL user_42_at_2: expected a state, got malformed_payload"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = run_host(&["plugin", "test", fixed_str, fixtures_str], &[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        "ok old-layout\nok user_42_at_2\n2 cases: 2 passed, 0 failed\n"
+    );
+
+    // One payload from standard input.
+    let mut child = std::process::Command::new(replica_e2e::host_bin())
+        .args(["plugin", "test", fixed_str, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&v2(9, None)).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"count\":9,\"updated_by\":null}\n"
+    );
+
+    // No such snapshot: exit 1, one line.
+    let (code, _, stderr) = run_host(
+        &[
+            "plugin",
+            "fixture",
+            "--log",
+            &url,
+            "--grain",
+            "Counter/nobody",
+            "--plugin",
+            old_str,
+            "--out",
+            fixtures_str,
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("Counter/nobody: the log holds no FullState of this grain"),
+        "{stderr}"
+    );
 }

@@ -1,9 +1,12 @@
-//! Tools for grain authors, behind `replica-host plugin new | test`: write a
-//! plugin crate ([`scaffold`]), run golden fixtures through a built plugin
-//! ([`golden`]), and try a candidate plugin against a real log, read-only
-//! ([`dry_run`]). [`json_diff`] shows where two states differ.
+//! Tools for grain authors, behind `replica-host plugin new | test |
+//! fixture`: write a plugin crate ([`scaffold`]), run golden fixtures
+//! through a built plugin ([`golden`]), turn a snapshot of the live log
+//! into a golden case ([`fixture`]), and try a candidate plugin against a
+//! real log, read-only ([`dry_run`]). [`json_diff`] shows where two states
+//! differ.
 
 pub mod dry_run;
+pub mod fixture;
 pub mod golden;
 pub mod json_diff;
 pub mod scaffold;

@@ -2,7 +2,9 @@
 //! a state type stub, a native unit test, golden fixtures and a
 //! `.gitignore`. The crate is a workspace of its own, so it builds from any
 //! folder, and depends on the guest SDK by path (a checkout of this
-//! repository) or by git URL.
+//! repository) or by git URL at a pinned revision. Its `Cargo.lock` is
+//! resolved from this workspace's, so it builds with the versions we test
+//! (and offline, where those are in cargo's cache).
 
 use std::path::{Path, PathBuf};
 
@@ -14,8 +16,14 @@ use serde::Serialize;
 pub enum SdkSource {
     /// A `guest-sdk` folder on this machine (absolute).
     Path(PathBuf),
-    /// A git repository holding this workspace (cargo finds the crate in it).
-    Git(String),
+    /// A git repository holding this workspace (cargo finds the crate in
+    /// it), at a revision, so later builds do not float.
+    Git {
+        /// The repository's URL.
+        url: String,
+        /// The commit (or tag) to build against.
+        rev: String,
+    },
 }
 
 impl SdkSource {
@@ -30,7 +38,11 @@ impl SdkSource {
                 "replica-guest = {{ path = {} }}",
                 toml_string(&path.display().to_string())
             ),
-            SdkSource::Git(url) => format!("replica-guest = {{ git = {} }}", toml_string(url)),
+            SdkSource::Git { url, rev } => format!(
+                "replica-guest = {{ git = {}, rev = {} }}",
+                toml_string(url),
+                toml_string(rev)
+            ),
         }
     }
 }
@@ -79,6 +91,9 @@ pub struct NewPlugin {
     pub format: PayloadFormat,
     /// Where `replica-guest` comes from.
     pub sdk: SdkSource,
+    /// A `Cargo.lock` (this workspace's) whose versions the crate's own
+    /// lock keeps; `None` writes no lock.
+    pub lock_like: Option<PathBuf>,
 }
 
 /// The longest grain type name accepted.
@@ -166,7 +181,51 @@ pub fn write(dir: &Path, plugin: &NewPlugin) -> anyhow::Result<Vec<PathBuf>> {
         let full = dir.join(path);
         std::fs::write(&full, bytes).with_context(|| format!("{}", full.display()))?;
     }
-    Ok(files.into_iter().map(|(p, _)| p).collect())
+    let mut written: Vec<PathBuf> = files.into_iter().map(|(p, _)| p).collect();
+    if let Some(seed) = &plugin.lock_like {
+        lock(dir, seed)?;
+        written.push("Cargo.lock".into());
+    }
+    Ok(written)
+}
+
+/// Writes `dir/Cargo.lock` resolved like `seed`: the seed is copied in and
+/// cargo prunes it to the crate's dependencies, keeping every version it
+/// holds (and adding only what it lacks). Offline first, so a machine with
+/// those versions in its cache needs no network.
+fn lock(dir: &Path, seed: &Path) -> anyhow::Result<()> {
+    let target = dir.join("Cargo.lock");
+    std::fs::copy(seed, &target)
+        .with_context(|| format!("{}: cannot copy {}", target.display(), seed.display()))?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let resolve = |offline: bool| {
+        let mut cmd = std::process::Command::new(&cargo);
+        cmd.args(["metadata", "--format-version", "1", "--manifest-path"])
+            .arg(dir.join("Cargo.toml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if offline {
+            cmd.arg("--offline");
+        }
+        cmd.output()
+    };
+    let mut out = resolve(true).context("cannot run cargo")?;
+    if !out.status.success() {
+        out = resolve(false).context("cannot run cargo")?;
+    }
+    if !out.status.success() {
+        let _ = std::fs::remove_file(&target);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let reason = stderr
+            .lines()
+            .find(|l| l.starts_with("error"))
+            .unwrap_or("cargo metadata failed");
+        bail!(
+            "{}: cannot resolve the crate's dependencies for its Cargo.lock: {reason}",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Every file of the crate with its contents.
@@ -357,7 +416,11 @@ mod tests {
         let plugin = NewPlugin {
             grain_type: "Cart".into(),
             format: PayloadFormat::Json,
-            sdk: SdkSource::Git("https://example.com/r.git".into()),
+            sdk: SdkSource::Git {
+                url: "https://example.com/r.git".into(),
+                rev: "0123abc".into(),
+            },
+            lock_like: None,
         };
         let err = write(dir.path(), &plugin).unwrap_err().to_string();
         assert!(err.contains("is not empty"), "{err}");
@@ -368,7 +431,9 @@ mod tests {
         let toml = std::fs::read_to_string(empty.path().join("Cargo.toml")).unwrap();
         assert!(toml.contains("name = \"cart-plugin\""), "{toml}");
         assert!(
-            toml.contains("replica-guest = { git = \"https://example.com/r.git\" }"),
+            toml.contains(
+                "replica-guest = { git = \"https://example.com/r.git\", rev = \"0123abc\" }"
+            ),
             "{toml}"
         );
         let payload = std::fs::read(empty.path().join("fixtures/example.payload")).unwrap();

@@ -4,7 +4,7 @@
 //!
 //! - **native** (baseline): bincode / serde_json into the state type of
 //!   `demo/orlando.rs`, then the guest SDK's encoder
-//!   (`replica_guest::encoding`, `Serialize` → the replica value encoding)
+//!   (`replica_encoding`, `Serialize` → the replica value encoding)
 //!   into the shared buffer the store keeps (`Arc<[u8]>`). No validation:
 //!   a native value needs none. Checked to render the same JSON as the
 //!   plugin's state before timing.
@@ -82,8 +82,7 @@ struct Case {
 /// Encodes a natively decoded state into what the store keeps.
 fn stored<T: serde::Serialize>(state: &T, payload: &[u8]) -> Arc<[u8]> {
     let capacity = payload.len() + payload.len() / 4 + 32;
-    let bytes =
-        replica_guest::encoding::to_bytes_with_capacity(state, capacity).expect("encodable");
+    let bytes = replica_encoding::to_bytes_with_capacity(state, capacity).expect("encodable");
     Arc::from(bytes)
 }
 
@@ -91,10 +90,8 @@ fn stored<T: serde::Serialize>(state: &T, payload: &[u8]) -> Arc<[u8]> {
 /// alone against two copies of it in a list, where the second copy refers
 /// to the names the first one wrote.
 fn once_per_buffer<T: serde::Serialize>(state: &T) -> usize {
-    let one = replica_guest::encoding::to_bytes(state)
-        .expect("encodable")
-        .len();
-    let two = replica_guest::encoding::to_bytes(&[state, state])
+    let one = replica_encoding::to_bytes(state).expect("encodable").len();
+    let two = replica_encoding::to_bytes(&[state, state])
         .expect("encodable")
         .len();
     // two = version + seq tag + first copy + second copy + end.

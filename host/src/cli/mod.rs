@@ -68,6 +68,11 @@ enum PluginCommand {
         /// The plugin crate's directory.
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Build without the network (cargo's `--offline`): every dependency
+        /// must be in cargo's cache, as it is for a scaffold whose lock
+        /// follows this workspace's.
+        #[arg(long)]
+        offline: bool,
     },
     /// Show what a plugin file is: grain type, schema, contract, imports, size, sha256.
     Inspect {
@@ -79,7 +84,9 @@ enum PluginCommand {
     #[command(
         after_help = "The crate depends on the replica-guest SDK by path: by default \
 the guest-sdk folder of the checkout this binary was built from, if it is still there; \
---sdk or --sdk-git choose another. The crate is a workspace of its own and builds from any folder."
+--sdk or --sdk-git (with --rev) choose another. The crate is a workspace of its own and builds from any \
+folder; its Cargo.lock is resolved from the lock of the checkout this binary was built from, so it builds \
+with the versions replica-host is tested with (offline, where cargo has them cached)."
     )]
     New {
         /// The folder to write the crate into.
@@ -94,8 +101,11 @@ the guest-sdk folder of the checkout this binary was built from, if it is still 
         #[arg(long, conflicts_with = "sdk_git")]
         sdk: Option<PathBuf>,
         /// A git URL of this repository, to depend on the SDK by git instead of by path.
-        #[arg(long)]
+        #[arg(long, requires = "rev")]
         sdk_git: Option<String>,
+        /// The commit or tag of --sdk-git to build against (required with it).
+        #[arg(long, requires = "sdk_git")]
+        rev: Option<String>,
     },
     /// Run golden tests through a plugin; with --log, try it against a real
     /// replication log instead (read-only dry run).
@@ -119,7 +129,8 @@ the log cannot be used."
     Test {
         /// The plugin component.
         file: PathBuf,
-        /// The golden fixtures folder.
+        /// The golden fixtures folder, or `-` to decode one payload read
+        /// from standard input and print its state (or error).
         #[arg(default_value = "fixtures", conflicts_with = "log")]
         fixtures_dir: PathBuf,
         /// Dry run against this replication log: sqlite://PATH or postgres://...
@@ -134,6 +145,35 @@ the log cannot be used."
         /// Another plugin (e.g. the one running now) to compare states with.
         #[arg(long, requires = "log")]
         compare: Option<PathBuf>,
+    },
+    /// Turn a snapshot of the live log into a golden case for `plugin test`:
+    /// NAME.payload, and NAME.json or NAME.error as PLUGIN decodes it.
+    #[command(
+        after_help = "The log is opened read-only. Without --sequence, the grain's newest FullState is \
+taken. The case is decoded as `plugin test` decodes it (grain key NAME, sequence 1), so the files \
+written are what PLUGIN does today: capture a failing snapshot with the plugin in force, then edit \
+NAME.error into the NAME.json the fixed plugin must produce. Exit status: 0 when written, 1 when \
+the log holds no such FullState, 2 when the log, the plugin or the folder cannot be used."
+    )]
+    Fixture {
+        /// The replication log: sqlite://PATH or postgres://...
+        #[arg(long)]
+        log: String,
+        /// The grain, as TYPE/KEY (the first `/` separates them).
+        #[arg(long)]
+        grain: String,
+        /// The snapshot's sequence (default: the grain's newest FullState).
+        #[arg(long)]
+        sequence: Option<u64>,
+        /// The plugin component that decodes it.
+        #[arg(long)]
+        plugin: PathBuf,
+        /// The fixtures folder to write into (created when missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// The case's name (default: the key and the sequence).
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Decode one payload with a plugin and print the typed state as one line of JSON.
     Decode {

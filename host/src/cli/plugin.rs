@@ -1,13 +1,13 @@
-//! `replica-host plugin build | inspect | new | test | decode`.
+//! `replica-host plugin build | inspect | new | test | fixture | decode`.
 
 use super::fail;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use replica_host::authoring::scaffold::{self, NewPlugin, PayloadFormat, SdkSource};
-use replica_host::authoring::{dry_run, golden};
+use replica_host::authoring::{dry_run, fixture, golden};
 use replica_host::contract::{CONTRACT_PACKAGE, CONTRACT_VERSION};
-use replica_host::plugin::build::build_plugin;
+use replica_host::plugin::build::build_plugin_with_env;
 use replica_host::plugin::{LoadedPlugin, PluginEngine, PluginLimits, SnapshotRef};
 use replica_host::replication_log::{self, redact_password};
 
@@ -33,7 +33,14 @@ pub(super) enum Format {
 
 pub(super) fn run(cmd: PluginCommand) -> ExitCode {
     match cmd {
-        PluginCommand::Build { dir } => match build_plugin(&dir) {
+        PluginCommand::Build { dir, offline } => match build_plugin_with_env(
+            &dir,
+            if offline {
+                &[("CARGO_NET_OFFLINE", "true")]
+            } else {
+                &[]
+            },
+        ) {
             Ok(path) => {
                 println!("{}", path.display());
                 ExitCode::SUCCESS
@@ -67,13 +74,28 @@ pub(super) fn run(cmd: PluginCommand) -> ExitCode {
             format,
             sdk,
             sdk_git,
-        } => new(&dir, grain_type, format, sdk, sdk_git),
+            rev,
+        } => new(&dir, grain_type, format, sdk, sdk_git.zip(rev)),
+        PluginCommand::Test {
+            file,
+            fixtures_dir,
+            log: None,
+            ..
+        } if fixtures_dir.as_os_str() == "-" => test_stdin(&file),
         PluginCommand::Test {
             file,
             fixtures_dir,
             log: None,
             ..
         } => test_fixtures(&file, &fixtures_dir),
+        PluginCommand::Fixture {
+            log,
+            grain,
+            sequence,
+            plugin,
+            out,
+            name,
+        } => fixture(&log, &grain, sequence, &plugin, &out, name),
         PluginCommand::Test {
             file,
             log: Some(url),
@@ -136,10 +158,10 @@ fn new(
     grain_type: String,
     format: Format,
     sdk: Option<PathBuf>,
-    sdk_git: Option<String>,
+    sdk_git: Option<(String, String)>,
 ) -> ExitCode {
     let sdk = match (sdk, sdk_git) {
-        (_, Some(url)) => Ok(SdkSource::Git(url)),
+        (_, Some((url, rev))) => Ok(SdkSource::Git { url, rev }),
         (Some(path), None) => SdkSource::path(&path),
         // The SDK of the checkout this binary was built from, if still there.
         (None, None) => SdkSource::path(Path::new(concat!(
@@ -159,6 +181,7 @@ fn new(
             Format::Json => PayloadFormat::Json,
         },
         sdk,
+        lock_like: Some(workspace_lock()).filter(|lock| lock.is_file()),
     });
     match plugin.and_then(|plugin| scaffold::write(dir, &plugin)) {
         Ok(files) => {
@@ -168,6 +191,99 @@ fn new(
             ExitCode::SUCCESS
         }
         Err(e) => fail(EXIT_DECODE_FAILED, &format!("{e:#}")),
+    }
+}
+
+/// The `Cargo.lock` of the checkout this binary was built from.
+fn workspace_lock() -> PathBuf {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock")).to_path_buf()
+}
+
+/// `plugin test WASM -`: one payload from stdin, decoded as a golden case
+/// named `stdin`; the state as JSON on stdout, or the error.
+fn test_stdin(file: &Path) -> ExitCode {
+    use std::io::Read;
+    let plugin = match load(file) {
+        Ok(plugin) => plugin,
+        Err(code) => return code,
+    };
+    let mut payload = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut payload) {
+        return fail(EXIT_CANNOT_TEST, &format!("standard input: {e}"));
+    }
+    let decoded = plugin.decode(SnapshotRef {
+        grain_type: &plugin.description().grain_type,
+        grain_key: "stdin",
+        sequence: 1,
+        timestamp_millis: 0,
+        source_cluster: "fixtures",
+        payload: &payload,
+    });
+    match decoded.map(|state| state.to_json()) {
+        Ok(Ok(json)) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => fail(
+            EXIT_TEST_FAILED,
+            &format!("the state cannot be rendered: {e}"),
+        ),
+        Err(e) => fail(EXIT_TEST_FAILED, &e.to_string()),
+    }
+}
+
+/// `plugin fixture`: see [`fixture::capture`].
+fn fixture(
+    url: &str,
+    grain: &str,
+    sequence: Option<u64>,
+    plugin_file: &Path,
+    out: &Path,
+    name: Option<String>,
+) -> ExitCode {
+    let Some((grain_type, grain_key)) = grain.split_once('/') else {
+        return fail(
+            EXIT_CANNOT_TEST,
+            &format!("--grain {grain}: give TYPE/KEY, e.g. Counter/user-42"),
+        );
+    };
+    let plugin = match load(plugin_file) {
+        Ok(plugin) => plugin,
+        Err(code) => return code,
+    };
+    let shown_url = replication_log::redact_password(url);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(EXIT_CANNOT_TEST, &format!("cannot start a runtime: {e}")),
+    };
+    let request = fixture::FixtureRequest {
+        grain_type: grain_type.to_string(),
+        grain_key: grain_key.to_string(),
+        sequence,
+        name,
+    };
+    let log = match runtime.block_on(replication_log::open(url)) {
+        Ok(log) => log,
+        Err(e) => return fail(EXIT_CANNOT_TEST, &format!("{shown_url}: {e}")),
+    };
+    match runtime.block_on(fixture::capture(&*log, &plugin, &request, out)) {
+        Ok(captured) => {
+            for file in &captured.files {
+                println!("{}", file.display());
+            }
+            println!(
+                "case {} (sequence {}): {}",
+                captured.name, captured.sequence, captured.outcome
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.is::<fixture::NoSuchSnapshot>() => {
+            fail(EXIT_TEST_FAILED, &format!("{shown_url}: {e:#}"))
+        }
+        Err(e) => fail(EXIT_CANNOT_TEST, &format!("{shown_url}: {e:#}")),
     }
 }
 

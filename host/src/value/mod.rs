@@ -1,7 +1,7 @@
 //! The typed replica state: what a plugin's decode returns, owned by the host.
 //!
 //! A plugin returns its state in the replica value encoding
-//! (`guest-sdk/ENCODING.md`). [`State::validate`] checks a buffer in one
+//! (`guest-sdk/encoding/ENCODING.md`). [`State::validate`] checks a buffer in one
 //! pass (well-formed, within [`OutputLimits`], renderable as JSON) and keeps
 //! it as it is: the store holds that compact buffer, and HTTP renders JSON
 //! straight from it, exactly as `serde_json::to_string` renders the plugin's
@@ -33,7 +33,7 @@ pub struct State(Arc<[u8]>);
 pub enum FromSerializeError {
     /// The value has no encoding (e.g. a `u128` above `u64::MAX`).
     #[error("cannot encode the value: {0}")]
-    Encode(#[from] replica_guest::encoding::EncodeError),
+    Encode(#[from] replica_encoding::EncodeError),
     /// The encoding exceeds the default limits or cannot be rendered.
     #[error("the host refuses the value: {0}")]
     Refused(#[from] StateError),
@@ -49,7 +49,7 @@ impl State {
     /// Encodes a Rust value as the guest SDK does and validates it under
     /// the default limits: a native decoder's way to produce a state.
     pub fn from_serialize<T: Serialize + ?Sized>(value: &T) -> Result<State, FromSerializeError> {
-        let bytes = replica_guest::encoding::to_bytes(value)?;
+        let bytes = replica_encoding::to_bytes(value)?;
         Ok(State::validate(&bytes, &OutputLimits::default())?)
     }
 

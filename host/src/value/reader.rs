@@ -1,9 +1,9 @@
-//! A cursor over an encoded state (`guest-sdk/ENCODING.md`): tags, varints,
+//! A cursor over an encoded state (`guest-sdk/encoding/ENCODING.md`): tags, varints,
 //! lengths and names. Every read is bounds-checked and returns `None` past
 //! the end, so the validator, the renderer and the tree builder share one
 //! way of reading that cannot panic.
 
-use replica_guest::encoding::{NAME_INDEX_BASE, NEW_NAME};
+use replica_encoding::{NAME_INDEX_BASE, NEW_NAME};
 
 /// A position in an encoded buffer.
 #[derive(Debug, Clone)]
@@ -20,7 +20,7 @@ pub(crate) fn unzigzag(v: u64) -> i64 {
 /// A small integer held in its tag: `Ok(unsigned)` or `Err(signed)`;
 /// `None` when `t` is not one.
 pub(crate) fn small_int(t: u8) -> Option<Result<u64, i64>> {
-    use replica_guest::encoding::tag::{SMALL_RANGE, SMALL_SIGNED, SMALL_UNSIGNED};
+    use replica_encoding::tag::{SMALL_RANGE, SMALL_SIGNED, SMALL_UNSIGNED};
     if (SMALL_UNSIGNED..SMALL_UNSIGNED + SMALL_RANGE).contains(&t) {
         Some(Ok(u64::from(t - SMALL_UNSIGNED)))
     } else if (SMALL_SIGNED..SMALL_SIGNED + SMALL_RANGE).contains(&t) {

@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use replica_guest::encoding::tag;
+use replica_encoding::tag;
 use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
 
 use super::reader::{NameRef, Reader, small_int};

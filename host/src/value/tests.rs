@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use replica_guest::encoding::{tag, to_bytes};
+use replica_encoding::{tag, to_bytes};
 use serde::Serialize;
 
 use super::*;
@@ -317,8 +317,8 @@ fn reads_back_into_the_rust_type() {
 /// A sequence of `refs` unit variants all named by one `name_len`-byte name:
 /// defined once, then referred to by a two-byte name reference each time.
 fn amplified(name_len: usize, refs: usize) -> Vec<u8> {
-    use replica_guest::encoding::{NAME_INDEX_BASE, NEW_NAME, tag};
-    let mut buf = vec![replica_guest::encoding::VERSION, tag::SEQ];
+    use replica_encoding::{NAME_INDEX_BASE, NEW_NAME, tag};
+    let mut buf = vec![replica_encoding::VERSION, tag::SEQ];
     buf.push(tag::UNIT_VARIANT);
     buf.push(NEW_NAME as u8);
     let mut len = name_len;
@@ -370,7 +370,7 @@ fn a_small_state_that_would_render_huge_is_refused() {
 fn the_rendered_bound_counts_json_escapes() {
     // 1,000 control characters render as 6,000 bytes (`\u0001`) plus quotes.
     let text = "\u{1}".repeat(1000);
-    let buf = replica_guest::encoding::to_bytes(&text).unwrap();
+    let buf = replica_encoding::to_bytes(&text).unwrap();
     let at = |limit| OutputLimits {
         max_rendered_bytes: limit,
         ..OutputLimits::default()

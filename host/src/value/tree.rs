@@ -1,7 +1,7 @@
 //! Building a [`Value`] tree from a validated state, for embedders who want
 //! to walk the state rather than render it.
 
-use replica_guest::encoding::tag;
+use replica_encoding::tag;
 
 use super::Value;
 use super::reader::{NameRef, Reader, small_int};

@@ -1,5 +1,5 @@
 //! One pass over an encoded state that decides whether the host keeps it:
-//! well-formed (`guest-sdk/ENCODING.md`), within [`OutputLimits`], and
+//! well-formed (`guest-sdk/encoding/ENCODING.md`), within [`OutputLimits`], and
 //! renderable as JSON (map keys JSON can hold) within
 //! [`OutputLimits::max_rendered_bytes`]. Works without recursion, so no
 //! input can overflow the host's stack.
@@ -13,7 +13,7 @@
 //! and refuses the state as soon as the bound passes the limit, so nothing
 //! stored can render larger than the limit.
 
-use replica_guest::encoding::{VERSION, tag};
+use replica_encoding::{VERSION, tag};
 
 use super::OutputLimits;
 use super::reader::{NameRef, Reader, small_int};

@@ -1,6 +1,10 @@
+//! # replica-encoding: the replica value encoding
+//!
 //! Writes any `T: Serialize` in the replica value encoding (version 1,
-//! specified in `guest-sdk/ENCODING.md`): the one buffer a plugin's `decode`
-//! returns to the host.
+//! specified in `ENCODING.md` beside this crate): the one buffer a
+//! replica-host plugin's `decode` returns to the host. Plugins use it
+//! through the `replica-guest` SDK (`replica_guest::encoding`); the host
+//! depends on this crate alone to read what plugins write.
 //!
 //! The writer follows serde's data model call by call, straight into a
 //! `Vec<u8>`: no intermediate tree, one allocation that grows as needed.
@@ -492,3 +496,8 @@ mod tests {
         assert_eq!(to_bytes(&-33i64).unwrap(), [1, tag::SIGNED, 65]);
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
