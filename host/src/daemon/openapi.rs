@@ -14,7 +14,7 @@ use super::{http, operator_page};
 #[openapi(
     info(
         title = "replica-host",
-        description = "Typed, read-only replicas of Orlando grains. With `[http.auth]`, every path but `/healthz` and `/readyz` needs a bearer token (`Authorization: Bearer …`, or the password of HTTP Basic) with the scope named in its 403 answer."
+        description = "Typed, read-only replicas of Orlando grains. With `[http.auth]`, the operations marked with the `bearer` security requirement need a token (`Authorization: Bearer …`, or the password of HTTP Basic) with the scope named in their 403 answer; `/healthz` and `/readyz` are open. Every error is the JSON error shape (`ErrorDoc`), 405 included."
     ),
     paths(
         http::healthz,
@@ -28,8 +28,7 @@ use super::{http, operator_page};
         operator_page::page,
     ),
     components(schemas(ReplicaDoc, ErrorDoc, KeysDoc, ReadyDoc)),
-    modifiers(&BearerAuth),
-    security(("bearer" = []))
+    modifiers(&BearerAuth)
 )]
 struct ApiDoc;
 
@@ -55,6 +54,7 @@ pub fn document_json() -> String {
 
 /// `GET /v1/openapi.json`: this document.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "This OpenAPI document", body = Object),
         (status = 401, description = "No token or an invalid one", body = ErrorDoc),
@@ -120,10 +120,16 @@ pub struct KeysDoc {
     next_after: Option<String>,
 }
 
-/// Readiness.
+/// Readiness; when not ready, also `error` and `message` (the error shape).
 #[allow(dead_code)]
 #[derive(Serialize, ToSchema)]
 pub struct ReadyDoc {
+    /// Not ready: `catching_up`, `log_unreachable` or `draining`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    /// Not ready: why, for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
     /// The initial catch-up is complete.
     ready: bool,
     /// Grains caught up so far.
