@@ -114,8 +114,9 @@ struct Table {
 pub struct Connections {
     limits: ConnectionLimits,
     table: Mutex<Table>,
-    /// How many are open, for waiting until none is.
-    count: watch::Sender<usize>,
+    /// How many sockets are open: the table's, and those shed or timed out
+    /// whose task has not closed them yet.
+    alive: watch::Sender<usize>,
 }
 
 impl Connections {
@@ -124,7 +125,7 @@ impl Connections {
         Arc::new(Self {
             limits,
             table: Mutex::new(Table::default()),
-            count: watch::channel(0).0,
+            alive: watch::channel(0).0,
         })
     }
 
@@ -137,9 +138,9 @@ impl Connections {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// How many connections are open.
+    /// How many connections are open (their sockets not closed yet).
     pub fn len(&self) -> usize {
-        *self.count.borrow()
+        *self.alive.borrow()
     }
 
     /// Whether none is.
@@ -176,10 +177,9 @@ impl Connections {
                 kill: Arc::clone(&kill),
             },
         );
-        let open = table.open.len();
         drop(table);
-        self.count.send_replace(open);
-        metrics::gauge!("replica_http_connections").set(open as f64);
+        self.alive.send_modify(|alive| *alive += 1);
+        metrics::gauge!("replica_http_connections").increment(1.0);
         Some(Connection {
             id,
             kill,
@@ -212,12 +212,6 @@ impl Connections {
                 reason.count();
             }
         }
-        let open = table.open.len();
-        drop(table);
-        if !expired.is_empty() {
-            self.count.send_replace(open);
-            metrics::gauge!("replica_http_connections").set(open as f64);
-        }
         expired.len()
     }
 
@@ -235,18 +229,27 @@ impl Connections {
 
     /// Resolves once no connection is open.
     pub async fn closed(&self) {
-        let mut count = self.count.subscribe();
-        let _ = count.wait_for(|open| *open == 0).await;
+        let mut alive = self.alive.subscribe();
+        let _ = alive.wait_for(|open| *open == 0).await;
     }
 
+    /// Resolves once a connection may be accepted without holding more
+    /// than the limit of sockets plus an eighth: the connections shed to
+    /// make room must be closed before more are accepted, so the host never
+    /// runs out of descriptors, yet accepting does not wait for each one.
+    pub async fn room(&self) {
+        let max = self.limits.max_connections;
+        let most = max + max / 8;
+        let mut alive = self.alive.subscribe();
+        let _ = alive.wait_for(|open| *open <= most).await;
+    }
+
+    /// A connection's socket closed.
     fn forget(&self, id: u64) {
-        let mut table = self.table();
-        if table.open.remove(&id).is_some() {
-            let open = table.open.len();
-            drop(table);
-            self.count.send_replace(open);
-            metrics::gauge!("replica_http_connections").set(open as f64);
-        }
+        self.table().open.remove(&id);
+        self.alive
+            .send_modify(|alive| *alive = alive.saturating_sub(1));
+        metrics::gauge!("replica_http_connections").decrement(1.0);
     }
 
     fn update(&self, id: u64, change: impl FnOnce(&mut Entry)) {
@@ -363,6 +366,8 @@ mod tests {
             .expect("the oldest waiting connection is shed");
         assert!(!newer_waiting.kill.set.load(Ordering::Acquire));
         assert!(!busy.kill.set.load(Ordering::Acquire), "busy is never shed");
+        assert_eq!(connections.len(), 4, "the shed socket is not closed yet");
+        drop(oldest_waiting);
         assert_eq!(connections.len(), 3);
         drop((newer_waiting, newest));
         assert_eq!(connections.len(), 1);

@@ -218,8 +218,8 @@ pub(super) async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/v1/replicas/{grain_type}/{grain_key}", tag = "replicas",
     security(("bearer" = [])),
     params(
-        ("grain_type" = String, Path, description = "The grain type"),
-        ("grain_key" = String, Path, description = "The grain key, percent-encoded; may contain `/`"),
+        ("grain_type" = String, Path, description = "The grain type", example = "Counter"),
+        ("grain_key" = String, Path, description = "The grain key, percent-encoded; may contain `/`", example = "c-1"),
         ("If-None-Match" = Option<String>, Header, description = "An ETag of an earlier read: 304 when unchanged"),
         ("Last-Event-ID" = Option<String>, Header, description = "With `watch`: resume after this sequence"),
         ReplicaQuery,
@@ -227,7 +227,7 @@ pub(super) async fn healthz() -> &'static str {
     responses(
         (status = 200, description = "The replica; with `watch=true` a `text/event-stream` of replicas (`id` = sequence; `resync` when the client fell behind)",
             headers(("ETag" = String, description = "Grain type, key, sequence, status and the plugin's sha256")),
-            content((openapi::ReplicaDoc = "application/json"), (String = "text/event-stream"))),
+            content((openapi::ReplicaDoc = "application/json"), (openapi::SseEventDoc = "text/event-stream"))),
         (status = 304, description = "Unchanged since the `If-None-Match` ETag"),
         (status = 400, description = "A bad query, or a path segment that is not percent-encoded UTF-8", body = openapi::ErrorDoc),
         (status = 401, description = "No token or an invalid one", body = openapi::ErrorDoc),
@@ -405,10 +405,10 @@ pub(super) struct PageQuery {
 /// `GET /v1/replicas/{grain_type}`: the grain type's keys, or its changes.
 #[utoipa::path(get, path = "/v1/replicas/{grain_type}", tag = "replicas",
     security(("bearer" = [])),
-    params(("grain_type" = String, Path, description = "The grain type"), PageQuery),
+    params(("grain_type" = String, Path, description = "The grain type", example = "Counter"), PageQuery),
     responses(
         (status = 200, description = "A page of keys; with `watch=true` a `text/event-stream` of the type's replicas",
-            content((openapi::KeysDoc = "application/json"), (String = "text/event-stream"))),
+            content((openapi::KeysDoc = "application/json"), (openapi::SseEventDoc = "text/event-stream"))),
         (status = 400, description = "A bad query, or a grain type that is not percent-encoded UTF-8", body = openapi::ErrorDoc),
         (status = 401, description = "No token or an invalid one", body = openapi::ErrorDoc),
         (status = 403, description = "The token lacks `read` or `read:{grain_type}`", body = openapi::ErrorDoc),

@@ -182,13 +182,11 @@ pub async fn run(
             config: config.source.clone(),
             source,
         })?;
-    let listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
-        .map_err(|source| StartupError::Listen {
-            config: config.source.clone(),
-            addr: config.http.listen,
-            source,
-        })?;
+    let listener = server::bind(config.http.listen).map_err(|source| StartupError::Listen {
+        config: config.source.clone(),
+        addr: config.http.listen,
+        source,
+    })?;
     let addr = listener.local_addr().map_err(StartupError::Socket)?;
 
     let store = Arc::new(ReplicaStore::with_change_capacity(config.http.watch_buffer));

@@ -27,7 +27,7 @@ use super::{http, operator_page};
         document,
         operator_page::page,
     ),
-    components(schemas(ReplicaDoc, ErrorDoc, KeysDoc, ReadyDoc)),
+    components(schemas(ReplicaDoc, ErrorDoc, KeysDoc, ReadyDoc, SseEventDoc)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -96,6 +96,19 @@ pub struct ReplicaDoc {
     /// value; null before any snapshot decoded.
     #[schema(value_type = Option<Object>)]
     state: Option<serde_json::Value>,
+}
+
+/// One event of a change stream (`text/event-stream`).
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+pub struct SseEventDoc {
+    /// The replica's sequence (absent on `resync`).
+    id: Option<String>,
+    /// `message` (a replica) or `resync` (the client fell behind).
+    event: Option<String>,
+    /// A replica as a read renders it (`ReplicaDoc`), or on `resync`
+    /// `{"missed_changes": N}`.
+    data: String,
 }
 
 /// Every error: one line of JSON.

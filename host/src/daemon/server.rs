@@ -32,6 +32,24 @@ use crate::shutdown::StopSignal;
 /// Longest the server waits, once closing, for connections to finish.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// The listen backlog asked for (the kernel caps it at `somaxconn`):
+/// connections the kernel completes before the accept loop takes them. A
+/// short one (std's and tokio's 128) overflows under a connection flood,
+/// and then a probe's SYN is dropped and retried a second later.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` with [`LISTEN_BACKLOG`].
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Pause after a failed accept (out of descriptors and the like), so the
 /// loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -48,10 +66,14 @@ pub async fn serve(
     let sweep_period = (limits.header_timeout.min(limits.idle_timeout) / 4)
         .clamp(Duration::from_millis(10), Duration::from_secs(1));
     let sweeper = tokio::spawn(Arc::clone(&connections).sweep_until(sweep_period, close.clone()));
-    let builder = Arc::new(builder(limits.header_timeout));
+    let builder = Arc::new(builder());
     let mut stop = close.clone();
     let mut accept_errors_logged = 0u64;
     loop {
+        tokio::select! {
+            _ = connections.room() => {}
+            _ = stop.stopped() => break,
+        }
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(connection) => connection,
@@ -94,13 +116,16 @@ pub async fn serve(
     let _ = sweeper.await;
 }
 
-/// HTTP/1.1 and HTTP/2, with hyper's own header-read timeout on HTTP/1.1 too.
-fn builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+/// HTTP/1.1 and HTTP/2. The header and idle timeouts are the sweep's
+/// ([`Connections::sweep`]), alike for both protocols: hyper's own HTTP/1.1
+/// header-read timeout is off, since it would also cut keep-alive
+/// connections idle for that long.
+fn builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(None);
     builder.http2().timer(TokioTimer::new());
     builder
 }
