@@ -177,8 +177,8 @@ impl Daemon {
             unsafe {
                 command.pre_exec(move || {
                     let limit = libc::rlimit {
-                        rlim_cur: nofile as libc::rlim_t,
-                        rlim_max: nofile as libc::rlim_t,
+                        rlim_cur: nofile,
+                        rlim_max: nofile,
                     };
                     if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
                         return Err(std::io::Error::last_os_error());

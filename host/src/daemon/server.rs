@@ -79,7 +79,7 @@ pub async fn serve(
                 Ok(connection) => connection,
                 Err(e) => {
                     // Logged once in a while, not at every retry.
-                    if accept_errors_logged % 100 == 0 {
+                    if accept_errors_logged.is_multiple_of(100) {
                         tracing::warn!(error = %e, "accepting a TCP connection failed");
                     }
                     accept_errors_logged += 1;
