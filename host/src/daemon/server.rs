@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
+use super::access;
 use super::connections::{Connection, Connections, InFlight};
 use super::tls::TlsFiles;
 use crate::shutdown::StopSignal;
@@ -180,6 +181,8 @@ async fn http<I>(
                     .oneshot(request.map(Body::new))
                     .await
                     .unwrap_or_else(|never| match never {});
+                // A route that declared no access is refused here.
+                let response = access::declared_only(response);
                 Ok::<_, Infallible>(response.map(|body| Tracked {
                     body,
                     _in_flight: in_flight,
