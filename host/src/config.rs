@@ -121,6 +121,18 @@ pub struct HttpSection {
     /// it is sent a `resync` event and the current state: bounds what a slow
     /// client costs the host.
     pub watch_buffer: usize,
+    /// Most connections open at once; at the limit the oldest connection
+    /// that has not sent a complete request head is shed. Default: the
+    /// soft limit on open files less a quarter (at least 128).
+    pub max_connections: Option<usize>,
+    /// Longest a client may take, from connecting, to finish its TLS
+    /// handshake and send a complete request head (ms).
+    pub header_timeout_ms: u64,
+    /// Longest a connection may stay open with no request in flight (ms).
+    pub idle_timeout_ms: u64,
+    /// After the first SIGTERM or SIGINT: how long reads are still served,
+    /// with `/readyz` answering 503, before the server closes (ms).
+    pub drain_ms: u64,
 }
 
 impl Default for HttpSection {
@@ -132,6 +144,10 @@ impl Default for HttpSection {
             tls_cert: None,
             tls_key: None,
             watch_buffer: crate::store::DEFAULT_CHANGE_CAPACITY,
+            max_connections: None,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            drain_ms: 5_000,
         }
     }
 }
@@ -294,6 +310,14 @@ impl Config {
         }
         if self.http.watch_buffer == 0 {
             return Err(at("http.watch_buffer must be at least 1".into()));
+        }
+        if self.http.max_connections == Some(0) {
+            return Err(at("http.max_connections must be at least 1".into()));
+        }
+        if self.http.header_timeout_ms == 0 || self.http.idle_timeout_ms == 0 {
+            return Err(at(
+                "http.header_timeout_ms and http.idle_timeout_ms must be at least 1".into(),
+            ));
         }
         self.validate_http_access().map_err(at)?;
         if self.limits.timeout_ms == 0 {

@@ -52,6 +52,11 @@ impl StopSignal {
     pub async fn stopped(&mut self) {
         let _ = self.receiver.wait_for(|stop| *stop).await;
     }
+
+    /// Whether the host is stopping now (or the trigger is gone).
+    pub fn is_stopped(&self) -> bool {
+        *self.receiver.borrow() || self.receiver.has_changed().is_err()
+    }
 }
 
 #[cfg(test)]
@@ -74,8 +79,10 @@ mod tests {
         let waiting = tokio::spawn(stops(before));
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(!waiting.is_finished(), "not stopped before stop()");
+        assert!(!shutdown.signal().is_stopped());
         shutdown.stop();
         waiting.await.unwrap();
+        assert!(shutdown.signal().is_stopped());
         stops(shutdown.signal()).await;
     }
 

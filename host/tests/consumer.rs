@@ -540,9 +540,10 @@ async fn a_trapping_grain_retries_with_backoff_and_others_stay_current() {
     }
     tokio::time::sleep(Duration::from_millis(500).saturating_sub(watch_from.elapsed())).await;
 
-    // Retries are paced by the backoff (50, 100, 100, ... ms), not a hot loop.
+    // Retries are paced by the backoff (full jitter under ceilings of 50,
+    // 100, 100, ... ms: about 50 ms apart on average), not a hot loop.
     let attempts = decoder.calls_for("trap").len();
-    assert!((2..=15).contains(&attempts), "{attempts} attempts");
+    assert!((2..=40).contains(&attempts), "{attempts} attempts");
     assert_eq!(
         decoder.calls_for("stuck"),
         [1],

@@ -33,7 +33,7 @@ pub struct Exited {
 /// A config file body for `log_url` with the given `[[plugin]]` sections.
 pub fn config(log_url: &str, plugins: &str) -> String {
     format!(
-        "cluster_id = \"test-secondary\"\n\n[log]\nurl = \"{log_url}\"\n\n[consumer]\npoll_interval_ms = 50\nbatch_limit = 100\nmax_backoff_ms = 400\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n{plugins}"
+        "cluster_id = \"test-secondary\"\n\n[log]\nurl = \"{log_url}\"\n\n[consumer]\npoll_interval_ms = 50\nbatch_limit = 100\nmax_backoff_ms = 400\n\n[http]\nlisten = \"127.0.0.1:0\"\ndrain_ms = 0\n\n{plugins}"
     )
 }
 
@@ -143,18 +143,51 @@ impl Daemon {
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> Daemon {
+        Self::spawn(dir, config_text, args, envs, None)
+    }
+
+    /// Like [`Daemon::start`], with the process's limit on open files
+    /// (`RLIMIT_NOFILE`, soft and hard) lowered to `nofile`.
+    pub fn start_with_nofile(dir: &Path, config_text: &str, nofile: u64) -> Daemon {
+        Self::spawn(dir, config_text, &[], &[], Some(nofile))
+    }
+
+    fn spawn(
+        dir: &Path,
+        config_text: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Daemon {
+        use std::os::unix::process::CommandExt;
         let config_path: PathBuf = dir.join("host.toml");
         std::fs::write(&config_path, config_text).expect("write config");
-        let mut child = Command::new(crate::host_bin())
+        let mut command = Command::new(crate::host_bin());
+        command
             .args(args)
             .args(["run", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "info,replica_host=debug")
             .envs(envs.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start replica-host");
+            .stderr(Stdio::piped());
+        if let Some(nofile) = nofile {
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs
+            // between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: nofile,
+                        rlim_max: nofile,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command.spawn().expect("start replica-host");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let lines = Arc::clone(&stderr);
@@ -205,6 +238,26 @@ impl Daemon {
     pub fn post_with(&self, path: &str, headers: &[(&str, &str)]) -> Response {
         http::request(self.addr, "POST", path, headers)
             .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit code, or
+    /// `None` if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<Option<i32>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status.code());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Sends a signal (`"HUP"`, `"TERM"`, …) to the process.

@@ -331,10 +331,18 @@ fn the_breaker_pauses_a_faulting_plugin_and_resumes_it() {
         .is_some_and(|n| n >= 1.0),
         "{metrics}"
     );
-    assert!(
-        metrics.contains(r#"replica_plugin_breaker_state{grain_type="Misbehave"}"#),
-        "{metrics}"
-    );
+    // One series per state, exactly one of them 1.
+    let states: Vec<f64> = ["closed", "open", "half_open"]
+        .iter()
+        .map(|state| {
+            let series = format!(
+                r#"replica_plugin_breaker_state{{grain_type="Misbehave",state="{state}"}}"#
+            );
+            metric(&metrics, &series).unwrap_or_else(|| panic!("no {series}:\n{metrics}"))
+        })
+        .collect();
+    assert_eq!(states.iter().sum::<f64>(), 1.0, "{states:?}");
+    assert_eq!(states[0], 0.0, "not closed while faulting: {states:?}");
     // The good plugin is not affected.
     writer.full("Counter", "c", 2, counter(2));
     let c = d.wait_for_replica("Counter", "c", WAIT, |r| r["sequence"] == 2);
@@ -357,10 +365,18 @@ fn the_breaker_pauses_a_faulting_plugin_and_resumes_it() {
     assert_eq!(p["breaker"]["state"], "closed", "{p}");
     assert_eq!(p["breaker"]["consecutive_faults"], 0, "{p}");
     d.wait_for_log(&["circuit breaker closed", "Misbehave"], WAIT);
+    let metrics = d.get("/metrics").body;
     assert_eq!(
         metric(
-            &d.get("/metrics").body,
-            r#"replica_plugin_breaker_state{grain_type="Misbehave"}"#
+            &metrics,
+            r#"replica_plugin_breaker_state{grain_type="Misbehave",state="closed"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"replica_plugin_breaker_state{grain_type="Misbehave",state="open"}"#
         ),
         Some(0.0)
     );

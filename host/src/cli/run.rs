@@ -37,12 +37,22 @@ pub(super) fn run(config_path: &Path) -> ExitCode {
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
+/// Completes on SIGINT or SIGTERM, which starts the drain; a second one
+/// exits at once, with status 128 + the signal's number.
 pub(super) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install the SIGINT handler");
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
         _ = term.recv() => tracing::info!("SIGTERM received"),
     }
+    tokio::spawn(async move {
+        let status = tokio::select! {
+            _ = int.recv() => 128 + libc::SIGINT,
+            _ = term.recv() => 128 + libc::SIGTERM,
+        };
+        tracing::warn!("second signal: exiting now, without finishing the drain");
+        std::process::exit(status);
+    });
 }

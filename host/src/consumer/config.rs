@@ -36,9 +36,17 @@ impl Default for ConsumerConfig {
 const MIN_DELAY: Duration = Duration::from_millis(1);
 
 impl ConsumerConfig {
-    /// The delay after the `failures`-th consecutive failure (1-based):
-    /// `initial_backoff · 2^(failures−1)`, capped at `max_backoff`.
+    /// The delay after the `failures`-th consecutive failure (1-based), with
+    /// full jitter: uniformly random between 1 ms and
+    /// [`backoff_ceiling`](Self::backoff_ceiling), so grains that failed
+    /// together (a log outage) do not retry together.
     pub fn backoff(&self, failures: u32) -> Duration {
+        full_jitter(self.backoff_ceiling(failures))
+    }
+
+    /// The longest delay after the `failures`-th consecutive failure:
+    /// `initial_backoff · 2^(failures−1)`, capped at `max_backoff`.
+    pub fn backoff_ceiling(&self, failures: u32) -> Duration {
         let initial = self.initial_backoff.max(MIN_DELAY);
         let cap = self.max_backoff.max(initial);
         let exponent = failures.saturating_sub(1).min(31);
@@ -59,6 +67,14 @@ impl ConsumerConfig {
     }
 }
 
+/// A delay drawn uniformly between 1 ms and `ceiling` ("full jitter").
+pub fn full_jitter(ceiling: Duration) -> Duration {
+    let ceiling = ceiling.max(MIN_DELAY);
+    let micros = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
+    let floor = MIN_DELAY.as_micros() as u64;
+    Duration::from_micros(fastrand::u64(floor..=micros.max(floor)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,10 +86,36 @@ mod tests {
             max_backoff: Duration::from_millis(1_000),
             ..ConsumerConfig::default()
         };
-        let delays: Vec<u128> = (1..=6).map(|n| config.backoff(n).as_millis()).collect();
-        assert_eq!(delays, [100, 200, 400, 800, 1_000, 1_000]);
-        assert_eq!(config.backoff(0), Duration::from_millis(100));
-        assert_eq!(config.backoff(u32::MAX), Duration::from_millis(1_000));
+        let ceilings: Vec<u128> = (1..=6)
+            .map(|n| config.backoff_ceiling(n).as_millis())
+            .collect();
+        assert_eq!(ceilings, [100, 200, 400, 800, 1_000, 1_000]);
+        assert_eq!(config.backoff_ceiling(0), Duration::from_millis(100));
+        assert_eq!(
+            config.backoff_ceiling(u32::MAX),
+            Duration::from_millis(1_000)
+        );
+    }
+
+    #[test]
+    fn backoff_is_full_jitter_under_the_ceiling() {
+        let config = ConsumerConfig {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1_000),
+            ..ConsumerConfig::default()
+        };
+        let delays: Vec<Duration> = (0..1000).map(|_| config.backoff(5)).collect();
+        assert!(
+            delays
+                .iter()
+                .all(|d| *d >= MIN_DELAY && *d <= Duration::from_secs(1))
+        );
+        // Spread over the whole range, not bunched: each tenth of it is hit.
+        let mut tenths = [0; 10];
+        for d in &delays {
+            tenths[((d.as_millis() as usize) / 100).min(9)] += 1;
+        }
+        assert!(tenths.iter().all(|&n| n > 30), "{tenths:?}");
     }
 
     #[test]
@@ -86,6 +128,7 @@ mod tests {
             ..ConsumerConfig::default()
         };
         assert!(config.backoff(1) >= MIN_DELAY);
+        assert!(config.backoff_ceiling(1) >= MIN_DELAY);
         assert!(config.poll() >= MIN_DELAY);
         assert_eq!(config.limit(), 1);
     }

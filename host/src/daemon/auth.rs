@@ -12,15 +12,13 @@
 //! A request presents the token as `Authorization: Bearer TOKEN`, or as the
 //! password of HTTP Basic (the user name is ignored), which lets a browser
 //! open the operator page. Its sha256 is compared with every configured hash
-//! in constant time. Which scope a path needs is a pure function,
-//! [`Need::of_path`], tested alone.
+//! in constant time. Which scope a route needs is declared where it is
+//! routed ([`super::access`]).
 
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -72,7 +70,8 @@ impl std::fmt::Display for Scope {
     }
 }
 
-/// What a request needs, decided by its path alone.
+/// What a request needs: its route's [`super::access::Access`], resolved
+/// on the request's path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Need {
     /// Nothing: probes (`/healthz`, `/readyz`).
@@ -92,26 +91,6 @@ pub enum Need {
 }
 
 impl Need {
-    /// The scope a request for `path` (the URI path, still percent-encoded)
-    /// needs.
-    pub fn of_path(path: &str) -> Need {
-        match path {
-            "/healthz" | "/readyz" => return Need::Open,
-            "/metrics" => return Need::Metrics,
-            "/" => return Need::ReadAll,
-            "/v1/plugins" => return Need::AnyRead,
-            _ => {}
-        }
-        if path.starts_with("/v1/admin/") || path == "/v1/admin" {
-            return Need::Admin;
-        }
-        if let Some(rest) = path.strip_prefix("/v1/replicas/") {
-            let grain_type = rest.split('/').next().unwrap_or_default();
-            return Need::ReadType(percent_decode(grain_type));
-        }
-        Need::Token
-    }
-
     /// The scope to name in a 403.
     fn describe(&self) -> String {
         match self {
@@ -123,30 +102,6 @@ impl Need {
             Need::Admin => "the scope `admin`".into(),
         }
     }
-}
-
-/// Decodes `%XX` escapes; a malformed escape is kept as it is.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether `scopes` grant `need`.
@@ -334,10 +289,9 @@ impl Auth {
         Arc::clone(&self.table.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Decides a request: `Ok` to serve it, or why not.
-    pub fn check(&self, path: &str, headers: &HeaderMap) -> Result<(), Denied> {
-        let need = Need::of_path(path);
-        if need == Need::Open || (self.sources.admin_only && need != Need::Admin) {
+    /// Decides a request that needs `need`: `Ok` to serve it, or why not.
+    pub fn check(&self, need: &Need, headers: &HeaderMap) -> Result<(), Denied> {
+        if *need == Need::Open || (self.sources.admin_only && *need != Need::Admin) {
             return Ok(());
         }
         let Some(token) = presented_token(headers) else {
@@ -347,10 +301,10 @@ impl Auth {
         let Some(scopes) = table.scopes_of(&token) else {
             return Err(Denied::Invalid);
         };
-        if allows(scopes, &need) {
+        if allows(scopes, need) {
             Ok(())
         } else {
-            Err(Denied::Forbidden(need))
+            Err(Denied::Forbidden(need.clone()))
         }
     }
 }
@@ -445,39 +399,12 @@ fn challenge(invalid_token: bool, message: &str) -> Response {
     response
 }
 
-/// The middleware: serves the request if its token allows it.
-pub async fn enforce(State(auth): State<Arc<Auth>>, request: Request, next: Next) -> Response {
-    match auth.check(request.uri().path(), request.headers()) {
-        Ok(()) => next.run(request).await,
-        Err(denied) => denied.into_response(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn hash(token: &str) -> String {
         hex::encode(Sha256::digest(token.as_bytes()))
-    }
-
-    #[test]
-    fn paths_need_scopes() {
-        assert_eq!(Need::of_path("/healthz"), Need::Open);
-        assert_eq!(Need::of_path("/readyz"), Need::Open);
-        assert_eq!(Need::of_path("/metrics"), Need::Metrics);
-        assert_eq!(Need::of_path("/"), Need::ReadAll);
-        assert_eq!(Need::of_path("/v1/plugins"), Need::AnyRead);
-        assert_eq!(Need::of_path("/v1/openapi.json"), Need::Token);
-        assert_eq!(Need::of_path("/v1/admin/reload"), Need::Admin);
-        assert_eq!(
-            Need::of_path("/v1/replicas/Counter/a%2Fb"),
-            Need::ReadType("Counter".into())
-        );
-        assert_eq!(
-            Need::of_path("/v1/replicas/Bank%41ccount"),
-            Need::ReadType("BankAccount".into())
-        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +14,8 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::access::{Access, Routes};
+use super::auth::Auth;
 use super::metrics::MetricsExporter;
 use super::plugins::{LivePlugins, PluginReloader};
 use super::problems::Problems;
@@ -53,31 +56,90 @@ pub struct ApiState {
     pub cluster_id: Arc<str>,
     /// Becomes `true` at shutdown; ends change streams.
     pub stop: StopSignal,
+    /// Becomes `true` when the drain starts (the first SIGTERM): `/readyz`
+    /// answers 503 from then on.
+    pub draining: StopSignal,
 }
 
 /// Seconds a client is told to wait (`Retry-After`) while the host catches up.
 const CATCHING_UP_RETRY_AFTER_SECS: u64 = 1;
 
-/// The API's routes.
-pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/", get(operator_page::page))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/v1/openapi.json", get(openapi::document))
-        .route("/metrics", get(metrics))
-        .route("/v1/plugins", get(plugins))
-        .route("/v1/admin/reload", post(admin_reload))
-        .route("/v1/replicas/{grain_type}", get(list_keys))
-        .route("/v1/replicas/{grain_type}/{*grain_key}", get(get_replica))
-        .fallback(|| async {
+/// The API's routes, each with the access it needs (checked against
+/// `auth`'s tokens; everything is open without access control).
+pub fn router(state: ApiState, auth: Option<Arc<Auth>>) -> Router {
+    routes(auth)
+        .finish(get(|| async {
             error(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 "no such endpoint".into(),
             )
-        })
+        }))
+        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(super::metrics::count_requests))
         .with_state(state)
+}
+
+/// Every route and the access it declares.
+pub fn routes(auth: Option<Arc<Auth>>) -> Routes<ApiState> {
+    Routes::new(auth)
+        .route("/", Access::ReadAll, get(operator_page::page))
+        .route("/healthz", Access::Open, get(healthz))
+        .route("/readyz", Access::Open, get(readyz))
+        .route("/v1/openapi.json", Access::Token, get(openapi::document))
+        .route("/metrics", Access::Metrics, get(metrics))
+        .route("/v1/plugins", Access::AnyRead, get(plugins))
+        .route("/v1/admin/reload", Access::Admin, post(admin_reload))
+        .route(
+            "/v1/replicas/{grain_type}",
+            Access::ReadGrainType,
+            get(list_keys),
+        )
+        .route(
+            "/v1/replicas/{grain_type}/{*grain_key}",
+            Access::ReadGrainType,
+            get(get_replica),
+        )
+}
+
+/// Most bytes of a non-JSON error body kept as the JSON error's message.
+const MAX_ERROR_TEXT: usize = 1024;
+
+/// Turns an error the framework answered without JSON (405, a rejected
+/// path) into the one-line JSON error, keeping its status and headers.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let code = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase()
+        .replace([' ', '-'], "_");
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text.chars().take(MAX_ERROR_TEXT).collect()
+    };
+    let json = error(status, &code, message);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    let (_, body) = json.into_parts();
+    Response::from_parts(parts, body)
 }
 
 /// A one-line JSON error: `{"error": code, "message": message}`.
@@ -154,9 +216,10 @@ pub(super) async fn healthz() -> &'static str {
 
 /// `GET /v1/replicas/{grain_type}/{grain_key}`: one replica, or its changes.
 #[utoipa::path(get, path = "/v1/replicas/{grain_type}/{grain_key}", tag = "replicas",
+    security(("bearer" = [])),
     params(
-        ("grain_type" = String, Path, description = "The grain type"),
-        ("grain_key" = String, Path, description = "The grain key, percent-encoded; may contain `/`"),
+        ("grain_type" = String, Path, description = "The grain type", example = "Counter"),
+        ("grain_key" = String, Path, description = "The grain key, percent-encoded; may contain `/`", example = "c-1"),
         ("If-None-Match" = Option<String>, Header, description = "An ETag of an earlier read: 304 when unchanged"),
         ("Last-Event-ID" = Option<String>, Header, description = "With `watch`: resume after this sequence"),
         ReplicaQuery,
@@ -164,22 +227,27 @@ pub(super) async fn healthz() -> &'static str {
     responses(
         (status = 200, description = "The replica; with `watch=true` a `text/event-stream` of replicas (`id` = sequence; `resync` when the client fell behind)",
             headers(("ETag" = String, description = "Grain type, key, sequence, status and the plugin's sha256")),
-            content((openapi::ReplicaDoc = "application/json"), (String = "text/event-stream"))),
+            content((openapi::ReplicaDoc = "application/json"), (openapi::SseEventDoc = "text/event-stream"))),
         (status = 304, description = "Unchanged since the `If-None-Match` ETag"),
-        (status = 400, description = "A bad query", body = openapi::ErrorDoc),
+        (status = 400, description = "A bad query, or a path segment that is not percent-encoded UTF-8", body = openapi::ErrorDoc),
         (status = 401, description = "No token or an invalid one", body = openapi::ErrorDoc),
         (status = 403, description = "The token lacks `read` or `read:{grain_type}`", body = openapi::ErrorDoc),
-        (status = 404, description = "No such grain", body = openapi::ErrorDoc),
+        (status = 404, description = "No such grain, or (with `watch`) no plugin for the grain type", body = openapi::ErrorDoc),
         (status = 409, description = "Older than `max_staleness_ms`", body = openapi::ErrorDoc),
         (status = 421, description = "The grain belongs to another shard", body = openapi::ErrorDoc),
-        (status = 503, description = "Not replicated yet: the initial catch-up is running (`Retry-After`)", body = openapi::ErrorDoc),
+        (status = 500, description = "The state cannot be rendered as JSON", body = openapi::ErrorDoc),
+        (status = 503, description = "Not replicated yet: the initial catch-up, or the re-read after a plugin swap, is running (`Retry-After`)", body = openapi::ErrorDoc),
     ))]
 pub(super) async fn get_replica(
     State(api): State<ApiState>,
-    Path((grain_type, grain_key)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     query: Result<Query<ReplicaQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let (grain_type, grain_key) = match path {
+        Ok(Path(path)) => path,
+        Err(rejection) => return bad_path(rejection),
+    };
     let Ok(Query(query)) = query else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -303,6 +371,15 @@ fn if_none_match(headers: &HeaderMap, tag: &str) -> bool {
         .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == tag)
 }
 
+/// 400 `bad_path`: a path segment is not valid percent-encoded UTF-8.
+fn bad_path(rejection: PathRejection) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "bad_path",
+        format!("the path cannot be read: {}", rejection.body_text()),
+    )
+}
+
 /// 404 `unknown_grain_type`.
 fn unknown_grain_type(grain_type: &str) -> Response {
     error(
@@ -327,20 +404,25 @@ pub(super) struct PageQuery {
 
 /// `GET /v1/replicas/{grain_type}`: the grain type's keys, or its changes.
 #[utoipa::path(get, path = "/v1/replicas/{grain_type}", tag = "replicas",
-    params(("grain_type" = String, Path, description = "The grain type"), PageQuery),
+    security(("bearer" = [])),
+    params(("grain_type" = String, Path, description = "The grain type", example = "Counter"), PageQuery),
     responses(
         (status = 200, description = "A page of keys; with `watch=true` a `text/event-stream` of the type's replicas",
-            content((openapi::KeysDoc = "application/json"), (String = "text/event-stream"))),
-        (status = 400, description = "A bad query", body = openapi::ErrorDoc),
+            content((openapi::KeysDoc = "application/json"), (openapi::SseEventDoc = "text/event-stream"))),
+        (status = 400, description = "A bad query, or a grain type that is not percent-encoded UTF-8", body = openapi::ErrorDoc),
         (status = 401, description = "No token or an invalid one", body = openapi::ErrorDoc),
         (status = 403, description = "The token lacks `read` or `read:{grain_type}`", body = openapi::ErrorDoc),
         (status = 404, description = "No plugin replicates this grain type", body = openapi::ErrorDoc),
     ))]
 pub(super) async fn list_keys(
     State(api): State<ApiState>,
-    Path(grain_type): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let grain_type = match path {
+        Ok(Path(grain_type)) => grain_type,
+        Err(rejection) => return bad_path(rejection),
+    };
     let Ok(Query(page)) = query else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -376,6 +458,7 @@ pub(super) async fn list_keys(
 
 /// `GET /v1/plugins`: the loaded plugins.
 #[utoipa::path(get, path = "/v1/plugins", tag = "plugins",
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "Grain type, schema, sha256, size, limits, calls, failures and breaker of each plugin", body = Object),
         (status = 401, description = "No token or an invalid one", body = openapi::ErrorDoc),
@@ -428,6 +511,7 @@ pub(super) async fn plugins(State(api): State<ApiState>) -> Response {
 /// `POST /v1/admin/reload`: re-reads the config's `[[plugin]]` entries and
 /// swaps what changed, as SIGHUP does; answers the outcome.
 #[utoipa::path(post, path = "/v1/admin/reload", tag = "admin",
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "Applied (or nothing changed): `{result, added, changed, removed, restart_needed, error}`", body = Object),
         (status = 401, description = "No token or an invalid one", body = openapi::ErrorDoc),
@@ -508,38 +592,55 @@ fn retry_after(mut response: Response) -> Response {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
         (status = 200, description = "Ready", body = openapi::ReadyDoc),
-        (status = 503, description = "Catching up (`Retry-After`) or the log is unreachable", body = openapi::ReadyDoc),
+        (status = 503, description = "Not ready: `error` says why (`catching_up`, with `Retry-After`; `log_unreachable`; `draining`, after SIGTERM)", body = openapi::ReadyDoc),
     ))]
 pub(super) async fn readyz(State(api): State<ApiState>) -> Response {
     let progress = api.catch_up.progress();
-    if let Err(e) = api.log.ping().await {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "log_unreachable",
-            e.to_string(),
-        );
-    }
-    let body = serde_json::json!({
-        "ready": progress.complete,
+    let mut body = serde_json::json!({
+        "ready": false,
         "caught_up": progress.caught_up,
         "grains": progress.grains,
         "plugins": api.plugins.current().len(),
     });
-    let status = if progress.complete {
-        StatusCode::OK
+    let not_ready = if api.draining.is_stopped() {
+        Some((
+            "draining",
+            "the host is shutting down and drains its connections".to_owned(),
+        ))
+    } else if let Err(e) = api.log.ping().await {
+        Some(("log_unreachable", e.to_string()))
+    } else if !progress.complete {
+        Some((
+            "catching_up",
+            format!(
+                "the initial catch-up has read {} of {} grains",
+                progress.caught_up, progress.grains
+            ),
+        ))
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        None
     };
-    let response = (status, axum::Json(body)).into_response();
-    if progress.complete {
-        response
-    } else {
-        retry_after(response)
+    match not_ready {
+        None => {
+            body["ready"] = true.into();
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+        Some((code, message)) => {
+            body["error"] = code.into();
+            body["message"] = message.into();
+            let response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+            if code == "catching_up" {
+                retry_after(response)
+            } else {
+                response
+            }
+        }
     }
 }
 
 /// `GET /metrics`: Prometheus text.
 #[utoipa::path(get, path = "/metrics", tag = "health",
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
         (status = 401, description = "No token or an invalid one", body = openapi::ErrorDoc),
@@ -555,4 +656,163 @@ pub(super) async fn metrics(State(api): State<ApiState>) -> Response {
         ),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::super::access::{Access, declared_only};
+    use super::super::auth::{Auth, TokenSources};
+    use super::super::openapi::document_json;
+    use super::super::operator_page::tests::api;
+    use super::*;
+
+    fn auth(dir: &std::path::Path) -> Arc<Auth> {
+        let file = dir.join("tokens");
+        let hash = hex::encode(Sha256::digest(b"reader"));
+        std::fs::write(&file, format!("{hash} read\n")).unwrap();
+        Arc::new(
+            Auth::load(TokenSources {
+                config: "host.toml".into(),
+                files: vec![file],
+                env: vec![],
+                admin_file: None,
+                admin_only: false,
+            })
+            .unwrap(),
+        )
+    }
+
+    /// `{*x}` (axum's catch-all) as OpenAPI writes it, `{x}`.
+    fn as_openapi(template: &str) -> String {
+        template.replace("{*", "{")
+    }
+
+    fn concrete(template: &str) -> String {
+        template
+            .replace("{grain_type}", "Counter")
+            .replace("{*grain_key}", "k")
+    }
+
+    #[test]
+    fn every_documented_operation_is_a_declared_route_and_needs_a_token_unless_open() {
+        let declared: BTreeMap<String, Access> = routes(None)
+            .declared()
+            .iter()
+            .map(|(path, access)| (as_openapi(path), *access))
+            .collect();
+        let doc: serde_json::Value = serde_json::from_str(&document_json()).unwrap();
+        let documented: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
+        assert_eq!(
+            declared.keys().collect::<Vec<_>>(),
+            documented,
+            "every route is documented and every documented path is routed"
+        );
+        for (path, operations) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in operations.as_object().unwrap() {
+                let secured = operation["security"]
+                    .as_array()
+                    .is_some_and(|s| !s.is_empty());
+                assert_eq!(
+                    secured,
+                    declared[path] != Access::Open,
+                    "{method} {path}: the document's security disagrees with the route's access"
+                );
+            }
+        }
+        assert!(
+            doc.get("security").is_none(),
+            "no global security requirement"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_route_but_the_probes_refuses_a_request_without_a_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = auth(dir.path());
+        let router = router(api(Arc::default(), Arc::default()), Some(Arc::clone(&auth)));
+        for (template, access) in routes(Some(auth)).declared() {
+            let method = if *template == "/v1/admin/reload" {
+                "POST"
+            } else {
+                "GET"
+            };
+            let request = Request::builder()
+                .method(method)
+                .uri(concrete(template))
+                .body(Body::empty())
+                .unwrap();
+            let response = declared_only(router.clone().oneshot(request).await.unwrap());
+            let refused = response.status() == StatusCode::UNAUTHORIZED;
+            assert_eq!(
+                refused,
+                *access != Access::Open,
+                "{method} {template}: {}",
+                response.status()
+            );
+            assert_ne!(
+                response.status(),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{template}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_route_added_around_the_declarations_is_refused() {
+        let router: Router = router(api(Arc::default(), Arc::default()), None)
+            .route("/v1/undeclared", get(|| async { "secret" }));
+        let request = Request::builder()
+            .uri("/v1/undeclared")
+            .body(Body::empty())
+            .unwrap();
+        let response = declared_only(router.oneshot(request).await.unwrap());
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("undeclared_route"));
+    }
+
+    #[tokio::test]
+    async fn framework_errors_are_json_too() {
+        let router = router(api(Arc::default(), Arc::default()), None);
+        for (method, uri, status) in [
+            ("POST", "/healthz", StatusCode::METHOD_NOT_ALLOWED),
+            ("GET", "/v1/replicas/Counter/%FF", StatusCode::BAD_REQUEST),
+            ("GET", "/v1/replicas/%C3%28", StatusCode::BAD_REQUEST),
+            ("GET", "/nowhere", StatusCode::NOT_FOUND),
+        ] {
+            let request = Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(Body::empty())
+                .unwrap();
+            let response = declared_only(router.clone().oneshot(request).await.unwrap());
+            assert_eq!(response.status(), status, "{method} {uri}");
+            assert_eq!(
+                response.headers()[header::CONTENT_TYPE],
+                "application/json",
+                "{method} {uri}"
+            );
+            let allow = response.headers().get(header::ALLOW).cloned();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert!(
+                json["error"].is_string() && json["message"].is_string(),
+                "{json}"
+            );
+            if status == StatusCode::METHOD_NOT_ALLOWED {
+                assert!(allow.is_some(), "405 keeps its Allow header");
+            }
+        }
+    }
 }

@@ -1,10 +1,14 @@
 //! Prometheus metrics. Counters kept by the consumer and the plugins are
 //! published at scrape time; histograms (plugin call duration, replication
-//! lag) are recorded as events happen through the `metrics` facade.
+//! lag, HTTP requests) are recorded as events happen through the `metrics`
+//! facade. Every metric has a `# HELP` line ([`describe`]); the series of a
+//! grain type no longer configured are left out of the rendering.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
+
+use crate::plugin::breaker::BreakerState;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -36,9 +40,157 @@ fn handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // An embedder may have installed its own recorder: then ours only renders.
             let _ = metrics::set_global_recorder(recorder);
+            describe();
+            build_info();
             handle
         })
         .clone()
+}
+
+/// Installs the process-wide recorder (once), so metrics recorded before
+/// the first scrape (the certificate's expiry at startup) are kept.
+pub fn install() {
+    let _ = handle();
+}
+
+/// The wasmtime release this host embeds (checked against Cargo.lock by a
+/// test).
+pub const WASMTIME_VERSION: &str = "48.0.10";
+
+/// `replica_build_info{version, wasmtime, contract}`, always 1.
+fn build_info() {
+    metrics::gauge!(
+        "replica_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "wasmtime" => WASMTIME_VERSION,
+        "contract" => crate::contract::CONTRACT_VERSION,
+    )
+    .set(1.0);
+}
+
+/// Every metric's `# HELP` text, by name.
+pub const HELP: &[(&str, &str)] = &[
+    (
+        "replica_build_info",
+        "Always 1; the labels name this build: version, the wasmtime release, the plugin contract version",
+    ),
+    (
+        "replica_snapshots_applied_total",
+        "Snapshots decoded and applied to the store, per grain type",
+    ),
+    (
+        "replica_snapshots_skipped_total",
+        "Snapshots skipped because a newer one was already applied, per grain type",
+    ),
+    (
+        "replica_deltas_refused_total",
+        "Delta entries refused (the host applies full snapshots only), per grain type",
+    ),
+    (
+        "replica_rows_refused_total",
+        "Log rows that could not be interpreted, per grain type",
+    ),
+    (
+        "replica_log_read_errors_total",
+        "Failed reads and listings of the replication log, per grain type",
+    ),
+    (
+        "replica_decode_failures_total",
+        "Snapshots a plugin failed to decode, per grain type and error kind",
+    ),
+    (
+        "replica_grains",
+        "Grains known to the consumer, per grain type",
+    ),
+    (
+        "replica_replicas",
+        "Replicas in the store, per grain type and status (ok, behind, failing)",
+    ),
+    (
+        "replica_scheduler_queue_depth",
+        "Grains waiting for a worker, per grain type",
+    ),
+    (
+        "replica_scheduler_oldest_ready_seconds",
+        "How long the oldest grain waiting for a worker has waited, per grain type",
+    ),
+    (
+        "replica_scheduler_workers",
+        "Workers shared by every grain type ([consumer] workers)",
+    ),
+    (
+        "replica_scheduler_workers_busy",
+        "Workers running a grain step",
+    ),
+    (
+        "replica_unhandled_grain_type_grains",
+        "Log entries of grain types without a plugin, per grain type",
+    ),
+    (
+        "replica_plugin_calls_total",
+        "Plugin decode calls, per grain type",
+    ),
+    (
+        "replica_plugin_failures_total",
+        "Plugin decode calls that failed, per grain type",
+    ),
+    (
+        "replica_plugin_call_duration_seconds",
+        "Duration of plugin decode calls, per grain type",
+    ),
+    (
+        "replica_plugin_breaker_state",
+        "1 for the circuit breaker's current state (closed, open, half_open), 0 for the others, per grain type",
+    ),
+    (
+        "replica_plugin_consecutive_faults",
+        "Consecutive guest faults counted by the circuit breaker, per grain type",
+    ),
+    (
+        "replica_plugin_breaker_opened_total",
+        "Times the circuit breaker opened, per grain type",
+    ),
+    (
+        "replica_plugin_breaker_rejected_calls_total",
+        "Calls failed fast by an open circuit breaker, per grain type",
+    ),
+    (
+        "replica_plugin_reloads_total",
+        "Plugin reloads (SIGHUP or POST /v1/admin/reload), per result (applied, unchanged, refused)",
+    ),
+    (
+        "replica_replication_lag_seconds",
+        "Apply time minus the snapshot's timestamp, per grain type",
+    ),
+    (
+        "replica_http_requests_total",
+        "HTTP requests answered, per route template and status",
+    ),
+    (
+        "replica_http_request_duration_seconds",
+        "Time to answer an HTTP request's head, per route template",
+    ),
+    (
+        "replica_http_auth_denied_total",
+        "Requests refused by access control, per reason (missing, invalid, forbidden)",
+    ),
+    ("replica_http_connections", "Open HTTP connections"),
+    (
+        "replica_http_connections_closed_total",
+        "HTTP connections closed by the host, per reason (shed, refused, header_timeout, idle_timeout)",
+    ),
+    (
+        "replica_tls_cert_expiry_timestamp_seconds",
+        "When the TLS certificate in force expires, Unix seconds",
+    ),
+];
+
+/// Registers every metric's `# HELP` text (the exporter keeps one text per
+/// name, whatever the kind).
+fn describe() {
+    for (name, help) in HELP {
+        metrics::describe_gauge!(*name, *help);
+    }
 }
 
 impl MetricsExporter {
@@ -112,9 +264,14 @@ impl MetricsExporter {
         {
             let status = breaker.status(now);
             let gt = grain_type.clone();
-            // 0 closed, 1 open, 2 half open.
-            metrics::gauge!("replica_plugin_breaker_state", "grain_type" => gt.clone())
-                .set(status.state.gauge());
+            for state in [
+                BreakerState::Closed,
+                BreakerState::Open,
+                BreakerState::HalfOpen,
+            ] {
+                metrics::gauge!("replica_plugin_breaker_state", "grain_type" => gt.clone(), "state" => state.as_str())
+                    .set(if status.state == state { 1.0 } else { 0.0 });
+            }
             metrics::gauge!("replica_plugin_consecutive_faults", "grain_type" => gt.clone())
                 .set(f64::from(status.consecutive_faults));
             metrics::counter!("replica_plugin_breaker_opened_total", "grain_type" => gt.clone())
@@ -122,8 +279,69 @@ impl MetricsExporter {
             metrics::counter!("replica_plugin_breaker_rejected_calls_total", "grain_type" => gt)
                 .absolute(status.rejected_calls);
         }
-        self.handle.render()
+        let mut kept: BTreeSet<&str> = plugins.keys().map(String::as_str).collect();
+        kept.extend(snapshot.unhandled_grain_types.keys().map(String::as_str));
+        without_other_grain_types(&self.handle.render(), &kept)
     }
+}
+
+/// `text` without the samples labelled with a grain type not in `kept`: the
+/// series of a removed grain type go with it.
+fn without_other_grain_types(text: &str, kept: &BTreeSet<&str>) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let removed = !line.starts_with('#')
+            && grain_type_label(line).is_some_and(|grain_type| !kept.contains(grain_type.as_str()));
+        if !removed {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The (unescaped) `grain_type` label of a sample line, if it has one.
+fn grain_type_label(line: &str) -> Option<String> {
+    let labels = &line[line.find('{')? + 1..];
+    let start = labels
+        .match_indices("grain_type=\"")
+        .find(|(i, _)| *i == 0 || labels[..*i].ends_with(','))?
+        .0
+        + "grain_type=\"".len();
+    let mut value = String::new();
+    let mut chars = labels[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(value),
+            '\\' => match chars.next()? {
+                'n' => value.push('\n'),
+                other => value.push(other),
+            },
+            c => value.push(c),
+        }
+    }
+    None
+}
+
+/// Records `replica_http_requests_total{route, status}` and
+/// `replica_http_request_duration_seconds{route}` for every request: the
+/// route is the matched template (`/v1/replicas/{grain_type}/{*grain_key}`),
+/// never the raw path; `unmatched` for paths no route serves.
+pub async fn count_requests(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics::histogram!("replica_http_request_duration_seconds", "route" => route.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("replica_http_requests_total", "route" => route, "status" => response.status().as_u16().to_string())
+        .increment(1);
+    response
 }
 
 /// Records replication lag (apply time minus the entry's timestamp) for
@@ -148,5 +366,35 @@ pub async fn record_lag(store: Arc<ReplicaStore>, mut shutdown: StopSignal) {
             },
             _ = shutdown.stopped() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_of_removed_grain_types_are_left_out() {
+        let text = "# HELP replica_grains Grains\n# TYPE replica_grains gauge\nreplica_grains{grain_type=\"Counter\"} 3\nreplica_grains{grain_type=\"Gone\"} 1\nreplica_replicas{status=\"ok\",grain_type=\"Gone\"} 1\nreplica_scheduler_workers 16\nreplica_x{other_grain_type=\"Gone\"} 1\n";
+        let kept = BTreeSet::from(["Counter"]);
+        let out = without_other_grain_types(text, &kept);
+        assert!(out.contains("replica_grains{grain_type=\"Counter\"} 3"));
+        assert!(!out.contains("\"Gone\"} 1\nreplica_replicas"));
+        assert!(!out.contains("status=\"ok\",grain_type=\"Gone\""));
+        assert!(out.contains("replica_scheduler_workers 16"));
+        assert!(out.contains("other_grain_type=\"Gone\""));
+        assert!(out.contains("# HELP replica_grains"));
+    }
+
+    #[test]
+    fn the_wasmtime_version_is_the_locked_one() {
+        let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock"))
+            .expect("Cargo.lock");
+        let locked = lock
+            .split("[[package]]")
+            .find(|p| p.contains("\nname = \"wasmtime\"\n"))
+            .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
+            .map(|v| v.trim_end_matches('"'));
+        assert_eq!(locked, Some(WASMTIME_VERSION));
     }
 }

@@ -5,14 +5,19 @@
 //! failure stops startup before anything else starts) → tokens and TLS
 //! certificate → log → HTTP listener → consumers. SIGHUP re-reads the tokens,
 //! the certificate ([`reload`]) and the config's `[[plugin]]` entries
-//! ([`plugins`]). Shutdown: consumers stop, change
-//! streams end, in-flight plugin calls finish, the HTTP server closes, the
-//! log is dropped.
+//! ([`plugins`]). Shutdown is a drain: on the signal `/readyz` answers 503
+//! while reads are still served for `[http] drain_ms`; then consumers stop,
+//! change streams end, the HTTP server closes, in-flight plugin calls
+//! finish, the log is dropped.
 //!
 //! # Layout
 //! - [`http`] — the routes and the read handlers;
-//! - [`auth`] — bearer tokens and scopes, checked before every handler;
-//! - [`tls`] — rustls, and a listener that handshakes off the accept loop;
+//! - [`access`] — the access each route declares, checked by a route layer;
+//! - [`auth`] — bearer tokens and scopes;
+//! - [`server`] — accepting connections, TLS, HTTP/1.1 and HTTP/2;
+//! - [`connections`] — the connection limit, shedding, header and idle
+//!   timeouts;
+//! - [`tls`] and [`cert_expiry`] — rustls, and the certificate's expiry;
 //! - [`watch`] — change streams (Server-Sent Events);
 //! - [`problems`] and [`operator_page`] — the operator's HTML page;
 //! - [`openapi`] — the API's OpenAPI document;
@@ -21,7 +26,10 @@
 //!   `POST /v1/admin/reload`);
 //! - [`reload`] — what SIGHUP re-reads.
 
+pub mod access;
 pub mod auth;
+pub mod cert_expiry;
+pub mod connections;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
@@ -29,6 +37,7 @@ pub mod operator_page;
 pub mod plugins;
 pub mod problems;
 pub mod reload;
+pub mod server;
 pub mod tls;
 pub mod watch;
 
@@ -39,11 +48,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use self::auth::{Auth, TokenSources};
+use self::connections::{ConnectionLimits, Connections, default_max_connections};
 use self::plugins::{LivePlugins, PluginReloader};
 use self::problems::Problems;
 use self::reload::Reloader;
-use self::tls::{TlsFiles, TlsListener};
-use crate::config::Config;
+use self::tls::TlsFiles;
+use crate::config::{Config, HttpSection};
 use crate::consumer::{ConsumerConfig, ConsumerMetrics, Replicator};
 use crate::log_limiter;
 use crate::plugin::crash_guard::CrashGuard;
@@ -108,8 +118,18 @@ impl StartupError {
 /// Longest wait for in-flight plugin calls at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs the daemon until `shutdown` completes; `on_ready` is called with the
-/// bound HTTP address once everything runs.
+/// The connection bounds of `[http]`.
+pub fn connection_limits(http: &HttpSection) -> ConnectionLimits {
+    ConnectionLimits {
+        max_connections: http.max_connections.unwrap_or_else(default_max_connections),
+        header_timeout: Duration::from_millis(http.header_timeout_ms),
+        idle_timeout: Duration::from_millis(http.idle_timeout_ms),
+    }
+}
+
+/// Runs the daemon until `shutdown` completes and the drain (`[http]
+/// drain_ms`) is over; `on_ready` is called with the bound HTTP address once
+/// everything runs.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -122,6 +142,7 @@ pub async fn run(
     // killing it.
     let mut shutdown = Box::pin(shutdown);
     let stop_early = futures::poll!(shutdown.as_mut()).is_ready();
+    metrics::install();
     let engine = PluginEngine::new().map_err(StartupError::Engine)?;
     let plugins = PluginSet::load(&config, &engine)?;
     let mut reloader = Reloader::default();
@@ -163,13 +184,11 @@ pub async fn run(
             config: config.source.clone(),
             source,
         })?;
-    let listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
-        .map_err(|source| StartupError::Listen {
-            config: config.source.clone(),
-            addr: config.http.listen,
-            source,
-        })?;
+    let listener = server::bind(config.http.listen).map_err(|source| StartupError::Listen {
+        config: config.source.clone(),
+        addr: config.http.listen,
+        source,
+    })?;
     let addr = listener.local_addr().map_err(StartupError::Socket)?;
 
     let store = Arc::new(ReplicaStore::with_change_capacity(config.http.watch_buffer));
@@ -192,6 +211,7 @@ pub async fn run(
     };
 
     let stopping = Shutdown::new();
+    let draining = Shutdown::new();
     let lag = tokio::spawn(metrics::record_lag(Arc::clone(&store), stopping.signal()));
     let problems = Arc::new(Problems::default());
     let problems_task =
@@ -231,29 +251,17 @@ pub async fn run(
         problems,
         cluster_id: config.cluster_id.as_str().into(),
         stop: stopping.signal(),
+        draining: draining.signal(),
     };
-    let mut router = http::router(api);
-    if let Some(auth) = auth {
-        router = router.layer(axum::middleware::from_fn_with_state(auth, auth::enforce));
-    }
-    let mut http_stop = stopping.signal();
-    let stopped = async move { http_stop.stopped().await };
-    let server = match &tls {
-        Some(files) => {
-            let listener = TlsListener::spawn(listener, Arc::clone(files), stopping.signal())
-                .map_err(StartupError::Socket)?;
-            tokio::spawn(
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(stopped)
-                    .into_future(),
-            )
-        }
-        None => tokio::spawn(
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stopped)
-                .into_future(),
-        ),
-    };
+    let router = http::router(api, auth);
+    let limits = connection_limits(&config.http);
+    let server = tokio::spawn(server::serve(
+        listener,
+        tls.clone(),
+        router,
+        Connections::new(limits),
+        stopping.signal(),
+    ));
 
     tracing::info!(
         cluster_id = %config.cluster_id,
@@ -262,6 +270,7 @@ pub async fn run(
         tls = tls.is_some(),
         auth = config.http.auth.is_some(),
         plugins = plugins.len(),
+        max_connections = limits.max_connections,
         "replica-host running"
     );
     on_ready(addr);
@@ -269,17 +278,23 @@ pub async fn run(
     if !stop_early {
         shutdown.await;
     }
+    // The drain: not ready from now on, reads still served.
+    draining.stop();
+    let drain = Duration::from_millis(config.http.drain_ms);
+    tracing::info!(
+        drain_ms = config.http.drain_ms,
+        "draining: /readyz answers 503; reads are served until the drain ends"
+    );
+    tokio::time::sleep(drain).await;
     tracing::info!("shutting down");
     stopping.stop();
     let _ = replicator.await;
+    if let Err(e) = server.await {
+        tracing::warn!(error = %e, "HTTP server task failed");
+    }
     // Let plugin calls already running on the blocking pool finish.
     if !slots.drain(DRAIN_TIMEOUT).await {
         tracing::warn!("plugin calls still running after {DRAIN_TIMEOUT:?}; stopping anyway");
-    }
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
-        Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
     }
     let _ = lag.await;
     let _ = problems_task.await;

@@ -14,7 +14,7 @@ use super::{http, operator_page};
 #[openapi(
     info(
         title = "replica-host",
-        description = "Typed, read-only replicas of Orlando grains. With `[http.auth]`, every path but `/healthz` and `/readyz` needs a bearer token (`Authorization: Bearer …`, or the password of HTTP Basic) with the scope named in its 403 answer."
+        description = "Typed, read-only replicas of Orlando grains. With `[http.auth]`, the operations marked with the `bearer` security requirement need a token (`Authorization: Bearer …`, or the password of HTTP Basic) with the scope named in their 403 answer; `/healthz` and `/readyz` are open. Every error is the JSON error shape (`ErrorDoc`), 405 included."
     ),
     paths(
         http::healthz,
@@ -27,9 +27,8 @@ use super::{http, operator_page};
         document,
         operator_page::page,
     ),
-    components(schemas(ReplicaDoc, ErrorDoc, KeysDoc, ReadyDoc)),
-    modifiers(&BearerAuth),
-    security(("bearer" = []))
+    components(schemas(ReplicaDoc, ErrorDoc, KeysDoc, ReadyDoc, SseEventDoc)),
+    modifiers(&BearerAuth)
 )]
 struct ApiDoc;
 
@@ -55,6 +54,7 @@ pub fn document_json() -> String {
 
 /// `GET /v1/openapi.json`: this document.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "This OpenAPI document", body = Object),
         (status = 401, description = "No token or an invalid one", body = ErrorDoc),
@@ -98,6 +98,19 @@ pub struct ReplicaDoc {
     state: Option<serde_json::Value>,
 }
 
+/// One event of a change stream (`text/event-stream`).
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+pub struct SseEventDoc {
+    /// The replica's sequence (absent on `resync`).
+    id: Option<String>,
+    /// `message` (a replica) or `resync` (the client fell behind).
+    event: Option<String>,
+    /// A replica as a read renders it (`ReplicaDoc`), or on `resync`
+    /// `{"missed_changes": N}`.
+    data: String,
+}
+
 /// Every error: one line of JSON.
 #[allow(dead_code)]
 #[derive(Serialize, ToSchema)]
@@ -120,10 +133,16 @@ pub struct KeysDoc {
     next_after: Option<String>,
 }
 
-/// Readiness.
+/// Readiness; when not ready, also `error` and `message` (the error shape).
 #[allow(dead_code)]
 #[derive(Serialize, ToSchema)]
 pub struct ReadyDoc {
+    /// Not ready: `catching_up`, `log_unreachable` or `draining`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    /// Not ready: why, for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
     /// The initial catch-up is complete.
     ready: bool,
     /// Grains caught up so far.

@@ -37,6 +37,7 @@ pub struct PageQuery {
 
 /// `GET /`: the operator page.
 #[utoipa::path(get, path = "/", tag = "operator",
+    security(("bearer" = [])),
     params(PageQuery),
     responses(
         (status = 200, description = "The operator page (HTML, refreshes itself)", body = String, content_type = "text/html"),
@@ -298,7 +299,7 @@ fn render(api: &ApiState, query: &PageQuery) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::Arc;
 
@@ -309,7 +310,8 @@ mod tests {
     use crate::replication_log::MemoryLog;
     use crate::store::ReplicaStore;
 
-    fn api(store: Arc<ReplicaStore>, problems: Arc<Problems>) -> ApiState {
+    /// An API over `store` with no plugins, for handler tests.
+    pub(crate) fn api(store: Arc<ReplicaStore>, problems: Arc<Problems>) -> ApiState {
         ApiState {
             store,
             plugins: Arc::new(LivePlugins::default()),
@@ -321,6 +323,7 @@ mod tests {
             problems,
             cluster_id: "eu-<west>".into(),
             stop: crate::shutdown::Shutdown::new().signal(),
+            draining: crate::shutdown::Shutdown::new().signal(),
         }
     }
 

@@ -1,34 +1,23 @@
 //! TLS for the HTTP API (`[http] tls_cert`, `tls_key`): rustls with the
-//! `ring` provider, no OpenSSL.
+//! `ring` provider, no OpenSSL; ALPN offers `h2` and `http/1.1`, both
+//! served ([`super::server`]).
 //!
 //! [`TlsFiles`] holds the server config read from the PEM files and swaps it
-//! whole on reload (SIGHUP); connections already open keep the old one.
-//! [`TlsListener`] is an `axum::serve` listener: a task accepts TCP
-//! connections and runs each handshake on its own task, bounded by
-//! [`HANDSHAKE_TIMEOUT`], so a slow or silent client never holds up others.
+//! whole on reload (SIGHUP); connections already open keep the old one. The
+//! leaf certificate's expiry is checked at each load ([`super::cert_expiry`]):
+//! an expired one is refused, one expiring within 14 days is warned about.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::SystemTime;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::server::TlsStream;
 
+use super::cert_expiry::{self, Expiry};
 use super::reload::Reload;
-use crate::shutdown::StopSignal;
-
-/// Longest a client may take to complete its TLS handshake; guards the
-/// listener against connections that open and then say nothing.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Handshaken connections waiting for the server to take them.
-const ACCEPTED_QUEUE: usize = 64;
 
 /// The certificate and key files and the server config read from them.
 #[derive(Debug)]
@@ -47,6 +36,8 @@ impl TlsFiles {
     /// Reads both files; the error is one line naming the config field.
     pub fn load(config: &Path, cert: PathBuf, key: PathBuf) -> Result<Self, String> {
         let server = server_config(config, &cert, &key)?;
+        cert_expiry::published(&server.1);
+        let server = server.0;
         Ok(Self {
             config: config.to_path_buf(),
             cert,
@@ -55,7 +46,8 @@ impl TlsFiles {
         })
     }
 
-    fn acceptor(&self) -> TlsAcceptor {
+    /// A handshaker with the config in force.
+    pub fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(Arc::clone(
             &self.current.read().unwrap_or_else(PoisonError::into_inner),
         ))
@@ -68,14 +60,20 @@ impl Reload for TlsFiles {
     }
 
     fn reload(&self) -> Result<String, String> {
-        let server = server_config(&self.config, &self.cert, &self.key)?;
+        let (server, expiry) = server_config(&self.config, &self.cert, &self.key)?;
+        cert_expiry::published(&expiry);
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(server);
-        Ok(format!("certificate from {}", self.cert.display()))
+        Ok(format!(
+            "certificate from {}, valid until {}",
+            self.cert.display(),
+            expiry.not_after_text
+        ))
     }
 }
 
-/// A rustls server config from PEM files.
-fn server_config(config: &Path, cert: &Path, key: &Path) -> Result<ServerConfig, String> {
+/// A rustls server config from PEM files, and the leaf certificate's expiry;
+/// an expired certificate is refused.
+fn server_config(config: &Path, cert: &Path, key: &Path) -> Result<(ServerConfig, Expiry), String> {
     let config = config.display();
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -86,8 +84,21 @@ fn server_config(config: &Path, cert: &Path, key: &Path) -> Result<ServerConfig,
             cert.display()
         ));
     }
-    let private_key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("{config}: http.tls_key: {}: {e}", key.display()))?;
+    let expiry = Expiry::of(&certs[0])
+        .map_err(|e| format!("{config}: http.tls_cert: {}: {e}", cert.display()))?;
+    if let Some(expired) = expiry.expired_at(SystemTime::now()) {
+        return Err(format!(
+            "{config}: http.tls_cert: {}: {expired}",
+            cert.display()
+        ));
+    }
+    let private_key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        format!(
+            "{config}: http.tls_key: {}: {}",
+            key.display(),
+            key_problem(key, e)
+        )
+    })?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let mut server = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -102,71 +113,33 @@ fn server_config(config: &Path, cert: &Path, key: &Path) -> Result<ServerConfig,
             )
         })?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(server)
+    Ok((server, expiry))
 }
 
-/// An `axum::serve` listener that hands over TLS connections.
-pub struct TlsListener {
-    /// Handshaken connections.
-    accepted: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    /// The bound address.
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    /// Accepts on `tcp` with the config `files` holds at each connection,
-    /// until `stop`.
-    pub fn spawn(
-        tcp: TcpListener,
-        files: Arc<TlsFiles>,
-        mut stop: StopSignal,
-    ) -> std::io::Result<Self> {
-        let local = tcp.local_addr()?;
-        let (tx, accepted) = mpsc::channel(ACCEPTED_QUEUE);
-        tokio::spawn(async move {
-            loop {
-                let (stream, peer) = tokio::select! {
-                    accepted = tcp.accept() => match accepted {
-                        Ok(connection) => connection,
-                        Err(e) => {
-                            // Out of file descriptors and the like: wait, as axum does.
-                            tracing::warn!(error = %e, "accepting a TCP connection failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                    _ = stop.stopped() => return,
-                };
-                let acceptor = files.acceptor();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(Self { accepted, local })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.accepted.recv().await {
-            Some(connection) => connection,
-            // Stopped: the server shuts down on the same signal.
-            None => std::future::pending().await,
+/// What is wrong with a key file that yielded no usable private key.
+fn key_problem(key: &Path, error: pem::Error) -> String {
+    let text = match (&error, std::fs::read(key)) {
+        (pem::Error::Io(e), _) => return e.to_string(),
+        (_, Ok(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+        (_, Err(e)) => return e.to_string(),
+    };
+    match error {
+        pem::Error::NoItemsFound if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") => {
+            "the private key is encrypted; give it unencrypted (openssl pkcs8 -topk8 -nocrypt)"
+                .into()
         }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
+        pem::Error::NoItemsFound if text.contains("-----BEGIN CERTIFICATE-----") => {
+            "the file holds a certificate, not a private key (are tls_cert and tls_key swapped?)"
+                .into()
+        }
+        pem::Error::NoItemsFound if text.trim().is_empty() => "the file is empty".into(),
+        pem::Error::NoItemsFound => "no PEM private key in the file (expected a block \
+             BEGIN PRIVATE KEY, BEGIN RSA PRIVATE KEY or BEGIN EC PRIVATE KEY)"
+            .into(),
+        pem::Error::MissingSectionEnd { .. } => {
+            "the PEM block has no END line (is the file truncated?)".into()
+        }
+        pem::Error::Base64Decode(e) => format!("the PEM block is not valid base64: {e}"),
+        other => other.to_string(),
     }
 }

@@ -24,7 +24,7 @@ pub const SAMPLE_PLUGINS: &[(&str, &str)] = &[
 pub fn prepare(plugins_dir: &Path, demo_dir: &Path, listen: &str) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(demo_dir).with_context(|| format!("{}", demo_dir.display()))?;
     let mut config = format!(
-        "# Written by `replica-host demo`.\ncluster_id = \"demo-secondary\"\n\n[log]\nurl = \"sqlite://replication.db\"\n\n[consumer]\npoll_interval_ms = 100\nbatch_limit = 100\n\n[http]\nlisten = \"{listen}\"\n"
+        "# Written by `replica-host demo`.\ncluster_id = \"demo-secondary\"\n\n[log]\nurl = \"sqlite://replication.db\"\n\n[consumer]\npoll_interval_ms = 100\nbatch_limit = 100\n\n[http]\nlisten = \"{listen}\"\ndrain_ms = 0  # a demo stops at once; a real host drains\n"
     );
     for (grain_type, dir) in SAMPLE_PLUGINS {
         eprintln!("building plugin {dir} ...");

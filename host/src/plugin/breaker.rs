@@ -51,15 +51,6 @@ impl BreakerState {
             BreakerState::HalfOpen => "half_open",
         }
     }
-
-    /// The value of the `replica_plugin_breaker_state` gauge.
-    pub fn gauge(self) -> f64 {
-        match self {
-            BreakerState::Closed => 0.0,
-            BreakerState::Open => 1.0,
-            BreakerState::HalfOpen => 2.0,
-        }
-    }
 }
 
 /// Whether a call may run.

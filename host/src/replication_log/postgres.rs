@@ -427,7 +427,11 @@ impl ReplicationLog for PostgresLog {
                 // Another transaction got in the way: check again.
                 Err(e) if has_code(&e, &["40001", "40P01"]) && attempt < APPEND_RETRIES => {
                     attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(1 << attempt.min(6))).await;
+                    // Full jitter: racing writers do not collide again in step.
+                    tokio::time::sleep(Duration::from_millis(fastrand::u64(
+                        1..=1 << attempt.min(6),
+                    )))
+                    .await;
                 }
                 Err(e) => return Err(self.error(e)),
             }
