@@ -24,7 +24,7 @@
 //!
 //! Around the path: [`contract`] (bindings of the plugin contract),
 //! [`config`] and [`plugin_set`] (the daemon's config and the plugins it
-//! loads at startup), [`shutdown`] (stopping every task), [`log_limiter`]
+//! loads at startup), [`secret`] (a password never printed), [`shutdown`] (stopping every task), [`log_limiter`]
 //! (rate-limited repeated log lines).
 //!
 //! The binary's tools, `bench`, `demo` and `authoring` (`plugin new`,
@@ -55,6 +55,7 @@ pub mod log_limiter;
 pub mod plugin;
 pub mod plugin_set;
 pub mod replication_log;
+pub mod secret;
 pub mod shutdown;
 pub mod store;
 pub mod value;

@@ -99,7 +99,7 @@ impl Need {
             "/healthz" | "/readyz" => return Need::Open,
             "/metrics" => return Need::Metrics,
             "/" => return Need::ReadAll,
-            "/v1/plugins" => return Need::AnyRead,
+            "/v1/plugins" | "/v1/shards" => return Need::AnyRead,
             _ => {}
         }
         if path.starts_with("/v1/admin/") || path == "/v1/admin" {
@@ -468,6 +468,7 @@ mod tests {
         assert_eq!(Need::of_path("/metrics"), Need::Metrics);
         assert_eq!(Need::of_path("/"), Need::ReadAll);
         assert_eq!(Need::of_path("/v1/plugins"), Need::AnyRead);
+        assert_eq!(Need::of_path("/v1/shards"), Need::AnyRead);
         assert_eq!(Need::of_path("/v1/openapi.json"), Need::Token);
         assert_eq!(Need::of_path("/v1/admin/reload"), Need::Admin);
         assert_eq!(

@@ -17,7 +17,7 @@ use super::metrics::MetricsExporter;
 use super::plugins::{LivePlugins, PluginReloader};
 use super::problems::Problems;
 use super::watch::{Target, resume_after};
-use super::{openapi, operator_page, watch as sse};
+use super::{openapi, operator_page, shards, watch as sse};
 use crate::consumer::{CatchUp, Shard, shard::shard_of};
 use crate::decode::DecodedBy;
 use crate::plugin::breaker::Breaker;
@@ -47,6 +47,9 @@ pub struct ApiState {
     pub catch_up: Arc<CatchUp>,
     /// The grains this host replicates, when sharded.
     pub shard: Option<Shard>,
+    /// `[consumer] peer_url`: where each shard's host answers, `{shard}`
+    /// standing for its index; the `Location` of a 421.
+    pub peer_url: Option<Arc<str>>,
     /// The failing and behind grains and the lag, for the operator page.
     pub problems: Arc<Problems>,
     /// This secondary cluster's id, for the operator page.
@@ -67,6 +70,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics))
         .route("/v1/plugins", get(plugins))
+        .route("/v1/shards", get(shards::shards))
         .route("/v1/admin/reload", post(admin_reload))
         .route("/v1/replicas/{grain_type}", get(list_keys))
         .route("/v1/replicas/{grain_type}/{*grain_key}", get(get_replica))
@@ -171,12 +175,15 @@ pub(super) async fn healthz() -> &'static str {
         (status = 403, description = "The token lacks `read` or `read:{grain_type}`", body = openapi::ErrorDoc),
         (status = 404, description = "No such grain", body = openapi::ErrorDoc),
         (status = 409, description = "Older than `max_staleness_ms`", body = openapi::ErrorDoc),
-        (status = 421, description = "The grain belongs to another shard", body = openapi::ErrorDoc),
+        (status = 421, description = "The grain belongs to another shard; with `[consumer] peer_url`, `Location` is the same request at its owner",
+            headers(("Location" = String, description = "The owner's URL for this request (with `peer_url`)")),
+            body = openapi::ErrorDoc),
         (status = 503, description = "Not replicated yet: the initial catch-up is running (`Retry-After`)", body = openapi::ErrorDoc),
     ))]
 pub(super) async fn get_replica(
     State(api): State<ApiState>,
     Path((grain_type, grain_key)): Path<(String, String)>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     query: Result<Query<ReplicaQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -192,7 +199,7 @@ pub(super) async fn get_replica(
         && !shard.owns(&grain_type, &grain_key)
     {
         let owner = shard_of(&grain_type, &grain_key, shard.count);
-        return error(
+        let mut answer = error(
             StatusCode::MISDIRECTED_REQUEST,
             "misdirected",
             format!(
@@ -200,6 +207,12 @@ pub(super) async fn get_replica(
                 shard.count
             ),
         );
+        if let Some(template) = &api.peer_url
+            && let Ok(location) = shards::location(template, owner, &uri).parse()
+        {
+            answer.headers_mut().insert(header::LOCATION, location);
+        }
+        return answer;
     }
     if query.watch == Some(true) {
         if !api.plugins.contains(&grain_type) {
