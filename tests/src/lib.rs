@@ -5,6 +5,7 @@
 pub mod daemon;
 pub mod http;
 pub mod log_writer;
+pub mod pg_server;
 pub mod sse;
 pub use replica_host::demo::orlando;
 /// A real PostgreSQL server for tests, each test in a schema of its own.

@@ -9,6 +9,11 @@
 //! also checks the host name. `require` encrypts without checking the
 //! certificate; `prefer` (the default, as in libpq) does the same when the
 //! server offers TLS and falls back to plaintext when it does not.
+//!
+//! Unlike libpq, `verify-ca` checks the host name too: sqlx 0.8.6 does not
+//! recognise the name-mismatch error of rustls ≥ 0.23.24 that its
+//! `verify-ca` means to ignore (launchbadge/sqlx#3793, fixed after 0.8.6).
+//! A certificate that does not name the host is refused under both modes.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -94,13 +99,28 @@ pub(super) async fn describe_transport(pool: &PgPool, options: &PgConnectOptions
         Ok(Some((true, version))) => {
             let checked = match options.get_ssl_mode() {
                 PgSslMode::VerifyFull => "certificate and host name verified",
-                PgSslMode::VerifyCa => "certificate verified, host name not checked",
+                // sqlx#3793: verify-ca checks the name too.
+                PgSslMode::VerifyCa => "certificate and host name verified",
                 _ => "certificate not verified",
             };
             format!("{}, {checked}", version.as_deref().unwrap_or("TLS"))
         }
         Ok(_) => "plaintext".to_owned(),
         Err(_) => "unknown (pg_stat_ssl unreadable)".to_owned(),
+    }
+}
+
+/// The TLS reason of a failed connection, if TLS failed: sqlx reports a
+/// refused upgrade as [`sqlx::Error::Tls`] and a failed handshake as an I/O
+/// error wrapping rustls's.
+pub(super) fn tls_reason(err: &sqlx::Error) -> Option<String> {
+    match err {
+        sqlx::Error::Tls(reason) => Some(reason.to_string()),
+        sqlx::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<tokio_rustls::rustls::Error>())
+            .map(ToString::to_string),
+        _ => None,
     }
 }
 

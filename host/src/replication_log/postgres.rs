@@ -317,11 +317,9 @@ pub(super) fn error(url: &str, err: sqlx::Error) -> LogError {
             source: Some(err.into()),
         };
     }
-    let message = match &err {
-        // sqlx says "error occurred while attempting to establish a TLS
-        // connection: REASON"; the reason is what the operator needs.
-        sqlx::Error::Tls(reason) => format!("{url}: TLS: {reason}"),
-        _ => format!("{url}: {err}"),
+    let message = match pg_connect::tls_reason(&err) {
+        Some(reason) => format!("{url}: TLS: {reason}"),
+        None => format!("{url}: {err}"),
     };
     let unavailable = match &err {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
