@@ -57,6 +57,10 @@ pub struct Config {
     /// The config file itself, for error messages.
     #[serde(skip)]
     pub source: PathBuf,
+    /// The settings the environment overrode, applied again when the file
+    /// is re-read (a plugin reload).
+    #[serde(skip)]
+    pub overrides: Vec<Override>,
 }
 
 /// `[log]`
@@ -328,6 +332,7 @@ impl Config {
         };
         config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         config.source = path.to_path_buf();
+        config.overrides = overrides.to_vec();
         config.validate()?;
         Ok(config)
     }

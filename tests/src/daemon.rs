@@ -145,12 +145,24 @@ impl Daemon {
     ) -> Daemon {
         let config_path: PathBuf = dir.join("host.toml");
         std::fs::write(&config_path, config_text).expect("write config");
-        let mut child = Command::new(crate::host_bin())
+        let mut command = Command::new(crate::host_bin());
+        command
             .args(args)
             .args(["run", "--config"])
             .arg(&config_path)
-            .env("RUST_LOG", "info,replica_host=debug")
-            .envs(envs.iter().copied())
+            .envs(envs.iter().copied());
+        Self::spawn(command)
+    }
+
+    /// Starts `command`, a `replica-host run` (perhaps behind a wrapper
+    /// such as `ip netns exec`), with its stderr captured; returns once it
+    /// serves HTTP.
+    /// `RUST_LOG` is `info,replica_host=debug` unless `command` sets it.
+    pub fn spawn(mut command: Command) -> Daemon {
+        if !command.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            command.env("RUST_LOG", "info,replica_host=debug");
+        }
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

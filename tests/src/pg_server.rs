@@ -52,6 +52,7 @@ impl TestCa {
 pub struct PgServer {
     dir: tempfile::TempDir,
     bin: PathBuf,
+    listen: String,
     /// Its TCP port on 127.0.0.1.
     pub port: u16,
     /// The `postgres` superuser's password.
@@ -100,6 +101,13 @@ impl PgServer {
     /// Makes and starts a server with TLS on; `None` (after a `SKIPPED:`
     /// line) where PostgreSQL is not installed and not required.
     pub fn start(test: &str) -> Option<Self> {
+        Self::start_on(test, "127.0.0.1", &[])
+    }
+
+    /// Like [`PgServer::start`], listening on `listen_addresses` (as in
+    /// `postgresql.conf`, e.g. `*`) and taking password logins from the
+    /// `networks` (CIDR) too.
+    pub fn start_on(test: &str, listen_addresses: &str, networks: &[&str]) -> Option<Self> {
         let Some(bin) = bin_dir() else {
             assert!(
                 !postgres_required(),
@@ -144,6 +152,18 @@ impl PgServer {
             ])
             .arg(format!("--pwfile={}", dir.path().join("pwfile").display()));
         run(initdb, "initdb");
+        let mut hba = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("pg_hba.conf"))
+            .unwrap();
+        for network in networks {
+            std::io::Write::write_all(
+                &mut hba,
+                format!("host all all {network} scram-sha-256\n").as_bytes(),
+            )
+            .unwrap();
+        }
+        drop(hba);
         let ca = TestCa::new("replica-host test CA");
         for (name, text) in [
             ("server.crt", &ca.server_pem),
@@ -175,6 +195,7 @@ impl PgServer {
         let server = Self {
             dir,
             bin,
+            listen: listen_addresses.to_owned(),
             port,
             password,
             ca,
@@ -195,9 +216,10 @@ impl PgServer {
             .arg(self.dir.path().join("server.log"))
             .args(["-w", "-t", "60", "-o"])
             .arg(format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c ssl={} -c fsync=off",
+                "-p {} -k {} -c listen_addresses='{}' -c ssl={} -c fsync=off",
                 self.port,
                 self.dir.path().display(),
+                self.listen,
                 if tls { "on" } else { "off" }
             ))
             .arg("start");

@@ -131,6 +131,7 @@ fn a_sharded_host_from_the_environment_points_misdirected_reads_at_the_owner() {
                 "http://replica-{shard}.replica-host:8080",
             ),
             ("REPLICA_CLUSTER_ID", secret_cluster),
+            ("REPLICA_PLUGIN__0__TIMEOUT_MS", "100"),
         ],
     );
     // Each override is logged by name, never with its value.
@@ -145,6 +146,12 @@ fn a_sharded_host_from_the_environment_points_misdirected_reads_at_the_owner() {
         );
         assert!(!line.contains(secret_cluster) && !line.contains("0/2"), "{line}");
     }
+
+    // A reload re-reads the file with the same overrides: nothing changed.
+    assert_eq!(d.get("/v1/plugins").json()[0]["limits"]["timeout_ms"], 100);
+    d.signal("HUP");
+    let line = d.wait_for_log(&["plugins reloaded"], Duration::from_secs(30));
+    assert!(line.contains("result=\"unchanged\""), "{line}");
 
     let shards = d.get("/v1/shards").json();
     assert_eq!(
