@@ -171,11 +171,8 @@ impl PgServer {
         ] {
             let path = data.join(name);
             std::fs::write(&path, text).unwrap();
-            std::fs::set_permissions(
-                &path,
-                std::os::unix::fs::PermissionsExt::from_mode(0o600),
-            )
-            .unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
             if is_root() {
                 run(
                     {

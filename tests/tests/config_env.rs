@@ -46,15 +46,24 @@ fn config_check_prints_the_effective_config_with_secrets_masked() {
         &["config", "check"],
         &[
             ("REPLICA_CONFIG", config),
-            ("REPLICA_LOG__URL", "postgres://orlando:hunter2@db.example/orlando"),
+            (
+                "REPLICA_LOG__URL",
+                "postgres://orlando:hunter2@db.example/orlando",
+            ),
             ("REPLICA_CONSUMER__SHARD", "2/3"),
             ("REPLICA_CONSUMER__WORKERS", "4"),
         ],
     );
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"), "{stdout}{stderr}");
+    assert!(
+        !stdout.contains("hunter2") && !stderr.contains("hunter2"),
+        "{stdout}{stderr}"
+    );
     assert!(stdout.starts_with(&format!("# {config}: ok\n")), "{stdout}");
-    assert!(stdout.contains("# log.url from REPLICA_LOG__URL\n"), "{stdout}");
+    assert!(
+        stdout.contains("# log.url from REPLICA_LOG__URL\n"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("url = \"postgres://orlando:***@db.example/orlando\""),
         "{stdout}"
@@ -63,7 +72,10 @@ fn config_check_prints_the_effective_config_with_secrets_masked() {
     assert!(stdout.contains("workers = 4"), "{stdout}");
     // Defaults are shown too: the effective configuration.
     assert!(stdout.contains("batch_limit = 100"), "{stdout}");
-    assert!(stderr.contains("config ok: 1 plugin(s) checked, 3 setting(s) from the environment"), "{stderr}");
+    assert!(
+        stderr.contains("config ok: 1 plugin(s) checked, 3 setting(s) from the environment"),
+        "{stderr}"
+    );
 
     // --config wins over REPLICA_CONFIG.
     let (code, _, stderr) = run_host(
@@ -89,7 +101,10 @@ fn config_check_and_run_refuse_what_startup_refuses_in_one_line_exit_2() {
     for args in [&["config", "check"][..], &["run"][..]] {
         let error = one_error(
             args,
-            &[("REPLICA_CONFIG", config), ("REPLICA_CONSUMER__BATCH_LIMT", "5")],
+            &[
+                ("REPLICA_CONFIG", config),
+                ("REPLICA_CONSUMER__BATCH_LIMT", "5"),
+            ],
         );
         assert!(
             error.starts_with(&format!(
@@ -105,7 +120,10 @@ fn config_check_and_run_refuse_what_startup_refuses_in_one_line_exit_2() {
         // A plugin entry that startup would refuse: config check loads it too.
         let error = one_error(
             args,
-            &[("REPLICA_CONFIG", config), ("REPLICA_PLUGIN__0__GRAIN_TYPE", "BankAccount")],
+            &[
+                ("REPLICA_CONFIG", config),
+                ("REPLICA_PLUGIN__0__GRAIN_TYPE", "BankAccount"),
+            ],
         );
         assert!(
             error.contains("plugin[0] (grain_type \"BankAccount\")")
@@ -144,11 +162,17 @@ fn a_sharded_host_from_the_environment_points_misdirected_reads_at_the_owner() {
             &["setting from the environment", variable],
             Duration::from_secs(5),
         );
-        assert!(!line.contains(secret_cluster) && !line.contains("0/2"), "{line}");
+        assert!(
+            !line.contains(secret_cluster) && !line.contains("0/2"),
+            "{line}"
+        );
     }
 
     // A reload re-reads the file with the same overrides: nothing changed.
-    assert_eq!(d.get("/v1/plugins").json()[0]["limits"]["timeout_ms"], 100);
+    assert_eq!(
+        d.get("/v1/plugins").json()["plugins"][0]["limits"]["timeout_ms"],
+        100
+    );
     d.signal("HUP");
     let line = d.wait_for_log(&["plugins reloaded"], Duration::from_secs(30));
     assert!(line.contains("result=\"unchanged\""), "{line}");
@@ -177,7 +201,10 @@ fn a_sharded_host_from_the_environment_points_misdirected_reads_at_the_owner() {
         .find(|k| shard_of("Counter", k, 2) == 1)
         .unwrap();
     d.wait_for_replica("Counter", &mine, Duration::from_secs(60), |_| true);
-    let path = format!("{}?max_staleness_ms=100000", daemon::replica_path("Counter", &theirs));
+    let path = format!(
+        "{}?max_staleness_ms=100000",
+        daemon::replica_path("Counter", &theirs)
+    );
     let r = d.get(&path);
     assert_eq!(r.status, 421, "{}", r.body);
     assert_eq!(

@@ -61,7 +61,9 @@ fn postgres_over_tls_verifies_the_server_and_never_shows_the_password() {
             "Counter",
             key,
             1,
-            orlando::bincode(&CounterState { count: i as i64 + 10 }),
+            orlando::bincode(&CounterState {
+                count: i as i64 + 10,
+            }),
         );
     }
 
@@ -121,7 +123,10 @@ fn postgres_over_tls_verifies_the_server_and_never_shows_the_password() {
         &[],
         &password,
     );
-    assert!(error.contains("TLS: invalid peer certificate: certificate not valid for name"), "{error}");
+    assert!(
+        error.contains("TLS: invalid peer certificate: certificate not valid for name"),
+        "{error}"
+    );
 
     // A CA that did not sign the server's certificate.
     let other = TestCa::new("some other CA");
@@ -133,7 +138,10 @@ fn postgres_over_tls_verifies_the_server_and_never_shows_the_password() {
         &[],
         &password,
     );
-    let shown = url.replace("other-ca.pem", &format!("{}%2Fother-ca.pem", encoded(dir.path())));
+    let shown = url.replace(
+        "other-ca.pem",
+        &format!("{}%2Fother-ca.pem", encoded(dir.path())),
+    );
     assert!(error.contains(&format!("log.url: log backend unavailable: {shown}: TLS: invalid peer certificate: UnknownIssuer")), "{error}");
 
     // The right CA, but a host name the certificate does not name.
@@ -152,7 +160,10 @@ fn postgres_over_tls_verifies_the_server_and_never_shows_the_password() {
     // The password in the URL is masked in the error too.
     let url = server.url_with_password("127.0.0.1", "sslmode=verify-full&sslrootcert=ca.pem");
     let error = refused(dir.path(), &config(dir.path(), &url, ""), &[], &password);
-    assert!(error.contains("postgres://postgres:***@127.0.0.1"), "{error}");
+    assert!(
+        error.contains("postgres://postgres:***@127.0.0.1"),
+        "{error}"
+    );
 
     // The same server without TLS: `require` refuses it, `prefer` falls
     // back to plaintext and says so.

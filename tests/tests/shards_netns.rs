@@ -53,7 +53,9 @@ impl Namespaces {
             let (outer, inner) = (format!("rh{tag}o{i}"), format!("rh{tag}i{i}"));
             ip(&["netns", "add", &ns]);
             names.push(ns.clone());
-            ip(&["link", "add", &outer, "type", "veth", "peer", "name", &inner]);
+            ip(&[
+                "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+            ]);
             ip(&["link", "set", &inner, "netns", &ns]);
             ip(&["addr", "add", &format!("10.{net}.{i}.1/24"), "dev", &outer]);
             ip(&["link", "set", &outer, "up"]);
@@ -84,12 +86,7 @@ impl Drop for Namespaces {
 
 /// Starts the daemon of `shard` inside its namespace, every setting from
 /// the environment (the config file is empty).
-fn start(
-    namespaces: &Namespaces,
-    shard: u32,
-    server: &PgServer,
-    dir: &std::path::Path,
-) -> Daemon {
+fn start(namespaces: &Namespaces, shard: u32, server: &PgServer, dir: &std::path::Path) -> Daemon {
     let net = namespaces.net;
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &namespaces.names[shard as usize]])
@@ -105,7 +102,10 @@ fn start(
             ),
         )
         .env("PGPASSWORD", &server.password)
-        .env("REPLICA_HTTP__LISTEN", namespaces.daemon_addr(shard).to_string())
+        .env(
+            "REPLICA_HTTP__LISTEN",
+            namespaces.daemon_addr(shard).to_string(),
+        )
         .env("REPLICA_HTTP__ALLOW_UNAUTHENTICATED", "true")
         .env("REPLICA_CONSUMER__SHARD", format!("{shard}/{SHARDS}"))
         .env(
@@ -146,7 +146,10 @@ fn every_grain_through(via: SocketAddr, expect: impl Fn(u32) -> i64) {
             match &outcome {
                 Ok(r) if r.status == 200 && r.json()["state"]["count"] == expect(i) => break,
                 _ if Instant::now() > deadline => {
-                    panic!("c-{i} through {via}: {:?}", outcome.map(|r| (r.status, r.body)))
+                    panic!(
+                        "c-{i} through {via}: {:?}",
+                        outcome.map(|r| (r.status, r.body))
+                    )
                 }
                 _ => std::thread::sleep(Duration::from_millis(50)),
             }
@@ -184,11 +187,17 @@ fn three_sharded_daemons_in_network_namespaces_route_reads_to_the_owner() {
             "Counter",
             &format!("c-{i}"),
             1,
-            orlando::bincode(&CounterState { count: i64::from(i) }),
+            orlando::bincode(&CounterState {
+                count: i64::from(i),
+            }),
         );
     }
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("empty.toml"), "# every setting from the environment\n").unwrap();
+    std::fs::write(
+        dir.path().join("empty.toml"),
+        "# every setting from the environment\n",
+    )
+    .unwrap();
     daemon::copy_plugin(dir.path(), "counter-plugin");
 
     let mut daemons: Vec<Option<Daemon>> = (0..SHARDS)
@@ -231,7 +240,9 @@ fn three_sharded_daemons_in_network_namespaces_route_reads_to_the_owner() {
             "Counter",
             &format!("c-{i}"),
             2,
-            orlando::bincode(&CounterState { count: i64::from(i) + 100 }),
+            orlando::bincode(&CounterState {
+                count: i64::from(i) + 100,
+            }),
         );
     }
     // Started again with the same environment, it takes its shard back.

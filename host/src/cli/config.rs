@@ -40,7 +40,11 @@ const EXIT_INVALID: u8 = 2;
 /// with the environment's overrides; an error is one line.
 pub(super) fn load(path: Option<PathBuf>) -> Result<(Config, Vec<Override>), String> {
     let path = path
-        .or_else(|| std::env::var_os("REPLICA_CONFIG").filter(|p| !p.is_empty()).map(PathBuf::from))
+        .or_else(|| {
+            std::env::var_os("REPLICA_CONFIG")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+        })
         .ok_or("no config file: pass --config FILE or set REPLICA_CONFIG")?;
     let overrides = env::overrides();
     let config = Config::load_with(&path, &overrides)?;

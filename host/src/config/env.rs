@@ -234,7 +234,10 @@ mod tests {
             ("REPLICA_HTTP__ALLOW_UNAUTHENTICATED", "true"),
             ("REPLICA_HTTP__AUTH__TOKEN_ENV", "[\"T1\", \"T2\"]"),
             ("REPLICA_PLUGIN__0__TIMEOUT_MS", "40"),
-            ("REPLICA_LOG__URL", "postgres://u@db/x?sslmode=verify-full&sslrootcert=ca.pem"),
+            (
+                "REPLICA_LOG__URL",
+                "postgres://u@db/x?sslmode=verify-full&sslrootcert=ca.pem",
+            ),
         ])
         .unwrap();
         assert_eq!(c.consumer.shard.unwrap().to_string(), "2/3");
@@ -273,9 +276,15 @@ mod tests {
             "{err}"
         );
         let err = parse(&[("REPLICA_NOPE__X", "1")]).unwrap_err();
-        assert!(err.contains("REPLICA_NOPE__X (nope.x): unknown field `nope`"), "{err}");
+        assert!(
+            err.contains("REPLICA_NOPE__X (nope.x): unknown field `nope`"),
+            "{err}"
+        );
         let err = parse(&[("REPLICA_CONSUMER__SHARD", "3/3")]).unwrap_err();
-        assert!(err.contains("REPLICA_CONSUMER__SHARD (consumer.shard): shard `3/3`"), "{err}");
+        assert!(
+            err.contains("REPLICA_CONSUMER__SHARD (consumer.shard): shard `3/3`"),
+            "{err}"
+        );
         let err = parse(&[("REPLICA_CONSUMER__WORKERS", "many")]).unwrap_err();
         assert!(err.contains("(consumer.workers): invalid type"), "{err}");
         let err = parse(&[("REPLICA_LOG__URL__X", "1")]).unwrap_err();
@@ -301,13 +310,19 @@ mod tests {
     #[test]
     fn the_rendered_config_masks_the_password_and_reads_back() {
         let c = parse(&[
-            ("REPLICA_LOG__URL", "postgres://orlando:hunter2@db/x?password=hunter2"),
+            (
+                "REPLICA_LOG__URL",
+                "postgres://orlando:hunter2@db/x?password=hunter2",
+            ),
             ("REPLICA_CONSUMER__SHARD", "1/4"),
         ])
         .unwrap();
         let text = c.render();
         assert!(!text.contains("hunter2"), "{text}");
-        assert!(text.contains("postgres://orlando:***@db/x?password=***"), "{text}");
+        assert!(
+            text.contains("postgres://orlando:***@db/x?password=***"),
+            "{text}"
+        );
         let back = Config::parse(&text, Path::new("/etc/r/host.toml")).unwrap();
         assert_eq!(back.consumer.shard, c.consumer.shard);
         assert_eq!(back.plugins, c.plugins);

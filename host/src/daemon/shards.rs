@@ -91,7 +91,9 @@ mod tests {
 
     #[test]
     fn location_keeps_path_and_query() {
-        let uri: Uri = "/v1/replicas/Counter/a%2Fb?max_staleness_ms=5".parse().unwrap();
+        let uri: Uri = "/v1/replicas/Counter/a%2Fb?max_staleness_ms=5"
+            .parse()
+            .unwrap();
         assert_eq!(
             location("http://replica-{shard}.replica-host:8080/", 2, &uri),
             "http://replica-2.replica-host:8080/v1/replicas/Counter/a%2Fb?max_staleness_ms=5"
@@ -104,7 +106,10 @@ mod tests {
         assert!(!doc.sharded);
         assert_eq!((doc.count, doc.shard), (1, 0));
         assert!(doc.peers.is_empty());
-        let doc = ShardsDoc::new(Some(Shard { index: 1, count: 3 }), Some("http://h{shard}:1"));
+        let doc = ShardsDoc::new(
+            Some(Shard { index: 1, count: 3 }),
+            Some("http://h{shard}:1"),
+        );
         assert_eq!(doc.peers, ["http://h0:1", "http://h1:1", "http://h2:1"]);
     }
 }
