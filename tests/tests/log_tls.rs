@@ -46,6 +46,7 @@ fn refused(dir: &Path, config: &str, envs: &[(&str, &str)], password: &str) -> S
     assert!(!stderr.contains(password), "the password leaked: {stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
+    println!("{}", errors[0]);
     errors[0].to_owned()
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use replica_host::config::{Config, Override, env};
+use replica_host::config::{Config, env};
 use replica_host::daemon;
 use replica_host::plugin::PluginEngine;
 
@@ -37,8 +37,9 @@ pub(super) enum ConfigCommand {
 const EXIT_INVALID: u8 = 2;
 
 /// The config `run` and `config check` use: `path`, else `REPLICA_CONFIG`,
-/// with the environment's overrides; an error is one line.
-pub(super) fn load(path: Option<PathBuf>) -> Result<(Config, Vec<Override>), String> {
+/// with the environment's overrides (kept in [`Config::overrides`]); an
+/// error is one line.
+pub(super) fn load(path: Option<PathBuf>) -> Result<Config, String> {
     let path = path
         .or_else(|| {
             std::env::var_os("REPLICA_CONFIG")
@@ -46,15 +47,13 @@ pub(super) fn load(path: Option<PathBuf>) -> Result<(Config, Vec<Override>), Str
                 .map(PathBuf::from)
         })
         .ok_or("no config file: pass --config FILE or set REPLICA_CONFIG")?;
-    let overrides = env::overrides();
-    let config = Config::load_with(&path, &overrides)?;
-    Ok((config, overrides))
+    Config::load_with(&path, &env::overrides())
 }
 
 /// Runs a `config` subcommand.
 pub(super) fn run(cmd: ConfigCommand) -> ExitCode {
     let ConfigCommand::Check { config } = cmd;
-    let (config, overrides) = match load(config) {
+    let config = match load(config) {
         Ok(loaded) => loaded,
         Err(e) => return fail(&e),
     };
@@ -67,7 +66,8 @@ pub(super) fn run(cmd: ConfigCommand) -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     println!("# {}: ok", config.source.display());
-    for o in &overrides {
+    let overrides = &config.overrides;
+    for o in overrides {
         println!("# {} from {}", o.setting(), o.variable);
     }
     print!("{}", config.render());

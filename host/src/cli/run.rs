@@ -11,12 +11,12 @@ const EXIT_INVALID: u8 = 2;
 const EXIT_UNAVAILABLE: u8 = 1;
 
 pub(super) fn run(config_path: Option<PathBuf>) -> ExitCode {
-    let (config, overrides) = match super::config::load(config_path) {
+    let config = match super::config::load(config_path) {
         Ok(loaded) => loaded,
         Err(e) => return fail(EXIT_INVALID, &e),
     };
     // By name only: a value may be a secret.
-    for o in &overrides {
+    for o in &config.overrides {
         tracing::info!(variable = %o.variable, setting = %o.setting(), "setting from the environment");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()

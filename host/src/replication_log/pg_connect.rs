@@ -74,14 +74,14 @@ pub(super) fn options(
     }
     if let Ok(parsed) = ::url::Url::parse(url) {
         for (key, value) in parsed.query_pairs() {
-            if FILE_PARAMS.contains(&key.as_ref()) && !value.trim_start().starts_with("-----BEGIN")
+            if FILE_PARAMS.contains(&key.as_ref())
+                && !value.trim_start().starts_with("-----BEGIN")
+                && let Err(e) = std::fs::File::open(value.as_ref())
             {
-                if let Err(e) = std::fs::File::open(value.as_ref()) {
-                    return Err(LogError::Config {
-                        message: format!("{shown}: {key} {value}: {e}"),
-                        source: Some(e.into()),
-                    });
-                }
+                return Err(LogError::Config {
+                    message: format!("{shown}: {key} {value}: {e}"),
+                    source: Some(e.into()),
+                });
             }
         }
     }
