@@ -24,8 +24,8 @@
 //!
 //! Around the path: [`contract`] (bindings of the plugin contract),
 //! [`config`] and [`plugin_set`] (the daemon's config and the plugins it
-//! loads at startup), [`secret`] (a password never printed), [`shutdown`] (stopping every task), [`log_limiter`]
-//! (rate-limited repeated log lines).
+//! loads at startup), [`secret`] (a password never printed), [`shutdown`]
+//! (stopping every task), [`log_limiter`] (rate-limited repeated log lines).
 //!
 //! The binary's tools, `bench`, `demo` and `authoring` (`plugin new`,
 //! golden tests, dry runs against a log), are built only with the `tools`
