@@ -1,21 +1,33 @@
-//! The daemon's TOML configuration file.
+//! The daemon's TOML configuration file, and the settings the environment
+//! overrides (`REPLICA_<SECTION>__<KEY>`, see [`env`]).
 //!
-//! Unknown keys and wrong types are errors naming the key and the line.
-//! Plugin paths and relative `sqlite://` paths are relative to the file.
+//! Unknown keys and wrong types are errors naming the key and the line (or
+//! the environment variable). Plugin paths, relative `sqlite://` paths, the
+//! PostgreSQL URL's `sslrootcert`, `sslcert` and `sslkey`, and every other
+//! file named here are relative to the file.
+//!
+//! `Serialize` renders the effective configuration for `replica-host
+//! config check`, with the log URL's password masked.
+
+pub mod env;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::consumer::{DEFAULT_WORKERS, Shard};
 use crate::plugin::PluginLimits;
 use crate::plugin::breaker::BreakerConfig;
+use crate::replication_log::{pg_connect, redact_password};
+use crate::secret::Secret;
 use crate::value::OutputLimits;
 
+pub use env::Override;
+
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// This secondary cluster's id.
@@ -49,18 +61,35 @@ pub struct Config {
     /// The config file itself, for error messages.
     #[serde(skip)]
     pub source: PathBuf,
+    /// The settings the environment overrode, applied again when the file
+    /// is re-read (a plugin reload).
+    #[serde(skip)]
+    pub overrides: Vec<Override>,
 }
 
 /// `[log]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSection {
-    /// `sqlite://PATH`, `postgres://…` or `memory://`.
+    /// `sqlite://PATH`, `postgres://…` or `memory://`. PostgreSQL URLs take
+    /// libpq's `sslmode`, `sslrootcert`, `sslcert` and `sslkey`. Rendered
+    /// with its password masked.
+    #[serde(serialize_with = "masked_url")]
     pub url: String,
+    /// A file holding the PostgreSQL password (one line), relative to the
+    /// config file, for a URL without one. Without either, `PGPASSWORD`
+    /// applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+}
+
+/// Renders a log URL without its password.
+fn masked_url<S: serde::Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&redact_password(url))
 }
 
 /// `[consumer]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsumerSection {
     /// Time between polls of the log, in ms.
@@ -76,8 +105,17 @@ pub struct ConsumerSection {
     pub workers: usize,
     /// `"i/n"`: replicate only the grains of shard `i` of `n` (see
     /// [`Shard`]); every grain when absent.
-    #[serde(deserialize_with = "shard_from_str")]
+    #[serde(
+        deserialize_with = "shard_from_str",
+        serialize_with = "shard_to_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub shard: Option<Shard>,
+    /// Where each shard's host answers, `{shard}` standing for its index,
+    /// e.g. `http://replica-{shard}.replica-host:8080`: a read of another
+    /// shard's grain answers 421 with a `Location` built from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_url: Option<String>,
 }
 
 impl Default for ConsumerSection {
@@ -89,6 +127,7 @@ impl Default for ConsumerSection {
             log_summary_interval_ms: 10_000,
             workers: DEFAULT_WORKERS,
             shard: None,
+            peer_url: None,
         }
     }
 }
@@ -102,8 +141,19 @@ where
     text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
+/// Writes `shard` back as `"i/n"`.
+fn shard_to_str<S: serde::Serializer>(
+    shard: &Option<Shard>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match shard {
+        Some(shard) => serializer.collect_str(shard),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// `[http]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSection {
     /// Address to listen on.
@@ -154,7 +204,7 @@ impl Default for HttpSection {
 
 /// `[http.auth]`: where the token hashes and their scopes are. Tokens never
 /// live in the config file itself.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     /// Files of `sha256-hex scope…` lines, relative to the config file.
@@ -164,7 +214,7 @@ pub struct AuthSection {
 }
 
 /// `[admin]`: access to the admin endpoints (`/v1/admin/…`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
     /// A file holding the admin token itself (one line), relative to the
@@ -174,7 +224,7 @@ pub struct AdminSection {
 }
 
 /// `[limits]`: defaults for every plugin, each overridable per plugin.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
     /// Time one decode call may take, in ms.
@@ -212,7 +262,7 @@ impl Default for LimitsSection {
 
 /// `[cache]`: where compiled plugins are kept between runs. Off unless
 /// `dir` is set; relative to the config file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSection {
     /// The cache directory (created `0700`; must be owned by the host's user
@@ -221,7 +271,7 @@ pub struct CacheSection {
 }
 
 /// `[store]`: the host's own durable files.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
     /// The state directory, relative to the config file (default `state`):
@@ -240,7 +290,7 @@ impl Default for StoreSection {
 }
 
 /// `[[plugin]]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginEntry {
     /// The grain type this plugin must decode.
@@ -268,13 +318,26 @@ pub struct PluginEntry {
 impl Config {
     /// Reads and parses the file; errors are one line naming file, line and key.
     pub fn load(path: &Path) -> Result<Self, String> {
+        Self::load_with(path, &[])
+    }
+
+    /// Reads the file and applies `overrides` (settings from the
+    /// environment, [`env::overrides`]) over it; an override naming no
+    /// setting, or with a value the setting cannot take, is one line naming
+    /// the variable.
+    pub fn load_with(path: &Path, overrides: &[Override]) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::parse(&text, path)
+        Self::parse_with(&text, path, overrides)
     }
 
     /// Parses config text that was read from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Self, String> {
-        let mut config: Config = toml::from_str(text).map_err(|e| {
+        Self::parse_with(text, path, &[])
+    }
+
+    /// Parses config text that was read from `path`, with `overrides` applied.
+    pub fn parse_with(text: &str, path: &Path, overrides: &[Override]) -> Result<Self, String> {
+        let spanned = |e: toml::de::Error| {
             let location = e
                 .span()
                 .map(|span| {
@@ -287,11 +350,41 @@ impl Config {
                 path.display(),
                 e.message().trim().replace('\n', " ")
             )
-        })?;
+        };
+        let mut config: Config = if overrides.is_empty() {
+            toml::from_str(text).map_err(spanned)?
+        } else {
+            let mut table: toml::Table = toml::from_str(text).map_err(spanned)?;
+            env::apply_all(&mut table, overrides)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            table.try_into().map_err(|e: toml::de::Error| {
+                // The file's own mistake keeps its line; anything else
+                // came with the overrides.
+                match toml::from_str::<Config>(text) {
+                    Err(own) if own.message() == e.message() => spanned(own),
+                    _ => format!(
+                        "{} with the settings from the environment ({}): {}",
+                        path.display(),
+                        overrides
+                            .iter()
+                            .map(|o| o.variable.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        e.message().trim().replace('\n', " ")
+                    ),
+                }
+            })?
+        };
         config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         config.source = path.to_path_buf();
+        config.overrides = overrides.to_vec();
         config.validate()?;
         Ok(config)
+    }
+
+    /// The effective configuration as TOML, the log URL's password masked.
+    pub fn render(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -320,6 +413,8 @@ impl Config {
             ));
         }
         self.validate_http_access().map_err(at)?;
+        self.validate_log().map_err(at)?;
+        self.validate_peer_url().map_err(at)?;
         if self.limits.timeout_ms == 0 {
             return Err(at("limits.timeout_ms must be at least 1".into()));
         }
@@ -349,6 +444,38 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// `[log]`: one place for the password.
+    fn validate_log(&self) -> Result<(), String> {
+        if self.log.password_file.is_some() && redact_password(&self.log.url) != self.log.url {
+            return Err(
+                "log.password_file is set, but log.url holds a password too: keep one".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// `[consumer] peer_url`: an http(s) URL with `{shard}`, for a sharded host.
+    fn validate_peer_url(&self) -> Result<(), String> {
+        let Some(template) = &self.consumer.peer_url else {
+            return Ok(());
+        };
+        if self.consumer.shard.is_none() {
+            return Err("consumer.peer_url is set, but consumer.shard is not".into());
+        }
+        if !template.contains("{shard}") {
+            return Err(format!(
+                "consumer.peer_url {template:?} must contain {{shard}}, e.g. \"http://replica-{{shard}}.replica-host:8080\""
+            ));
+        }
+        let example = template.replace("{shard}", "0");
+        match ::url::Url::parse(&example) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.query().is_none() => Ok(()),
+            _ => Err(format!(
+                "consumer.peer_url {template:?} is not an http:// or https:// URL without a query"
+            )),
+        }
     }
 
     /// The access rules of `[http]` and `[admin]`.
@@ -413,9 +540,36 @@ impl Config {
         Some((self.base_dir.join(cert), self.base_dir.join(key)))
     }
 
-    /// The log URL, with a relative `sqlite://` path resolved against the config file.
+    /// The PostgreSQL password of `[log] password_file` (its first line),
+    /// `None` when unset. Errors name the file, never its content.
+    pub fn log_password(&self) -> Result<Option<Secret>, String> {
+        let Some(file) = &self.log.password_file else {
+            return Ok(None);
+        };
+        let file = self.base_dir.join(file);
+        let at = |what: String| {
+            format!(
+                "{}: log.password_file: {}: {what}",
+                self.source.display(),
+                file.display()
+            )
+        };
+        let text = std::fs::read_to_string(&file).map_err(|e| at(e.to_string()))?;
+        let password = text.lines().next().unwrap_or("").trim_end_matches('\r');
+        if password.is_empty() {
+            return Err(at("the first line is empty".into()));
+        }
+        Ok(Some(Secret::new(password)))
+    }
+
+    /// The log URL, with a relative `sqlite://` path, and the relative
+    /// `sslrootcert`, `sslcert` and `sslkey` of a PostgreSQL URL, resolved
+    /// against the config file.
     pub fn log_url(&self) -> String {
         let url = &self.log.url;
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return pg_connect::resolve_files(url, &self.base_dir);
+        }
         for prefix in ["sqlite://", "sqlite:"] {
             if let Some(rest) = url.strip_prefix(prefix) {
                 let (path, query) = rest

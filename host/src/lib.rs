@@ -24,9 +24,10 @@
 //!
 //! Around the path: [`contract`] (bindings of the plugin contract),
 //! [`config`] and [`plugin_set`] (the daemon's config and the plugins it
-//! loads at startup), [`shutdown`] (stopping every task), [`log_limiter`]
-//! (rate-limited repeated log lines), [`text`] (escaping text the host did
-//! not write before it is logged or served).
+//! loads at startup), [`secret`] (a password never printed), [`shutdown`]
+//! (stopping every task), [`log_limiter`] (rate-limited repeated log lines),
+//! [`text`] (escaping text the host did not write before it is logged or
+//! served).
 //!
 //! The binary's tools, `bench`, `demo` and `authoring` (`plugin new`,
 //! golden tests, dry runs against a log), are built only with the `tools`
@@ -56,6 +57,7 @@ pub mod log_limiter;
 pub mod plugin;
 pub mod plugin_set;
 pub mod replication_log;
+pub mod secret;
 pub mod shutdown;
 pub mod store;
 pub mod text;

@@ -143,23 +143,34 @@ impl Daemon {
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> Daemon {
-        Self::spawn(dir, config_text, args, envs, None)
+        Self::spawn(Self::run_command(dir, config_text, args, envs))
     }
 
     /// Like [`Daemon::start`], with the process's limit on open files
     /// (`RLIMIT_NOFILE`, soft and hard) lowered to `nofile`.
     pub fn start_with_nofile(dir: &Path, config_text: &str, nofile: u64) -> Daemon {
-        Self::spawn(dir, config_text, &[], &[], Some(nofile))
+        use std::os::unix::process::CommandExt;
+        let mut command = Self::run_command(dir, config_text, &[], &[]);
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs
+        // between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: nofile,
+                    rlim_max: nofile,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Self::spawn(command)
     }
 
-    fn spawn(
-        dir: &Path,
-        config_text: &str,
-        args: &[&str],
-        envs: &[(&str, &str)],
-        nofile: Option<u64>,
-    ) -> Daemon {
-        use std::os::unix::process::CommandExt;
+    /// `replica-host [ARGS] run --config dir/host.toml`, the config written
+    /// there first, with `envs`.
+    fn run_command(dir: &Path, config_text: &str, args: &[&str], envs: &[(&str, &str)]) -> Command {
         let config_path: PathBuf = dir.join("host.toml");
         std::fs::write(&config_path, config_text).expect("write config");
         let mut command = Command::new(crate::host_bin());
@@ -167,26 +178,19 @@ impl Daemon {
             .args(args)
             .args(["run", "--config"])
             .arg(&config_path)
-            .env("RUST_LOG", "info,replica_host=debug")
-            .envs(envs.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(nofile) = nofile {
-            // SAFETY: setrlimit is async-signal-safe; nothing else runs
-            // between fork and exec.
-            unsafe {
-                command.pre_exec(move || {
-                    let limit = libc::rlimit {
-                        rlim_cur: nofile,
-                        rlim_max: nofile,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            .envs(envs.iter().copied());
+        command
+    }
+
+    /// Starts `command`, a `replica-host run` (perhaps behind a wrapper
+    /// such as `ip netns exec`), with its stderr captured; returns once it
+    /// serves HTTP.
+    /// `RUST_LOG` is `info,replica_host=debug` unless `command` sets it.
+    pub fn spawn(mut command: Command) -> Daemon {
+        if !command.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            command.env("RUST_LOG", "info,replica_host=debug");
         }
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("start replica-host");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();

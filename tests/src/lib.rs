@@ -5,6 +5,7 @@
 pub mod daemon;
 pub mod http;
 pub mod log_writer;
+pub mod pg_server;
 pub mod sse;
 pub mod wat_plugin;
 pub use replica_host::demo::orlando;

@@ -17,6 +17,7 @@ const ROUTES: &[&str] = &[
     "/metrics",
     "/v1/openapi.json",
     "/v1/plugins",
+    "/v1/shards",
     "/v1/admin/reload",
     "/v1/replicas/{grain_type}",
     "/v1/replicas/{grain_type}/{grain_key}",

@@ -288,8 +288,10 @@ pub fn run_memory(options: &IdleOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Returns freed heap memory to the OS (glibc's `malloc_trim`).
+/// Returns freed heap memory to the OS (glibc's `malloc_trim`; musl has
+/// none, and the static build's benchmark figures are then untrimmed).
 fn trim() {
+    #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim has no preconditions.
     unsafe {
         libc::malloc_trim(0);

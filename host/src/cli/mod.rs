@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch.
 
 mod bench;
+mod config;
 mod demo;
 mod log;
 mod plugin;
@@ -35,11 +36,15 @@ enum Command {
     #[command(subcommand)]
     Plugin(PluginCommand),
     /// Run the host: load and check every plugin, replicate, serve HTTP.
+    #[command(after_help = config::ENV_HELP)]
     Run {
-        /// The TOML config file.
+        /// The TOML config file (default: $REPLICA_CONFIG).
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
+    /// Check the configuration as `run` would, without replicating.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Run everything locally: build the sample plugins, create an SQLite
     /// log, write Orlando-format snapshots into it, and replicate them.
     Demo {
@@ -206,13 +211,15 @@ pub fn main() -> ExitCode {
     let default_filter = match cli.command {
         Command::Plugin(_) => "off",
         Command::Run { .. } | Command::Demo { .. } => "info",
+        Command::Config(_) => "warn",
         Command::Bench(_) => "warn,sqlx=error",
         Command::Log(_) => "warn,sqlx=error",
     };
     init_tracing(cli.log_format, default_filter);
     match cli.command {
         Command::Plugin(cmd) => plugin::run(cmd),
-        Command::Run { config } => run::run(&config),
+        Command::Run { config } => run::run(config),
+        Command::Config(cmd) => config::run(cmd),
         Command::Demo {
             dir,
             listen,

@@ -1,10 +1,9 @@
-//! `replica-host run --config FILE`.
+//! `replica-host run [--config FILE]`.
 
 use super::fail;
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use replica_host::config::Config;
 use replica_host::daemon;
 
 /// Exit status for an invalid config or plugin.
@@ -12,11 +11,15 @@ const EXIT_INVALID: u8 = 2;
 /// Exit status when the log or the listen address cannot be used.
 const EXIT_UNAVAILABLE: u8 = 1;
 
-pub(super) fn run(config_path: &Path) -> ExitCode {
-    let config = match Config::load(config_path) {
-        Ok(config) => config,
+pub(super) fn run(config_path: Option<PathBuf>) -> ExitCode {
+    let config = match super::config::load(config_path) {
+        Ok(loaded) => loaded,
         Err(e) => return fail(EXIT_INVALID, &e),
     };
+    // By name only: a value may be a secret.
+    for o in &config.overrides {
+        tracing::info!(variable = %o.variable, setting = %o.setting(), "setting from the environment");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

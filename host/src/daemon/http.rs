@@ -20,7 +20,7 @@ use super::metrics::MetricsExporter;
 use super::plugins::{LivePlugins, PluginReloader};
 use super::problems::Problems;
 use super::watch::{Target, resume_after};
-use super::{openapi, operator_page, watch as sse};
+use super::{openapi, operator_page, shards, watch as sse};
 use crate::consumer::{CatchUp, Shard, shard::shard_of};
 use crate::decode::DecodedBy;
 use crate::plugin::breaker::Breaker;
@@ -50,6 +50,9 @@ pub struct ApiState {
     pub catch_up: Arc<CatchUp>,
     /// The grains this host replicates, when sharded.
     pub shard: Option<Shard>,
+    /// `[consumer] peer_url`: where each shard's host answers, `{shard}`
+    /// standing for its index; the `Location` of a 421.
+    pub peer_url: Option<Arc<str>>,
     /// The failing and behind grains and the lag, for the operator page.
     pub problems: Arc<Problems>,
     /// This secondary cluster's id, for the operator page.
@@ -89,6 +92,7 @@ pub fn routes(auth: Option<Arc<Auth>>) -> Routes<ApiState> {
         .route("/v1/openapi.json", Access::Token, get(openapi::document))
         .route("/metrics", Access::Metrics, get(metrics))
         .route("/v1/plugins", Access::AnyRead, get(plugins))
+        .route("/v1/shards", Access::AnyRead, get(shards::shards))
         .route("/v1/admin/reload", Access::Admin, post(admin_reload))
         .route(
             "/v1/replicas/{grain_type}",
@@ -234,13 +238,16 @@ pub(super) async fn healthz() -> &'static str {
         (status = 403, description = "The token lacks `read` or `read:{grain_type}`", body = openapi::ErrorDoc),
         (status = 404, description = "No such grain, or (with `watch`) no plugin for the grain type", body = openapi::ErrorDoc),
         (status = 409, description = "Older than `max_staleness_ms`", body = openapi::ErrorDoc),
-        (status = 421, description = "The grain belongs to another shard", body = openapi::ErrorDoc),
+        (status = 421, description = "The grain belongs to another shard; with `[consumer] peer_url`, `Location` is the same request at its owner",
+            headers(("Location" = String, description = "The owner's URL for this request (with `peer_url`)")),
+            body = openapi::ErrorDoc),
         (status = 500, description = "The state cannot be rendered as JSON", body = openapi::ErrorDoc),
         (status = 503, description = "Not replicated yet: the initial catch-up, or the re-read after a plugin swap, is running (`Retry-After`)", body = openapi::ErrorDoc),
     ))]
 pub(super) async fn get_replica(
     State(api): State<ApiState>,
     path: Result<Path<(String, String)>, PathRejection>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     query: Result<Query<ReplicaQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -260,7 +267,7 @@ pub(super) async fn get_replica(
         && !shard.owns(&grain_type, &grain_key)
     {
         let owner = shard_of(&grain_type, &grain_key, shard.count);
-        return error(
+        let mut answer = error(
             StatusCode::MISDIRECTED_REQUEST,
             "misdirected",
             format!(
@@ -268,6 +275,12 @@ pub(super) async fn get_replica(
                 shard.count
             ),
         );
+        if let Some(template) = &api.peer_url
+            && let Ok(location) = shards::location(template, owner, &uri).parse()
+        {
+            answer.headers_mut().insert(header::LOCATION, location);
+        }
+        return answer;
     }
     if query.watch == Some(true) {
         if !api.plugins.contains(&grain_type) {

@@ -21,6 +21,7 @@
 //! - [`watch`] — change streams (Server-Sent Events);
 //! - [`problems`] and [`operator_page`] — the operator's HTML page;
 //! - [`openapi`] — the API's OpenAPI document;
+//! - [`shards`] — `GET /v1/shards` and the `Location` of a 421;
 //! - [`metrics`] — Prometheus;
 //! - [`plugins`] — the plugins in force, and swapping them (SIGHUP and
 //!   `POST /v1/admin/reload`);
@@ -38,6 +39,7 @@ pub mod plugins;
 pub mod problems;
 pub mod reload;
 pub mod server;
+pub mod shards;
 pub mod tls;
 pub mod watch;
 
@@ -60,6 +62,7 @@ use crate::plugin::crash_guard::CrashGuard;
 use crate::plugin::{DecodeSlots, PluginEngine};
 use crate::plugin_set::{PluginSet, PluginSetError};
 use crate::replication_log::{self, LogError};
+use crate::secret::Secret;
 use crate::shutdown::Shutdown;
 use crate::store::ReplicaStore;
 use crate::text;
@@ -79,6 +82,10 @@ pub enum StartupError {
     /// The TLS certificate or key could not be used.
     #[error("{0}")]
     Tls(String),
+    /// `[log]` names a file that cannot be used (the password file, a TLS
+    /// file of the URL) or a URL of no known scheme.
+    #[error("{0}")]
+    LogSettings(String),
     /// The replication log could not be opened.
     #[error("{}: log.url: {source}", config.display())]
     Log {
@@ -111,8 +118,67 @@ impl StartupError {
     /// Whether the config (or a file it names) is at fault, rather than
     /// something the host could not reach or use: what the exit status says.
     pub fn is_invalid_config(&self) -> bool {
-        matches!(self, Self::Plugin(_) | Self::Tokens(_) | Self::Tls(_))
+        matches!(
+            self,
+            Self::Plugin(_) | Self::Tokens(_) | Self::Tls(_) | Self::LogSettings(_)
+        )
     }
+}
+
+/// What startup loads and checks before it touches the log or the network.
+pub struct Checked {
+    /// Every `[[plugin]]`, compiled and checked.
+    pub plugins: PluginSet,
+    /// The access tokens, when `[http.auth]` or `[admin]` is set.
+    pub auth: Option<Arc<Auth>>,
+    /// The HTTP certificate and key, when TLS is on.
+    pub tls: Option<Arc<TlsFiles>>,
+    /// The log's password from `[log] password_file`.
+    pub log_password: Option<Secret>,
+}
+
+/// Loads and checks everything startup does before it opens the log: every
+/// plugin, the tokens, the TLS certificate and key, the log's password file,
+/// and the log URL's scheme and TLS files. `replica-host config check` runs
+/// this; `run` runs it first. Each failure is a [`StartupError`] that
+/// [`StartupError::is_invalid_config`].
+pub fn check(config: &Config, engine: &PluginEngine) -> Result<Checked, StartupError> {
+    let plugins = PluginSet::load(config, engine)?;
+    let auth = if config.http.auth.is_some() || config.admin.token_file.is_some() {
+        Some(Arc::new(
+            Auth::load(TokenSources {
+                config: config.source.clone(),
+                files: config.token_files(),
+                env: config
+                    .http
+                    .auth
+                    .as_ref()
+                    .map(|a| a.token_env.clone())
+                    .unwrap_or_default(),
+                admin_file: config.admin_token_file(),
+                admin_only: config.http.auth.is_none(),
+            })
+            .map_err(StartupError::Tokens)?,
+        ))
+    } else {
+        None
+    };
+    let tls = match config.tls_files() {
+        Some((cert, key)) => Some(Arc::new(
+            TlsFiles::load(&config.source, cert, key).map_err(StartupError::Tls)?,
+        )),
+        None => None,
+    };
+    let log_password = config.log_password().map_err(StartupError::LogSettings)?;
+    replication_log::check_url(&config.log_url()).map_err(|e| {
+        StartupError::LogSettings(format!("{}: log.url: {e}", config.source.display()))
+    })?;
+    Ok(Checked {
+        plugins,
+        auth,
+        tls,
+        log_password,
+    })
 }
 
 /// Longest wait for in-flight plugin calls at shutdown.
@@ -144,41 +210,25 @@ pub async fn run(
     let stop_early = futures::poll!(shutdown.as_mut()).is_ready();
     metrics::install();
     let engine = PluginEngine::new().map_err(StartupError::Engine)?;
-    let plugins = PluginSet::load(&config, &engine)?;
+    let Checked {
+        plugins,
+        auth,
+        tls,
+        log_password,
+    } = check(&config, &engine)?;
     let mut reloader = Reloader::default();
-    let auth = if config.http.auth.is_some() || config.admin.token_file.is_some() {
-        let auth = Arc::new(
-            Auth::load(TokenSources {
-                config: config.source.clone(),
-                files: config.token_files(),
-                env: config
-                    .http
-                    .auth
-                    .as_ref()
-                    .map(|a| a.token_env.clone())
-                    .unwrap_or_default(),
-                admin_file: config.admin_token_file(),
-                admin_only: config.http.auth.is_none(),
-            })
-            .map_err(StartupError::Tokens)?,
-        );
-        reloader.register(Arc::clone(&auth) as _);
-        Some(auth)
-    } else {
-        None
-    };
-    let tls = match config.tls_files() {
-        Some((cert, key)) => {
-            let files =
-                Arc::new(TlsFiles::load(&config.source, cert, key).map_err(StartupError::Tls)?);
-            reloader.register(Arc::clone(&files) as _);
-            Some(files)
-        }
-        None => None,
-    };
+    if let Some(auth) = &auth {
+        reloader.register(Arc::clone(auth) as _);
+    }
+    if let Some(files) = &tls {
+        reloader.register(Arc::clone(files) as _);
+    }
 
     let url = config.log_url();
-    let log = replication_log::open(&url)
+    let open_options = replication_log::OpenOptions {
+        password: log_password,
+    };
+    let log = replication_log::open_with(&url, &open_options)
         .await
         .map_err(|source| StartupError::Log {
             config: config.source.clone(),
@@ -248,6 +298,7 @@ pub async fn run(
         metrics: metrics::MetricsExporter::new(consumer_metrics),
         catch_up,
         shard: config.consumer.shard,
+        peer_url: config.consumer.peer_url.as_deref().map(Arc::from),
         problems,
         cluster_id: config.cluster_id.as_str().into(),
         stop: stopping.signal(),

@@ -7,7 +7,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{http, operator_page};
+use super::{http, operator_page, shards};
 
 /// The document's root: every handler's path.
 #[derive(OpenApi)]
@@ -21,13 +21,14 @@ use super::{http, operator_page};
         http::readyz,
         http::metrics,
         http::plugins,
+        shards::shards,
         http::admin_reload,
         http::list_keys,
         http::get_replica,
         document,
         operator_page::page,
     ),
-    components(schemas(ReplicaDoc, ErrorDoc, KeysDoc, ReadyDoc, SseEventDoc)),
+    components(schemas(ReplicaDoc, ErrorDoc, KeysDoc, ReadyDoc, SseEventDoc, shards::ShardsDoc)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;

@@ -320,6 +320,7 @@ pub(crate) mod tests {
             metrics: MetricsExporter::new(Arc::default()),
             catch_up: Arc::new(CatchUp::new([])),
             shard: None,
+            peer_url: None,
             problems,
             cluster_id: "eu-<west>".into(),
             stop: crate::shutdown::Shutdown::new().signal(),

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, PluginEntry};
+use crate::config::{Config, Override, PluginEntry};
 use crate::consumer::{CatchUpProgress, ReplicatorControl, TypeCatchUp};
 use crate::decode::SnapshotDecoder;
 use crate::plugin::breaker::Breaker;
@@ -183,6 +183,8 @@ impl ReloadOutcome {
 pub struct PluginReloader {
     /// The config file.
     path: PathBuf,
+    /// The environment's overrides, applied over the file again.
+    overrides: Vec<Override>,
     /// The config's other sections as in force, to tell what needs a restart.
     sections: Mutex<toml::Table>,
     /// Compiles the new plugins.
@@ -216,6 +218,7 @@ impl PluginReloader {
             .unwrap_or_default();
         Self {
             path: config.source.clone(),
+            overrides: config.overrides.clone(),
             sections: Mutex::new(sections),
             engine,
             slots,
@@ -256,7 +259,7 @@ impl PluginReloader {
             Ok(text) => text,
             Err(e) => return ReloadOutcome::refused(format!("{}: {e}", self.path.display())),
         };
-        let config = match Config::parse(&text, &self.path) {
+        let config = match Config::parse_with(&text, &self.path, &self.overrides) {
             Ok(config) => config,
             Err(e) => return ReloadOutcome::refused(e),
         };

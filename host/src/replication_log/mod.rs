@@ -43,8 +43,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::secret::Secret;
+
 mod memory;
 pub mod pg_change_feed;
+pub mod pg_connect;
 mod postgres;
 mod record;
 mod scan;
@@ -378,13 +381,48 @@ pub trait ReplicationLog: Send + Sync + 'static {
 /// database or table is [`LogError::Missing`], naming the URL (password
 /// hidden) and what is missing.
 pub async fn open(url: &str) -> Result<Arc<dyn ReplicationLog>, LogError> {
+    open_with(url, &OpenOptions::default()).await
+}
+
+/// What opening a log may need beyond its URL.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// The PostgreSQL password when it is not in the URL (`[log]
+    /// password_file`); without it, the driver falls back to `PGPASSWORD`.
+    pub password: Option<Secret>,
+}
+
+/// Checks a log URL without connecting: a known scheme, and for
+/// PostgreSQL a URL the driver reads whose TLS files (`sslrootcert`,
+/// `sslcert`, `sslkey`) can be opened.
+pub fn check_url(url: &str) -> Result<(), LogError> {
+    match url::LogUrl::parse(url)? {
+        url::LogUrl::Postgres(url) => {
+            pg_connect::options(url, &redact_password(url), None).map(|_| ())
+        }
+        url::LogUrl::Memory | url::LogUrl::Sqlite(_) => Ok(()),
+    }
+}
+
+/// Like [`open`], with [`OpenOptions`].
+pub async fn open_with(
+    url: &str,
+    options: &OpenOptions,
+) -> Result<Arc<dyn ReplicationLog>, LogError> {
     Ok(match url::LogUrl::parse(url)? {
         url::LogUrl::Memory => Arc::new(MemoryLog::new()),
         url::LogUrl::Sqlite(path) => Arc::new(
             SqliteLog::open_reader(path, &redact_password(url), SqliteLog::DEFAULT_BUSY_TIMEOUT)
                 .await?,
         ),
-        url::LogUrl::Postgres(url) => Arc::new(PostgresLog::connect(url).await?),
+        url::LogUrl::Postgres(url) => Arc::new(
+            PostgresLog::connect_with(
+                url,
+                options.password.as_ref(),
+                PostgresLog::DEFAULT_ACQUIRE_TIMEOUT,
+            )
+            .await?,
+        ),
     })
 }
 

@@ -9,7 +9,6 @@
 //! ([`PostgresLog::create`]) creates Orlando's table when missing. Both
 //! detect the change feed column (see [`super::pg_change_feed`]).
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -22,8 +21,9 @@ use super::record::LooseColumns;
 use super::sql::{Queries, Sql, SqlLog};
 use super::{
     ChangeCursor, CursorState, GrainHead, HeadChanges, LogEntry, LogError, LogRecord,
-    ReplicationLog, ScanPage, pg_change_feed, redact_password, seq,
+    ReplicationLog, ScanPage, pg_change_feed, pg_connect, redact_password, seq,
 };
+use crate::secret::Secret;
 
 /// Orlando's table, as Orlando creates it.
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS replication_log (
@@ -122,7 +122,21 @@ impl PostgresLog {
         url: &str,
         acquire_timeout: Duration,
     ) -> Result<Self, LogError> {
-        let log = Self::open_pool(url, acquire_timeout, true).await?;
+        Self::connect_with(url, None, acquire_timeout).await
+    }
+
+    /// Like [`PostgresLog::connect_with_timeout`], with the password kept
+    /// out of the URL (`[log] password_file`); without one, a password in
+    /// the URL or `PGPASSWORD` applies. The URL's `sslmode`, `sslrootcert`,
+    /// `sslcert` and `sslkey` choose TLS (see [`super::pg_connect`]); a
+    /// refused handshake is [`LogError::Unavailable`] naming the URL and
+    /// the TLS reason.
+    pub async fn connect_with(
+        url: &str,
+        password: Option<&Secret>,
+        acquire_timeout: Duration,
+    ) -> Result<Self, LogError> {
+        let (log, options) = Self::open_pool(url, password, acquire_timeout, true).await?;
         let has_table: bool = sqlx::query_scalar(HAS_TABLE)
             .fetch_one(&log.pool)
             .await
@@ -139,6 +153,7 @@ impl PostgresLog {
             .await
             .map_err(|e| log.error(e))?;
         log.detect_change_feed().await?;
+        log.report_transport(&options).await;
         if log.change_feed_enabled() {
             tracing::info!(url = %log.url, "PostgreSQL discovery: change feed (replica_tx)");
         } else {
@@ -163,7 +178,7 @@ impl PostgresLog {
         url: &str,
         acquire_timeout: Duration,
     ) -> Result<Self, LogError> {
-        let log = Self::open_pool(url, acquire_timeout, false).await?;
+        let (log, _) = Self::open_pool(url, None, acquire_timeout, false).await?;
         if let Err(e) = sqlx::query(CREATE_TABLE).execute(&log.pool).await {
             // Two processes creating the table at once: one loses the race
             // on the catalog. A writer without CREATE rights is fine too, as
@@ -186,11 +201,12 @@ impl PostgresLog {
 
     async fn open_pool(
         url: &str,
+        password: Option<&Secret>,
         acquire_timeout: Duration,
         read_only: bool,
-    ) -> Result<Self, LogError> {
+    ) -> Result<(Self, PgConnectOptions), LogError> {
         let shown = redact_password(url);
-        let mut options = PgConnectOptions::from_str(url).map_err(|e| invalid_url(&shown, e))?;
+        let mut options = pg_connect::options(url, &shown, password)?;
         if read_only {
             options = options.options([("default_transaction_read_only", "on")]);
         }
@@ -199,14 +215,31 @@ impl PostgresLog {
             .min_connections(0)
             .acquire_timeout(acquire_timeout)
             .test_before_acquire(true)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| error(&shown, e))?;
-        Ok(Self {
+        let log = Self {
             pool,
             url: shown,
             change_feed: Arc::new(AtomicBool::new(false)),
-        })
+        };
+        Ok((log, options))
+    }
+
+    /// Logs whether the connection is encrypted and what was verified;
+    /// warns when a plaintext connection leaves the host.
+    async fn report_transport(&self, options: &PgConnectOptions) {
+        let transport = pg_connect::describe_transport(&self.pool, options).await;
+        let sslmode = pg_connect::sslmode_name(options);
+        if transport == "plaintext" && pg_connect::leaves_the_host(options) {
+            tracing::warn!(
+                url = %self.url,
+                sslmode,
+                "the log connection is not encrypted; add sslmode=verify-full (and sslrootcert) to log.url"
+            );
+        } else {
+            tracing::info!(url = %self.url, sslmode, transport = %transport, "PostgreSQL connection");
+        }
     }
 
     async fn detect_change_feed(&self) -> Result<(), LogError> {
@@ -284,7 +317,10 @@ pub(super) fn error(url: &str, err: sqlx::Error) -> LogError {
             source: Some(err.into()),
         };
     }
-    let message = format!("{url}: {err}");
+    let message = match pg_connect::tls_reason(&err) {
+        Some(reason) => format!("{url}: TLS: {reason}"),
+        None => format!("{url}: {err}"),
+    };
     let unavailable = match &err {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception; 57P0x: the server shut down or is

@@ -52,10 +52,39 @@ fn is_scheme(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
-/// The URL with the password of its `user:password@` part replaced by `***`,
-/// fit for logs and error messages.
+/// The URL with the password of its `user:password@` part, and the value of
+/// a `password=` query parameter, replaced by `***`: fit for logs and error
+/// messages.
 #[must_use]
 pub fn redact_password(url: &str) -> String {
+    redact_query_password(&redact_userinfo(url))
+}
+
+/// `password=VALUE` in the query becomes `password=***`.
+fn redact_query_password(url: &str) -> String {
+    let Some((head, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let (query, fragment) = query
+        .split_once('#')
+        .map_or((query, None), |(q, f)| (q, Some(f)));
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    let mut out = format!("{head}?{}", query.join("&"));
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
+/// The password of `user:password@` becomes `***`.
+fn redact_userinfo(url: &str) -> String {
     let Some(start) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
@@ -133,5 +162,13 @@ mod tests {
             "postgres://h/db?a=b@c"
         );
         assert_eq!(redact_password("sqlite:x.db"), "sqlite:x.db");
+        assert_eq!(
+            redact_password("postgres://u@h/db?sslmode=require&password=hunter2&x=1"),
+            "postgres://u@h/db?sslmode=require&password=***&x=1"
+        );
+        assert_eq!(
+            redact_password("postgres://u:a@h/db?PASSWORD=b"),
+            "postgres://u:***@h/db?PASSWORD=***"
+        );
     }
 }
