@@ -177,6 +177,9 @@ pub struct LimitsSection {
     pub breaker_after_faults: u32,
     /// How long a paused plugin stays paused before one trial call, in ms.
     pub breaker_cooldown_ms: u64,
+    /// Most snapshots one fresh instance decodes one after another before
+    /// it is dropped (64); 1 is one instance per snapshot.
+    pub batch_max: usize,
 }
 
 impl Default for LimitsSection {
@@ -190,6 +193,7 @@ impl Default for LimitsSection {
             max_rendered_bytes: None,
             breaker_after_faults: 0,
             breaker_cooldown_ms: BreakerConfig::DEFAULT_COOLDOWN.as_millis() as u64,
+            batch_max: d.batch_max,
         }
     }
 }
@@ -247,6 +251,8 @@ pub struct PluginEntry {
     pub breaker_after_faults: Option<u32>,
     /// Optional override of `[limits] breaker_cooldown_ms`.
     pub breaker_cooldown_ms: Option<u64>,
+    /// Optional override of `[limits] batch_max`.
+    pub batch_max: Option<usize>,
 }
 
 impl Config {
@@ -299,6 +305,9 @@ impl Config {
         if self.limits.timeout_ms == 0 {
             return Err(at("limits.timeout_ms must be at least 1".into()));
         }
+        if self.limits.batch_max == 0 {
+            return Err(at("limits.batch_max must be at least 1".into()));
+        }
         for (i, p) in self.plugins.iter().enumerate() {
             if let Some(first) = self.plugins[..i]
                 .iter()
@@ -306,6 +315,12 @@ impl Config {
             {
                 return Err(at(format!(
                     "plugin[{i}]: grain type {:?} is configured twice (also plugin[{first}])",
+                    p.grain_type
+                )));
+            }
+            if p.batch_max == Some(0) {
+                return Err(at(format!(
+                    "plugin[{i}] ({}): batch_max must be at least 1",
                     p.grain_type
                 )));
             }
@@ -442,6 +457,7 @@ impl Config {
             .max_rendered_bytes
             .or(self.limits.max_rendered_bytes)
             .unwrap_or_else(|| OutputLimits::default_rendered(limits.output.max_bytes));
+        limits.batch_max = entry.batch_max.unwrap_or(self.limits.batch_max);
         limits
     }
 
@@ -524,6 +540,29 @@ timeout_ms = 20
         let text = GOOD.replace("[consumer]", "[cache]\ndir = \"cache\"\n\n[consumer]");
         let c = Config::parse(&text, Path::new("/etc/replica/host.toml")).unwrap();
         assert_eq!(c.cache_dir(), Some(PathBuf::from("/etc/replica/cache")));
+    }
+
+    #[test]
+    fn batch_max_has_a_default_a_global_value_and_a_per_plugin_override() {
+        let c = Config::parse(GOOD, Path::new("h.toml")).unwrap();
+        assert_eq!(c.plugin_limits(&c.plugins[0]).batch_max, 64);
+        let text = GOOD.replace("[consumer]", "[limits]\nbatch_max = 8\n\n[consumer]");
+        let c = Config::parse(&text, Path::new("h.toml")).unwrap();
+        assert_eq!(c.plugin_limits(&c.plugins[0]).batch_max, 8);
+        let c = Config::parse(&format!("{text}batch_max = 1\n"), Path::new("h.toml")).unwrap();
+        assert_eq!(c.plugin_limits(&c.plugins[0]).batch_max, 1);
+        let err =
+            Config::parse(&format!("{text}batch_max = 0\n"), Path::new("h.toml")).unwrap_err();
+        assert_eq!(
+            err,
+            "h.toml: plugin[0] (Counter): batch_max must be at least 1"
+        );
+        let err = Config::parse(
+            &text.replace("batch_max = 8", "batch_max = 0"),
+            Path::new("h.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(err, "h.toml: limits.batch_max must be at least 1");
     }
 
     #[test]
