@@ -217,12 +217,17 @@ pub struct StoreSection {
     /// snapshots quarantined for killing the host). Created `0700` at
     /// startup; when it cannot be, the host runs without the guard and says so.
     pub state_dir: PathBuf,
+    /// The durable checkpoint of the replicas, relative to the config file
+    /// (e.g. `replicas.ckpt`); off when absent. Loaded at startup, written
+    /// in the background and at SIGTERM.
+    pub checkpoint: Option<PathBuf>,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
         Self {
             state_dir: PathBuf::from("state"),
+            checkpoint: None,
         }
     }
 }
@@ -433,6 +438,14 @@ impl Config {
     /// The state directory, resolved against the config file.
     pub fn state_dir(&self) -> PathBuf {
         self.base_dir.join(&self.store.state_dir)
+    }
+
+    /// The checkpoint file, resolved against the config file; `None` when off.
+    pub fn checkpoint_path(&self) -> Option<PathBuf> {
+        self.store
+            .checkpoint
+            .as_ref()
+            .map(|f| self.base_dir.join(f))
     }
 
     /// A plugin entry's file, resolved against the config file.

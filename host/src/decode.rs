@@ -32,6 +32,14 @@ pub trait SnapshotDecoder: Send + Sync + 'static {
         results
     }
 
+    /// How many snapshots a [`SnapshotDecoder::decode_batch`] call should
+    /// carry to share work between them; 1 (the default) when it shares
+    /// none. Callers split larger sets into calls of this size and keep
+    /// several in flight, so one slow snapshot holds only its own call.
+    fn batch_max(&self) -> usize {
+        1
+    }
+
     /// Which plugin build this decoder runs, recorded with every state it
     /// decodes; `None` for a native decoder.
     fn decoded_by(&self) -> Option<Arc<DecodedBy>> {

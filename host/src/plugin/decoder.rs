@@ -177,11 +177,11 @@ impl SnapshotDecoder for PluginDecoder {
         result
     }
 
-    /// Up to `batch_max` snapshots per fresh instance, the entries split
-    /// evenly over the decode slots so a batch keeps every core busy. With
-    /// a circuit breaker, one call per snapshot (a trial is one snapshot).
+    /// Up to `batch_max` snapshots per fresh instance, each instance on a
+    /// decode slot of its own. With a circuit breaker, one call per
+    /// snapshot (a trial is one snapshot).
     async fn decode_batch(&self, entries: &[LogEntry]) -> Vec<Result<State, CallError>> {
-        if self.breaker.is_some() || self.plugin.limits().batch_max <= 1 || entries.len() <= 1 {
+        if self.batch_max() <= 1 || entries.len() <= 1 {
             let mut results = Vec::with_capacity(entries.len());
             for entry in entries {
                 results.push(self.decode(entry).await);
@@ -193,8 +193,7 @@ impl SnapshotDecoder for PluginDecoder {
         let runs: Vec<usize> = (0..entries.len())
             .filter(|&i| results[i].is_none())
             .collect();
-        let per_slot = runs.len().div_ceil(self.slots.capacity()).max(1);
-        let chunk = per_slot.min(self.plugin.limits().batch_max);
+        let chunk = self.batch_max();
         let calls = runs.chunks(chunk).map(|indices| {
             let batch: Vec<LogEntry> = indices.iter().map(|&i| entries[i].clone()).collect();
             self.run_batch(batch)
@@ -209,6 +208,14 @@ impl SnapshotDecoder for PluginDecoder {
             .into_iter()
             .map(|r| r.expect("every entry has a result"))
             .collect()
+    }
+
+    fn batch_max(&self) -> usize {
+        if self.breaker.is_some() {
+            1
+        } else {
+            self.plugin.limits().batch_max
+        }
     }
 
     fn decoded_by(&self) -> Option<Arc<DecodedBy>> {
