@@ -427,12 +427,13 @@ impl ReplicaStore {
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut changed = Vec::new();
         let mut last = None;
-        let mut looked = 0;
-        for (key, stored) in by_key.range::<str, _>((lower, Bound::Unbounded)) {
+        for (looked, (key, stored)) in by_key
+            .range::<str, _>((lower, Bound::Unbounded))
+            .enumerate()
+        {
             if looked == scan {
                 return (changed, last.map(str::to_owned));
             }
-            looked += 1;
             last = Some(key.as_ref());
             if stored.version > since {
                 changed.push(stored.to_replica(grain_type, key));
