@@ -12,6 +12,17 @@
 //! instance's slot). What does not fit falls back to the standard
 //! allocator.
 //!
+//! # Reuse across calls
+//! The host may decode a batch of snapshots in one instance, one call after
+//! another. The arena counts its live allocations and starts over from its
+//! first byte whenever that count falls to zero, which is between two calls:
+//! the call's arguments are freed when it returns and its result after the
+//! host copied it out. So every `decode` of a batch starts on an empty
+//! arena, and memory does not grow with the batch. An allocation that
+//! outlives its call (a plugin's `static` cache) keeps the count above zero:
+//! the arena then only stops starting over (it bumps on, then falls back to
+//! the standard allocator), and never hands out memory still in use.
+//!
 //! On by default (the `arena` feature); a plugin that wants the standard
 //! allocator alone turns the feature off.
 
@@ -25,10 +36,12 @@ pub const ARENA_BYTES: usize = 2 << 20;
 #[repr(C, align(16))]
 struct Memory([u8; ARENA_BYTES]);
 
-/// The arena: its memory and how much of it is in use.
+/// The arena: its memory, how much of it is in use, and how many of its
+/// allocations are live.
 pub struct Arena {
     memory: UnsafeCell<Memory>,
     used: UnsafeCell<usize>,
+    live: UnsafeCell<usize>,
 }
 
 // SAFETY: the Wasm build is single-threaded (no threads proposal in the
@@ -41,6 +54,25 @@ impl Arena {
         Self {
             memory: UnsafeCell::new(Memory([0; ARENA_BYTES])),
             used: UnsafeCell::new(0),
+            live: UnsafeCell::new(0),
+        }
+    }
+
+    /// Bytes in use from the arena's start (0 when nothing is live).
+    pub fn used(&self) -> usize {
+        // SAFETY: single-threaded (see the `Sync` impl).
+        unsafe { *self.used.get() }
+    }
+
+    /// One allocation of the arena freed: the arena starts over when it was
+    /// the last live one.
+    fn released(&self) {
+        // SAFETY: single-threaded.
+        let live = unsafe { &mut *self.live.get() };
+        *live = live.saturating_sub(1);
+        if *live == 0 {
+            // SAFETY: single-threaded.
+            unsafe { *self.used.get() = 0 };
         }
     }
 
@@ -63,6 +95,8 @@ impl Arena {
             return None;
         }
         *used = end - self.base();
+        // SAFETY: single-threaded.
+        unsafe { *self.live.get() += 1 };
         Some(start as *mut u8)
     }
 
@@ -112,6 +146,7 @@ unsafe impl GlobalAlloc for Arena {
                 // SAFETY: single-threaded.
                 unsafe { *self.used.get() = ptr as usize - self.base() };
             }
+            self.released();
         } else {
             unsafe { System.dealloc(ptr, layout) }
         }
@@ -136,6 +171,9 @@ unsafe impl GlobalAlloc for Arena {
             let new = unsafe { self.alloc(new_layout) };
             if !new.is_null() {
                 unsafe { std::ptr::copy_nonoverlapping(ptr, new, layout.size()) };
+                // The old allocation is gone; the new one is live (counted
+                // by `alloc` when it is the arena's).
+                self.released();
             }
             new
         } else {
@@ -182,6 +220,45 @@ mod tests {
             assert!(!z.is_null() && !arena.contains(z));
             assert!((0..ARENA_BYTES).step_by(4096).all(|i| *z.add(i) == 0));
             arena.dealloc(z, big);
+        }
+    }
+
+    #[test]
+    fn starts_over_when_nothing_is_live_and_never_while_something_is() {
+        static ARENA: Arena = Arena::new();
+        let arena = &ARENA;
+        let small = Layout::from_size_align(100, 8).unwrap();
+        unsafe {
+            // One call: its arguments, its work, its result; all freed.
+            let args = arena.alloc(small);
+            let work = arena.alloc(small);
+            let result = arena.alloc(small);
+            arena.dealloc(work, small);
+            arena.dealloc(args, small);
+            assert!(arena.used() > 0, "the result is still live");
+            arena.dealloc(result, small);
+            assert_eq!(arena.used(), 0, "nothing live: the next call starts over");
+            // The next call gets the arena's first bytes again.
+            let next = arena.alloc(small);
+            assert_eq!(next, args);
+            // Something that outlives its call keeps its bytes.
+            let kept = arena.alloc(small);
+            kept.write_bytes(9, 100);
+            arena.dealloc(next, small);
+            assert!(arena.used() > 0);
+            let other = arena.alloc(small);
+            assert_ne!(other, kept);
+            other.write_bytes(1, 100);
+            assert!(
+                (0..100).all(|i| *kept.add(i) == 9),
+                "never handed out twice"
+            );
+            // A moved reallocation counts once.
+            let moved = arena.realloc(other, small, 4000);
+            assert!(arena.contains(moved));
+            arena.dealloc(moved, Layout::from_size_align(4000, 8).unwrap());
+            arena.dealloc(kept, small);
+            assert_eq!(arena.used(), 0);
         }
     }
 }

@@ -243,6 +243,9 @@ pub struct LimitsSection {
     pub breaker_after_faults: u32,
     /// How long a paused plugin stays paused before one trial call, in ms.
     pub breaker_cooldown_ms: u64,
+    /// Most snapshots one fresh instance decodes one after another before
+    /// it is dropped (64); 1 is one instance per snapshot.
+    pub batch_max: usize,
 }
 
 impl Default for LimitsSection {
@@ -256,6 +259,7 @@ impl Default for LimitsSection {
             max_rendered_bytes: None,
             breaker_after_faults: 0,
             breaker_cooldown_ms: BreakerConfig::DEFAULT_COOLDOWN.as_millis() as u64,
+            batch_max: d.batch_max,
         }
     }
 }
@@ -279,12 +283,17 @@ pub struct StoreSection {
     /// snapshots quarantined for killing the host). Created `0700` at
     /// startup; when it cannot be, the host runs without the guard and says so.
     pub state_dir: PathBuf,
+    /// The durable checkpoint of the replicas, relative to the config file
+    /// (e.g. `replicas.ckpt`); off when absent. Loaded at startup, written
+    /// in the background and at SIGTERM.
+    pub checkpoint: Option<PathBuf>,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
         Self {
             state_dir: PathBuf::from("state"),
+            checkpoint: None,
         }
     }
 }
@@ -313,6 +322,8 @@ pub struct PluginEntry {
     pub breaker_after_faults: Option<u32>,
     /// Optional override of `[limits] breaker_cooldown_ms`.
     pub breaker_cooldown_ms: Option<u64>,
+    /// Optional override of `[limits] batch_max`.
+    pub batch_max: Option<usize>,
 }
 
 impl Config {
@@ -418,6 +429,9 @@ impl Config {
         if self.limits.timeout_ms == 0 {
             return Err(at("limits.timeout_ms must be at least 1".into()));
         }
+        if self.limits.batch_max == 0 {
+            return Err(at("limits.batch_max must be at least 1".into()));
+        }
         for (i, p) in self.plugins.iter().enumerate() {
             if let Some(first) = self.plugins[..i]
                 .iter()
@@ -425,6 +439,12 @@ impl Config {
             {
                 return Err(at(format!(
                     "plugin[{i}]: grain type {:?} is configured twice (also plugin[{first}])",
+                    p.grain_type
+                )));
+            }
+            if p.batch_max == Some(0) {
+                return Err(at(format!(
+                    "plugin[{i}] ({}): batch_max must be at least 1",
                     p.grain_type
                 )));
             }
@@ -598,6 +618,14 @@ impl Config {
         self.base_dir.join(&self.store.state_dir)
     }
 
+    /// The checkpoint file, resolved against the config file; `None` when off.
+    pub fn checkpoint_path(&self) -> Option<PathBuf> {
+        self.store
+            .checkpoint
+            .as_ref()
+            .map(|f| self.base_dir.join(f))
+    }
+
     /// A plugin entry's file, resolved against the config file.
     pub fn plugin_path(&self, entry: &PluginEntry) -> PathBuf {
         self.base_dir.join(&entry.path)
@@ -620,6 +648,7 @@ impl Config {
             .max_rendered_bytes
             .or(self.limits.max_rendered_bytes)
             .unwrap_or_else(|| OutputLimits::default_rendered(limits.output.max_bytes));
+        limits.batch_max = entry.batch_max.unwrap_or(self.limits.batch_max);
         limits
     }
 
@@ -702,6 +731,29 @@ timeout_ms = 20
         let text = GOOD.replace("[consumer]", "[cache]\ndir = \"cache\"\n\n[consumer]");
         let c = Config::parse(&text, Path::new("/etc/replica/host.toml")).unwrap();
         assert_eq!(c.cache_dir(), Some(PathBuf::from("/etc/replica/cache")));
+    }
+
+    #[test]
+    fn batch_max_has_a_default_a_global_value_and_a_per_plugin_override() {
+        let c = Config::parse(GOOD, Path::new("h.toml")).unwrap();
+        assert_eq!(c.plugin_limits(&c.plugins[0]).batch_max, 64);
+        let text = GOOD.replace("[consumer]", "[limits]\nbatch_max = 8\n\n[consumer]");
+        let c = Config::parse(&text, Path::new("h.toml")).unwrap();
+        assert_eq!(c.plugin_limits(&c.plugins[0]).batch_max, 8);
+        let c = Config::parse(&format!("{text}batch_max = 1\n"), Path::new("h.toml")).unwrap();
+        assert_eq!(c.plugin_limits(&c.plugins[0]).batch_max, 1);
+        let err =
+            Config::parse(&format!("{text}batch_max = 0\n"), Path::new("h.toml")).unwrap_err();
+        assert_eq!(
+            err,
+            "h.toml: plugin[0] (Counter): batch_max must be at least 1"
+        );
+        let err = Config::parse(
+            &text.replace("batch_max = 8", "batch_max = 0"),
+            Path::new("h.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(err, "h.toml: limits.batch_max must be at least 1");
     }
 
     #[test]

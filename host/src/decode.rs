@@ -19,6 +19,27 @@ pub trait SnapshotDecoder: Send + Sync + 'static {
     /// Decodes one snapshot.
     async fn decode(&self, entry: &LogEntry) -> Result<State, CallError>;
 
+    /// Decodes several snapshots (of one grain type, any grains), one
+    /// result per entry in the same order. Each result is the one
+    /// [`SnapshotDecoder::decode`] would give; a decoder may share work
+    /// between them (a plugin: one instance for a batch). By default, one
+    /// call after another.
+    async fn decode_batch(&self, entries: &[LogEntry]) -> Vec<Result<State, CallError>> {
+        let mut results = Vec::with_capacity(entries.len());
+        for entry in entries {
+            results.push(self.decode(entry).await);
+        }
+        results
+    }
+
+    /// How many snapshots a [`SnapshotDecoder::decode_batch`] call should
+    /// carry to share work between them; 1 (the default) when it shares
+    /// none. Callers split larger sets into calls of this size and keep
+    /// several in flight, so one slow snapshot holds only its own call.
+    fn batch_max(&self) -> usize {
+        1
+    }
+
     /// Which plugin build this decoder runs, recorded with every state it
     /// decodes; `None` for a native decoder.
     fn decoded_by(&self) -> Option<Arc<DecodedBy>> {

@@ -46,6 +46,7 @@
 pub mod authoring;
 #[cfg(feature = "tools")]
 pub mod bench;
+pub mod checkpoint;
 pub mod config;
 pub mod consumer;
 pub mod contract;

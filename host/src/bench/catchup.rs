@@ -123,6 +123,49 @@ pub fn run(
     }
     println!();
     println!(
+        "The same runs against the scan alone (every page of the ordered scan, nothing decoded), then the durable checkpoint: written whole (as at SIGTERM), and two restarts from it into a new store and replicator (the daemon's code paths, in the worker): nothing changed (after SIGTERM), and {} snapshots appended since the checkpoint (what a SIGKILL after the last flush leaves), timed until every grain is caught up.",
+        10_000u64.min(grains)
+    );
+    println!();
+    println!(
+        "| run | grains | scan alone s | catch-up s | catch-up ÷ scan alone | checkpoint write s | checkpoint bytes per grain | warm restart, nothing changed, s (of which loading) | warm restart, 10,000 appended, s (of which loading) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (label, n, r, _) in &runs {
+        let Some(scan) = r["scan_alone_s"].as_f64() else {
+            continue;
+        };
+        let w = &r["restart"];
+        let g = |k: &str| w[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "| {label} | {n} | {scan:.2} | {:.1} | {:.1}× | {:.1} | {:.0} | {:.2} ({:.2}) | {:.2} ({:.2}) |",
+            f(r, "catch_up_s"),
+            f(r, "catch_up_s") / scan.max(1e-9),
+            g("checkpoint_write_s"),
+            g("checkpoint_bytes_per_grain"),
+            g("warm_s"),
+            g("warm_load_s"),
+            g("killed_s"),
+            g("killed_load_s"),
+        );
+    }
+    let time_of = |label: &str| {
+        runs.iter()
+            .find(|(l, ..)| *l == label)
+            .map(|(_, _, r, _)| f(r, "catch_up_s"))
+    };
+    if let (Some(plugin), Some(native)) = (
+        time_of("bulk scan (default)"),
+        time_of("bulk scan, native decode (no plugin)"),
+    ) {
+        println!();
+        println!(
+            "Catch-up time, plugin ÷ native decoding: **{:.2}×** (goal ≤ 1.5×).",
+            plugin / native.max(1e-9)
+        );
+    }
+    println!();
+    println!(
         "Then a plugin swap: the same component under another name, so every replica is decoded again in the background (reads keep being served)."
     );
     println!();

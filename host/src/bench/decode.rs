@@ -8,9 +8,14 @@
 //!   into the shared buffer the store keeps (`Arc<[u8]>`). No validation:
 //!   a native value needs none. Checked to render the same JSON as the
 //!   plugin's state before timing.
+//! - **batch (default)**: [`LoadedPlugin::decode_batch`] of
+//!   [`PluginLimits::DEFAULT_BATCH_MAX`] snapshots: one fresh instance
+//!   decodes them one after another, each marked in flight in a crash guard
+//!   as the daemon does. This is what the host does when several snapshots
+//!   of a type are ready (catch-up, re-decode).
 //! - **fresh (pooling)**: [`LoadedPlugin::decode`] with the default engine:
-//!   a fresh instance per call in a recycled pool slot. This is the isolation
-//!   the host ships.
+//!   a fresh instance per call in a recycled pool slot: `batch_max = 1`, and
+//!   a lone live snapshot.
 //! - **fresh (pooling, decommit)**: the same pool, but slots reset by
 //!   decommitting every dirty page (`keep_resident` 0, wasmtime's default).
 //! - **fresh (on-demand)**: the same with wasmtime's on-demand allocator (a
@@ -197,6 +202,7 @@ fn snapshot<'a>(grain_type: &'a str, payload: &'a [u8]) -> SnapshotRef<'a> {
 #[derive(Default, Clone)]
 struct Round {
     native: f64,
+    batch: f64,
     pooled: f64,
     no_arena: f64,
     on_demand: f64,
@@ -275,6 +281,9 @@ pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
         options.seconds, options.repeat
     );
     println!();
+    let guard_dir = tempfile::tempdir()?;
+    let (guard, _) = crate::plugin::crash_guard::CrashGuard::open(guard_dir.path(), &[])?;
+    let mut sequence = 0u64;
     let mut rows = Vec::new();
     let mut breakdowns = Vec::new();
     let mut stored_rows = Vec::new();
@@ -334,12 +343,29 @@ pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
             );
             continue;
         }
+        let batch = vec![snap; PluginLimits::DEFAULT_BATCH_MAX];
         let mut rounds = Vec::new();
         for _ in 0..options.repeat {
             let mut r = Round {
                 native: rate(options.seconds, || {
                     std::hint::black_box((case.native)(&case.payload));
                 }),
+                batch: batch.len() as f64
+                    * rate(options.seconds, || {
+                        let results = pooled.decode_batch(&batch, |i| {
+                            sequence += 1;
+                            let id = crate::plugin::crash_guard::SnapshotId::new(
+                                pooled.sha256(),
+                                batch[i].grain_type,
+                                batch[i].grain_key,
+                                sequence,
+                            );
+                            let verdict = guard.verdict(&id);
+                            guard.enter(&id, &verdict)
+                        });
+                        assert!(results.iter().all(Result::is_ok), "batch decode");
+                        std::hint::black_box(results);
+                    }),
                 pooled: rate(options.seconds, || {
                     std::hint::black_box(pooled.decode(snap).expect("decode"));
                 }),
@@ -383,6 +409,7 @@ pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
             let ratios: Vec<f64> = rounds.iter().map(|r| f(r) / r.native).collect();
             (median(&ratios), spread(&ratios, 2))
         };
+        let (batch_ratio, batch_spread) = ratio(|r| r.batch);
         let (pooled_ratio, pooled_spread) = ratio(|r| r.pooled);
         let (no_arena_ratio, no_arena_spread) = ratio(|r| r.no_arena);
         let (on_demand_ratio, on_demand_spread) = ratio(|r| r.on_demand);
@@ -390,11 +417,13 @@ pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
         let (warm_ratio, warm_spread) = ratio(|r| r.warm);
         let med = |f: fn(&Round) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
         rows.push(format!(
-            "| {} | {} | {} | {:.0} | **{:.2}** ({}) | {:.2} ({}) | {:.2} ({}) | {:.2} ({}) | {:.2} ({}) |",
+            "| {} | {} | {} | {:.0} | **{:.2}** ({}) | {:.2} ({}) | {:.2} ({}) | {:.2} ({}) | {:.2} ({}) | {:.2} ({}) |",
             case.grain_type,
             case.size.label(),
             case.payload.len(),
             med(|r| r.native),
+            batch_ratio,
+            batch_spread,
             pooled_ratio,
             pooled_spread,
             no_arena_ratio,
@@ -420,9 +449,10 @@ pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
         ));
     }
     println!(
-        "| plugin | payload | bytes | native calls/s | fresh instance, pooling, reset in place (default) ÷ native | same, plugin without the SDK's arena ÷ native | fresh, pooling, decommit on reset ÷ native | fresh, on-demand allocator ÷ native | warm instance (reused; not the default) ÷ native |"
+        "| plugin | payload | bytes | native calls/s | batch of {} in one fresh instance, crash guard on (default) ÷ native | fresh instance per call, pooling, reset in place (`batch_max = 1`) ÷ native | same, plugin without the SDK's arena ÷ native | fresh, pooling, decommit on reset ÷ native | fresh, on-demand allocator ÷ native | warm instance (reused without bound) ÷ native |",
+        PluginLimits::DEFAULT_BATCH_MAX
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         println!("{row}");
     }

@@ -406,6 +406,11 @@ pub fn worker(
         } else {
             Arc::new(PluginDecoder::new(plugin, slots.clone()))
         };
+        let scan_alone = if scan {
+            Some(super::restart::scan_alone(url, grain_type).await?)
+        } else {
+            None
+        };
         let store = Arc::new(ReplicaStore::new());
         let stopping = Shutdown::new();
         // Settle the allocator and the runtime before the baseline reading.
@@ -417,9 +422,11 @@ pub fn worker(
             poll_interval: poll,
             ..ConsumerConfig::default()
         };
-        let decoders = [(grain_type.to_owned(), decoder)].into_iter().collect();
-        let replicator =
-            Replicator::new(log, Arc::clone(&store), decoders, config).with_workers(workers);
+        let decoders = [(grain_type.to_owned(), Arc::clone(&decoder))]
+            .into_iter()
+            .collect();
+        let replicator = Replicator::new(log, Arc::clone(&store), decoders, config.clone())
+            .with_workers(workers);
         let progress = replicator.catch_up();
         let control = replicator.control();
         let handle = replicator.spawn(stopping.signal());
@@ -468,6 +475,7 @@ pub fn worker(
 
         // A plugin swap: the same component under another name, so every
         // replica's `decoded_by` differs and all are decoded again.
+        let mut current_decoder = decoder;
         let (redecode, redecode_cpu) = if native {
             (None, None)
         } else {
@@ -480,8 +488,9 @@ pub fn worker(
             )?);
             let cpu0 = cpu_time();
             let started = Instant::now();
+            current_decoder = Arc::new(PluginDecoder::new(swapped, slots));
             let progress = control
-                .replace(grain_type, Arc::new(PluginDecoder::new(swapped, slots)))
+                .replace(grain_type, Arc::clone(&current_decoder))
                 .await
                 .ok_or_else(|| anyhow::anyhow!("the replicator stopped"))?;
             until_complete("re-decode", || progress.progress()).await?;
@@ -502,7 +511,22 @@ pub fn worker(
 
         stopping.stop();
         let _ = handle.await;
+        let restart = if scan {
+            super::restart::checkpoint_and_restart(
+                url,
+                Arc::clone(&store),
+                grain_type,
+                grains,
+                current_decoder,
+                config,
+            )
+            .await?
+        } else {
+            json!({})
+        };
         Ok(json!({
+            "restart": restart,
+            "scan_alone_s": scan_alone.map(|(s, _)| s),
             "grains": grains,
             "catch_up_s": catch_up.as_secs_f64(),
             "redecode_s": redecode,

@@ -11,6 +11,7 @@ pub mod catchup;
 pub mod decode;
 pub mod e2e;
 pub mod idle;
+mod restart;
 pub mod scaleout;
 pub mod seed;
 pub mod startup;

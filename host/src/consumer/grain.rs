@@ -149,6 +149,35 @@ impl Step {
     /// Runs the step: one read (or the prefetched rows), then decode, apply
     /// and retry bookkeeping. `Err(Stopped)` when shutdown interrupted it.
     pub(crate) async fn run(self, shutdown: &mut StopSignal) -> Result<StepOutcome, Stopped> {
+        self.run_with(shutdown, None).await
+    }
+
+    /// The snapshot the step would decode first, when it has prefetched
+    /// rows: the one the streaming catch-up decodes in a batch with other
+    /// grains' and hands to [`Step::run_with`].
+    pub(crate) fn first_attempt(&mut self) -> Option<LogEntry> {
+        let retry = self.progress.decode.is_due(Instant::now());
+        let from = self.progress.cursor.read_after(retry);
+        let limit = self.ctx.config.limit();
+        let records = self.prefetched.as_mut()?;
+        // What `run_with` keeps of them; doing it here leaves it nothing to do.
+        records.retain(|r| sequence_of(r).is_none_or(|s| s > from));
+        records.truncate(limit);
+        let plan = self.progress.cursor.plan(records);
+        match &records[*plan.attempts.first()?] {
+            LogRecord::Entry(entry) => Some(entry.clone()),
+            LogRecord::Refused(_) => None,
+        }
+    }
+
+    /// Like [`Step::run`], with the outcome of decoding
+    /// [`Step::first_attempt`] already known (`first`): it is used instead
+    /// of calling the decoder for that snapshot.
+    pub(crate) async fn run_with(
+        self,
+        shutdown: &mut StopSignal,
+        first: Option<Result<State, CallError>>,
+    ) -> Result<StepOutcome, Stopped> {
         let Step {
             ctx,
             grain_key,
@@ -218,7 +247,14 @@ impl Step {
 
         if !records.is_empty() {
             grain
-                .process(&mut p.cursor, from, &records, shutdown, &mut p.last_status)
+                .process(
+                    &mut p.cursor,
+                    from,
+                    &records,
+                    shutdown,
+                    &mut p.last_status,
+                    first,
+                )
                 .await?;
         }
         let progressed = p.cursor.seen() > from;
@@ -247,7 +283,8 @@ struct GrainRef<'a> {
 }
 
 impl GrainRef<'_> {
-    /// Handles one non-empty batch read after `from`.
+    /// Handles one non-empty batch read after `from`; `first`, when known,
+    /// is the outcome of the plan's first attempt.
     async fn process(
         &self,
         cursor: &mut Cursor,
@@ -255,6 +292,7 @@ impl GrainRef<'_> {
         records: &[LogRecord],
         shutdown: &mut StopSignal,
         last_status: &mut Option<ReplicaStatus>,
+        mut first: Option<Result<State, CallError>>,
     ) -> Result<(), Stopped> {
         let ctx = self.ctx;
         let grain_type = ctx.grain_type.as_str();
@@ -271,9 +309,12 @@ impl GrainRef<'_> {
             let LogRecord::Entry(entry) = &records[index] else {
                 continue;
             };
-            let decoded = tokio::select! {
-                () = shutdown.stopped() => return Err(Stopped),
-                decoded = decode_catching(ctx.decoder.as_ref(), entry) => decoded,
+            let decoded = match first.take() {
+                Some(known) if known_for(&known, entry) => known,
+                _ => tokio::select! {
+                    () = shutdown.stopped() => return Err(Stopped),
+                    decoded = decode_catching(ctx.decoder.as_ref(), entry) => decoded,
+                },
             };
             match decoded {
                 Ok(value) => {
@@ -398,6 +439,15 @@ impl GrainRef<'_> {
                 });
             }
         }
+    }
+}
+
+/// Whether a result decoded ahead is `entry`'s: an error names its
+/// snapshot; a state is taken for the first attempt it was decoded for.
+fn known_for(known: &Result<State, CallError>, entry: &LogEntry) -> bool {
+    match known {
+        Ok(_) => true,
+        Err(e) => e.sequence == entry.sequence && e.grain_key == entry.grain_key,
     }
 }
 

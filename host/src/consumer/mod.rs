@@ -43,6 +43,7 @@
 
 mod backoff;
 pub mod batch;
+mod bulk;
 pub mod catch_up;
 pub mod config;
 mod discovery;

@@ -12,6 +12,10 @@
 //!   a time, and the next page is fetched only once the ready queue has
 //!   drained below a page, so catch-up memory stays bounded. A grain the scan
 //!   cannot hand over whole (or a backend without a scan) is read by itself.
+//!   Grains handed over whole do not go through the ready queue: a page's
+//!   grains are one unit of work ([`super::bulk`]) that decodes their
+//!   snapshots together in batches; at most [`BULKS_IN_FLIGHT`] pages are
+//!   worked on while the next one is fetched.
 //! - **Ready queue.** FIFO of grains with a step due; a grain is in it at
 //!   most once, and at most one step of a grain runs at a time, so each
 //!   grain's entries are handled in order and no sequence is applied twice.
@@ -21,7 +25,7 @@
 //! [`ReplicationLog::scan`]: crate::replication_log::ReplicationLog::scan
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -29,10 +33,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::bulk;
 use super::catch_up::TypeCatchUp;
 use super::discovery::Discovery;
 use super::grain::{GrainProgress, Step, StepOutcome, Stopped, TypeContext};
@@ -86,6 +91,14 @@ type Listing = Pin<Box<dyn Future<Output = (Result<HeadChanges, LogError>, Durat
 type Scanning =
     Pin<Box<dyn Future<Output = (Option<String>, Result<Option<ScanPage>, LogError>)> + Send>>;
 
+/// Catch-up pages worked on at once (one decoding while another is
+/// applied), besides the one being fetched.
+const BULKS_IN_FLIGHT: usize = 2;
+
+/// The scan is skipped when fewer than one grain in this many has
+/// anything to catch up (a start from a checkpoint): each is read by itself.
+const FEW_TO_SCAN: usize = 20;
+
 /// How often a failed catch-up page is tried again before the remaining
 /// grains are read one by one.
 const SCAN_RETRIES: u32 = 3;
@@ -121,6 +134,9 @@ impl Scheduler {
         let mut scan_not_before = Instant::now();
         let mut scan_failures = 0u32;
         let mut steps: JoinSet<(u32, Finished)> = JoinSet::new();
+        let mut bulks: JoinSet<()> = JoinSet::new();
+        // What the bulk work finishes, grain by grain, as it goes.
+        let (bulk_done, mut bulk_finished) = mpsc::unbounded_channel::<(u32, Finished)>();
 
         loop {
             let now = Instant::now();
@@ -129,6 +145,7 @@ impl Scheduler {
             }
             if scanning.is_none()
                 && table.ready.len() < self.scan_rows
+                && bulks.len() < BULKS_IN_FLIGHT
                 && now >= scan_not_before
                 && let Some(after) = scan_next.take()
             {
@@ -150,6 +167,14 @@ impl Scheduler {
                     Ok((index, finished)) => self.finished(&mut table, index, finished),
                     Err(error) => tracing::error!(grain_type = %self.ctx.grain_type, %error, "a grain step failed"),
                 },
+                Some((index, finished)) = bulk_finished.recv() => {
+                    self.finished(&mut table, index, finished);
+                }
+                Some(joined) = bulks.join_next() => {
+                    if let Err(error) = joined {
+                        tracing::error!(grain_type = %self.ctx.grain_type, %error, "a catch-up page failed");
+                    }
+                }
                 (listed, took) = async { listing.as_mut().expect("guarded").await }, if listing.is_some() => {
                     listing = None;
                     let now = Instant::now();
@@ -167,8 +192,15 @@ impl Scheduler {
                                 listed_once = true;
                                 let startup = table.slots.len() as u64;
                                 self.catch_up.listed(startup);
-                                tracing::info!(grain_type = %self.ctx.grain_type, grains = startup, "catching up");
-                                scan_next = Some(None);
+                                let awaiting = table.slots.iter().filter(|s| s.awaiting_scan).count();
+                                tracing::info!(grain_type = %self.ctx.grain_type, grains = startup, to_read = awaiting, "catching up");
+                                if awaiting * FEW_TO_SCAN < table.slots.len() {
+                                    // Few grains changed since a checkpoint:
+                                    // reading each is cheaper than the scan.
+                                    self.scan_done(&mut table, "few grains to catch up");
+                                } else {
+                                    scan_next = Some(None);
+                                }
                             }
                             next_listing = now + wait;
                         }
@@ -192,7 +224,10 @@ impl Scheduler {
                         Ok(Some(page)) => {
                             scan_failures = 0;
                             let next = page.next_after.clone();
-                            self.take_page(&mut table, page);
+                            let whole = self.take_page(&mut table, page);
+                            if !whole.is_empty() {
+                                self.spawn_bulk(&mut bulks, whole, &bulk_done, &shutdown);
+                            }
                             match next {
                                 Some(after) => scan_next = Some(Some(after)),
                                 None => self.scan_done(&mut table, "the scan is complete"),
@@ -238,6 +273,7 @@ impl Scheduler {
         }
         // Steps watch the same signal and stop at once.
         while steps.join_next().await.is_some() {}
+        while bulks.join_next().await.is_some() {}
         self.ctx.counters.set_queue(0, 0);
         tracing::debug!(grain_type = %self.ctx.grain_type, "grain type's consumers stopped");
     }
@@ -285,8 +321,11 @@ impl Scheduler {
         let key: Arc<str> = key.into();
         let progress = GrainProgress::new(&self.ctx, &key);
         // A re-decode takes the failing grains first, each read by itself,
-        // ahead of the bulk scan that brings the rest.
-        let first = startup && self.ctx.redecode && progress.is_failing();
+        // ahead of the bulk scan that brings the rest. A grain the store
+        // already holds up to its head (from a checkpoint) has nothing to
+        // catch up: it is not waited for.
+        let first =
+            startup && ((self.ctx.redecode && progress.is_failing()) || !progress.due(head, now));
         let index = u32::try_from(table.slots.len()).expect("fewer than 2^32 grains per type");
         table.slots.push(Slot {
             key: Arc::clone(&key),
@@ -407,9 +446,12 @@ impl Scheduler {
         }
     }
 
-    /// Gives the scanned grains their rows and queues them.
-    fn take_page(&self, table: &mut Table, page: ScanPage) {
+    /// Gives the scanned grains their rows: those handed over whole become
+    /// steps of the page's bulk work (returned); the rest are considered as
+    /// usual (read by themselves).
+    fn take_page(&self, table: &mut Table, page: ScanPage) -> Vec<(u32, Step)> {
         let now = Instant::now();
+        let mut whole = Vec::new();
         for grain in page.grains {
             let Some(&index) = table.index.get(grain.grain_key.as_str()) else {
                 continue; // new since the first listing: discovery finds it
@@ -420,15 +462,76 @@ impl Scheduler {
             }
             slot.awaiting_scan = false;
             let takes = slot.progress.as_ref().is_some_and(|p| p.takes_prefetched());
-            if grain.complete && takes && !grain.records.is_empty() {
+            if grain.complete && takes && !grain.records.is_empty() && !slot.queued {
                 slot.head = slot.head.max(grain.head);
-                slot.prefetched = Some(grain.records);
-                slot.queued = true;
-                table.ready.push_back((index, now));
+                slot.wake_at = None;
+                let progress = slot.progress.take().expect("an idle grain");
+                whole.push((
+                    index,
+                    Step {
+                        ctx: Arc::clone(&self.ctx),
+                        grain_key: Arc::clone(&slot.key),
+                        progress,
+                        head: slot.head,
+                        prefetched: Some(grain.records),
+                    },
+                ));
             } else {
                 self.consider(table, index, now);
             }
         }
+        whole
+    }
+
+    /// Starts the bulk work of one page's whole grains, on one worker; each
+    /// grain comes back through `done` as soon as it is finished.
+    fn spawn_bulk(
+        &self,
+        bulks: &mut JoinSet<()>,
+        steps: Vec<(u32, Step)>,
+        done: &mpsc::UnboundedSender<(u32, Finished)>,
+        shutdown: &StopSignal,
+    ) {
+        let ctx = Arc::clone(&self.ctx);
+        let workers = Arc::clone(&self.workers);
+        let metrics = Arc::clone(&self.metrics);
+        let mut shutdown = shutdown.clone();
+        let done = done.clone();
+        bulks.spawn(async move {
+            let mut left: HashSet<u32> = steps.iter().map(|(index, _)| *index).collect();
+            let permit = tokio::select! {
+                () = shutdown.stopped() => None,
+                permit = workers.acquire_owned() => permit.ok(),
+            };
+            let outcome = match permit {
+                None => Ok(Err(Stopped)),
+                Some(_permit) => {
+                    metrics.worker_started();
+                    let mut deliver = |index: u32, outcome: StepOutcome| {
+                        left.remove(&index);
+                        let _ = done.send((index, Finished::Done(outcome)));
+                    };
+                    let outcome =
+                        AssertUnwindSafe(bulk::run(ctx, steps, &mut shutdown, &mut deliver))
+                            .catch_unwind()
+                            .await;
+                    metrics.worker_finished();
+                    outcome
+                }
+            };
+            // What was not delivered: stopped, or lost to a panic.
+            let message = match &outcome {
+                Err(panic) => Some(panic_text(panic.as_ref())),
+                Ok(_) => None,
+            };
+            for index in left {
+                let finished = match &message {
+                    Some(message) => Finished::Panicked(message.clone()),
+                    None => Finished::Stopped,
+                };
+                let _ = done.send((index, finished));
+            }
+        });
     }
 
     /// Ends the catch-up scan: grains it did not hand over are read one by one.

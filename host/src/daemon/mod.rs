@@ -30,6 +30,7 @@
 pub mod access;
 pub mod auth;
 pub mod cert_expiry;
+mod checkpoint;
 pub mod connections;
 pub mod http;
 pub mod metrics;
@@ -260,12 +261,19 @@ pub async fn run(
         ..ConsumerConfig::default()
     };
 
+    // Loaded before anything reads the store or the consumers start.
+    let checkpoint = match config.checkpoint_path() {
+        Some(path) => checkpoint::open(&config, &path, &plugins, &decoders, &store).await,
+        None => None,
+    };
+
     let stopping = Shutdown::new();
     let draining = Shutdown::new();
     let lag = tokio::spawn(metrics::record_lag(Arc::clone(&store), stopping.signal()));
     let problems = Arc::new(Problems::default());
     let problems_task =
         tokio::spawn(Arc::clone(&problems).follow(Arc::clone(&store), stopping.signal()));
+    let redecode_decoders = decoders.clone();
     let replicator = Replicator::new(
         Arc::clone(&log),
         Arc::clone(&store),
@@ -288,7 +296,21 @@ pub async fn run(
         .with_plugins(Arc::clone(&plugin_reloader))
         .spawn_on_sighup(stopping.signal())
         .map_err(StartupError::Signal)?;
+    let control = replicator.control();
     let replicator = replicator.spawn(stopping.signal());
+    // The writer stops after the consumers, so its last flush has all.
+    let writer_stop = Shutdown::new();
+    let writer = checkpoint.map(|opened| {
+        if !opened.stale_types.is_empty() {
+            tokio::spawn(checkpoint::redecode_when_caught_up(
+                Arc::clone(&catch_up),
+                control,
+                redecode_decoders,
+                opened.stale_types,
+            ));
+        }
+        tokio::spawn(opened.writer.run(writer_stop.signal()))
+    });
 
     let api = http::ApiState {
         store: Arc::clone(&store),
@@ -340,6 +362,10 @@ pub async fn run(
     tracing::info!("shutting down");
     stopping.stop();
     let _ = replicator.await;
+    writer_stop.stop();
+    if let Some(writer) = writer {
+        let _ = writer.await;
+    }
     if let Err(e) = server.await {
         tracing::warn!(error = %e, "HTTP server task failed");
     }

@@ -51,6 +51,17 @@ impl CallState {
         }
     }
 
+    /// Readies the state for the next call on the same instance (a batch):
+    /// who is decoded now, and fresh per-call counters.
+    pub fn begin_call(&mut self, grain_type: &str, grain_key: &str, sequence: u64) {
+        grain_type.clone_into(&mut self.grain_type);
+        grain_key.clone_into(&mut self.grain_key);
+        self.sequence = sequence;
+        self.memory.denied = false;
+        self.log_lines = 0;
+        self.last_error = None;
+    }
+
     /// Log lines dropped because the call exceeded [`MAX_LOG_LINES`].
     pub fn dropped_log_lines(&self) -> u32 {
         self.log_lines.saturating_sub(MAX_LOG_LINES)

@@ -121,28 +121,10 @@ impl SnapshotDecoder for PluginDecoder {
             message,
         };
         let unavailable = |message: String| fail(CallErrorKind::Unavailable, message);
+        if let Some(refused) = self.refuse(entry) {
+            return Err(refused);
+        }
         let crash_guard = self.slots.crash_guard().cloned();
-        if let Some(guard) = &crash_guard {
-            let id = self.snapshot_id(entry);
-            if guard.verdict(&id) == Verdict::Quarantined {
-                return Err(fail(
-                    CallErrorKind::Quarantined,
-                    "the host died twice while decoding this snapshot; it is decoded again only when the grain type's plugin changes".into(),
-                ));
-            }
-        }
-        // The payload is copied into the guest's memory: one larger than the
-        // memory limit can never decode, so no guest code runs for it.
-        let max_memory = self.plugin.limits().max_memory_bytes;
-        if entry.payload.len() > max_memory {
-            return Err(fail(
-                CallErrorKind::OutOfMemory,
-                format!(
-                    "the payload is {} bytes, more than the plugin's memory limit of {max_memory} bytes; refused without calling the plugin",
-                    entry.payload.len()
-                ),
-            ));
-        }
         let trial = match self.breaker.as_deref().map(|b| b.admit(Instant::now())) {
             None | Some(Admission::Call { trial: false }) => false,
             Some(Admission::Call { trial: true }) => true,
@@ -179,14 +161,7 @@ impl SnapshotDecoder for PluginDecoder {
                 );
                 InFlightCall::start(guard, id)
             });
-            plugin.decode(SnapshotRef {
-                grain_type: &entry_owned.grain_type,
-                grain_key: &entry_owned.grain_key,
-                sequence: entry_owned.sequence,
-                timestamp_millis: entry_owned.timestamp_millis,
-                source_cluster: &entry_owned.source_cluster,
-                payload: &entry_owned.payload,
-            })
+            plugin.decode(snapshot_ref(&entry_owned))
         })
         .await
         .map_err(|e| unavailable(format!("the decode task failed: {e}")))?;
@@ -202,12 +177,144 @@ impl SnapshotDecoder for PluginDecoder {
         result
     }
 
+    /// Up to `batch_max` snapshots per fresh instance, each instance on a
+    /// decode slot of its own. With a circuit breaker, one call per
+    /// snapshot (a trial is one snapshot).
+    async fn decode_batch(&self, entries: &[LogEntry]) -> Vec<Result<State, CallError>> {
+        if self.batch_max() <= 1 || entries.len() <= 1 {
+            let mut results = Vec::with_capacity(entries.len());
+            for entry in entries {
+                results.push(self.decode(entry).await);
+            }
+            return results;
+        }
+        let mut results: Vec<Option<Result<State, CallError>>> =
+            entries.iter().map(|e| self.refuse(e).map(Err)).collect();
+        let runs: Vec<usize> = (0..entries.len())
+            .filter(|&i| results[i].is_none())
+            .collect();
+        let chunk = self.batch_max();
+        let calls = runs.chunks(chunk).map(|indices| {
+            let batch: Vec<LogEntry> = indices.iter().map(|&i| entries[i].clone()).collect();
+            self.run_batch(batch)
+        });
+        let decoded = futures::future::join_all(calls).await;
+        for (indices, outcome) in runs.chunks(chunk).zip(decoded) {
+            for (&i, result) in indices.iter().zip(outcome) {
+                results[i] = Some(result);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every entry has a result"))
+            .collect()
+    }
+
+    fn batch_max(&self) -> usize {
+        if self.breaker.is_some() {
+            1
+        } else {
+            self.plugin.limits().batch_max
+        }
+    }
+
     fn decoded_by(&self) -> Option<Arc<DecodedBy>> {
         Some(Arc::clone(&self.decoded_by))
     }
 }
 
 impl PluginDecoder {
+    /// Why `entry` must not reach the guest, if it must not: quarantined
+    /// for killing the host, or a payload larger than the memory limit.
+    fn refuse(&self, entry: &LogEntry) -> Option<CallError> {
+        let fail = |kind: CallErrorKind, message: String| CallError {
+            plugin: self.plugin.name().to_string(),
+            grain_type: entry.grain_type.clone(),
+            grain_key: entry.grain_key.clone(),
+            sequence: entry.sequence,
+            kind,
+            message,
+        };
+        if let Some(guard) = self.slots.crash_guard()
+            && guard.verdict(&self.snapshot_id(entry)) == Verdict::Quarantined
+        {
+            return Some(fail(
+                CallErrorKind::Quarantined,
+                "the host died twice while decoding this snapshot; it is decoded again only when the grain type's plugin changes".into(),
+            ));
+        }
+        // The payload is copied into the guest's memory: one larger than the
+        // memory limit can never decode, so no guest code runs for it.
+        let max_memory = self.plugin.limits().max_memory_bytes;
+        if entry.payload.len() > max_memory {
+            return Some(fail(
+                CallErrorKind::OutOfMemory,
+                format!(
+                    "the payload is {} bytes, more than the plugin's memory limit of {max_memory} bytes; refused without calling the plugin",
+                    entry.payload.len()
+                ),
+            ));
+        }
+        None
+    }
+
+    /// Decodes `batch` on the blocking pool with one decode slot, each
+    /// snapshot marked in flight in the crash guard while the guest runs it.
+    async fn run_batch(&self, batch: Vec<LogEntry>) -> Vec<Result<State, CallError>> {
+        let batch = Arc::new(batch);
+        let Some(permit) = self.slots.acquire().await else {
+            return self.unavailable_all(&batch, "the host is shutting down");
+        };
+        let plugin = self.plugin.clone();
+        let crash_guard = self.slots.crash_guard().cloned();
+        let started = Instant::now();
+        let joined = tokio::task::spawn_blocking({
+            let batch = Arc::clone(&batch);
+            move || {
+                let _permit = permit;
+                let snapshots: Vec<SnapshotRef<'_>> = batch.iter().map(snapshot_ref).collect();
+                plugin.decode_batch(&snapshots, |i| {
+                    crash_guard.as_deref().map(|guard| {
+                        let e = &batch[i];
+                        let id = SnapshotId::new(
+                            plugin.sha256(),
+                            &e.grain_type,
+                            &e.grain_key,
+                            e.sequence,
+                        );
+                        InFlightCall::start(guard, id)
+                    })
+                })
+            }
+        })
+        .await;
+        let per_call = started.elapsed().as_secs_f64() / batch.len() as f64;
+        let histogram = metrics::histogram!("replica_plugin_call_duration_seconds", "grain_type" => batch[0].grain_type.clone());
+        for _ in 0..batch.len() {
+            histogram.record(per_call);
+        }
+        joined.unwrap_or_else(|e| {
+            self.unavailable_all(&batch, &format!("the decode task failed: {e}"))
+        })
+    }
+
+    /// `unavailable` for every entry of `batch`.
+    fn unavailable_all(&self, batch: &[LogEntry], message: &str) -> Vec<Result<State, CallError>> {
+        batch
+            .iter()
+            .map(|entry| {
+                Err(CallError {
+                    plugin: self.plugin.name().to_string(),
+                    grain_type: entry.grain_type.clone(),
+                    grain_key: entry.grain_key.clone(),
+                    sequence: entry.sequence,
+                    kind: CallErrorKind::Unavailable,
+                    message: message.to_string(),
+                })
+            })
+            .collect()
+    }
+
     /// `entry`'s identity for the crash guard.
     fn snapshot_id<'a>(&self, entry: &'a LogEntry) -> SnapshotId<'a> {
         SnapshotId::new(
@@ -216,6 +323,18 @@ impl PluginDecoder {
             &entry.grain_key,
             entry.sequence,
         )
+    }
+}
+
+/// The fields of `entry` a decode call reads.
+fn snapshot_ref(e: &LogEntry) -> SnapshotRef<'_> {
+    SnapshotRef {
+        grain_type: &e.grain_type,
+        grain_key: &e.grain_key,
+        sequence: e.sequence,
+        timestamp_millis: e.timestamp_millis,
+        source_cluster: &e.source_cluster,
+        payload: &e.payload,
     }
 }
 

@@ -1,4 +1,5 @@
-//! What one plugin may use per call: time, memory and output size.
+//! What one plugin may use per call: time, memory and output size; and how
+//! many calls one instance serves.
 
 use std::time::Duration;
 
@@ -13,6 +14,9 @@ pub struct PluginLimits {
     pub max_memory_bytes: usize,
     /// Bounds on the returned value.
     pub output: OutputLimits,
+    /// Most snapshots one instance decodes one after another before it is
+    /// dropped (`[limits] batch_max`); 1 is a fresh instance per snapshot.
+    pub batch_max: usize,
 }
 
 impl Default for PluginLimits {
@@ -21,6 +25,7 @@ impl Default for PluginLimits {
             timeout: Duration::from_millis(250),
             max_memory_bytes: 64 << 20,
             output: OutputLimits::default(),
+            batch_max: Self::DEFAULT_BATCH_MAX,
         }
     }
 }
@@ -29,6 +34,9 @@ impl PluginLimits {
     /// What one transfer out of the guest may carry beyond the output
     /// limit: room for a result's error message or a log line.
     pub const HOSTCALL_FUEL_MARGIN: usize = 64 << 10;
+
+    /// Snapshots one instance decodes by default before it is dropped.
+    pub const DEFAULT_BATCH_MAX: usize = 64;
 
     /// Bytes the engine may copy out of the guest in one transfer
     /// (wasmtime's hostcall fuel): the output limit plus

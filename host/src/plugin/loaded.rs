@@ -9,6 +9,8 @@
 //! instance's slot is reset by wasmtime when the store is dropped (memory
 //! back to its copy-on-write image, see [`super::engine`]), which is what
 //! makes a fresh instance cost microseconds rather than a fresh mapping.
+//! [`LoadedPlugin::decode_batch`] lets one fresh instance decode several
+//! snapshots in a row (`batch.rs`), dropping it at the first fault.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -31,6 +33,7 @@ use crate::decode::{CallError, CallErrorKind};
 use crate::text::escape;
 use crate::value::State;
 
+mod batch;
 #[cfg(feature = "tools")]
 mod warm;
 #[cfg(feature = "tools")]

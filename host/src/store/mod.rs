@@ -53,6 +53,9 @@ struct Stored {
     decoded_by: Option<Arc<DecodedBy>>,
     /// How current the replica is.
     status: StoredStatus,
+    /// The store's version when the replica last changed (see
+    /// [`ReplicaStore::changed_since`]).
+    version: u64,
 }
 
 /// [`ReplicaStatus`] in 16 bytes.
@@ -130,6 +133,8 @@ struct Grains {
     by_type: HashMap<String, GrainMap>,
     /// Every source cluster name, stored once.
     clusters: HashSet<Arc<str>>,
+    /// Bumped by every change to a replica.
+    version: u64,
 }
 
 /// The one shared copy of a source cluster's name.
@@ -215,6 +220,7 @@ impl ReplicaStore {
                 offered: snapshot.sequence,
             });
         }
+        grains.version += 1;
         let stored = Stored {
             state: Some(snapshot.state),
             sequence: snapshot.sequence,
@@ -223,6 +229,7 @@ impl ReplicaStore {
             applied_at: Some(SystemTime::now()),
             decoded_by: snapshot.decoded_by,
             status: status.into(),
+            version: grains.version,
         };
         let replica = stored.to_replica(grain_type, grain_key);
         let by_key = match grains.by_type.get_mut(grain_type) {
@@ -243,7 +250,12 @@ impl ReplicaStore {
     /// is added without state. Returns whether anything changed.
     pub fn set_status(&self, grain_type: &str, grain_key: &str, status: ReplicaStatus) -> bool {
         let mut grains = self.write();
-        let Grains { by_type, clusters } = &mut *grains;
+        let Grains {
+            by_type,
+            clusters,
+            version,
+        } = &mut *grains;
+        let next = *version + 1;
         let by_key = match by_type.get_mut(grain_type) {
             Some(by_key) => by_key,
             None => by_type.entry(grain_type.to_owned()).or_default(),
@@ -252,6 +264,7 @@ impl ReplicaStore {
             Some(stored) if stored.status.is(&status) => return false,
             Some(stored) => {
                 stored.status = status.into();
+                stored.version = next;
                 stored.to_replica(grain_type, grain_key)
             }
             None => {
@@ -263,12 +276,14 @@ impl ReplicaStore {
                     applied_at: None,
                     decoded_by: None,
                     status: status.into(),
+                    version: next,
                 };
                 let replica = stored.to_replica(grain_type, grain_key);
                 by_key.insert(grain_key.into(), stored);
                 replica
             }
         };
+        *version = next;
         self.publish(ChangeKind::Status, replica);
         true
     }
@@ -386,6 +401,45 @@ impl ReplicaStore {
         }
         self.publish(ChangeKind::Removed, replica.clone());
         Some(replica)
+    }
+
+    /// The store's version: bumped by every change to a replica.
+    pub fn version(&self) -> u64 {
+        self.read().version
+    }
+
+    /// A page of a grain type's replicas that changed after store version
+    /// `since`, in key order: of at most `scan` grains after `after` (all
+    /// looked at, changed or not, so a page holds the lock briefly), those
+    /// changed, and the key to continue after (`None` at the end).
+    pub fn changed_since(
+        &self,
+        grain_type: &str,
+        after: Option<&str>,
+        scan: usize,
+        since: u64,
+    ) -> (Vec<Replica>, Option<String>) {
+        use std::ops::Bound;
+        let grains = self.read();
+        let Some(by_key) = grains.by_type.get(grain_type) else {
+            return (Vec::new(), None);
+        };
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut changed = Vec::new();
+        let mut last = None;
+        for (looked, (key, stored)) in by_key
+            .range::<str, _>((lower, Bound::Unbounded))
+            .enumerate()
+        {
+            if looked == scan {
+                return (changed, last.map(str::to_owned));
+            }
+            last = Some(key.as_ref());
+            if stored.version > since {
+                changed.push(stored.to_replica(grain_type, key));
+            }
+        }
+        (changed, None)
     }
 
     /// A receiver of every change from now on (see the module docs on lag).
