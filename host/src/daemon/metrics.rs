@@ -147,6 +147,10 @@ pub const HELP: &[(&str, &str)] = &[
         "Consecutive guest faults counted by the circuit breaker, per grain type",
     ),
     (
+        "replica_quarantined_snapshots",
+        "Snapshots quarantined because the host died twice in a row while decoding them, under the grain type's current plugin",
+    ),
+    (
         "replica_plugin_breaker_opened_total",
         "Times the circuit breaker opened, per grain type",
     ),
