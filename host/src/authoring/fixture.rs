@@ -218,7 +218,7 @@ mod tests {
         );
         assert_eq!(
             cmd,
-            "replica-host plugin fixture --log postgres://orlando:***@db/log --grain 'Cart/it'\\''s 42' --sequence 9 --plugin /p/cart.wasm --out fixtures"
+            "replica-host plugin fixture --log 'postgres://orlando:***@db/log' --grain 'Cart/it'\\''s 42' --sequence 9 --plugin /p/cart.wasm --out fixtures"
         );
         assert!(!cmd.contains("secret"));
     }

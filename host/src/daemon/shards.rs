@@ -60,6 +60,7 @@ impl ShardsDoc {
 
 /// `GET /v1/shards`.
 #[utoipa::path(get, path = "/v1/shards", tag = "shards",
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "The shard count, this host's shard, the hash that assigns grains to shards, and where each shard's host answers", body = ShardsDoc),
         (status = 401, description = "No token or an invalid one", body = ErrorDoc),
