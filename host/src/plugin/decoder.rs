@@ -153,13 +153,7 @@ impl SnapshotDecoder for PluginDecoder {
         let result = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let _in_flight = crash_guard.as_deref().map(|guard| {
-                let id = SnapshotId::new(
-                    plugin.sha256(),
-                    &entry_owned.grain_type,
-                    &entry_owned.grain_key,
-                    entry_owned.sequence,
-                );
-                InFlightCall::start(guard, id)
+                InFlightCall::start(guard, snapshot_id(plugin.sha256(), &entry_owned))
             });
             plugin.decode(snapshot_ref(&entry_owned))
         })
@@ -236,7 +230,7 @@ impl PluginDecoder {
             message,
         };
         if let Some(guard) = self.slots.crash_guard()
-            && guard.verdict(&self.snapshot_id(entry)) == Verdict::Quarantined
+            && guard.verdict(&snapshot_id(self.plugin.sha256(), entry)) == Verdict::Quarantined
         {
             return Some(fail(
                 CallErrorKind::Quarantined,
@@ -275,14 +269,7 @@ impl PluginDecoder {
                 let snapshots: Vec<SnapshotRef<'_>> = batch.iter().map(snapshot_ref).collect();
                 plugin.decode_batch(&snapshots, |i| {
                     crash_guard.as_deref().map(|guard| {
-                        let e = &batch[i];
-                        let id = SnapshotId::new(
-                            plugin.sha256(),
-                            &e.grain_type,
-                            &e.grain_key,
-                            e.sequence,
-                        );
-                        InFlightCall::start(guard, id)
+                        InFlightCall::start(guard, snapshot_id(plugin.sha256(), &batch[i]))
                     })
                 })
             }
@@ -314,16 +301,17 @@ impl PluginDecoder {
             })
             .collect()
     }
+}
 
-    /// `entry`'s identity for the crash guard.
-    fn snapshot_id<'a>(&self, entry: &'a LogEntry) -> SnapshotId<'a> {
-        SnapshotId::new(
-            self.plugin.sha256(),
-            &entry.grain_type,
-            &entry.grain_key,
-            entry.sequence,
-        )
-    }
+/// `entry`'s identity for the crash guard, as decoded by the plugin whose
+/// file has hex sha256 `plugin_sha256`.
+fn snapshot_id<'a>(plugin_sha256: &str, entry: &'a LogEntry) -> SnapshotId<'a> {
+    SnapshotId::new(
+        plugin_sha256,
+        &entry.grain_type,
+        &entry.grain_key,
+        entry.sequence,
+    )
 }
 
 /// The fields of `entry` a decode call reads.
