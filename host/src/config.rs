@@ -183,6 +183,13 @@ pub struct HttpSection {
     /// After the first SIGTERM or SIGINT: how long reads are still served,
     /// with `/readyz` answering 503, before the server closes (ms).
     pub drain_ms: u64,
+    /// The longest a read with `min_sequence` waits for the sequence (ms),
+    /// whatever its `wait_ms` asks.
+    pub max_wait_ms: u64,
+    /// How long a caught-up host stays ready while its listings of the log
+    /// fail (s): it serves its replicas with a growing
+    /// `Replica-Staleness-Ms`, then `/readyz` answers 503 `log_unreachable`.
+    pub ready_during_log_outage_s: u64,
 }
 
 impl Default for HttpSection {
@@ -198,6 +205,8 @@ impl Default for HttpSection {
             header_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             drain_ms: 5_000,
+            max_wait_ms: 10_000,
+            ready_during_log_outage_s: 60,
         }
     }
 }

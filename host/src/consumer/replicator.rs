@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use super::SnapshotDecoder;
 use super::catch_up::{CatchUp, TypeCatchUp};
 use super::config::ConsumerConfig;
+use super::freshness::Freshness;
 use super::grain::TypeContext;
 use super::metrics::ConsumerMetrics;
 use super::scheduler::Scheduler;
@@ -37,6 +38,8 @@ pub struct Replicator {
     metrics: Arc<ConsumerMetrics>,
     /// The initial catch-up's progress, shared with `/readyz`.
     catch_up: Arc<CatchUp>,
+    /// How current each grain type is, and the log's health.
+    freshness: Arc<Freshness>,
     /// Most steps running at once.
     workers: usize,
     /// Rows per catch-up scan page.
@@ -66,6 +69,7 @@ impl Replicator {
             config,
             metrics: Arc::default(),
             catch_up,
+            freshness: Arc::default(),
             workers: DEFAULT_WORKERS,
             scan_rows: DEFAULT_SCAN_ROWS,
             shard: None,
@@ -94,6 +98,12 @@ impl Replicator {
     /// The initial catch-up's progress, live.
     pub fn catch_up(&self) -> Arc<CatchUp> {
         Arc::clone(&self.catch_up)
+    }
+
+    /// How current each grain type is (`Replica-Staleness-Ms`) and what the
+    /// listings saw of the log's health, live.
+    pub fn freshness(&self) -> Arc<Freshness> {
+        Arc::clone(&self.freshness)
     }
 
     /// Uses `metrics` for the counters instead of a fresh set.
@@ -129,6 +139,7 @@ impl Replicator {
             config,
             metrics,
             catch_up,
+            freshness,
             workers,
             scan_rows,
             shard,
@@ -143,6 +154,7 @@ impl Replicator {
             scan_rows,
             shard,
             handled: Arc::default(),
+            freshness,
         };
         running.metrics.set_workers(workers as u64);
         if let Some(shard) = shard {
@@ -189,6 +201,7 @@ impl Replicator {
             });
             if progress.is_none() {
                 running.handled_write().remove(&grain_type);
+                running.freshness.remove(&grain_type);
             }
             let _ = done.send(progress);
         }
@@ -280,6 +293,8 @@ struct Running {
     shard: Option<Shard>,
     /// The grain types with a decoder, for the report of the others.
     handled: Arc<RwLock<HashSet<String>>>,
+    /// How current each grain type is, and the log's health.
+    freshness: Arc<Freshness>,
 }
 
 /// One grain type's scheduler, running.
@@ -327,6 +342,7 @@ impl Running {
             metrics: Arc::clone(&self.metrics),
             scan_rows: self.scan_rows,
             shard: self.shard,
+            freshness: Arc::clone(&self.freshness),
         };
         let task = tokio::spawn(scheduler.run(stop.signal()));
         TypeRun { stop, task }

@@ -40,11 +40,13 @@ use tokio::time::Instant;
 use super::bulk;
 use super::catch_up::TypeCatchUp;
 use super::discovery::Discovery;
+use super::freshness::{Freshness, Generation, Generations};
 use super::grain::{GrainProgress, Step, StepOutcome, Stopped, TypeContext};
 use super::metrics::ConsumerMetrics;
 use super::shard::Shard;
 use crate::replication_log::{ChangeCursor, HeadChanges, LogError, LogRecord, ScanPage};
 use crate::shutdown::StopSignal;
+use crate::store::now_millis;
 
 /// One grain's entry in the table.
 struct Slot {
@@ -64,6 +66,8 @@ struct Slot {
     startup: bool,
     /// Waiting for the catch-up scan to reach it.
     awaiting_scan: bool,
+    /// The oldest listing in which it is outstanding (0: read up to its head).
+    generation: Generation,
 }
 
 /// The grains of one type and what is due.
@@ -77,6 +81,8 @@ struct Table {
     ready: VecDeque<(u32, Instant)>,
     /// Armed retry timers (lazily cancelled: checked against `wake_at`).
     timers: BinaryHeap<Reverse<(Instant, u32)>>,
+    /// Listings whose grains are not all read yet.
+    generations: Generations,
 }
 
 /// How a step ended, as the worker reports it.
@@ -117,12 +123,17 @@ pub(crate) struct Scheduler {
     pub(crate) scan_rows: usize,
     /// The grains this host replicates, when sharded.
     pub(crate) shard: Option<Shard>,
+    /// Where confirmations and the log's health go.
+    pub(crate) freshness: Arc<Freshness>,
 }
 
 impl Scheduler {
     /// Runs until shutdown, then waits for its running steps to stop.
     pub(crate) async fn run(self, mut shutdown: StopSignal) {
-        let mut table = Table::default();
+        let mut table = Table {
+            generations: Generations::new(self.freshness.register(&self.ctx.grain_type)),
+            ..Table::default()
+        };
         let mut discovery = Discovery::default();
         let mut listing: Option<Listing> = None;
         let mut next_listing = Instant::now();
@@ -158,6 +169,7 @@ impl Scheduler {
                 };
                 self.dispatch(&mut table, &mut steps, permit, &shutdown);
             }
+            table.generations.confirm();
             self.publish_gauges(&table, now);
             let next_timer = table.timers.peek().map(|Reverse((at, _))| *at);
 
@@ -180,13 +192,16 @@ impl Scheduler {
                     let now = Instant::now();
                     match listed {
                         Ok(changes) => {
+                            self.freshness.log_answered();
+                            let started = now_millis() - took.as_millis() as i64;
+                            let generation = table.generations.listed(started);
                             let (wait, failures) = discovery.succeeded(&changes, took, &self.ctx.config, now);
                             if failures > 0 {
                                 tracing::info!(grain_type = %self.ctx.grain_type, failures, "listing grains again");
                             }
                             let first = !listed_once;
                             for head in changes.heads {
-                                self.update(&mut table, head.grain_key, head.latest_sequence, first, now);
+                                self.update(&mut table, head.grain_key, head.latest_sequence, first, now, generation);
                             }
                             if first {
                                 listed_once = true;
@@ -205,6 +220,7 @@ impl Scheduler {
                             next_listing = now + wait;
                         }
                         Err(error) => {
+                            self.freshness.log_failed();
                             let (delay, failures) = discovery.failed(&self.ctx.config);
                             self.ctx.counters.discovery_error();
                             tracing::warn!(
@@ -301,13 +317,23 @@ impl Scheduler {
         })
     }
 
-    /// A grain's head from discovery: a new entry, or a known grain that
-    /// may now be due. Grains of other shards are ignored.
-    fn update(&self, table: &mut Table, key: String, head: u64, startup: bool, now: Instant) {
+    /// A grain's head from discovery (the listing of `generation`): a new
+    /// entry, or a known grain that may now be due. Grains of other shards
+    /// are ignored.
+    fn update(
+        &self,
+        table: &mut Table,
+        key: String,
+        head: u64,
+        startup: bool,
+        now: Instant,
+        generation: Generation,
+    ) {
         if let Some(&index) = table.index.get(key.as_str()) {
             let slot = &mut table.slots[index as usize];
             if head > slot.head {
                 slot.head = head;
+                slot.generation = table.generations.outstanding(slot.generation, generation);
                 self.consider(table, index, now);
             }
             return;
@@ -336,6 +362,7 @@ impl Scheduler {
             queued: false,
             startup,
             awaiting_scan: startup && !first,
+            generation: table.generations.outstanding(0, generation),
         });
         table.index.insert(Arc::clone(&key), index);
         self.ctx.counters.grain_discovered();
@@ -362,7 +389,12 @@ impl Scheduler {
         if progress.due(slot.head, now) {
             slot.queued = true;
             table.ready.push_back((index, now));
-        } else if let Some(at) = progress.wake_at() {
+            return;
+        }
+        // Read up to its head, or found failing there (a decode retry
+        // waits for nothing new from the log).
+        let settled = progress.wake_at().is_none() || progress.is_failing();
+        if let Some(at) = progress.wake_at() {
             if slot.wake_at != Some(at) {
                 slot.wake_at = Some(at);
                 table.timers.push(Reverse((at, index)));
@@ -371,6 +403,11 @@ impl Scheduler {
             // Nothing to read and nothing to retry: caught up already.
             slot.startup = false;
             self.catch_up.grain_caught_up();
+        }
+        if settled {
+            table
+                .generations
+                .settled(std::mem::take(&mut slot.generation));
         }
     }
 

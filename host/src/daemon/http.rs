@@ -3,7 +3,7 @@
 //! the operator page.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::rejection::PathRejection;
@@ -16,12 +16,13 @@ use sha2::{Digest, Sha256};
 
 use super::access::{Access, Routes};
 use super::auth::Auth;
+use super::consistency::{self, Freshness, Waited};
 use super::metrics::MetricsExporter;
 use super::plugins::{LivePlugins, PluginReloader};
 use super::problems::Problems;
 use super::watch::{Target, resume_after};
 use super::{openapi, operator_page, shards, watch as sse};
-use crate::consumer::{CatchUp, Shard, shard::shard_of};
+use crate::consumer::{self, CatchUp, Shard, shard::shard_of};
 use crate::decode::DecodedBy;
 use crate::plugin::breaker::Breaker;
 use crate::replication_log::ReplicationLog;
@@ -48,6 +49,14 @@ pub struct ApiState {
     pub metrics: MetricsExporter,
     /// The initial catch-up's progress, for readiness and reads.
     pub catch_up: Arc<CatchUp>,
+    /// How current each grain type is and the log's health, for the
+    /// `Replica-Staleness-Ms` of reads and for readiness.
+    pub freshness: Arc<consumer::Freshness>,
+    /// `[http] max_wait_ms`: the longest a `min_sequence` read waits.
+    pub max_wait: Duration,
+    /// `[http] ready_during_log_outage_s`: how long a caught-up host stays
+    /// ready while its listings of the log fail.
+    pub ready_during_log_outage: Duration,
     /// The grains this host replicates, when sharded.
     pub shard: Option<Shard>,
     /// `[consumer] peer_url`: where each shard's host answers, `{shard}`
@@ -167,11 +176,17 @@ struct ReplicaBody<'a> {
     status: &'static str,
     status_detail: Option<serde_json::Value>,
     decoded_by: Option<&'a DecodedBy>,
+    timestamp: &'a str,
+    staleness_ms: u64,
     state: Option<&'a value::State>,
 }
 
-/// A replica's JSON, as reads and change streams send it.
-pub(super) fn render(replica: &Replica) -> Result<String, serde_json::Error> {
+/// A replica's JSON, as reads and change streams send it, with its
+/// position and freshness.
+pub(super) fn render(
+    replica: &Replica,
+    freshness: &Freshness,
+) -> Result<String, serde_json::Error> {
     let status_detail = match &replica.status {
         ReplicaStatus::Ok => None,
         ReplicaStatus::Behind { delta_sequence } => {
@@ -195,6 +210,8 @@ pub(super) fn render(replica: &Replica) -> Result<String, serde_json::Error> {
         status: replica.status.label(),
         status_detail,
         decoded_by: replica.decoded_by.as_deref(),
+        timestamp: &freshness.timestamp,
+        staleness_ms: freshness.staleness_ms,
         state: replica.state.as_ref(),
     })
 }
@@ -203,8 +220,16 @@ pub(super) fn render(replica: &Replica) -> Result<String, serde_json::Error> {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct ReplicaQuery {
-    /// Answer 409 `stale` when the replica's snapshot is older than this many ms.
+    /// Answer 409 `stale` when `Replica-Staleness-Ms` (how long since the
+    /// host last knew the grain current with the log) is above this.
     max_staleness_ms: Option<u64>,
+    /// Answer once the applied sequence is at least this (read-your-writes);
+    /// 409 `not_yet` after `wait_ms`, 409 `failing` at once when the grain
+    /// fails below it. With `watch`: the first event is at least this.
+    min_sequence: Option<u64>,
+    /// With `min_sequence`: wait up to this many ms (capped by the host's
+    /// `[http] max_wait_ms`, 10000 by default); 0 or absent: answer at once.
+    wait_ms: Option<u64>,
     /// `true`: a Server-Sent Events stream of this replica's changes.
     watch: Option<bool>,
     /// With `watch`: resume after this sequence (as `Last-Event-ID` does).
@@ -229,15 +254,27 @@ pub(super) async fn healthz() -> &'static str {
         ReplicaQuery,
     ),
     responses(
-        (status = 200, description = "The replica; with `watch=true` a `text/event-stream` of replicas (`id` = sequence; `resync` when the client fell behind)",
-            headers(("ETag" = String, description = "Grain type, key, sequence, status and the plugin's sha256")),
+        (status = 200, description = "The replica; with `watch=true` a `text/event-stream` of its changes (`id` = sequence; per grain, sequences only grow; `status` events for a change that keeps the sequence)",
+            headers(
+                ("ETag" = String, description = "Grain type, key, sequence, status and the plugin's sha256"),
+                ("Replica-Sequence" = u64, description = "The applied sequence"),
+                ("Replica-Timestamp" = String, description = "The applied snapshot's own time, RFC 3339"),
+                ("Replica-Staleness-Ms" = u64, description = "Milliseconds since the host last knew this grain current with the log"),
+            ),
             content((openapi::ReplicaDoc = "application/json"), (openapi::SseEventDoc = "text/event-stream"))),
-        (status = 304, description = "Unchanged since the `If-None-Match` ETag"),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag",
+            headers(
+                ("Replica-Sequence" = u64, description = "The applied sequence"),
+                ("Replica-Timestamp" = String, description = "The applied snapshot's own time, RFC 3339"),
+                ("Replica-Staleness-Ms" = u64, description = "Milliseconds since the host last knew this grain current with the log"),
+            )),
         (status = 400, description = "A bad query, or a path segment that is not percent-encoded UTF-8", body = openapi::ErrorDoc),
         (status = 401, description = "No token or an invalid one", body = openapi::ErrorDoc),
         (status = 403, description = "The token lacks `read` or `read:{grain_type}`", body = openapi::ErrorDoc),
         (status = 404, description = "No such grain, or (with `watch`) no plugin for the grain type", body = openapi::ErrorDoc),
-        (status = 409, description = "Older than `max_staleness_ms`", body = openapi::ErrorDoc),
+        (status = 409, description = "`stale`: `Replica-Staleness-Ms` is above `max_staleness_ms` (with `staleness_ms`, `max_staleness_ms`); `not_yet`: the grain holds less than `min_sequence` after `wait_ms` (with `sequence` held and `wanted`, and `Retry-After`); `failing`: the grain fails to decode below `min_sequence` (with `reason`), answered at once",
+            headers(("Retry-After" = u64, description = "With `not_yet`: seconds before asking again")),
+            body = openapi::ErrorDoc),
         (status = 421, description = "The grain belongs to another shard; with `[consumer] peer_url`, `Location` is the same request at its owner",
             headers(("Location" = String, description = "The owner's URL for this request (with `peer_url`)")),
             body = openapi::ErrorDoc),
@@ -259,7 +296,7 @@ pub(super) async fn get_replica(
         return error(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            "max_staleness_ms and after must be non-negative integers, watch true or false".into(),
+            "max_staleness_ms, min_sequence, wait_ms and after must be non-negative integers, watch true or false".into(),
         );
     };
     if let Some(shard) = api.shard
@@ -288,16 +325,41 @@ pub(super) async fn get_replica(
         }
         let after = resume_after(&headers, query.after);
         return sse::stream(
-            Arc::clone(&api.store),
-            api.stop.clone(),
+            &api,
             Target::Grain {
                 grain_type,
                 grain_key,
                 after,
+                min_sequence: query.min_sequence,
             },
         );
     }
-    let Some(replica) = api.store.get(&grain_type, &grain_key) else {
+    let replica = match query.min_sequence {
+        Some(min_sequence) => {
+            if !api.plugins.contains(&grain_type) {
+                return unknown_grain_type(&grain_type);
+            }
+            let wait = Duration::from_millis(query.wait_ms.unwrap_or(0)).min(api.max_wait);
+            match consistency::wait_for_sequence(
+                &api.store,
+                &grain_type,
+                &grain_key,
+                min_sequence,
+                wait,
+            )
+            .await
+            {
+                Waited::Holds(replica) => Some(replica),
+                Waited::Refused(answer) => return answer,
+                Waited::Absent if api.catch_up.is_catching_up(&grain_type) => None,
+                Waited::Absent => {
+                    return consistency::not_yet(&grain_type, &grain_key, 0, min_sequence);
+                }
+            }
+        }
+        None => api.store.get(&grain_type, &grain_key),
+    };
+    let Some(replica) = replica else {
         if api.catch_up.is_catching_up(&grain_type) {
             return catching_up(&api.catch_up, &format!("{grain_type}/{grain_key}"));
         }
@@ -316,17 +378,11 @@ pub(super) async fn get_replica(
             format!("no replica of {grain_type}/{grain_key}"),
         );
     };
-    if let Some(max) = query.max_staleness_ms {
-        let staleness = now_millis().saturating_sub(replica.timestamp_millis);
-        if !replica.has_state() || staleness > max as i64 {
-            return error(
-                StatusCode::CONFLICT,
-                "stale",
-                format!(
-                    "{grain_type}/{grain_key} is {staleness} ms behind the primary, more than {max} ms"
-                ),
-            );
-        }
+    let freshness = Freshness::of(&replica, &api.freshness, now_millis());
+    if let Some(max) = query.max_staleness_ms
+        && (!replica.has_state() || freshness.staleness_ms > max)
+    {
+        return consistency::stale(&replica, &freshness, max);
     }
     let tag = etag(
         &replica,
@@ -335,24 +391,29 @@ pub(super) async fn get_replica(
             .as_ref()
             .map_or("", |d| d.sha256.as_str()),
     );
-    if if_none_match(&headers, &tag) {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response();
-    }
-    match render(&replica) {
-        Ok(body) => (
-            [
-                (header::CONTENT_TYPE, "application/json".to_owned()),
-                (header::ETAG, tag),
-            ],
-            body,
-        )
-            .into_response(),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "render",
-            format!("state cannot be rendered as JSON: {e}"),
-        ),
-    }
+    let mut answer = if if_none_match(&headers, &tag) {
+        (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response()
+    } else {
+        match render(&replica, &freshness) {
+            Ok(body) => (
+                [
+                    (header::CONTENT_TYPE, "application/json".to_owned()),
+                    (header::ETAG, tag),
+                ],
+                body,
+            )
+                .into_response(),
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "render",
+                    format!("state cannot be rendered as JSON: {e}"),
+                );
+            }
+        }
+    };
+    freshness.add_headers(answer.headers_mut());
+    answer
 }
 
 /// A replica's entity tag: grain type, key, sequence, status and the sha256
@@ -418,9 +479,13 @@ pub(super) struct PageQuery {
 /// `GET /v1/replicas/{grain_type}`: the grain type's keys, or its changes.
 #[utoipa::path(get, path = "/v1/replicas/{grain_type}", tag = "replicas",
     security(("bearer" = [])),
-    params(("grain_type" = String, Path, description = "The grain type", example = "Counter"), PageQuery),
+    params(
+        ("grain_type" = String, Path, description = "The grain type", example = "Counter"),
+        ("Last-Event-ID" = Option<String>, Header, description = "With `watch`: resume after this cursor (an event's `id`); a cursor the host cannot resume gets a `resync` event, then every grain"),
+        PageQuery,
+    ),
     responses(
-        (status = 200, description = "A page of keys; with `watch=true` a `text/event-stream` of the type's replicas",
+        (status = 200, description = "A page of keys; with `watch=true` a `text/event-stream` of the type's replicas: every grain once, then each change (`id` = cursor; per grain, sequences only grow and none is sent twice)",
             content((openapi::KeysDoc = "application/json"), (openapi::SseEventDoc = "text/event-stream"))),
         (status = 400, description = "A bad query, or a grain type that is not percent-encoded UTF-8", body = openapi::ErrorDoc),
         (status = 401, description = "No token or an invalid one", body = openapi::ErrorDoc),
@@ -430,6 +495,7 @@ pub(super) struct PageQuery {
 pub(super) async fn list_keys(
     State(api): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let grain_type = match path {
@@ -448,9 +514,11 @@ pub(super) async fn list_keys(
     }
     if page.watch == Some(true) {
         return sse::stream(
-            Arc::clone(&api.store),
-            api.stop.clone(),
-            Target::GrainType(grain_type),
+            &api,
+            Target::GrainType {
+                grain_type,
+                cursor: sse::resume_cursor(&headers),
+            },
         );
     }
     let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
@@ -600,8 +668,11 @@ fn retry_after(mut response: Response) -> Response {
     response
 }
 
-/// `GET /readyz`: ready once the initial catch-up is complete and the log
-/// answers. Open to everyone, for load balancers; it shows only counts.
+/// `GET /readyz`: ready once the initial catch-up is complete, and while
+/// the log answers or has not answered for less than
+/// `[http] ready_during_log_outage_s` (read from the consumer's listings,
+/// never a query per probe). Open to everyone, for load balancers; it
+/// shows only counts.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
         (status = 200, description = "Ready", body = openapi::ReadyDoc),
@@ -620,8 +691,8 @@ pub(super) async fn readyz(State(api): State<ApiState>) -> Response {
             "draining",
             "the host is shutting down and drains its connections".to_owned(),
         ))
-    } else if let Err(e) = api.log.ping().await {
-        Some(("log_unreachable", e.to_string()))
+    } else if let Some(why) = log_outage(&api, progress.complete).await {
+        Some(("log_unreachable", why))
     } else if !progress.complete {
         Some((
             "catching_up",
@@ -649,6 +720,35 @@ pub(super) async fn readyz(State(api): State<ApiState>) -> Response {
             }
         }
     }
+}
+
+/// Why the host counts as cut off from its log, if it does. The consumer's
+/// own listings tell: a caught-up host whose listings fail stays ready for
+/// `[http] ready_during_log_outage_s`, serving replicas whose
+/// `Replica-Staleness-Ms` grows; one still catching up is not ready at the
+/// first failure. Only a host that replicates no grain type (and so lists
+/// nothing) asks the log itself.
+async fn log_outage(api: &ApiState, caught_up: bool) -> Option<String> {
+    if !api.freshness.is_listing() {
+        return api.log.ping().await.err().map(|e| e.to_string());
+    }
+    let since = api.freshness.log_health().failing_since_millis?;
+    let failing_ms = u64::try_from(now_millis().saturating_sub(since)).unwrap_or(0);
+    let allowance_ms = api.ready_during_log_outage.as_millis() as u64;
+    if caught_up && failing_ms <= allowance_ms {
+        return None;
+    }
+    Some(format!(
+        "the log has not answered the host's listings for {failing_ms} ms{}",
+        if caught_up {
+            format!(
+                " (ready_during_log_outage_s allows {} s)",
+                allowance_ms / 1000
+            )
+        } else {
+            String::new()
+        }
+    ))
 }
 
 /// `GET /metrics`: Prometheus text.

@@ -32,6 +32,7 @@ pub mod auth;
 pub mod cert_expiry;
 mod checkpoint;
 pub mod connections;
+pub mod consistency;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
@@ -284,6 +285,7 @@ pub async fn run(
     .with_workers(config.consumer.workers)
     .with_shard(config.consumer.shard);
     let catch_up = replicator.catch_up();
+    let freshness = replicator.freshness();
     let plugin_reloader = Arc::new(PluginReloader::new(
         &config,
         engine.clone(),
@@ -319,6 +321,9 @@ pub async fn run(
         log: Arc::clone(&log),
         metrics: metrics::MetricsExporter::new(consumer_metrics),
         catch_up,
+        freshness,
+        max_wait: Duration::from_millis(config.http.max_wait_ms),
+        ready_during_log_outage: Duration::from_secs(config.http.ready_during_log_outage_s),
         shard: config.consumer.shard,
         peer_url: config.consumer.peer_url.as_deref().map(Arc::from),
         problems,

@@ -93,6 +93,13 @@ pub struct ReplicaDoc {
     /// schema_version}`; null before any snapshot decoded.
     #[schema(value_type = Option<Object>)]
     decoded_by: Option<serde_json::Value>,
+    /// The applied snapshot's time, RFC 3339 (as `Replica-Timestamp`).
+    timestamp: String,
+    /// Milliseconds since the host last knew this grain current with the
+    /// log (as `Replica-Staleness-Ms`): its type's newest listing whose
+    /// grains are all read, or the snapshot's own time when later; for a
+    /// failing or behind grain, the snapshot's time.
+    staleness_ms: u64,
     /// The typed state, exactly as `serde_json` renders the plugin's Rust
     /// value; null before any snapshot decoded.
     #[schema(value_type = Option<Object>)]
@@ -103,12 +110,16 @@ pub struct ReplicaDoc {
 #[allow(dead_code)]
 #[derive(Serialize, ToSchema)]
 pub struct SseEventDoc {
-    /// The replica's sequence (absent on `resync`).
+    /// A grain's stream: the replica's sequence. A grain type's stream: a
+    /// cursor `EPOCH.VERSION` to send back as `Last-Event-ID`. Absent on
+    /// `resync` and `status` events of a grain's stream.
     id: Option<String>,
-    /// `message` (a replica) or `resync` (the client fell behind).
+    /// `message` (a replica whose sequence is new to the stream), `status`
+    /// (the same sequence with a new status or decoding), `removed`, or
+    /// `resync` (the cursor cannot be resumed: every grain follows again).
     event: Option<String>,
-    /// A replica as a read renders it (`ReplicaDoc`), or on `resync`
-    /// `{"missed_changes": N}`.
+    /// A replica as a read renders it (`ReplicaDoc`); on `removed`
+    /// `{"grain_type", "grain_key"}`; on `resync` `{"reason"}`.
     data: String,
 }
 
@@ -157,6 +168,7 @@ pub struct ReadyDoc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::consistency::Freshness;
 
     #[test]
     fn the_replica_schema_names_the_fields_a_read_renders() {
@@ -179,8 +191,10 @@ mod tests {
             decoded_by: None,
             status: crate::store::ReplicaStatus::Ok,
         };
-        let rendered: serde_json::Value =
-            serde_json::from_str(&http::render(&replica).unwrap()).unwrap();
+        let rendered: serde_json::Value = serde_json::from_str(
+            &http::render(&replica, &Freshness::of(&replica, &Default::default(), 0)).unwrap(),
+        )
+        .unwrap();
         let mut fields: Vec<&str> = rendered
             .as_object()
             .unwrap()

@@ -7,32 +7,54 @@
 //! so a replica never goes backwards. Locks are held only for map operations,
 //! never across I/O or a decode.
 //!
-//! Watching: [`ReplicaStore::subscribe`] returns a `tokio::sync::broadcast`
-//! receiver of every [`ReplicaChange`], in store order. A receiver that falls
-//! more than the channel's capacity behind gets `RecvError::Lagged` and should
-//! re-read what it needs with [`ReplicaStore::get`].
+//! Following changes, three ways:
+//! - [`ReplicaStore::feed`]: a grain type's change feed, each grain once at
+//!   its newest state in the order of the changes, read from a [`Cursor`]
+//!   (what the HTTP change streams use: a reader never falls behind a
+//!   buffer, and resumes where it left off);
+//! - [`ReplicaStore::wait_for`]: wait, holding no thread, until one grain's
+//!   replica satisfies a condition (read-your-writes);
+//! - [`ReplicaStore::subscribe`]: a `tokio::sync::broadcast` receiver of
+//!   every [`ReplicaChange`], in store order. A receiver that falls more than
+//!   the channel's capacity behind gets `RecvError::Lagged` and should
+//!   re-read what it needs with [`ReplicaStore::get`].
 
+mod feed;
 mod replica;
+mod waiters;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::decode::DecodedBy;
 use crate::value::State;
 
+pub use feed::{BadCursor, Cursor, FeedChange, FeedPage};
 pub use replica::{
     ChangeKind, Replica, ReplicaChange, ReplicaStatus, Snapshot, StaleSnapshot, StatusCounts,
 };
+
+use feed::{FeedKey, TypeFeed};
+use waiters::Waiters;
 
 /// Default capacity of the change channel.
 pub const DEFAULT_CHANGE_CAPACITY: usize = 1024;
 
 /// Grain key → replica, sorted by key for listing.
-type GrainMap = BTreeMap<Box<str>, Stored>;
+type GrainMap = BTreeMap<Arc<str>, Stored>;
+
+/// One grain type's replicas, by key and in the order they changed.
+#[derive(Debug, Default)]
+struct TypeGrains {
+    /// The replicas, by key.
+    by_key: GrainMap,
+    /// The same keys by the version of their last change.
+    feed: TypeFeed,
+}
 
 /// What the store keeps per grain: the [`Replica`] without the names it
 /// is filed under, the source cluster interned, a rare failure boxed. At a
@@ -56,6 +78,8 @@ struct Stored {
     /// The store's version when the replica last changed (see
     /// [`ReplicaStore::changed_since`]).
     version: u64,
+    /// The store's version when its sequence last changed.
+    sequence_version: u64,
 }
 
 /// [`ReplicaStatus`] in 16 bytes.
@@ -130,11 +154,31 @@ impl Stored {
 #[derive(Debug, Default)]
 struct Grains {
     /// The replicas, by grain type, then key.
-    by_type: HashMap<String, GrainMap>,
+    by_type: HashMap<String, TypeGrains>,
     /// Every source cluster name, stored once.
     clusters: HashSet<Arc<str>>,
     /// Bumped by every change to a replica.
     version: u64,
+    /// The version at which each removed grain type was removed: feed
+    /// positions up to it must resync if the type comes back.
+    removed_types: HashMap<String, u64>,
+}
+
+impl Grains {
+    /// A grain type's replicas, created empty when missing.
+    fn of_type(&mut self, grain_type: &str) -> &mut TypeGrains {
+        if !self.by_type.contains_key(grain_type) {
+            let forgotten = self.removed_types.get(grain_type).copied().unwrap_or(0);
+            self.by_type.insert(
+                grain_type.to_owned(),
+                TypeGrains {
+                    by_key: GrainMap::new(),
+                    feed: TypeFeed::since(forgotten),
+                },
+            );
+        }
+        self.by_type.get_mut(grain_type).expect("inserted above")
+    }
 }
 
 /// The one shared copy of a source cluster's name.
@@ -155,6 +199,12 @@ pub struct ReplicaStore {
     grains: RwLock<Grains>,
     /// Every change, for watchers.
     changes: broadcast::Sender<ReplicaChange>,
+    /// The store version after every change, for readers of the feed.
+    versions: watch::Sender<u64>,
+    /// This store instance, in every [`Cursor`].
+    epoch: u64,
+    /// Readers waiting for a grain to change.
+    waiters: Arc<Waiters>,
 }
 
 impl Default for ReplicaStore {
@@ -176,6 +226,9 @@ impl ReplicaStore {
         Self {
             grains: RwLock::new(Grains::default()),
             changes,
+            versions: watch::Sender::new(0),
+            epoch: random_epoch(),
+            waiters: Arc::default(),
         }
     }
 
@@ -187,7 +240,18 @@ impl ReplicaStore {
         self.grains.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn publish(&self, kind: ChangeKind, replica: Replica) {
+    /// Tells everyone who follows the store that `replica` changed (called
+    /// after the lock is released).
+    fn publish(&self, kind: ChangeKind, replica: Replica, version: u64) {
+        self.versions.send_if_modified(|current| {
+            let newer = version > *current;
+            if newer {
+                *current = version;
+            }
+            newer
+        });
+        self.waiters
+            .changed(&replica.grain_type, &replica.grain_key);
         // No receivers is not an error for the store.
         let _ = self.changes.send(ReplicaChange { kind, replica });
     }
@@ -204,10 +268,11 @@ impl ReplicaStore {
         status: ReplicaStatus,
     ) -> Result<Replica, StaleSnapshot> {
         let mut grains = self.write();
-        if let Some(current) = grains
+        let current = grains
             .by_type
             .get(grain_type)
-            .and_then(|m| m.get(grain_key))
+            .and_then(|t| t.by_key.get_key_value(grain_key));
+        if let Some((_, current)) = current
             && current.has_state()
             && (snapshot.sequence < current.sequence
                 || (snapshot.sequence == current.sequence
@@ -220,29 +285,46 @@ impl ReplicaStore {
                 offered: snapshot.sequence,
             });
         }
+        let previous = current.map(|(key, stored)| {
+            let same_sequence = stored.has_state() && stored.sequence == snapshot.sequence;
+            (
+                Arc::clone(key),
+                stored.version,
+                same_sequence.then_some(stored.sequence_version),
+            )
+        });
         grains.version += 1;
+        let version = grains.version;
+        let source_cluster = intern(&mut grains.clusters, &snapshot.source_cluster);
         let stored = Stored {
             state: Some(snapshot.state),
             sequence: snapshot.sequence,
             timestamp_millis: snapshot.timestamp_millis,
-            source_cluster: intern(&mut grains.clusters, &snapshot.source_cluster),
+            source_cluster,
             applied_at: Some(SystemTime::now()),
             decoded_by: snapshot.decoded_by,
             status: status.into(),
-            version: grains.version,
+            version,
+            sequence_version: previous
+                .as_ref()
+                .and_then(|(_, _, kept)| *kept)
+                .unwrap_or(version),
         };
         let replica = stored.to_replica(grain_type, grain_key);
-        let by_key = match grains.by_type.get_mut(grain_type) {
-            Some(by_key) => by_key,
-            None => grains.by_type.entry(grain_type.to_owned()).or_default(),
-        };
-        match by_key.get_mut(grain_key) {
-            Some(slot) => *slot = stored,
+        let of_type = grains.of_type(grain_type);
+        match previous {
+            Some((key, previous_version, _)) => {
+                of_type.feed.moved(&key, Some(previous_version), version);
+                of_type.by_key.insert(key, stored);
+            }
             None => {
-                by_key.insert(grain_key.into(), stored);
+                let key: Arc<str> = grain_key.into();
+                of_type.feed.moved(&key, None, version);
+                of_type.by_key.insert(key, stored);
             }
         }
-        self.publish(ChangeKind::Applied, replica.clone());
+        drop(grains);
+        self.publish(ChangeKind::Applied, replica.clone(), version);
         Ok(replica)
     }
 
@@ -250,56 +332,90 @@ impl ReplicaStore {
     /// is added without state. Returns whether anything changed.
     pub fn set_status(&self, grain_type: &str, grain_key: &str, status: ReplicaStatus) -> bool {
         let mut grains = self.write();
-        let Grains {
-            by_type,
-            clusters,
-            version,
-        } = &mut *grains;
-        let next = *version + 1;
-        let by_key = match by_type.get_mut(grain_type) {
-            Some(by_key) => by_key,
-            None => by_type.entry(grain_type.to_owned()).or_default(),
-        };
-        let replica = match by_key.get_mut(grain_key) {
-            Some(stored) if stored.status.is(&status) => return false,
-            Some(stored) => {
+        let next = grains.version + 1;
+        let cluster = intern(&mut grains.clusters, "");
+        let of_type = grains.of_type(grain_type);
+        let replica = match of_type.by_key.get_key_value(grain_key) {
+            Some((_, stored)) if stored.status.is(&status) => return false,
+            Some((key, stored)) => {
+                let (key, previous) = (Arc::clone(key), stored.version);
+                let stored = of_type.by_key.get_mut(grain_key).expect("found above");
                 stored.status = status.into();
                 stored.version = next;
-                stored.to_replica(grain_type, grain_key)
+                let replica = stored.to_replica(grain_type, grain_key);
+                of_type.feed.moved(&key, Some(previous), next);
+                replica
             }
             None => {
                 let stored = Stored {
                     state: None,
                     sequence: 0,
                     timestamp_millis: 0,
-                    source_cluster: intern(clusters, ""),
+                    source_cluster: cluster,
                     applied_at: None,
                     decoded_by: None,
                     status: status.into(),
                     version: next,
+                    sequence_version: next,
                 };
                 let replica = stored.to_replica(grain_type, grain_key);
-                by_key.insert(grain_key.into(), stored);
+                let key: Arc<str> = grain_key.into();
+                of_type.feed.moved(&key, None, next);
+                of_type.by_key.insert(key, stored);
                 replica
             }
         };
-        *version = next;
-        self.publish(ChangeKind::Status, replica);
+        grains.version = next;
+        drop(grains);
+        self.publish(ChangeKind::Status, replica, next);
         true
     }
 
     /// A copy of one grain's replica.
     pub fn get(&self, grain_type: &str, grain_key: &str) -> Option<Replica> {
         let grains = self.read();
-        let stored = grains.by_type.get(grain_type)?.get(grain_key)?;
+        let stored = grains.by_type.get(grain_type)?.by_key.get(grain_key)?;
         Some(stored.to_replica(grain_type, grain_key))
     }
 
     /// The applied sequence of a grain that has state.
     pub fn applied_sequence(&self, grain_type: &str, grain_key: &str) -> Option<u64> {
         let grains = self.read();
-        let stored = grains.by_type.get(grain_type)?.get(grain_key)?;
+        let stored = grains.by_type.get(grain_type)?.by_key.get(grain_key)?;
         stored.has_state().then_some(stored.sequence)
+    }
+
+    /// Waits until `done` holds for the grain's replica (`None` while the
+    /// store has none), or until `timeout` passes; returns the replica as it
+    /// was last seen. Holds no thread while it waits: it is woken when this
+    /// grain changes.
+    pub async fn wait_for(
+        &self,
+        grain_type: &str,
+        grain_key: &str,
+        timeout: Duration,
+        mut done: impl FnMut(Option<&Replica>) -> bool,
+    ) -> Option<Replica> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let registration = self.waiters.register(grain_type, grain_key);
+        loop {
+            let woken = registration.notify.notified();
+            tokio::pin!(woken);
+            // Registered before the read, so no change slips in between.
+            woken.as_mut().enable();
+            let replica = self.get(grain_type, grain_key);
+            if done(replica.as_ref()) {
+                return replica;
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return self.get(grain_type, grain_key);
+            }
+        }
+    }
+
+    /// Readers waiting in [`Self::wait_for`] now.
+    pub fn waiting(&self) -> usize {
+        self.waiters.len()
     }
 
     /// A page of a grain type's keys in ascending order: those strictly after
@@ -307,14 +423,15 @@ impl ReplicaStore {
     pub fn keys(&self, grain_type: &str, after: Option<&str>, limit: usize) -> Vec<String> {
         use std::ops::Bound;
         let grains = self.read();
-        let Some(by_key) = grains.by_type.get(grain_type) else {
+        let Some(of_type) = grains.by_type.get(grain_type) else {
             return Vec::new();
         };
         let lower = match after {
             Some(key) => Bound::Excluded(key),
             None => Bound::Unbounded,
         };
-        by_key
+        of_type
+            .by_key
             .range::<str, _>((lower, Bound::Unbounded))
             .take(limit)
             .map(|(key, _)| key.as_ref().to_owned())
@@ -327,7 +444,7 @@ impl ReplicaStore {
             .read()
             .by_type
             .iter()
-            .filter(|(_, by_key)| !by_key.is_empty())
+            .filter(|(_, of_type)| !of_type.by_key.is_empty())
             .map(|(grain_type, _)| grain_type.clone())
             .collect();
         types.sort();
@@ -337,8 +454,8 @@ impl ReplicaStore {
     /// How many replicas of a grain type are in each status.
     pub fn status_counts(&self, grain_type: &str) -> StatusCounts {
         let mut counts = StatusCounts::default();
-        if let Some(by_key) = self.read().by_type.get(grain_type) {
-            for stored in by_key.values() {
+        if let Some(of_type) = self.read().by_type.get(grain_type) {
+            for stored in of_type.by_key.values() {
                 match stored.status {
                     StoredStatus::Ok => counts.ok += 1,
                     StoredStatus::Behind(_) => counts.behind += 1,
@@ -367,7 +484,7 @@ impl ReplicaStore {
         let Some(replica) = grains
             .by_type
             .get(grain_type)
-            .and_then(|m| m.get(grain_key))
+            .and_then(|t| t.by_key.get(grain_key))
         else {
             return false;
         };
@@ -379,13 +496,23 @@ impl ReplicaStore {
     /// Removes every replica of a grain type (its plugin was removed);
     /// returns how many. Each removal is published.
     pub fn remove_type(&self, grain_type: &str) -> usize {
-        let removed = self.write().by_type.remove(grain_type);
-        let Some(by_key) = removed else { return 0 };
-        let count = by_key.len();
-        for (grain_key, stored) in by_key {
+        let (removed, version) = {
+            let mut grains = self.write();
+            let Some(removed) = grains.by_type.remove(grain_type) else {
+                return 0;
+            };
+            grains.version += 1;
+            let version = grains.version;
+            grains.removed_types.insert(grain_type.to_owned(), version);
+            (removed, version)
+        };
+        let count = removed.by_key.len();
+        self.waiters.type_changed(grain_type);
+        for (grain_key, stored) in removed.by_key {
             self.publish(
                 ChangeKind::Removed,
                 stored.to_replica(grain_type, &grain_key),
+                version,
             );
         }
         count
@@ -394,18 +521,83 @@ impl ReplicaStore {
     /// Removes a grain's replica, returning it.
     pub fn remove(&self, grain_type: &str, grain_key: &str) -> Option<Replica> {
         let mut grains = self.write();
-        let by_key = grains.by_type.get_mut(grain_type)?;
-        let replica = by_key.remove(grain_key)?.to_replica(grain_type, grain_key);
-        if by_key.is_empty() {
-            grains.by_type.remove(grain_type);
-        }
-        self.publish(ChangeKind::Removed, replica.clone());
+        let next = grains.version + 1;
+        let of_type = grains.by_type.get_mut(grain_type)?;
+        let (key, stored) = of_type.by_key.remove_entry(grain_key)?;
+        of_type.feed.removed(key, stored.version, next);
+        grains.version = next;
+        drop(grains);
+        let replica = stored.to_replica(grain_type, grain_key);
+        self.publish(ChangeKind::Removed, replica.clone(), next);
         Some(replica)
     }
 
     /// The store's version: bumped by every change to a replica.
     pub fn version(&self) -> u64 {
         self.read().version
+    }
+
+    /// A receiver of the store's version, updated after every change: what
+    /// a reader of [`Self::feed`] waits on.
+    pub fn versions(&self) -> watch::Receiver<u64> {
+        self.versions.subscribe()
+    }
+
+    /// The feed position before any change of this store instance.
+    pub fn feed_start(&self) -> Cursor {
+        Cursor {
+            epoch: self.epoch,
+            version: 0,
+        }
+    }
+
+    /// Up to `limit` changes of a grain type after `after`, each grain once
+    /// at its newest state, in the order they happened (see [`FeedPage`]).
+    pub fn feed(&self, grain_type: &str, after: Cursor, limit: usize) -> FeedPage {
+        if after.epoch != self.epoch {
+            return FeedPage::Resync;
+        }
+        let grains = self.read();
+        let Some(of_type) = grains.by_type.get(grain_type) else {
+            let forgotten = grains.removed_types.get(grain_type).copied().unwrap_or(0);
+            return if after.version < forgotten {
+                FeedPage::Resync
+            } else {
+                FeedPage::Changes {
+                    changes: Vec::new(),
+                    next: after,
+                }
+            };
+        };
+        let Some(page) = of_type.feed.after(after.version, limit) else {
+            return FeedPage::Resync;
+        };
+        let mut next = after;
+        let changes = page
+            .into_iter()
+            .filter_map(|(version, key)| {
+                let cursor = Cursor {
+                    epoch: self.epoch,
+                    version,
+                };
+                next = cursor;
+                Some(match key {
+                    FeedKey::Changed(key) => {
+                        let stored = of_type.by_key.get(&key)?;
+                        FeedChange::Replica {
+                            replica: stored.to_replica(grain_type, &key),
+                            new_sequence: stored.sequence_version > after.version,
+                            cursor,
+                        }
+                    }
+                    FeedKey::Removed(key) => FeedChange::Removed {
+                        grain_key: key.as_ref().to_owned(),
+                        cursor,
+                    },
+                })
+            })
+            .collect();
+        FeedPage::Changes { changes, next }
     }
 
     /// A page of a grain type's replicas that changed after store version
@@ -421,13 +613,14 @@ impl ReplicaStore {
     ) -> (Vec<Replica>, Option<String>) {
         use std::ops::Bound;
         let grains = self.read();
-        let Some(by_key) = grains.by_type.get(grain_type) else {
+        let Some(of_type) = grains.by_type.get(grain_type) else {
             return (Vec::new(), None);
         };
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut changed = Vec::new();
         let mut last = None;
-        for (looked, (key, stored)) in by_key
+        for (looked, (key, stored)) in of_type
+            .by_key
             .range::<str, _>((lower, Bound::Unbounded))
             .enumerate()
         {
@@ -446,6 +639,19 @@ impl ReplicaStore {
     pub fn subscribe(&self) -> broadcast::Receiver<ReplicaChange> {
         self.changes.subscribe()
     }
+}
+
+/// A number that differs between store instances (and processes).
+fn random_epoch() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 /// This host's wall clock as Unix milliseconds.
