@@ -326,3 +326,83 @@ fn concurrent_appliers_never_go_backwards() {
     }
     assert_eq!(store.applied_sequence("Counter", "a"), Some(2000));
 }
+
+fn feed_of(store: &ReplicaStore, after: Cursor) -> (Vec<(String, u64, bool)>, Cursor) {
+    match store.feed("Counter", after, 100) {
+        FeedPage::Changes { changes, next } => (
+            changes
+                .into_iter()
+                .map(|change| match change {
+                    FeedChange::Replica {
+                        replica,
+                        new_sequence,
+                        ..
+                    } => (replica.grain_key, replica.sequence, new_sequence),
+                    FeedChange::Removed { grain_key, .. } => (format!("-{grain_key}"), 0, false),
+                })
+                .collect(),
+            next,
+        ),
+        FeedPage::Resync => panic!("unexpected resync"),
+    }
+}
+
+#[test]
+fn the_feed_gives_each_grain_once_at_its_newest_and_marks_repeated_sequences() {
+    let store = ReplicaStore::new();
+    store.apply("Counter", "a", snap(1, 1, 0), ReplicaStatus::Ok).unwrap();
+    store.apply("Counter", "b", snap(1, 1, 0), ReplicaStatus::Ok).unwrap();
+    store.apply("Counter", "a", snap(2, 2, 0), ReplicaStatus::Ok).unwrap();
+    let (first, cursor) = feed_of(&store, store.feed_start());
+    assert_eq!(first, [("b".into(), 1, true), ("a".into(), 2, true)]);
+
+    // A status change keeps the sequence: not new to a reader at `cursor`.
+    let failing = ReplicaStatus::Failing {
+        sequence: 3,
+        reason: "trap".into(),
+    };
+    assert!(store.set_status("Counter", "a", failing));
+    store.apply("Counter", "b", snap(5, 5, 0), ReplicaStatus::Ok).unwrap();
+    store.remove("Counter", "b");
+    let (second, after_second) = feed_of(&store, cursor);
+    assert_eq!(second, [("a".into(), 2, false), ("-b".into(), 0, false)]);
+    assert_eq!(feed_of(&store, after_second).0, []);
+
+    // A cursor of another store instance (another run) must resync.
+    let other = ReplicaStore::new();
+    assert!(matches!(
+        other.feed("Counter", cursor, 10),
+        FeedPage::Resync
+    ));
+    // A type removed and added again: positions before the removal resync.
+    store.remove_type("Counter");
+    store.apply("Counter", "c", snap(1, 1, 0), ReplicaStatus::Ok).unwrap();
+    assert!(matches!(
+        store.feed("Counter", after_second, 10),
+        FeedPage::Resync
+    ));
+}
+
+#[tokio::test]
+async fn wait_for_wakes_on_its_grain_and_unregisters() {
+    let store = Arc::new(ReplicaStore::new());
+    let waiter = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .wait_for("Counter", "a", std::time::Duration::from_secs(60), |r| {
+                    r.is_some_and(|r| r.sequence >= 2)
+                })
+                .await
+        })
+    };
+    while store.waiting() == 0 {
+        tokio::task::yield_now().await;
+    }
+    store.apply("Counter", "other", snap(9, 9, 0), ReplicaStatus::Ok).unwrap();
+    store.apply("Counter", "a", snap(1, 1, 0), ReplicaStatus::Ok).unwrap();
+    assert!(!waiter.is_finished());
+    store.apply("Counter", "a", snap(2, 2, 0), ReplicaStatus::Ok).unwrap();
+    assert_eq!(waiter.await.unwrap().unwrap().sequence, 2);
+    assert_eq!(store.waiting(), 0);
+}
