@@ -120,6 +120,8 @@ fn the_openapi_document_parses_and_names_every_route() {
         "watch",
         "after",
         "max_staleness_ms",
+        "min_sequence",
+        "wait_ms",
         "If-None-Match",
         "Last-Event-ID",
     ] {

@@ -50,8 +50,16 @@ fn a_grain_stream_resumes_after_a_disconnect_with_nothing_lost() {
     );
     let (event, replica) = sse.next_replica(WAIT).expect("the current replica first");
     assert_eq!(event.id, "1");
-    // The same JSON as a plain read.
-    assert_eq!(replica, d.replica("Counter", "c-1").json());
+    // The same JSON as a plain read (but for the staleness, which grows).
+    let without_staleness = |mut r: serde_json::Value| {
+        assert!(r["staleness_ms"].is_u64(), "{r}");
+        r.as_object_mut().unwrap().remove("staleness_ms");
+        r
+    };
+    assert_eq!(
+        without_staleness(replica),
+        without_staleness(d.replica("Counter", "c-1").json())
+    );
     writer.full("Counter", "c-1", 2, counter(2));
     let (event, replica) = sse.next_replica(WAIT).expect("the change");
     assert_eq!(
@@ -127,9 +135,9 @@ fn a_grain_stream_resumes_after_a_disconnect_with_nothing_lost() {
 }
 
 #[test]
-fn a_slow_client_gets_resync_and_the_current_state_not_unbounded_buffering() {
+fn a_slow_client_reads_each_grain_once_at_its_newest_with_nothing_buffered_for_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (writer, d) = start(dir.path(), "watch_buffer = 32\n");
+    let (writer, d) = start(dir.path(), "");
     let profile = |i: usize, visits: u32| {
         orlando::json(&UserProfile {
             name: format!("user {i} {}", "x".repeat(8 * 1024)),
@@ -145,52 +153,194 @@ fn a_slow_client_gets_resync_and_the_current_state_not_unbounded_buffering() {
         &format!("http://{}/v1/replicas/UserProfile?watch=true", d.addr),
         &[],
     );
-    let (event, _) = sse.next_replica(WAIT).unwrap();
-    assert_eq!(event.id, "1");
+    let (_, first) = sse.next_replica(WAIT).unwrap();
+    assert_eq!((&first["grain_key"], &first["sequence"]), (&"u-0000".into(), &1.into()));
 
-    // The client stops reading while 600 large replicas change.
+    // The client stops reading while 600 large replicas change, each twice.
     const GRAINS: usize = 600;
-    for i in 1..GRAINS {
-        writer.full("UserProfile", &format!("u-{i:04}"), 1, profile(i, 1));
+    for i in 0..GRAINS {
+        writer.full("UserProfile", &format!("u-{i:04}"), 2, profile(i, 2));
     }
-    writer.full("UserProfile", "u-0000", 2, profile(0, 2));
-    d.wait_for_replica("UserProfile", "u-0000", WAIT, |r| r["sequence"] == 2);
+    for i in 0..GRAINS {
+        writer.full("UserProfile", &format!("u-{i:04}"), 3, profile(i, 3));
+    }
     d.wait_for(
         &format!("/v1/replicas/UserProfile/u-{:04}", GRAINS - 1),
         WAIT,
-        |r| r.status == 200,
+        |r| r.status == 200 && r.json()["sequence"] == 3,
     );
 
-    // Reading again: whatever was in flight, then `resync`, then every
-    // grain's current state.
-    let mut before_resync = 0;
-    let resync = loop {
-        let event = sse.next(WAIT).expect("a resync event");
-        if event.event == "resync" {
-            break event;
+    // Reading again: what was in flight in the socket, then each grain once
+    // at its newest state; per grain, sequences only grow.
+    let mut seen: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    while seen.values().filter(|s| s.last() == Some(&3)).count() < GRAINS {
+        let event = sse.next(WAIT).expect("every grain at its newest state");
+        assert_ne!(event.event, "resync", "a slow client needs no resync");
+        if event.event != "message" {
+            continue;
         }
-        before_resync += 1;
-    };
-    assert!(
-        before_resync < GRAINS,
-        "{before_resync} events were buffered for a client that did not read"
-    );
-    let missed: serde_json::Value = serde_json::from_str(&resync.data).unwrap();
-    let missed = missed["missed_changes"].as_u64().unwrap();
-    assert!(missed > 0, "{}", resync.data);
-    eprintln!(
-        "slow client: {before_resync} events were in flight when it read again, \
-         {missed} changes were not buffered for it"
-    );
-    let mut current = std::collections::BTreeMap::new();
-    while current.len() < GRAINS {
-        let (event, r) = sse
-            .next_replica(WAIT)
-            .expect("the current state after resync");
-        current.insert(r["grain_key"].as_str().unwrap().to_owned(), event.id);
+        let r: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+        seen.entry(r["grain_key"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(r["sequence"].as_u64().unwrap());
     }
-    assert_eq!(current["u-0000"], "2", "the newest state, after the resync");
+    let events: usize = seen.values().map(Vec::len).sum();
+    for (key, sequences) in &seen {
+        assert!(
+            sequences.windows(2).all(|w| w[0] < w[1]),
+            "{key}: {sequences:?}"
+        );
+    }
+    eprintln!(
+        "slow client: {events} replica events for {GRAINS} grains changed twice ({} changes)",
+        2 * GRAINS
+    );
+    assert!(
+        events < 2 * GRAINS,
+        "{events} events: the host sent every change instead of each grain's newest"
+    );
     assert!(d.get("/healthz").status == 200);
+}
+
+/// Per grain, what a type stream delivered: data events' sequences.
+type Delivered = std::collections::BTreeMap<String, Vec<u64>>;
+
+/// Reads `sse` until `until` holds or nothing comes for a while; returns
+/// the last cursor seen.
+fn read_type_stream(
+    sse: &mut SseClient,
+    delivered: &mut Delivered,
+    mut until: impl FnMut(&Delivered) -> bool,
+    quiet: Duration,
+) -> Option<String> {
+    let mut cursor = None;
+    while !until(delivered) {
+        let Some(event) = sse.next(quiet) else { break };
+        assert_ne!(event.event, "resync", "a live cursor never needs a resync");
+        if !event.id.is_empty() {
+            cursor = Some(event.id.clone());
+        }
+        if event.event == "message" {
+            let r: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+            delivered
+                .entry(r["grain_key"].as_str().unwrap().to_owned())
+                .or_default()
+                .push(r["sequence"].as_u64().unwrap());
+        }
+    }
+    cursor
+}
+
+#[test]
+fn a_type_stream_under_concurrent_writes_and_reconnects_never_goes_backwards_nor_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let (writer, d) = start(dir.path(), "");
+    const GRAINS: u64 = 300;
+    const ROUNDS: u64 = 6;
+    for i in 0..GRAINS {
+        writer.full("Counter", &format!("k-{i:03}"), 1, counter(1));
+    }
+    d.wait_for(&format!("/v1/replicas/Counter/k-{:03}", GRAINS - 1), WAIT, |r| {
+        r.status == 200
+    });
+    let url = format!("http://{}/v1/replicas/Counter?watch=true", d.addr);
+
+    // A writer appends round after round while the client reads a little,
+    // disconnects, and comes back with `Last-Event-ID`.
+    let url_for_writer = format!("sqlite://{}", dir.path().join("log.db").display());
+    let appender = std::thread::spawn(move || {
+        let writer = LogWriter::open(&url_for_writer);
+        for round in 2..=ROUNDS + 1 {
+            for i in (0..GRAINS).filter(|i| (i + round) % 3 != 0) {
+                writer.full("Counter", &format!("k-{i:03}"), round, counter(round as i64));
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    });
+    let mut delivered = Delivered::new();
+    let mut cursor: Option<String> = None;
+    let mut reconnects = 0;
+    while !appender.is_finished() {
+        let headers: Vec<(&str, &str)> = cursor
+            .as_deref()
+            .map(|c| vec![("Last-Event-ID", c)])
+            .unwrap_or_default();
+        let mut sse = SseClient::connect(&url, &headers);
+        let target = delivered.values().map(Vec::len).sum::<usize>() + 150;
+        if let Some(last) = read_type_stream(
+            &mut sse,
+            &mut delivered,
+            |d| d.values().map(Vec::len).sum::<usize>() >= target,
+            Duration::from_millis(500),
+        ) {
+            cursor = Some(last);
+        }
+        reconnects += 1;
+    }
+    appender.join().unwrap();
+
+    // The newest sequence the log holds per grain.
+    let newest = |i: u64| {
+        (2..=ROUNDS + 1)
+            .rev()
+            .find(|round| (i + round) % 3 != 0)
+            .unwrap_or(1)
+    };
+    d.wait_for(&format!("/v1/replicas/Counter/k-{:03}", GRAINS - 1), WAIT, |r| {
+        r.json()["sequence"] == newest(GRAINS - 1)
+    });
+    let mut sse = SseClient::connect(&url, &[("Last-Event-ID", cursor.as_deref().unwrap())]);
+    read_type_stream(
+        &mut sse,
+        &mut delivered,
+        |d| (0..GRAINS).all(|i| d.get(&format!("k-{i:03}")).and_then(|s| s.last()) == Some(&newest(i))),
+        WAIT,
+    );
+    for i in 0..GRAINS {
+        let key = format!("k-{i:03}");
+        let sequences = &delivered[&key];
+        assert!(
+            sequences.windows(2).all(|w| w[0] < w[1]),
+            "{key} went backwards or repeated: {sequences:?}"
+        );
+        assert_eq!(sequences.last(), Some(&newest(i)), "{key}: {sequences:?}");
+    }
+    let events: usize = delivered.values().map(Vec::len).sum();
+    eprintln!("{reconnects} reconnects, {events} replica events for {GRAINS} grains");
+
+    // Up to date: a reconnect with the cursor sends only what changes next.
+    let cursor = read_type_stream(&mut sse, &mut delivered, |_| false, Duration::from_millis(300))
+        .or(cursor)
+        .unwrap();
+    drop(sse);
+    writer.full("Counter", "k-007", 100, counter(100));
+    let mut sse = SseClient::connect(&url, &[("Last-Event-ID", &cursor)]);
+    let (_, first) = sse.next_replica(WAIT).expect("the change made while away");
+    assert_eq!(
+        (&first["grain_key"], &first["sequence"]),
+        (&"k-007".into(), &100.into()),
+        "only what changed since the cursor, not the whole type"
+    );
+}
+
+#[test]
+fn a_cursor_from_another_run_gets_resync_then_every_grain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_writer, d) = start(dir.path(), "");
+    let url = format!("http://{}/v1/replicas/Counter?watch=true", d.addr);
+    let mut sse = SseClient::connect(&url, &[("Last-Event-ID", "00000000000000aa.5")]);
+    let first = sse.next(WAIT).expect("an event");
+    assert_eq!(first.event, "resync", "{first:?}");
+    let mut keys = std::collections::BTreeSet::new();
+    while keys.len() < 2 {
+        let (event, r) = sse.next_replica(WAIT).expect("every grain after resync");
+        assert!(event.id.contains('.'), "a cursor: {}", event.id);
+        keys.insert(r["grain_key"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(keys.into_iter().collect::<Vec<_>>(), ["c-1", "c-2"]);
+
+    let mut not_a_cursor = SseClient::connect(&url, &[("Last-Event-ID", "2")]);
+    assert_eq!(not_a_cursor.next(WAIT).unwrap().event, "resync");
 }
 
 #[test]
