@@ -119,9 +119,11 @@ fn replicate_and_serve(url: &str, dir: &std::path::Path) {
         replica_host::store::now_millis() - 60_000,
     );
     d.wait_for("/v1/replicas/Counter/old", WAIT, |r| r.status == 200);
-    let r = d.wait_for("/v1/replicas/Counter/old?max_staleness_ms=5000", WAIT, |r| {
-        r.status == 200
-    });
+    let r = d.wait_for(
+        "/v1/replicas/Counter/old?max_staleness_ms=5000",
+        WAIT,
+        |r| r.status == 200,
+    );
     let staleness: u64 = r.header("replica-staleness-ms").unwrap().parse().unwrap();
     assert!(staleness <= 5_000, "{staleness}");
     assert_eq!(r.header("replica-sequence"), Some("1"));
@@ -132,10 +134,11 @@ fn replicate_and_serve(url: &str, dir: &std::path::Path) {
         r.json()["timestamp"].as_str().unwrap()
     );
     assert!(
-        r.json()["timestamp"]
-            .as_str()
-            .unwrap()
-            .ends_with(&format!("{:02}.{:03}Z", (written / 1000) % 60, written % 1000)),
+        r.json()["timestamp"].as_str().unwrap().ends_with(&format!(
+            "{:02}.{:03}Z",
+            (written / 1000) % 60,
+            written % 1000
+        )),
         "RFC 3339 of {written}: {}",
         r.body
     );

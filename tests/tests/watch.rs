@@ -154,7 +154,10 @@ fn a_slow_client_reads_each_grain_once_at_its_newest_with_nothing_buffered_for_i
         &[],
     );
     let (_, first) = sse.next_replica(WAIT).unwrap();
-    assert_eq!((&first["grain_key"], &first["sequence"]), (&"u-0000".into(), &1.into()));
+    assert_eq!(
+        (&first["grain_key"], &first["sequence"]),
+        (&"u-0000".into(), &1.into())
+    );
 
     // The client stops reading while 600 large replicas change, each twice.
     const GRAINS: usize = 600;
@@ -240,9 +243,11 @@ fn a_type_stream_under_concurrent_writes_and_reconnects_never_goes_backwards_nor
     for i in 0..GRAINS {
         writer.full("Counter", &format!("k-{i:03}"), 1, counter(1));
     }
-    d.wait_for(&format!("/v1/replicas/Counter/k-{:03}", GRAINS - 1), WAIT, |r| {
-        r.status == 200
-    });
+    d.wait_for(
+        &format!("/v1/replicas/Counter/k-{:03}", GRAINS - 1),
+        WAIT,
+        |r| r.status == 200,
+    );
     let url = format!("http://{}/v1/replicas/Counter?watch=true", d.addr);
 
     // A writer appends round after round while the client reads a little,
@@ -252,7 +257,12 @@ fn a_type_stream_under_concurrent_writes_and_reconnects_never_goes_backwards_nor
         let writer = LogWriter::open(&url_for_writer);
         for round in 2..=ROUNDS + 1 {
             for i in (0..GRAINS).filter(|i| (i + round) % 3 != 0) {
-                writer.full("Counter", &format!("k-{i:03}"), round, counter(round as i64));
+                writer.full(
+                    "Counter",
+                    &format!("k-{i:03}"),
+                    round,
+                    counter(round as i64),
+                );
             }
             std::thread::sleep(Duration::from_millis(150));
         }
@@ -286,14 +296,19 @@ fn a_type_stream_under_concurrent_writes_and_reconnects_never_goes_backwards_nor
             .find(|round| (i + round) % 3 != 0)
             .unwrap_or(1)
     };
-    d.wait_for(&format!("/v1/replicas/Counter/k-{:03}", GRAINS - 1), WAIT, |r| {
-        r.json()["sequence"] == newest(GRAINS - 1)
-    });
+    d.wait_for(
+        &format!("/v1/replicas/Counter/k-{:03}", GRAINS - 1),
+        WAIT,
+        |r| r.json()["sequence"] == newest(GRAINS - 1),
+    );
     let mut sse = SseClient::connect(&url, &[("Last-Event-ID", cursor.as_deref().unwrap())]);
     read_type_stream(
         &mut sse,
         &mut delivered,
-        |d| (0..GRAINS).all(|i| d.get(&format!("k-{i:03}")).and_then(|s| s.last()) == Some(&newest(i))),
+        |d| {
+            (0..GRAINS)
+                .all(|i| d.get(&format!("k-{i:03}")).and_then(|s| s.last()) == Some(&newest(i)))
+        },
         WAIT,
     );
     for i in 0..GRAINS {
@@ -309,9 +324,14 @@ fn a_type_stream_under_concurrent_writes_and_reconnects_never_goes_backwards_nor
     eprintln!("{reconnects} reconnects, {events} replica events for {GRAINS} grains");
 
     // Up to date: a reconnect with the cursor sends only what changes next.
-    let cursor = read_type_stream(&mut sse, &mut delivered, |_| false, Duration::from_millis(300))
-        .or(cursor)
-        .unwrap();
+    let cursor = read_type_stream(
+        &mut sse,
+        &mut delivered,
+        |_| false,
+        Duration::from_millis(300),
+    )
+    .or(cursor)
+    .unwrap();
     drop(sse);
     writer.full("Counter", "k-007", 100, counter(100));
     let mut sse = SseClient::connect(&url, &[("Last-Event-ID", &cursor)]);

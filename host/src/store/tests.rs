@@ -350,9 +350,15 @@ fn feed_of(store: &ReplicaStore, after: Cursor) -> (Vec<(String, u64, bool)>, Cu
 #[test]
 fn the_feed_gives_each_grain_once_at_its_newest_and_marks_repeated_sequences() {
     let store = ReplicaStore::new();
-    store.apply("Counter", "a", snap(1, 1, 0), ReplicaStatus::Ok).unwrap();
-    store.apply("Counter", "b", snap(1, 1, 0), ReplicaStatus::Ok).unwrap();
-    store.apply("Counter", "a", snap(2, 2, 0), ReplicaStatus::Ok).unwrap();
+    store
+        .apply("Counter", "a", snap(1, 1, 0), ReplicaStatus::Ok)
+        .unwrap();
+    store
+        .apply("Counter", "b", snap(1, 1, 0), ReplicaStatus::Ok)
+        .unwrap();
+    store
+        .apply("Counter", "a", snap(2, 2, 0), ReplicaStatus::Ok)
+        .unwrap();
     let (first, cursor) = feed_of(&store, store.feed_start());
     assert_eq!(first, [("b".into(), 1, true), ("a".into(), 2, true)]);
 
@@ -362,7 +368,9 @@ fn the_feed_gives_each_grain_once_at_its_newest_and_marks_repeated_sequences() {
         reason: "trap".into(),
     };
     assert!(store.set_status("Counter", "a", failing));
-    store.apply("Counter", "b", snap(5, 5, 0), ReplicaStatus::Ok).unwrap();
+    store
+        .apply("Counter", "b", snap(5, 5, 0), ReplicaStatus::Ok)
+        .unwrap();
     store.remove("Counter", "b");
     let (second, after_second) = feed_of(&store, cursor);
     assert_eq!(second, [("a".into(), 2, false), ("-b".into(), 0, false)]);
@@ -376,7 +384,9 @@ fn the_feed_gives_each_grain_once_at_its_newest_and_marks_repeated_sequences() {
     ));
     // A type removed and added again: positions before the removal resync.
     store.remove_type("Counter");
-    store.apply("Counter", "c", snap(1, 1, 0), ReplicaStatus::Ok).unwrap();
+    store
+        .apply("Counter", "c", snap(1, 1, 0), ReplicaStatus::Ok)
+        .unwrap();
     assert!(matches!(
         store.feed("Counter", after_second, 10),
         FeedPage::Resync
@@ -399,10 +409,16 @@ async fn wait_for_wakes_on_its_grain_and_unregisters() {
     while store.waiting() == 0 {
         tokio::task::yield_now().await;
     }
-    store.apply("Counter", "other", snap(9, 9, 0), ReplicaStatus::Ok).unwrap();
-    store.apply("Counter", "a", snap(1, 1, 0), ReplicaStatus::Ok).unwrap();
+    store
+        .apply("Counter", "other", snap(9, 9, 0), ReplicaStatus::Ok)
+        .unwrap();
+    store
+        .apply("Counter", "a", snap(1, 1, 0), ReplicaStatus::Ok)
+        .unwrap();
     assert!(!waiter.is_finished());
-    store.apply("Counter", "a", snap(2, 2, 0), ReplicaStatus::Ok).unwrap();
+    store
+        .apply("Counter", "a", snap(2, 2, 0), ReplicaStatus::Ok)
+        .unwrap();
     assert_eq!(waiter.await.unwrap().unwrap().sequence, 2);
     assert_eq!(store.waiting(), 0);
 }
