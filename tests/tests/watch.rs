@@ -256,7 +256,7 @@ fn a_type_stream_under_concurrent_writes_and_reconnects_never_goes_backwards_nor
     let appender = std::thread::spawn(move || {
         let writer = LogWriter::open(&url_for_writer);
         for round in 2..=ROUNDS + 1 {
-            for i in (0..GRAINS).filter(|i| (i + round) % 3 != 0) {
+            for i in (0..GRAINS).filter(|i| !(i + round).is_multiple_of(3)) {
                 writer.full(
                     "Counter",
                     &format!("k-{i:03}"),
@@ -293,7 +293,7 @@ fn a_type_stream_under_concurrent_writes_and_reconnects_never_goes_backwards_nor
     let newest = |i: u64| {
         (2..=ROUNDS + 1)
             .rev()
-            .find(|round| (i + round) % 3 != 0)
+            .find(|round| !(i + round).is_multiple_of(3))
             .unwrap_or(1)
     };
     d.wait_for(

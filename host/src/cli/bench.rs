@@ -9,7 +9,7 @@ use clap::Subcommand;
 
 use replica_host::bench::{
     self, Backend, Workload, decode::DecodeOptions, e2e::E2eOptions, idle::IdleOptions,
-    startup::StartupOptions,
+    startup::StartupOptions, waiters::WaitersOptions,
 };
 
 const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -180,6 +180,20 @@ pub enum BenchCommand {
         /// Poll interval, ms.
         #[arg(long, default_value_t = 100)]
         poll_ms: u64,
+        /// The sample plugins' sources.
+        #[arg(long, default_value_os_t = super::sample_plugins_dir())]
+        plugins_dir: PathBuf,
+    },
+    /// Read-your-writes at scale: concurrent `?min_sequence` reads parked
+    /// on a real host, then the appends they wait for; the host's memory
+    /// per waiting read and the wake-up latency, against one waiter alone.
+    Waiters {
+        /// Concurrent waiting reads (each its own connection).
+        #[arg(long, default_value_t = 10_000)]
+        waiters: usize,
+        /// Grains they wait on.
+        #[arg(long, default_value_t = 1_000)]
+        grains: usize,
         /// The sample plugins' sources.
         #[arg(long, default_value_os_t = super::sample_plugins_dir())]
         plugins_dir: PathBuf,
@@ -377,6 +391,15 @@ pub fn run(command: BenchCommand) -> ExitCode {
             workload,
             native,
         ),
+        BenchCommand::Waiters {
+            waiters,
+            grains,
+            plugins_dir,
+        } => bench::waiters::run(&WaitersOptions {
+            waiters,
+            grains,
+            plugins_dir,
+        }),
         BenchCommand::Worker(worker) => run_worker(worker),
     };
     match result {

@@ -107,6 +107,10 @@ pub const HELP: &[(&str, &str)] = &[
         "Replicas in the store, per grain type and status (ok, behind, failing)",
     ),
     (
+        "replica_http_waiting_reads",
+        "Reads waiting for a min_sequence right now",
+    ),
+    (
         "replica_scheduler_queue_depth",
         "Grains waiting for a worker, per grain type",
     ),
@@ -238,6 +242,7 @@ impl MetricsExporter {
             }
         }
         metrics::gauge!("replica_scheduler_workers").set(snapshot.workers as f64);
+        metrics::gauge!("replica_http_waiting_reads").set(store.waiting() as f64);
         metrics::gauge!("replica_scheduler_workers_busy").set(snapshot.workers_busy as f64);
         for (grain_type, entries) in &snapshot.unhandled_grain_types {
             metrics::gauge!("replica_unhandled_grain_type_grains", "grain_type" => grain_type.clone()).set(*entries as f64);
