@@ -157,14 +157,27 @@ pub async fn run(options: &VerifyOptions) -> Result<Report, VerifyError> {
         let in_force = plugins.get(&grain_type).cloned();
         let mut check = TypeCheck::new(mine, in_force.clone());
         if in_force.is_some() {
-            let mut after: Option<String> = None;
+            // The last key compared; a page may repeat keys up to it when
+            // `after` had to be shortened.
+            let mut last: Option<String> = None;
             loop {
-                let page = host
-                    .positions(&grain_type, after.as_deref(), options.page)
-                    .await?;
+                let after = last.as_deref().map(short_after);
+                let mut page = host.positions(&grain_type, after, options.page).await?;
+                if let Some(last) = &last {
+                    page.replicas
+                        .retain(|p| p.grain_key.as_str() > last.as_str());
+                }
                 check.host(page.replicas);
                 match page.next_after {
-                    Some(next) => after = Some(next),
+                    Some(next) if last.as_ref().is_some_and(|l| next <= *l) => {
+                        return Err(VerifyError::host(
+                            host.base(),
+                            format!(
+                                "cannot page past a key of {grain_type} longer than {MAX_AFTER_BYTES} bytes: more than a page of keys shares its first {MAX_AFTER_BYTES} bytes"
+                            ),
+                        ));
+                    }
+                    Some(next) => last = Some(next),
                     None => break,
                 }
             }
@@ -201,6 +214,26 @@ pub async fn run(options: &VerifyOptions) -> Result<Report, VerifyError> {
         host_read,
         rechecked,
     })
+}
+
+/// Longest `after` sent, in bytes: percent-encoded (at most three times
+/// longer) it stays under HTTP/2's 16 KiB header list and HTTP/1.1's
+/// 64 KiB request target.
+pub const MAX_AFTER_BYTES: usize = 4096;
+
+/// `after` for the page that follows `key`: the key itself, or for a key
+/// longer than [`MAX_AFTER_BYTES`] a prefix of it (which sorts before it,
+/// so the page starts at or before the key and the caller drops what it
+/// already compared).
+fn short_after(key: &str) -> &str {
+    if key.len() <= MAX_AFTER_BYTES {
+        return key;
+    }
+    let mut end = MAX_AFTER_BYTES;
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    &key[..end]
 }
 
 /// Checks the candidates of one grain type again: the host read again for
