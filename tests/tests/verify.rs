@@ -185,6 +185,7 @@ fn verify_passes_a_healthy_host_and_names_every_injected_fault() {
         .unwrap();
 
     let (code, stdout, stderr) = verify(&base);
+    eprintln!("{stdout}");
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     let line = |t: &str, f: &str| {
         finding_line(&stdout, t, f).unwrap_or_else(|| panic!("no {t} {f} line:\n{stdout}"))
@@ -327,7 +328,7 @@ fn verify_reads_a_postgres_log_in_one_snapshot_and_finds_a_removed_grain() {
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(
         finding_line(&stdout, "Counter", "missing")
-            .is_some_and(|l| l.contains("missing: 1 (e.g. c-123 (log 1, host 0))")),
+            .is_some_and(|l| l.contains("missing: 1 (e.g. c-123 (log 2, host 0))")),
         "{stdout}"
     );
     drop(host);
