@@ -39,7 +39,7 @@ fn write_counters(writer: &LogWriter, grains: usize) {
     for n in 0..grains {
         let key = format!("c-{n:03}");
         writer.full("Counter", &key, 1, counter(n as i64));
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             writer.full("Counter", &key, 2, counter(n as i64 + 1000));
         }
     }
@@ -489,7 +489,7 @@ fn bulk_pages_cover_every_replica_as_positions_and_as_ndjson() {
             1
         } else {
             let n: usize = key[2..].parse().unwrap();
-            if n % 3 == 0 { 2 } else { 1 }
+            if n.is_multiple_of(3) { 2 } else { 1 }
         }
     };
 
