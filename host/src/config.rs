@@ -116,6 +116,26 @@ pub struct ConsumerSection {
     /// shard's grain answers 421 with a `Location` built from it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_url: Option<String>,
+    /// Continuous anti-entropy: every this many seconds, each grain type
+    /// re-checks a slice of its grains against the log (off when absent
+    /// or 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_interval_s: Option<u64>,
+    /// Grains each grain type re-checks per `verify_interval_s`: the bound
+    /// on what anti-entropy costs the log (one indexed range read of this
+    /// many grains per type and interval).
+    pub verify_grains: usize,
+}
+
+impl ConsumerSection {
+    /// The anti-entropy settings, `None` when off.
+    pub fn verify_settings(&self) -> Option<crate::consumer::VerifySettings> {
+        let interval = self.verify_interval_s.filter(|s| *s > 0)?;
+        Some(crate::consumer::VerifySettings {
+            interval: std::time::Duration::from_secs(interval),
+            grains: self.verify_grains.max(1),
+        })
+    }
 }
 
 impl Default for ConsumerSection {
@@ -128,6 +148,8 @@ impl Default for ConsumerSection {
             workers: DEFAULT_WORKERS,
             shard: None,
             peer_url: None,
+            verify_interval_s: None,
+            verify_grains: crate::consumer::VerifySettings::DEFAULT_GRAINS,
         }
     }
 }

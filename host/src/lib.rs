@@ -29,8 +29,9 @@
 //! [`text`] (escaping text the host did not write before it is logged or
 //! served).
 //!
-//! The binary's tools, `bench`, `demo` and `authoring` (`plugin new`,
-//! golden tests, dry runs against a log), are built only with the `tools`
+//! The binary's tools, `bench`, `demo`, `authoring` (`plugin new`,
+//! golden tests, dry runs against a log) and `verify` (a host compared
+//! with the log), are built only with the `tools`
 //! feature (on by default; the `replica-host` binary needs it). An
 //! embedder can leave it off: `default-features = false`.
 //!
@@ -63,6 +64,8 @@ pub mod shutdown;
 pub mod store;
 pub mod text;
 pub mod value;
+#[cfg(feature = "tools")]
+pub mod verify;
 
 pub use consumer::Replicator;
 pub use decode::{CallError, CallErrorKind, DecodedBy, SnapshotDecoder};

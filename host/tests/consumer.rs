@@ -171,6 +171,7 @@ fn config() -> ConsumerConfig {
         initial_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_millis(200),
         grain_type_scan_interval: Duration::from_millis(20),
+        verify: None,
     }
 }
 

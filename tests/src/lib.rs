@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod http;
+pub mod in_process;
 pub mod log_writer;
 pub mod pg_server;
 pub mod sse;

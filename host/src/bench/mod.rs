@@ -15,6 +15,7 @@ mod restart;
 pub mod scaleout;
 pub mod seed;
 pub mod startup;
+pub mod verify;
 pub mod waiters;
 pub mod workload;
 

@@ -150,6 +150,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_os_t = super::sample_plugins_dir())]
         plugins_dir: PathBuf,
     },
+    /// `verify` against a host of N Counter grains, against the log's
+    /// one-snapshot read alone and the host's pages alone.
+    Verify {
+        /// Where the log lives.
+        #[arg(long, value_enum, default_value_t = Backend::Sqlite)]
+        backend: Backend,
+        /// PostgreSQL server for `--backend postgres` (a schema of its own is made).
+        #[arg(long, default_value = DEFAULT_POSTGRES)]
+        postgres_url: String,
+        /// Grains.
+        #[arg(long, default_value_t = 1_000_000)]
+        grains: u64,
+        /// The sample plugins' sources.
+        #[arg(long, default_value_os_t = super::sample_plugins_dir())]
+        plugins_dir: PathBuf,
+    },
     /// Catch-up at scale: a cold start with N grains (one snapshot each),
     /// bulk scan against per-grain reads; time, memory per grain, idle CPU.
     Catchup {
@@ -397,6 +413,17 @@ pub fn run(command: BenchCommand) -> ExitCode {
             plugins_dir,
         } => bench::waiters::run(&WaitersOptions {
             waiters,
+            grains,
+            plugins_dir,
+        }),
+        BenchCommand::Verify {
+            backend,
+            postgres_url,
+            grains,
+            plugins_dir,
+        } => bench::verify::run(&bench::verify::VerifyBenchOptions {
+            backend,
+            postgres_url,
             grains,
             plugins_dir,
         }),

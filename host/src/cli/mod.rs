@@ -6,6 +6,7 @@ mod demo;
 mod log;
 mod plugin;
 mod run;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +65,8 @@ enum Command {
     /// Work on the replication log itself (schema changes an operator runs once).
     #[command(subcommand)]
     Log(log::LogCommand),
+    /// Check that a running host serves what the log holds, grain by grain.
+    Verify(verify::VerifyArgs),
 }
 
 #[derive(Subcommand)]
@@ -214,6 +217,7 @@ pub fn main() -> ExitCode {
         Command::Config(_) => "warn",
         Command::Bench(_) => "warn,sqlx=error",
         Command::Log(_) => "warn,sqlx=error",
+        Command::Verify(_) => "warn,sqlx=error",
     };
     init_tracing(cli.log_format, default_filter);
     match cli.command {
@@ -227,6 +231,7 @@ pub fn main() -> ExitCode {
         } => demo::run(dir, listen, plugins_dir),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Log(cmd) => log::run(cmd),
+        Command::Verify(args) => verify::run(args),
     }
 }
 

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use super::anti_entropy::VerifySettings;
+
 /// How the consumer polls, batches and backs off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerConfig {
@@ -18,6 +20,8 @@ pub struct ConsumerConfig {
     /// How often the log's grain types are listed to report types that have
     /// no decoder.
     pub grain_type_scan_interval: Duration,
+    /// Continuous anti-entropy (see [`super::anti_entropy`]); off when `None`.
+    pub verify: Option<VerifySettings>,
 }
 
 impl Default for ConsumerConfig {
@@ -28,6 +32,7 @@ impl Default for ConsumerConfig {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
             grain_type_scan_interval: Duration::from_secs(10),
+            verify: None,
         }
     }
 }

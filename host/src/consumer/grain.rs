@@ -72,12 +72,23 @@ impl GrainProgress {
     /// re-decode, at its applied snapshot when another plugin build decoded
     /// that.
     pub(crate) fn new(ctx: &TypeContext, grain_key: &str) -> Self {
+        Self::starting(ctx, grain_key, ctx.redecode)
+    }
+
+    /// A grain anti-entropy found divergent: it starts again after what
+    /// the store holds (from the start when the store lost it), at its
+    /// applied snapshot when another plugin build decoded that.
+    pub(crate) fn repair(ctx: &TypeContext, grain_key: &str) -> Self {
+        Self::starting(ctx, grain_key, true)
+    }
+
+    fn starting(ctx: &TypeContext, grain_key: &str, redecode: bool) -> Self {
         let replica = ctx.store.get(&ctx.grain_type, grain_key);
         let applied = replica
             .as_ref()
             .filter(|r| r.has_state())
             .map_or(0, |r| r.sequence);
-        let stale = ctx.redecode
+        let stale = redecode
             && replica
                 .as_ref()
                 .is_some_and(|r| r.has_state() && r.decoded_by != ctx.decoded_by);

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use super::anti_entropy::Mismatch;
 use crate::decode::CallErrorKind;
 
 /// Every [`CallErrorKind`], in the order [`GrainTypeStats::decode_failures`] lists them.
@@ -56,6 +57,8 @@ pub struct GrainTypeCounters {
     queue_depth: AtomicU64,
     /// How long the oldest of them has waited, in ms.
     oldest_ready_ms: AtomicU64,
+    /// Divergent replicas anti-entropy found (and read again), by kind.
+    verify_mismatches: [AtomicU64; Mismatch::ALL.len()],
 }
 
 fn bump(counter: &AtomicU64) {
@@ -88,6 +91,9 @@ impl GrainTypeCounters {
     pub(crate) fn discovery_error(&self) {
         bump(&self.discovery_errors);
     }
+    pub(crate) fn verify_mismatch(&self, kind: Mismatch) {
+        bump(&self.verify_mismatches[kind.index()]);
+    }
     pub(crate) fn set_queue(&self, depth: u64, oldest_ready_ms: u64) {
         self.queue_depth.store(depth, Ordering::Relaxed);
         self.oldest_ready_ms
@@ -111,6 +117,10 @@ impl GrainTypeCounters {
             discovery_errors: load(&self.discovery_errors),
             queue_depth: load(&self.queue_depth),
             oldest_ready_ms: load(&self.oldest_ready_ms),
+            verify_mismatches: Mismatch::ALL
+                .iter()
+                .map(|&kind| (kind, load(&self.verify_mismatches[kind.index()])))
+                .collect(),
         }
     }
 }
@@ -139,6 +149,9 @@ pub struct GrainTypeStats {
     pub queue_depth: u64,
     /// How long the oldest of them has waited, ms (a gauge).
     pub oldest_ready_ms: u64,
+    /// Divergent replicas anti-entropy found and read again, per kind, in
+    /// [`Mismatch::ALL`] order.
+    pub verify_mismatches: Vec<(Mismatch, u64)>,
 }
 
 impl GrainTypeStats {

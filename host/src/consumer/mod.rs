@@ -19,6 +19,10 @@
 //!   ([`ReplicationLog::scan`](crate::replication_log::ReplicationLog::scan)),
 //!   instead of one query per grain; [`CatchUp`] tells how far that is.
 //!
+//! - with `[consumer] verify_interval_s`, each scheduler also re-checks a
+//!   slice of its grains against the log every interval and reads a
+//!   divergent grain again ([`anti_entropy`]).
+//!
 //! # Semantics (ARCHITECTURE.md, "The consumer, and where it differs from Orlando's")
 //! - Deltas and uninterpretable rows ([`LogRecord::Refused`](crate::replication_log::LogRecord))
 //!   never reach a decoder: each is logged at error level with grain type,
@@ -41,6 +45,7 @@
 //!   during reads and decodes, so all stop within one poll interval (in
 //!   practice at once).
 
+pub mod anti_entropy;
 mod backoff;
 pub mod batch;
 mod bulk;
@@ -55,6 +60,7 @@ mod scheduler;
 pub mod shard;
 
 pub use crate::decode::SnapshotDecoder;
+pub use anti_entropy::{Mismatch, VerifySettings};
 pub use catch_up::{CatchUp, CatchUpProgress, TypeCatchUp};
 pub use config::ConsumerConfig;
 pub use freshness::{Freshness, LogHealth, TypeFreshness};

@@ -48,6 +48,8 @@ use crate::replication_log::{ChangeCursor, HeadChanges, LogError, LogRecord, Sca
 use crate::shutdown::StopSignal;
 use crate::store::now_millis;
 
+mod verify;
+
 /// One grain's entry in the table.
 struct Slot {
     /// The grain's key.
@@ -148,6 +150,8 @@ impl Scheduler {
         let mut bulks: JoinSet<()> = JoinSet::new();
         // What the bulk work finishes, grain by grain, as it goes.
         let (bulk_done, mut bulk_finished) = mpsc::unbounded_channel::<(u32, Finished)>();
+        // Anti-entropy: the slice being read, and when the next is due.
+        let mut anti_entropy = verify::AntiEntropy::new(self.ctx.config.verify, Instant::now());
 
         loop {
             let now = Instant::now();
@@ -172,6 +176,7 @@ impl Scheduler {
             table.generations.confirm();
             self.publish_gauges(&table, now);
             let next_timer = table.timers.peek().map(|Reverse((at, _))| *at);
+            let verify_due = anti_entropy.due_at();
 
             tokio::select! {
                 () = shutdown.stopped() => break,
@@ -285,6 +290,14 @@ impl Scheduler {
                     self.fire_timers(&mut table, Instant::now());
                 }
                 () = tokio::time::sleep_until(next_listing), if listing.is_none() => {}
+                () = sleep_until(verify_due), if verify_due.is_some() => {
+                    anti_entropy.start(&self.ctx, self.catch_up.is_complete(), Instant::now());
+                }
+                read = anti_entropy.read(), if anti_entropy.is_reading() => {
+                    if let Some(heads) = anti_entropy.finished(&self.ctx, read) {
+                        self.check_slice(&mut table, heads);
+                    }
+                }
             }
         }
         // Steps watch the same signal and stop at once.

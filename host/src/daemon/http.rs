@@ -21,7 +21,7 @@ use super::metrics::MetricsExporter;
 use super::plugins::{LivePlugins, PluginReloader};
 use super::problems::Problems;
 use super::watch::{Target, resume_after};
-use super::{openapi, operator_page, shards, watch as sse};
+use super::{bulk, openapi, operator_page, shards, watch as sse};
 use crate::consumer::{self, CatchUp, Shard, shard::shard_of};
 use crate::decode::DecodedBy;
 use crate::plugin::breaker::Breaker;
@@ -467,13 +467,19 @@ fn unknown_grain_type(grain_type: &str) -> Response {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct PageQuery {
-    /// List the keys after this one.
+    /// List the keys (or replicas) after this one.
     after: Option<String>,
-    /// Most keys in the page (1 to 1000, default 100).
+    /// Most keys in the page (1 to 1000, default 100); with `fields`, most
+    /// replicas (1 to 10000, default 1000).
     limit: Option<usize>,
     /// `true`: a Server-Sent Events stream of every grain of the type (the
     /// current replicas first, then each change).
     watch: Option<bool>,
+    /// The bulk form: `sequence`, each replica's key, applied sequence,
+    /// status and decoding plugin's sha256 (JSON); `state`, each replica
+    /// whole as a read renders it, one per line (`application/x-ndjson`,
+    /// the next page's `after` in the `Replica-Next-After` header).
+    fields: Option<bulk::Fields>,
 }
 
 /// `GET /v1/replicas/{grain_type}`: the grain type's keys, or its changes.
@@ -485,12 +491,16 @@ pub(super) struct PageQuery {
         PageQuery,
     ),
     responses(
-        (status = 200, description = "A page of keys; with `watch=true` a `text/event-stream` of the type's replicas: every grain once, then each change (`id` = cursor; per grain, sequences only grow and none is sent twice)",
-            content((openapi::KeysDoc = "application/json"), (openapi::SseEventDoc = "text/event-stream"))),
+        (status = 200, description = "A page of keys; with `fields=sequence` a page of positions; with `fields=state` one replica per line (NDJSON); with `watch=true` a `text/event-stream` of the type's replicas: every grain once, then each change (`id` = cursor; per grain, sequences only grow and none is sent twice)",
+            headers(("Replica-Next-After" = String, description = "With `fields=state`: the `after` of the next page, percent-encoded; absent on the last page")),
+            content((openapi::ListingDoc = "application/json"), (openapi::ReplicaDoc = "application/x-ndjson"), (openapi::SseEventDoc = "text/event-stream"))),
         (status = 400, description = "A bad query, or a grain type that is not percent-encoded UTF-8", body = openapi::ErrorDoc),
         (status = 401, description = "No token or an invalid one", body = openapi::ErrorDoc),
         (status = 403, description = "The token lacks `read` or `read:{grain_type}`", body = openapi::ErrorDoc),
         (status = 404, description = "No plugin replicates this grain type", body = openapi::ErrorDoc),
+        (status = 503, description = "The listing would be partial: the type's initial catch-up, or its re-read after a plugin swap or add, is running (`catching_up`, with `Retry-After`)",
+            headers(("Retry-After" = u64, description = "Seconds to wait before asking again")),
+            body = openapi::ErrorDoc),
     ))]
 pub(super) async fn list_keys(
     State(api): State<ApiState>,
@@ -506,7 +516,8 @@ pub(super) async fn list_keys(
         return error(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            "limit must be a positive integer, watch true or false".into(),
+            "limit must be a positive integer, watch true or false, fields sequence or state"
+                .into(),
         );
     };
     if !api.plugins.contains(&grain_type) {
@@ -519,6 +530,19 @@ pub(super) async fn list_keys(
                 grain_type,
                 cursor: sse::resume_cursor(&headers),
             },
+        );
+    }
+    if let Some(partial) = listing_not_ready(&api, &grain_type) {
+        return partial;
+    }
+    if let Some(fields) = page.fields {
+        return bulk::page(
+            &api.store,
+            &api.freshness,
+            &grain_type,
+            page.after.as_deref(),
+            page.limit,
+            fields,
         );
     }
     let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
@@ -535,6 +559,23 @@ pub(super) async fn list_keys(
         serde_json::json!({ "grain_type": grain_type, "keys": keys, "next_after": next_after }),
     )
     .into_response()
+}
+
+/// 503 `catching_up` while a listing of `grain_type` would be partial:
+/// during its initial catch-up, or its re-read after a plugin swap or add.
+fn listing_not_ready(api: &ApiState, grain_type: &str) -> Option<Response> {
+    let what = format!("the listing of grain type {grain_type}");
+    if api.catch_up.is_catching_up(grain_type) {
+        return Some(catching_up(&api.catch_up, &what));
+    }
+    let progress = api.plugins.reading_again(grain_type)?;
+    Some(not_replicated_yet(
+        &what,
+        format!(
+            "the grain type's plugin was swapped or added, and {} of {} grains are read again",
+            progress.caught_up, progress.grains
+        ),
+    ))
 }
 
 /// `GET /v1/plugins`: the loaded plugins.

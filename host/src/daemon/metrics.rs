@@ -99,6 +99,10 @@ pub const HELP: &[(&str, &str)] = &[
         "Snapshots a plugin failed to decode, per grain type and error kind",
     ),
     (
+        "replica_verify_mismatches_total",
+        "Replicas continuous anti-entropy ([consumer] verify_interval_s) found diverging from the log and read again, per grain type and kind (missing, behind, other_build)",
+    ),
+    (
         "replica_grains",
         "Grains known to the consumer, per grain type",
     ),
@@ -236,6 +240,10 @@ impl MetricsExporter {
                 .set(s.queue_depth as f64);
             metrics::gauge!("replica_scheduler_oldest_ready_seconds", "grain_type" => gt.clone())
                 .set(s.oldest_ready_ms as f64 / 1000.0);
+            for (kind, n) in &s.verify_mismatches {
+                metrics::counter!("replica_verify_mismatches_total", "grain_type" => gt.clone(), "kind" => kind.as_str())
+                    .absolute(*n);
+            }
             for (kind, n) in &s.decode_failures {
                 metrics::counter!("replica_decode_failures_total", "grain_type" => gt.clone(), "kind" => kind.as_str())
                     .absolute(*n);

@@ -12,6 +12,7 @@
 //!
 //! # Layout
 //! - [`http`] — the routes and the read handlers;
+//! - [`bulk`] — the bulk pages of a grain type's replicas (positions, NDJSON);
 //! - [`access`] — the access each route declares, checked by a route layer;
 //! - [`auth`] — bearer tokens and scopes;
 //! - [`server`] — accepting connections, TLS, HTTP/1.1 and HTTP/2;
@@ -29,6 +30,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod bulk;
 pub mod cert_expiry;
 mod checkpoint;
 pub mod connections;
@@ -203,6 +205,19 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(std::net::SocketAddr),
 ) -> Result<(), StartupError> {
+    let store = Arc::new(ReplicaStore::with_change_capacity(config.http.watch_buffer));
+    run_with_store(config, store, shutdown, on_ready).await
+}
+
+/// Like [`run`], replicating into and serving from `store`, which the
+/// caller keeps: an embedder (or a test injecting a fault) reads and
+/// changes the daemon's replicas through it.
+pub async fn run_with_store(
+    config: Config,
+    store: Arc<ReplicaStore>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), StartupError> {
     // Poll the shutdown future once before anything else: a future that
     // installs signal handlers when first polled (as `replica-host run`'s
     // does) has them in place before readiness is announced, so a SIGTERM
@@ -243,7 +258,6 @@ pub async fn run(
     })?;
     let addr = listener.local_addr().map_err(StartupError::Socket)?;
 
-    let store = Arc::new(ReplicaStore::with_change_capacity(config.http.watch_buffer));
     let consumer_metrics = Arc::new(ConsumerMetrics::default());
     let crash_guard = open_crash_guard(&config, &plugins);
     let slots = match &crash_guard {
@@ -259,6 +273,7 @@ pub async fn run(
         poll_interval: Duration::from_millis(config.consumer.poll_interval_ms),
         batch_limit: config.consumer.batch_limit,
         max_backoff: Duration::from_millis(config.consumer.max_backoff_ms),
+        verify: config.consumer.verify_settings(),
         ..ConsumerConfig::default()
     };
 

@@ -28,7 +28,7 @@ use super::{http, operator_page, shards};
         document,
         operator_page::page,
     ),
-    components(schemas(ReplicaDoc, ErrorDoc, KeysDoc, ReadyDoc, SseEventDoc, shards::ShardsDoc)),
+    components(schemas(ReplicaDoc, ErrorDoc, KeysDoc, PositionsDoc, PositionDoc, ListingDoc, ReadyDoc, SseEventDoc, shards::ShardsDoc)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -143,6 +143,45 @@ pub struct KeysDoc {
     keys: Vec<String>,
     /// Pass as `after` for the next page; null on the last.
     next_after: Option<String>,
+}
+
+/// One replica's position in a `fields=sequence` page.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+pub struct PositionDoc {
+    /// The grain's key.
+    grain_key: String,
+    /// The applied snapshot's sequence (0 when none).
+    sequence: u64,
+    /// `ok`, `behind` or `failing`.
+    status: String,
+    /// The sha256 of the plugin build that decoded the state; null before
+    /// any snapshot decoded.
+    sha256: Option<String>,
+}
+
+/// A page of `fields=sequence`: every replica's position, in key order.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+pub struct PositionsDoc {
+    /// The grain type.
+    grain_type: String,
+    /// Positions, sorted by key.
+    replicas: Vec<PositionDoc>,
+    /// Pass as `after` for the next page; null on the last.
+    next_after: Option<String>,
+}
+
+/// `GET /v1/replicas/{grain_type}` as JSON: a page of keys, or with
+/// `fields=sequence` a page of positions.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ListingDoc {
+    /// Without `fields`.
+    Keys(KeysDoc),
+    /// With `fields=sequence`.
+    Positions(PositionsDoc),
 }
 
 /// Readiness; when not ready, also `error` and `message` (the error shape).

@@ -343,4 +343,68 @@ impl ReplicationLog for MemoryLog {
         let full = rows.len() > max_rows;
         Ok(Some(scan::group(rows, full)))
     }
+
+    async fn full_state_heads(
+        &self,
+        grain_type: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<GrainHead>>, LogError> {
+        let grains = self.lock();
+        let start = match after {
+            Some(key) => Bound::Excluded((grain_type.to_owned(), key.to_owned())),
+            None => Bound::Included((grain_type.to_owned(), String::new())),
+        };
+        Ok(Some(
+            grains
+                .range((start, Bound::Unbounded))
+                .take_while(|((t, _), _)| t == grain_type)
+                .filter_map(|((_, grain_key), rows)| full_state_head(grain_key, rows))
+                .take(limit.max(1))
+                .collect(),
+        ))
+    }
+
+    async fn heads_snapshot(
+        &self,
+        only: Option<&str>,
+    ) -> Result<Option<super::HeadsSnapshot>, LogError> {
+        // One lock: one instant of the log.
+        let grains = self.lock();
+        let mut snapshot = super::HeadsSnapshot::default();
+        for ((grain_type, grain_key), rows) in grains.iter() {
+            if only.is_some_and(|only| only != grain_type) {
+                continue;
+            }
+            if snapshot
+                .grain_types
+                .last()
+                .is_none_or(|(t, _)| t != grain_type)
+            {
+                snapshot.grain_types.push((grain_type.clone(), Vec::new()));
+            }
+            if let Some(head) = full_state_head(grain_key, rows) {
+                snapshot
+                    .grain_types
+                    .last_mut()
+                    .expect("pushed")
+                    .1
+                    .push(head);
+            }
+        }
+        snapshot.grain_types.retain(|(_, heads)| !heads.is_empty());
+        Ok(Some(snapshot))
+    }
+}
+
+/// A grain's newest valid FullState sequence, if it has one.
+fn full_state_head(grain_key: &str, rows: &BTreeMap<i64, Stored>) -> Option<GrainHead> {
+    let (sequence, _) = rows
+        .range(0..)
+        .rev()
+        .find(|(_, row)| row.entry_type == super::EntryType::FullState.code())?;
+    Some(GrainHead {
+        grain_key: grain_key.to_owned(),
+        latest_sequence: u64::try_from(*sequence).ok()?,
+    })
 }

@@ -179,6 +179,16 @@ pub struct HeadChanges {
     pub cursor: Option<ChangeCursor>,
 }
 
+/// Every grain's newest FullState sequence, per grain type, as of one
+/// instant of the log (one read-only transaction): what `replica-host
+/// verify` compares a host with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeadsSnapshot {
+    /// Each grain type read, with its grains' newest FullState sequence (in
+    /// no particular order; grains without a FullState left out).
+    pub grain_types: Vec<(String, Vec<GrainHead>)>,
+}
+
 /// The error beneath a [`LogError`]: the driver's own, kept whole for callers
 /// that walk [`std::error::Error::source`] or downcast it.
 pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -371,6 +381,30 @@ pub trait ReplicationLog: Send + Sync + 'static {
         max_rows: usize,
     ) -> Result<Option<ScanPage>, LogError> {
         let _ = (grain_type, after, max_rows);
+        Ok(None)
+    }
+
+    /// A page of `grain_type`'s grains in key order after `after`, each
+    /// with its newest FullState sequence (`latest_sequence`), at most
+    /// `limit`; grains without a FullState are left out. What the host's
+    /// anti-entropy checks a slice of its grains against. `None` when the
+    /// backend has no such read (the default).
+    async fn full_state_heads(
+        &self,
+        grain_type: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<GrainHead>>, LogError> {
+        let _ = (grain_type, after, limit);
+        Ok(None)
+    }
+
+    /// Every grain's newest FullState sequence, of `only` or of every grain
+    /// type in the log, read in bulk in one read-only transaction (one
+    /// consistent snapshot). `None` when the backend has no such read (the
+    /// default).
+    async fn heads_snapshot(&self, only: Option<&str>) -> Result<Option<HeadsSnapshot>, LogError> {
+        let _ = only;
         Ok(None)
     }
 }

@@ -20,8 +20,8 @@ use sqlx::{Postgres, Row, TypeInfo, ValueRef};
 use super::record::LooseColumns;
 use super::sql::{Queries, Sql, SqlLog};
 use super::{
-    ChangeCursor, CursorState, GrainHead, HeadChanges, LogEntry, LogError, LogRecord,
-    ReplicationLog, ScanPage, pg_change_feed, pg_connect, redact_password, seq,
+    ChangeCursor, CursorState, GrainHead, HeadChanges, HeadsSnapshot, LogEntry, LogError,
+    LogRecord, ReplicationLog, ScanPage, pg_change_feed, pg_connect, redact_password, seq,
 };
 use crate::secret::Secret;
 
@@ -82,6 +82,18 @@ LIMIT $3";
 
 /// The distinct grain types by a loose index scan: one index probe per type
 /// rather than a pass over every row.
+/// Newest FullState sequence per grain, a page in key order: the first
+/// page, the pages after a key, and the whole type (unordered).
+const FULL_STATE_HEADS_FIRST: &str = "SELECT grain_key, MAX(sequence) FROM replication_log
+WHERE grain_type = $1 AND sequence >= 0 AND entry_type = 0
+GROUP BY grain_key ORDER BY grain_key LIMIT $2";
+const FULL_STATE_HEADS_AFTER: &str = "SELECT grain_key, MAX(sequence) FROM replication_log
+WHERE grain_type = $1 AND grain_key > $2 AND sequence >= 0 AND entry_type = 0
+GROUP BY grain_key ORDER BY grain_key LIMIT $3";
+const FULL_STATE_HEADS_ALL: &str = "SELECT grain_key, MAX(sequence) FROM replication_log
+WHERE grain_type = $1 AND sequence >= 0 AND entry_type = 0
+GROUP BY grain_key";
+
 const GRAIN_TYPES: &str = "WITH RECURSIVE t(g) AS (
     (SELECT grain_type FROM replication_log ORDER BY grain_type LIMIT 1)
     UNION ALL
@@ -400,6 +412,12 @@ impl SqlLog for PostgresLog {
         grain_types: GRAIN_TYPES,
         scan_first: SCAN_FIRST,
         scan_after: SCAN_AFTER,
+        full_state_heads_first: FULL_STATE_HEADS_FIRST,
+        full_state_heads_after: FULL_STATE_HEADS_AFTER,
+        full_state_heads_all: FULL_STATE_HEADS_ALL,
+        // One snapshot for the whole transaction (READ COMMITTED would take
+        // one per statement).
+        snapshot_begin: "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
     };
 
     fn pool(&self) -> &PgPool {
@@ -528,5 +546,18 @@ impl ReplicationLog for PostgresLog {
         max_rows: usize,
     ) -> Result<Option<ScanPage>, LogError> {
         Sql(self).scan(grain_type, after, max_rows).await
+    }
+
+    async fn full_state_heads(
+        &self,
+        grain_type: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<GrainHead>>, LogError> {
+        Sql(self).full_state_heads(grain_type, after, limit).await
+    }
+
+    async fn heads_snapshot(&self, only: Option<&str>) -> Result<Option<HeadsSnapshot>, LogError> {
+        Sql(self).heads_snapshot(only).await
     }
 }

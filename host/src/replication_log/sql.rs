@@ -9,7 +9,7 @@ use sqlx::{
 };
 
 use super::record::{LooseColumns, LooseRow};
-use super::{GrainHead, LogError, LogRecord, ScanPage, scan, seq};
+use super::{GrainHead, HeadsSnapshot, LogError, LogRecord, ScanPage, scan, seq};
 
 /// A backend's SQL for the shared calls, each binding its parameters in the
 /// order given.
@@ -28,6 +28,17 @@ pub(super) struct Queries {
     pub scan_first: &'static str,
     /// A scan page after a grain key: grain type, key, limit.
     pub scan_after: &'static str,
+    /// `(grain_key, MAX(sequence))` over a type's valid FullState rows, in
+    /// key order, first page: grain type, limit.
+    pub full_state_heads_first: &'static str,
+    /// The same after a grain key: grain type, key, limit.
+    pub full_state_heads_after: &'static str,
+    /// `(grain_key, MAX(sequence))` over a type's valid FullState rows, in
+    /// no particular order: grain type.
+    pub full_state_heads_all: &'static str,
+    /// Starts the read-only transaction of [`super::HeadsSnapshot`]: one
+    /// snapshot of the whole log for every statement that follows.
+    pub snapshot_begin: &'static str,
 }
 
 /// A SQL backend, as the shared calls see it.
@@ -156,5 +167,61 @@ where
             let record = LooseRow::read(grain_type, &grain_key, row).interpret();
             (grain_key, record)
         })))
+    }
+
+    /// [`super::ReplicationLog::full_state_heads`].
+    pub(super) async fn full_state_heads(
+        self,
+        grain_type: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<GrainHead>>, LogError> {
+        let query = match after {
+            Some(key) => sqlx::query_as(L::QUERIES.full_state_heads_after)
+                .bind(grain_type)
+                .bind(key),
+            None => sqlx::query_as(L::QUERIES.full_state_heads_first).bind(grain_type),
+        };
+        let heads: Vec<(String, i64)> = query
+            .bind(seq::limit_bound(limit.max(1)))
+            .fetch_all(self.0.pool())
+            .await
+            .map_err(|e| self.0.error(e))?;
+        Ok(Some(seq::to_heads(heads)))
+    }
+
+    /// [`super::ReplicationLog::heads_snapshot`]: one read-only
+    /// transaction, so every grain type is read as of one instant.
+    pub(super) async fn heads_snapshot(
+        self,
+        only: Option<&str>,
+    ) -> Result<Option<HeadsSnapshot>, LogError> {
+        let mut tx = self
+            .0
+            .pool()
+            .begin_with(L::QUERIES.snapshot_begin)
+            .await
+            .map_err(|e| self.0.error(e))?;
+        let grain_types: Vec<String> = match only {
+            Some(grain_type) => vec![grain_type.to_owned()],
+            None => sqlx::query_scalar(L::QUERIES.grain_types)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| self.0.error(e))?,
+        };
+        let mut snapshot = HeadsSnapshot::default();
+        for grain_type in grain_types {
+            let heads: Vec<(String, i64)> = sqlx::query_as(L::QUERIES.full_state_heads_all)
+                .bind(grain_type.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| self.0.error(e))?;
+            snapshot
+                .grain_types
+                .push((grain_type, seq::to_heads(heads)));
+        }
+        // Read-only: nothing to commit; ending it releases the snapshot.
+        tx.rollback().await.map_err(|e| self.0.error(e))?;
+        Ok(Some(snapshot))
     }
 }

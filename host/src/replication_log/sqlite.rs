@@ -20,8 +20,8 @@ use sqlx::{Row, Sqlite};
 use super::record::LooseColumns;
 use super::sql::{Queries, Sql, SqlLog};
 use super::{
-    ChangeCursor, CursorState, GrainHead, HeadChanges, LogEntry, LogError, LogRecord,
-    ReplicationLog, ScanPage, seq,
+    ChangeCursor, CursorState, GrainHead, HeadChanges, HeadsSnapshot, LogEntry, LogError,
+    LogRecord, ReplicationLog, ScanPage, seq,
 };
 
 /// Orlando's table, as Orlando creates it.
@@ -111,6 +111,26 @@ LIMIT ?"
     };
 }
 const SCAN_FIRST: &str = scan_query!("");
+/// A page of newest FullState sequences in key order (index range, then
+/// grouped as it streams, so the LIMIT stops the read).
+macro_rules! full_state_heads_query {
+    ($after:literal, $order:literal) => {
+        concat!(
+            "SELECT grain_key, MAX(sequence) AS head FROM replication_log
+WHERE grain_type = ? ",
+            $after,
+            " AND typeof(grain_key) = 'text'
+  AND typeof(sequence) = 'integer' AND sequence >= 0
+  AND typeof(entry_type) = 'integer' AND entry_type = 0
+GROUP BY grain_key",
+            $order
+        )
+    };
+}
+const FULL_STATE_HEADS_FIRST: &str = full_state_heads_query!("", " ORDER BY grain_key LIMIT ?");
+const FULL_STATE_HEADS_AFTER: &str =
+    full_state_heads_query!("AND grain_key > ?", " ORDER BY grain_key LIMIT ?");
+const FULL_STATE_HEADS_ALL: &str = full_state_heads_query!("", "");
 const SCAN_AFTER: &str = scan_query!("AND grain_key > ?");
 
 /// The distinct grain types by a loose index scan: one index probe per type
@@ -387,6 +407,12 @@ impl SqlLog for SqliteLog {
         grain_types: GRAIN_TYPES,
         scan_first: SCAN_FIRST,
         scan_after: SCAN_AFTER,
+        full_state_heads_first: FULL_STATE_HEADS_FIRST,
+        full_state_heads_after: FULL_STATE_HEADS_AFTER,
+        full_state_heads_all: FULL_STATE_HEADS_ALL,
+        // A deferred transaction: its first read fixes the WAL snapshot
+        // every later read of it sees.
+        snapshot_begin: "BEGIN",
     };
 
     fn pool(&self) -> &SqlitePool {
@@ -534,5 +560,18 @@ impl ReplicationLog for SqliteLog {
         max_rows: usize,
     ) -> Result<Option<ScanPage>, LogError> {
         Sql(self).scan(grain_type, after, max_rows).await
+    }
+
+    async fn full_state_heads(
+        &self,
+        grain_type: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<GrainHead>>, LogError> {
+        Sql(self).full_state_heads(grain_type, after, limit).await
+    }
+
+    async fn heads_snapshot(&self, only: Option<&str>) -> Result<Option<HeadsSnapshot>, LogError> {
+        Sql(self).heads_snapshot(only).await
     }
 }
