@@ -40,6 +40,7 @@ pub mod plugins;
 pub mod problems;
 pub mod reload;
 pub mod server;
+pub mod shadow;
 pub mod shards;
 pub mod tls;
 pub mod watch;
@@ -390,7 +391,7 @@ pub async fn run(
 /// now. A directory that cannot be used leaves the guard off, with a warning.
 fn open_crash_guard(config: &Config, plugins: &PluginSet) -> Option<Arc<CrashGuard>> {
     let dir = config.state_dir();
-    let shas: Vec<&str> = plugins.iter().map(|(_, p)| p.sha256()).collect();
+    let shas = plugins.sha256s();
     let (guard, recovery) = match CrashGuard::open(&dir, &shas) {
         Ok(opened) => opened,
         Err(e) => {
