@@ -937,9 +937,18 @@ timeout_ms = 20
         assert_eq!(entry.without_shadow().shadow, None);
         assert_eq!(c.shadow_path(&entry.without_shadow()), None);
         for (bad, says) in [
-            ("shadow_sample = 1.5", "shadow_sample must be between 0.0 and 1.0, not 1.5"),
-            ("shadow_sample = nan", "shadow_sample must be between 0.0 and 1.0"),
-            ("shadow_sha256 = \"abc\"", "shadow_sha256 must be 64 hex digits"),
+            (
+                "shadow_sample = 1.5",
+                "shadow_sample must be between 0.0 and 1.0, not 1.5",
+            ),
+            (
+                "shadow_sample = nan",
+                "shadow_sample must be between 0.0 and 1.0",
+            ),
+            (
+                "shadow_sha256 = \"abc\"",
+                "shadow_sha256 must be 64 hex digits",
+            ),
         ] {
             let text = shadowed.replace("shadow_sample = 0.25", bad);
             let err = Config::parse(&text, Path::new("h.toml")).unwrap_err();

@@ -324,6 +324,7 @@ pub async fn run(
         peer_url: config.consumer.peer_url.as_deref().map(Arc::from),
         problems,
         cluster_id: config.cluster_id.as_str().into(),
+        log_url: url.as_str().into(),
         stop: stopping.signal(),
         draining: draining.signal(),
     };

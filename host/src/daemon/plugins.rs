@@ -59,14 +59,16 @@ impl InForce {
         plugin: Arc<LoadedPlugin>,
         shadow: Option<Arc<LoadedPlugin>>,
     ) -> Self {
-        let shadow = shadow.zip(config.shadow_path(entry)).map(|(candidate, path)| {
-            Arc::new(Shadow::new(
-                &entry.grain_type,
-                candidate,
-                path,
-                entry.shadow_sample.unwrap_or(1.0),
-            ))
-        });
+        let shadow = shadow
+            .zip(config.shadow_path(entry))
+            .map(|(candidate, path)| {
+                Arc::new(Shadow::new(
+                    &entry.grain_type,
+                    candidate,
+                    path,
+                    entry.shadow_sample.unwrap_or(1.0),
+                ))
+            });
         Self {
             plugin,
             breaker: config

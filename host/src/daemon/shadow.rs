@@ -220,7 +220,10 @@ fn judge(
             .map(|state| serde_json::to_value(state).map_err(|e| e.to_string()))
     };
     let (served_json, candidate_json) = (as_json(served), as_json(candidate));
-    let failure = |r: &Result<State, CallError>, json: &Option<Result<serde_json::Value, String>>| match (r, json) {
+    let failure = |r: &Result<State, CallError>,
+                   json: &Option<Result<serde_json::Value, String>>| match (
+        r, json,
+    ) {
         (Err(e), _) => Some(text::escape(&format!("{}: {}", e.kind, e.message))),
         (Ok(_), Some(Err(e))) => Some(text::escape(&format!("render: {e}"))),
         _ => None,
@@ -235,10 +238,7 @@ fn judge(
         .iter()
         .map(|d| text::escape(&d.line("served", "candidate")))
         .collect();
-    (
-        class,
-        example(entry, lines, served_error, candidate_error),
-    )
+    (class, example(entry, lines, served_error, candidate_error))
 }
 
 /// An example of `entry`, its difference lines cut to [`LINES_PER_EXAMPLE`].
@@ -362,7 +362,11 @@ mod tests {
 
         drop(busy);
         let served = decoder.decode(&entry("d", 4)).await.unwrap();
-        assert_eq!(served.to_json().unwrap(), r#"{"count":4}"#, "the candidate's value is never served");
+        assert_eq!(
+            served.to_json().unwrap(),
+            r#"{"count":4}"#,
+            "the candidate's value is never served"
+        );
         assert_eq!(tally.count(Class::FieldsAdded), 1);
         assert_eq!(tally.count(Class::Shed), 3);
         let example = &tally.examples(Class::FieldsAdded)[0];
@@ -371,7 +375,10 @@ mod tests {
             example.differences,
             [".updated_by: served (absent), candidate \"v2\""]
         );
-        assert!(slots.try_acquire().is_some(), "the shadow gave its slot back");
+        assert!(
+            slots.try_acquire().is_some(),
+            "the shadow gave its slot back"
+        );
     }
 
     #[test]

@@ -120,7 +120,11 @@ mod tests {
         let v = json!({"count": 3, "owner": {"name": "Zoë", "tags": ["a", {"b": 1.0}]}});
         assert_eq!(class(v.clone(), v), Class::Same);
         assert_eq!(class(json!({"n": 1}), json!({"n": 1.0})), Class::Same);
-        assert!(classify(Some(&json!(1)), Some(&json!(1))).differences.is_empty());
+        assert!(
+            classify(Some(&json!(1)), Some(&json!(1)))
+                .differences
+                .is_empty()
+        );
     }
 
     #[test]
@@ -163,7 +167,10 @@ mod tests {
             Class::Differs
         );
         // An extra array element is not a field.
-        assert_eq!(class(json!({"a": [1]}), json!({"a": [1, 2]})), Class::Differs);
+        assert_eq!(
+            class(json!({"a": [1]}), json!({"a": [1, 2]})),
+            Class::Differs
+        );
     }
 
     #[test]
