@@ -370,3 +370,64 @@ fn a_failing_grains_read_carries_the_fixture_command_that_captures_it() {
         "malformed_payload\n"
     );
 }
+
+/// Starts a daemon on `grains` version 1 Counter grains, with `extra` in
+/// its entry; returns it once ready, and how long the catch-up took.
+fn caught_up(dir: &Path, url: &str, extra: &str) -> (Daemon, Duration) {
+    let counter_v1 = daemon::copy_plugin(dir, "counter-plugin");
+    replica_e2e::host_bin();
+    let started = Instant::now();
+    let d = Daemon::start(dir, &config(url, &counter_v1, extra));
+    d.wait_for("/readyz", WAIT, |r| r.status == 200);
+    (d, started.elapsed())
+}
+
+#[test]
+fn under_a_catch_up_shadow_work_is_shed_and_every_snapshot_is_accounted_for() {
+    const GRAINS: u64 = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("log.db").display());
+    let log = LogWriter::open(&url);
+    for i in 0..GRAINS {
+        log.full("Counter", &format!("c-{i:05}"), 1, v1(i as i64));
+    }
+    let (plain, without) = caught_up(dir.path(), &url, "");
+    drop(plain);
+    let counter_v2 = daemon::copy_plugin(dir.path(), "counter-v2-plugin");
+    let (d, with) = caught_up(dir.path(), &url, &format!("shadow = \"{counter_v2}\""));
+    // Every snapshot the plugin in force decoded is either compared or shed.
+    let shadow = d
+        .wait_for("/v1/plugins", WAIT, |r| {
+            let s = &r.json()["plugins"][0]["shadow"];
+            count(s, "fields_added") + count(s, "shed") >= GRAINS
+        })
+        .json()["plugins"][0]["shadow"]
+        .clone();
+    let (added, shed) = (count(&shadow, "fields_added"), count(&shadow, "shed"));
+    eprintln!(
+        "catch-up of {GRAINS} grains: {without:?} without a shadow, {with:?} with one; shadow: {added} fields_added, {shed} shed"
+    );
+    assert_eq!(added + shed, GRAINS, "{shadow:#}");
+    for class in ["same", "differs", "candidate_failed", "candidate_recovers"] {
+        assert_eq!(count(&shadow, class), 0, "{class}: {shadow:#}");
+    }
+    if shed > 0 {
+        let example = &shadow["examples"]["shed"][0];
+        assert!(example["grain_key"].as_str().unwrap().starts_with("c-"));
+    }
+    let metrics = d.get("/metrics").body;
+    let total: f64 = ["fields_added", "shed"]
+        .iter()
+        .filter_map(|class| {
+            daemon::metric(
+                &metrics,
+                &format!(
+                    "replica_shadow_decodes_total{{grain_type=\"Counter\",result=\"{class}\"}}"
+                ),
+            )
+        })
+        .sum();
+    assert_eq!(total, GRAINS as f64);
+    let served = d.replica("Counter", "c-00042").json();
+    assert_eq!(served["state"], json!({"count": 42}));
+}
