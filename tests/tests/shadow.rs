@@ -183,6 +183,7 @@ fn a_shadow_is_classified_counted_never_served_and_follows_sighup() {
     .unwrap();
     d.signal("HUP");
     let line = d.wait_for_log(&["shadow ended", "promoted=true"], WAIT);
+    eprintln!("{line}");
     assert!(line.contains("fields_added="), "{line}");
     assert!(!line.contains("fields_added=0 "), "{line}");
     assert!(line.contains(&v2_sha[..12]), "{line}");
@@ -238,6 +239,7 @@ fn a_shadow_is_classified_counted_never_served_and_follows_sighup() {
     .unwrap();
     d.signal("HUP");
     let line = d.wait_for_log(&["plugin reload refused", "broken.wasm"], WAIT);
+    eprintln!("{line}");
     assert!(
         line.contains("plugin[0]") && line.contains("shadow"),
         "{line}"
