@@ -1,5 +1,5 @@
-//! Startup loading of every configured plugin: all are read, compiled and
-//! checked before anything replicates, and the first failure stops startup
+//! Startup loading of every configured plugin and shadow candidate: all
+//! are read, compiled and checked before anything replicates, and the first failure stops startup
 //! with one line naming the config entry, the file and the reason.
 
 use std::collections::BTreeMap;

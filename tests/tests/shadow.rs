@@ -261,6 +261,41 @@ fn a_shadow_is_classified_counted_never_served_and_follows_sighup() {
         "the plugin in force stays"
     );
     assert!(d.get("/").body.contains("no shadow candidate configured"));
+
+    // Adding one again, sampling nothing: it is loaded, shown, and counts
+    // nothing however much traffic comes.
+    std::fs::write(
+        dir.path().join("host.toml"),
+        config(
+            &url,
+            &counter_v2,
+            &format!("shadow = \"{counter_v1}\"\nshadow_sample = 0.0"),
+        ),
+    )
+    .unwrap();
+    d.signal("HUP");
+    let added = d
+        .wait_for("/v1/plugins", WAIT, |r| {
+            r.json()["plugins"][0]["shadow"]["name"] == counter_v1.as_str()
+        })
+        .json()["plugins"][0]["shadow"]
+        .clone();
+    assert_eq!(added["sample"], 0.0);
+    for seq in 5000..5010 {
+        log.full("Counter", "old-1", seq, v1(seq as i64));
+    }
+    d.wait_for_replica("Counter", "old-1", WAIT, |r| r["sequence"] == 5009);
+    let shadow = counter(&d)["shadow"].clone();
+    for class in [
+        "same",
+        "fields_added",
+        "differs",
+        "candidate_failed",
+        "candidate_recovers",
+        "shed",
+    ] {
+        assert_eq!(count(&shadow, class), 0, "{class}: {shadow:#}");
+    }
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //!
 //! [`PluginReloader`] is what SIGHUP and `POST /v1/admin/reload` run: it
 //! re-reads the config file and applies what changed in its `[[plugin]]`
-//! entries (added, removed, or a changed path, pin, limits or file).
+//! entries (added, removed, or a changed path, pin, limits, file or
+//! shadow candidate).
 //! Every new plugin passes every startup check before anything changes; if
 //! one fails, nothing changes. A change to another section is logged as
 //! needing a restart. Applying goes grain type by grain type through the
@@ -79,6 +80,15 @@ impl InForce {
             path: config.plugin_path(entry),
             shadow,
         }
+    }
+
+    /// This entry with `current`'s breaker and re-decode kept: the same
+    /// plugin stays in force (its counters are its own), only its shadow
+    /// changed.
+    fn keeping(mut self, current: &InForce) -> Self {
+        self.breaker = current.breaker.clone();
+        self.redecode = current.redecode.clone();
+        self
     }
 }
 
@@ -355,11 +365,10 @@ impl PluginReloader {
                 (Some(plugin), _) => InForce::new(&config, entry, Arc::new(plugin), shadow),
                 // Only the shadow changed: the plugin in force, its breaker
                 // and its counts stay.
-                (None, Some(current)) => InForce {
-                    entry: entry.clone(),
-                    ..InForce::new(&config, entry, Arc::clone(&current.plugin), shadow)
+                (None, Some(current)) => {
+                    InForce::new(&config, entry, Arc::clone(&current.plugin), shadow)
+                        .keeping(current)
                 }
-                .keeping(current),
                 (None, None) => unreachable!("an added type loads its plugin"),
             };
             if let Some(outgoing) = current.and_then(|c| c.shadow.as_ref()) {
@@ -493,16 +502,6 @@ struct Loaded {
     plugin: Option<LoadedPlugin>,
     /// Its shadow candidate, when it names one.
     shadow: Option<Arc<LoadedPlugin>>,
-}
-
-impl InForce {
-    /// This entry with `current`'s breaker, re-decode and counts kept: the
-    /// same plugin stays in force, only its shadow changed.
-    fn keeping(mut self, current: &InForce) -> Self {
-        self.breaker = current.breaker.clone();
-        self.redecode = current.redecode.clone();
-        self
-    }
 }
 
 /// The file's hex sha256, `None` when it cannot be read (then it counts as
