@@ -22,6 +22,12 @@ use crate::replication_log::LogEntry;
 use crate::text;
 use crate::value::State;
 
+/// The most snapshots one shadow call decodes: a shadow holds its spare
+/// decode slot for at most this many decodes (a served call arriving
+/// meanwhile waits that long at worst); the rest of a larger batch is
+/// `shed`.
+pub const SHADOW_CALL_MAX: usize = 8;
+
 /// A grain type's shadow: the candidate, how much of the traffic it sees,
 /// and what it has shown.
 pub struct Shadow {
@@ -158,6 +164,14 @@ impl<C: SpareDecoder> ShadowedDecoder<C> {
         if chosen.is_empty() {
             return;
         }
+        // One shadow call carries at most SHADOW_CALL_MAX snapshots, so it
+        // holds a slot a served call may want next only that long.
+        let (chosen, over) = chosen.split_at(chosen.len().min(SHADOW_CALL_MAX));
+        for &i in over {
+            self.tally
+                .record(Class::Shed, example(&entries[i], Vec::new(), None, None));
+        }
+        let chosen = chosen.to_vec();
         let served: Vec<Result<State, CallError>> =
             chosen.iter().map(|&i| served[i].clone()).collect();
         let tally = Arc::clone(&self.tally);
@@ -379,6 +393,14 @@ mod tests {
             slots.try_acquire().is_some(),
             "the shadow gave its slot back"
         );
+
+        // A batch larger than one shadow call: the rest is shed.
+        let batch: Vec<LogEntry> = (0..SHADOW_CALL_MAX as u64 + 2)
+            .map(|i| entry(&format!("b{i}"), 10 + i))
+            .collect();
+        assert_eq!(decoder.decode_batch(&batch).await.len(), batch.len());
+        assert_eq!(tally.count(Class::FieldsAdded), 1 + SHADOW_CALL_MAX as u64);
+        assert_eq!(tally.count(Class::Shed), 3 + 2);
     }
 
     #[test]
