@@ -412,9 +412,10 @@ fn a_failing_grains_read_carries_the_fixture_command_that_captures_it() {
 /// its entry; returns it once ready, and how long the catch-up took.
 fn caught_up(dir: &Path, url: &str, extra: &str) -> (Daemon, Duration) {
     let counter_v1 = daemon::copy_plugin(dir, "counter-plugin");
-    replica_e2e::host_bin();
-    let started = Instant::now();
+    // Timed from when it serves HTTP (its plugins compiled, the log open)
+    // to ready: the catch-up.
     let d = Daemon::start(dir, &config(url, &counter_v1, extra));
+    let started = Instant::now();
     d.wait_for("/readyz", WAIT, |r| r.status == 200);
     (d, started.elapsed())
 }
