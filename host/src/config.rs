@@ -330,7 +330,7 @@ impl Default for StoreSection {
 }
 
 /// `[[plugin]]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginEntry {
     /// The grain type this plugin must decode.
@@ -355,6 +355,31 @@ pub struct PluginEntry {
     pub breaker_cooldown_ms: Option<u64>,
     /// Optional override of `[limits] batch_max`.
     pub batch_max: Option<usize>,
+    /// Optional candidate plugin, relative to the config file, decoded
+    /// beside this one on spare capacity and compared, never served
+    /// (README.md, "Shadow decoding").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<PathBuf>,
+    /// Optional pin of the candidate: its file's hex sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_sha256: Option<String>,
+    /// The share of snapshots the candidate decodes, 0.0 to 1.0 (1.0 when
+    /// unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_sample: Option<f64>,
+}
+
+impl PluginEntry {
+    /// The entry without its shadow settings: what decides whether the
+    /// plugin in force itself changed.
+    pub fn without_shadow(&self) -> PluginEntry {
+        PluginEntry {
+            shadow: None,
+            shadow_sha256: None,
+            shadow_sample: None,
+            ..self.clone()
+        }
+    }
 }
 
 impl Config {
@@ -485,11 +510,27 @@ impl Config {
                     p.grain_type
                 )));
             }
-            if let Some(pin) = &p.sha256
-                && (pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()))
+            for (key, pin) in [("sha256", &p.sha256), ("shadow_sha256", &p.shadow_sha256)] {
+                if let Some(pin) = pin
+                    && (pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()))
+                {
+                    return Err(at(format!(
+                        "plugin[{i}] ({}): {key} must be 64 hex digits",
+                        p.grain_type
+                    )));
+                }
+            }
+            if p.shadow.is_none() && (p.shadow_sha256.is_some() || p.shadow_sample.is_some()) {
+                return Err(at(format!(
+                    "plugin[{i}] ({}): shadow_sha256 and shadow_sample need shadow, the candidate plugin's file",
+                    p.grain_type
+                )));
+            }
+            if let Some(sample) = p.shadow_sample
+                && !(0.0..=1.0).contains(&sample)
             {
                 return Err(at(format!(
-                    "plugin[{i}] ({}): sha256 must be 64 hex digits",
+                    "plugin[{i}] ({}): shadow_sample must be between 0.0 and 1.0, not {sample}",
                     p.grain_type
                 )));
             }
@@ -660,6 +701,12 @@ impl Config {
     /// A plugin entry's file, resolved against the config file.
     pub fn plugin_path(&self, entry: &PluginEntry) -> PathBuf {
         self.base_dir.join(&entry.path)
+    }
+
+    /// A plugin entry's shadow candidate file, relative paths resolved
+    /// against the config file's directory; `None` without `shadow`.
+    pub fn shadow_path(&self, entry: &PluginEntry) -> Option<PathBuf> {
+        entry.shadow.as_ref().map(|path| self.base_dir.join(path))
     }
 
     /// A plugin entry's limits: its overrides over `[limits]`.
@@ -903,5 +950,43 @@ timeout_ms = 20
         let text = GOOD.replace("timeout_ms = 20", "sha256 = \"abc\"");
         let err = Config::parse(&text, Path::new("h.toml")).unwrap_err();
         assert!(err.contains("sha256 must be 64 hex digits"), "{err}");
+    }
+
+    #[test]
+    fn a_shadow_resolves_like_path_and_its_settings_are_checked() {
+        let shadowed = GOOD.replace(
+            "timeout_ms = 20",
+            "timeout_ms = 20\nshadow = \"cand/v2.wasm\"\nshadow_sample = 0.25",
+        );
+        let c = Config::parse(&shadowed, Path::new("/etc/replica/host.toml")).unwrap();
+        let entry = &c.plugins[0];
+        assert_eq!(
+            c.shadow_path(entry),
+            Some(PathBuf::from("/etc/replica/cand/v2.wasm"))
+        );
+        assert_eq!(entry.shadow_sample, Some(0.25));
+        assert_eq!(entry.without_shadow().shadow, None);
+        assert_eq!(c.shadow_path(&entry.without_shadow()), None);
+        for (bad, says) in [
+            (
+                "shadow_sample = 1.5",
+                "shadow_sample must be between 0.0 and 1.0, not 1.5",
+            ),
+            (
+                "shadow_sample = nan",
+                "shadow_sample must be between 0.0 and 1.0",
+            ),
+            (
+                "shadow_sha256 = \"abc\"",
+                "shadow_sha256 must be 64 hex digits",
+            ),
+        ] {
+            let text = shadowed.replace("shadow_sample = 0.25", bad);
+            let err = Config::parse(&text, Path::new("h.toml")).unwrap_err();
+            assert!(err.contains(says) && err.contains("plugin[0]"), "{err}");
+        }
+        let orphan = GOOD.replace("timeout_ms = 20", "shadow_sample = 0.5");
+        let err = Config::parse(&orphan, Path::new("h.toml")).unwrap_err();
+        assert!(err.contains("need shadow"), "{err}");
     }
 }

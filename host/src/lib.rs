@@ -27,7 +27,9 @@
 //! loads at startup), [`secret`] (a password never printed), [`shutdown`]
 //! (stopping every task), [`log_limiter`] (rate-limited repeated log lines),
 //! [`text`] (escaping text the host did not write before it is logged or
-//! served).
+//! served), [`json_diff`] (where two states differ, by field path) and
+//! [`fixture_command`] (the command that captures a failing grain's
+//! snapshot as a test case).
 //!
 //! The binary's tools, `bench`, `demo`, `authoring` (`plugin new`,
 //! golden tests, dry runs against a log) and `verify` (a host compared
@@ -55,6 +57,8 @@ pub mod daemon;
 pub mod decode;
 #[cfg(feature = "tools")]
 pub mod demo;
+pub mod fixture_command;
+pub mod json_diff;
 pub mod log_limiter;
 pub mod plugin;
 pub mod plugin_set;

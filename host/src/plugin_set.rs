@@ -1,5 +1,5 @@
-//! Startup loading of every configured plugin: all are read, compiled and
-//! checked before anything replicates, and the first failure stops startup
+//! Startup loading of every configured plugin and shadow candidate: all
+//! are read, compiled and checked before anything replicates, and the first failure stops startup
 //! with one line naming the config entry, the file and the reason.
 
 use std::collections::BTreeMap;
@@ -58,6 +58,10 @@ pub enum EntryError {
     /// The file is not a plugin this host can run.
     #[error("{0}")]
     Load(#[source] LoadError),
+    /// The entry's shadow candidate (`shadow`) is refused, for the reason
+    /// it holds.
+    #[error("shadow {0}")]
+    Shadow(#[source] Box<EntryError>),
     /// The plugin decodes another grain type than the entry names.
     #[error("{}: the plugin decodes grain type {declared:?}, not {configured:?}", path.display())]
     GrainType {
@@ -94,52 +98,104 @@ pub fn load_entry(
     cache: Option<&ComponentCache>,
 ) -> Result<LoadedPlugin, PluginSetError> {
     let entry = &config.plugins[index];
-    let path = config.plugin_path(entry);
-    let fail = |error: EntryError| PluginSetError {
+    let file = PluginFile {
+        path: config.plugin_path(entry),
+        pin: entry.sha256.as_deref(),
+        role: "in_force",
+    };
+    load_file(config, index, &file, engine, cache).map_err(|e| entry_error(config, index, e))
+}
+
+/// Loads and checks the `index`th entry's shadow candidate, when it names
+/// one, with every check and the limits of the plugin in force; a refusal
+/// is [`EntryError::Shadow`].
+pub fn load_shadow(
+    config: &Config,
+    index: usize,
+    engine: &PluginEngine,
+    cache: Option<&ComponentCache>,
+) -> Result<Option<LoadedPlugin>, PluginSetError> {
+    let entry = &config.plugins[index];
+    let Some(path) = config.shadow_path(entry) else {
+        return Ok(None);
+    };
+    let file = PluginFile {
+        path,
+        pin: entry.shadow_sha256.as_deref(),
+        role: "shadow",
+    };
+    load_file(config, index, &file, engine, cache)
+        .map(Some)
+        .map_err(|e| entry_error(config, index, EntryError::Shadow(Box::new(e))))
+}
+
+/// `error` of the `index`th entry of `config`.
+fn entry_error(config: &Config, index: usize, error: EntryError) -> PluginSetError {
+    PluginSetError {
         config: config.source.clone(),
         index,
-        grain_type: entry.grain_type.clone(),
+        grain_type: config.plugins[index].grain_type.clone(),
         error: Box::new(error),
-    };
-    if let Some(pin) = &entry.sha256 {
+    }
+}
+
+/// A plugin file an entry names, and its pin.
+struct PluginFile<'a> {
+    /// The file, resolved against the config file's directory.
+    path: PathBuf,
+    /// The entry's pin of it (hex sha256), if any.
+    pin: Option<&'a str>,
+    /// `in_force` or `shadow`, for the log line.
+    role: &'static str,
+}
+
+/// Loads `file` for the `index`th entry with every check of startup.
+fn load_file(
+    config: &Config,
+    index: usize,
+    file: &PluginFile<'_>,
+    engine: &PluginEngine,
+    cache: Option<&ComponentCache>,
+) -> Result<LoadedPlugin, EntryError> {
+    let entry = &config.plugins[index];
+    let path = file.path.clone();
+    if let Some(pin) = file.pin {
         // Check the pin on the bytes before compiling anything.
-        let bytes = std::fs::read(&path).map_err(|source| {
-            fail(EntryError::Read {
-                path: path.clone(),
-                source,
-            })
+        let bytes = std::fs::read(&path).map_err(|source| EntryError::Read {
+            path: path.clone(),
+            source,
         })?;
         let actual = hex::encode(Sha256::digest(&bytes));
         if !actual.eq_ignore_ascii_case(pin) {
-            return Err(fail(EntryError::Pin {
+            return Err(EntryError::Pin {
                 path,
                 actual,
-                pin: pin.clone(),
+                pin: pin.to_string(),
                 changed_while_loading: false,
-            }));
+            });
         }
     }
     let plugin = LoadedPlugin::load_with_cache(engine, &path, config.plugin_limits(entry), cache)
-        .map_err(|e| fail(EntryError::Load(e)))?;
+        .map_err(EntryError::Load)?;
     // The file may have changed between the pin check and the load: the
     // bytes actually compiled must match the pin too.
-    if let Some(pin) = &entry.sha256
+    if let Some(pin) = file.pin
         && !plugin.sha256().eq_ignore_ascii_case(pin)
     {
-        return Err(fail(EntryError::Pin {
+        return Err(EntryError::Pin {
             path,
             actual: plugin.sha256().to_string(),
-            pin: pin.clone(),
+            pin: pin.to_string(),
             changed_while_loading: true,
-        }));
+        });
     }
     let declared = &plugin.description().grain_type;
     if declared != &entry.grain_type {
-        return Err(fail(EntryError::GrainType {
+        return Err(EntryError::GrainType {
             path,
             declared: declared.clone(),
             configured: entry.grain_type.clone(),
-        }));
+        });
     }
     tracing::info!(
         grain_type = %entry.grain_type,
@@ -149,6 +205,7 @@ pub fn load_entry(
         compile_ms = plugin.compile_time().as_millis() as u64,
         cache = ?plugin.cache_outcome(),
         path = %path.display(),
+        role = file.role,
         "plugin loaded"
     );
     Ok(plugin)
@@ -157,7 +214,10 @@ pub fn load_entry(
 /// The loaded plugins, by grain type.
 #[derive(Clone, Default)]
 pub struct PluginSet {
+    /// The plugin in force of each grain type.
     by_grain_type: BTreeMap<String, Arc<LoadedPlugin>>,
+    /// The shadow candidate of the grain types whose entry names one.
+    shadows: BTreeMap<String, Arc<LoadedPlugin>>,
 }
 
 impl PluginSet {
@@ -171,11 +231,19 @@ impl PluginSet {
     pub fn load(config: &Config, engine: &PluginEngine) -> Result<Self, PluginSetError> {
         let cache = open_cache(config);
         let mut by_grain_type = BTreeMap::new();
+        let mut shadows = BTreeMap::new();
         for index in 0..config.plugins.len() {
+            let grain_type = &config.plugins[index].grain_type;
             let plugin = load_entry(config, index, engine, cache.as_ref())?;
-            by_grain_type.insert(config.plugins[index].grain_type.clone(), Arc::new(plugin));
+            by_grain_type.insert(grain_type.clone(), Arc::new(plugin));
+            if let Some(shadow) = load_shadow(config, index, engine, cache.as_ref())? {
+                shadows.insert(grain_type.clone(), Arc::new(shadow));
+            }
         }
-        Ok(Self { by_grain_type })
+        Ok(Self {
+            by_grain_type,
+            shadows,
+        })
     }
 
     /// Builds a set from already loaded plugins (for embedders and tests).
@@ -184,7 +252,10 @@ impl PluginSet {
             .into_iter()
             .map(|p| (p.description().grain_type.clone(), p))
             .collect();
-        Self { by_grain_type }
+        Self {
+            by_grain_type,
+            shadows: BTreeMap::new(),
+        }
     }
 
     /// The plugin for a grain type.
@@ -192,7 +263,21 @@ impl PluginSet {
         self.by_grain_type.get(grain_type)
     }
 
-    /// All plugins, ordered by grain type.
+    /// The shadow candidate of a grain type, when its entry names one.
+    pub fn shadow(&self, grain_type: &str) -> Option<&Arc<LoadedPlugin>> {
+        self.shadows.get(grain_type)
+    }
+
+    /// The hex sha256 of every plugin and shadow candidate loaded.
+    pub fn sha256s(&self) -> Vec<&str> {
+        self.by_grain_type
+            .values()
+            .chain(self.shadows.values())
+            .map(|p| p.sha256())
+            .collect()
+    }
+
+    /// All plugins in force (not the shadows), ordered by grain type.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<LoadedPlugin>)> {
         self.by_grain_type.iter()
     }

@@ -8,5 +8,6 @@
 pub mod dry_run;
 pub mod fixture;
 pub mod golden;
-pub mod json_diff;
 pub mod scaffold;
+
+pub use crate::json_diff;

@@ -20,6 +20,7 @@ use super::consistency::{self, Freshness, Waited};
 use super::metrics::MetricsExporter;
 use super::plugins::{LivePlugins, PluginReloader};
 use super::problems::Problems;
+use super::shadow::Shadow;
 use super::watch::{Target, resume_after};
 use super::{bulk, openapi, operator_page, shards, watch as sse};
 use crate::consumer::{self, CatchUp, Shard, shard::shard_of};
@@ -66,11 +67,37 @@ pub struct ApiState {
     pub problems: Arc<Problems>,
     /// This secondary cluster's id, for the operator page.
     pub cluster_id: Arc<str>,
+    /// The log's URL as the config resolves it (the fixture command of a
+    /// failing grain shows it with the password hidden).
+    pub log_url: Arc<str>,
     /// Becomes `true` at shutdown; ends change streams.
     pub stop: StopSignal,
     /// Becomes `true` when the drain starts (the first SIGTERM): `/readyz`
     /// answers 503 from then on.
     pub draining: StopSignal,
+}
+
+impl ApiState {
+    /// The `replica-host plugin fixture` command that captures
+    /// `grain_type/grain_key` at `sequence` with the grain type's plugin in
+    /// force (the log URL's password hidden); `None` without a plugin.
+    pub(super) fn fixture_command(
+        &self,
+        grain_type: &str,
+        grain_key: &str,
+        sequence: u64,
+    ) -> Option<String> {
+        let plugins = self.plugins.current();
+        let in_force = plugins.get(grain_type)?;
+        let path = std::path::absolute(&in_force.path).unwrap_or_else(|_| in_force.path.clone());
+        Some(crate::fixture_command::command(
+            &self.log_url,
+            grain_type,
+            grain_key,
+            sequence,
+            &path,
+        ))
+    }
 }
 
 /// Seconds a client is told to wait (`Retry-After`) while the host catches up.
@@ -181,11 +208,21 @@ struct ReplicaBody<'a> {
     state: Option<&'a value::State>,
 }
 
-/// A replica's JSON, as reads and change streams send it, with its
-/// position and freshness.
+/// A replica's JSON, as change streams send it, with its position and
+/// freshness.
 pub(super) fn render(
     replica: &Replica,
     freshness: &Freshness,
+) -> Result<String, serde_json::Error> {
+    render_with(replica, freshness, None)
+}
+
+/// A replica's JSON, as a read sends it: a failing one's `status_detail`
+/// also carries `fixture_command`, when given.
+pub(super) fn render_with(
+    replica: &Replica,
+    freshness: &Freshness,
+    fixture_command: Option<String>,
 ) -> Result<String, serde_json::Error> {
     let status_detail = match &replica.status {
         ReplicaStatus::Ok => None,
@@ -193,7 +230,11 @@ pub(super) fn render(
             Some(serde_json::json!({ "delta_sequence": delta_sequence }))
         }
         ReplicaStatus::Failing { sequence, reason } => {
-            Some(serde_json::json!({ "sequence": sequence, "reason": reason }))
+            let mut detail = serde_json::json!({ "sequence": sequence, "reason": reason });
+            if let Some(command) = fixture_command {
+                detail["fixture_command"] = command.into();
+            }
+            Some(detail)
         }
     };
     serde_json::to_string(&ReplicaBody {
@@ -394,7 +435,13 @@ pub(super) async fn get_replica(
     let mut answer = if if_none_match(&headers, &tag) {
         (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response()
     } else {
-        match render(&replica, &freshness) {
+        let fixture_command = match &replica.status {
+            ReplicaStatus::Failing { sequence, .. } => {
+                api.fixture_command(&grain_type, &grain_key, *sequence)
+            }
+            _ => None,
+        };
+        match render_with(&replica, &freshness, fixture_command) {
             Ok(body) => (
                 [
                     (header::CONTENT_TYPE, "application/json".to_owned()),
@@ -582,7 +629,7 @@ fn listing_not_ready(api: &ApiState, grain_type: &str) -> Option<Response> {
 #[utoipa::path(get, path = "/v1/plugins", tag = "plugins",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Grain type, schema, sha256, size, limits, calls, failures and breaker of each plugin", body = Object),
+        (status = 200, description = "Grain type, schema, sha256, size, limits, calls, failures and breaker of each plugin, and its `shadow` (null without one): `{file, name, sha256, schema_version, sample, counts: {same, fields_added, differs, candidate_failed, candidate_recovers, shed}, examples: {CLASS: [{grain_key, sequence, differences, more_differences, served_error, candidate_error}]}}` for every class but `same`", body = Object),
         (status = 401, description = "No token or an invalid one", body = openapi::ErrorDoc),
         (status = 403, description = "The token has no `read` scope", body = openapi::ErrorDoc),
     ))]
@@ -624,6 +671,7 @@ pub(super) async fn plugins(State(api): State<ApiState>) -> Response {
                 },
                 "breaker": in_force.breaker.as_deref().map(breaker_json),
                 "quarantined_snapshots": quarantined.get(grain_type).copied().unwrap_or(0),
+                "shadow": in_force.shadow.as_deref().map(Shadow::json),
             })
         })
         .collect();

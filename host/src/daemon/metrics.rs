@@ -167,6 +167,10 @@ pub const HELP: &[(&str, &str)] = &[
         "Calls failed fast by an open circuit breaker, per grain type",
     ),
     (
+        "replica_shadow_decodes_total",
+        "Snapshots decoded by a grain type's shadow candidate beside its plugin, per grain type and result (same, fields_added, differs, candidate_failed, candidate_recovers, shed: dropped for want of a free decode slot)",
+    ),
+    (
         "replica_plugin_reloads_total",
         "Plugin reloads (SIGHUP or POST /v1/admin/reload), per result (applied, unchanged, refused)",
     ),

@@ -43,6 +43,7 @@ pub mod plugins;
 pub mod problems;
 pub mod reload;
 pub mod server;
+pub mod shadow;
 pub mod shards;
 pub mod tls;
 pub mod watch;
@@ -343,6 +344,7 @@ pub async fn run_with_store(
         peer_url: config.consumer.peer_url.as_deref().map(Arc::from),
         problems,
         cluster_id: config.cluster_id.as_str().into(),
+        log_url: url.as_str().into(),
         stop: stopping.signal(),
         draining: draining.signal(),
     };
@@ -410,7 +412,7 @@ pub async fn run_with_store(
 /// now. A directory that cannot be used leaves the guard off, with a warning.
 fn open_crash_guard(config: &Config, plugins: &PluginSet) -> Option<Arc<CrashGuard>> {
     let dir = config.state_dir();
-    let shas: Vec<&str> = plugins.iter().map(|(_, p)| p.sha256()).collect();
+    let shas = plugins.sha256s();
     let (guard, recovery) = match CrashGuard::open(&dir, &shas) {
         Ok(opened) => opened,
         Err(e) => {

@@ -86,7 +86,9 @@ pub struct ReplicaDoc {
     applied_at_millis: Option<i64>,
     /// `ok`, `behind` or `failing`.
     status: String,
-    /// `behind`: `{delta_sequence}`; `failing`: `{sequence, reason}`.
+    /// `behind`: `{delta_sequence}`; `failing`: `{sequence, reason,
+    /// fixture_command}`, the last the `replica-host plugin fixture` command
+    /// that captures the failing snapshot as a test case.
     #[schema(value_type = Option<Object>)]
     status_detail: Option<serde_json::Value>,
     /// The plugin build that decoded the state: `{plugin, sha256,

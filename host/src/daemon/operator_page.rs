@@ -1,10 +1,12 @@
 //! `GET /`: the operator page. One self-contained HTML document (inline
 //! CSS, no script, no external resource) that refreshes itself every
 //! [`REFRESH_SECS`] seconds: the catch-up, the plugins, per grain type the
-//! replicas by status and the lag, and the failing and behind grains a page
-//! at a time. Protected like the API (`read`); a browser sends its token as
-//! the password of HTTP Basic.
+//! replicas by status and the lag, the shadow candidates' results, and
+//! the failing and behind grains a page at a time (a failing one with the
+//! command that captures it as a test case). Protected like the API
+//! (`read`); a browser sends its token as the password of HTTP Basic.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Instant;
 
@@ -14,6 +16,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::http::ApiState;
+use super::plugins::InForce;
+use super::shadow::Shadow;
+use super::shadow::classify::Class;
 use crate::consumer::CatchUpProgress;
 use crate::store::ReplicaStatus;
 
@@ -202,6 +207,7 @@ fn render(api: &ApiState, query: &PageQuery) -> String {
         );
     }
     html.push_str("</table>");
+    shadows_html(&mut html, &plugins);
 
     // Grain types.
     html.push_str(
@@ -255,9 +261,17 @@ fn render(api: &ApiState, query: &PageQuery) -> String {
     } else {
         html.push_str(
             "<table id=\"problems\"><tr><th>grain type</th><th>grain key</th><th>status</th>\
-             <th>applied sequence</th><th>at sequence</th><th>reason</th></tr>",
+             <th>applied sequence</th><th>at sequence</th><th>reason</th>\
+             <th>capture as a test case</th></tr>",
         );
         for p in &problems {
+            let fixture = match &p.status {
+                ReplicaStatus::Failing { sequence, .. } => api
+                    .fixture_command(&p.grain_type, &p.grain_key, *sequence)
+                    .map(|c| format!("<code class=\"fixture\">{}</code>", esc(&c)))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
             let (at, reason) = match &p.status {
                 ReplicaStatus::Failing { sequence, reason } => (*sequence, reason.as_str()),
                 ReplicaStatus::Behind { delta_sequence } => (
@@ -269,7 +283,7 @@ fn render(api: &ApiState, query: &PageQuery) -> String {
             let _ = write!(
                 html,
                 "<tr class=\"problem\"><td>{t}</td><td><a href=\"/v1/replicas/{tl}/{kl}\">{k}</a></td>\
-                 <td class=\"{s}\">{s}</td><td class=\"n\">{}</td><td class=\"n\">{at}</td><td>{}</td></tr>",
+                 <td class=\"{s}\">{s}</td><td class=\"n\">{}</td><td class=\"n\">{at}</td><td>{}</td><td>{fixture}</td></tr>",
                 p.sequence,
                 esc(reason),
                 t = esc(&p.grain_type),
@@ -296,6 +310,77 @@ fn render(api: &ApiState, query: &PageQuery) -> String {
     }
     html.push_str("</body></html>\n");
     html
+}
+
+/// The shadow candidates beside the plugins in force: per grain type the
+/// candidate, its sample rate, a count per class, and the recent examples
+/// of every class but `same` with their field-path differences. Everything
+/// a plugin produced is escaped for HTML here (and was escaped as text
+/// when recorded).
+fn shadows_html(html: &mut String, plugins: &BTreeMap<String, InForce>) {
+    let shadows: Vec<(&String, &Shadow)> = plugins
+        .iter()
+        .filter_map(|(t, p)| Some((t, p.shadow.as_deref()?)))
+        .collect();
+    if shadows.is_empty() {
+        html.push_str("<h2>Shadow decoding</h2><p id=\"shadows\" class=\"muted\">no shadow candidate configured</p>");
+        return;
+    }
+    html.push_str("<h2>Shadow decoding</h2><table id=\"shadows\"><tr><th>grain type</th><th>candidate</th><th>sample</th>");
+    for class in Class::ALL {
+        let _ = write!(html, "<th>{}</th>", class.as_str());
+    }
+    html.push_str("</tr>");
+    for (grain_type, shadow) in &shadows {
+        let _ = write!(
+            html,
+            "<tr class=\"shadow\"><td>{}</td><td>{} <code title=\"{sha}\">{short}…</code></td><td class=\"n\">{}</td>",
+            esc(grain_type),
+            esc(shadow.plugin.name()),
+            shadow.sample,
+            sha = esc(shadow.plugin.sha256()),
+            short = esc(&shadow.plugin.sha256()[..shadow.plugin.sha256().len().min(12)]),
+        );
+        for class in Class::ALL {
+            let n = shadow.tally.count(class);
+            let warn = n > 0 && matches!(class, Class::Differs | Class::CandidateFailed);
+            let _ = write!(
+                html,
+                "<td class=\"n{}\">{n}</td>",
+                if warn { " failing" } else { "" }
+            );
+        }
+        html.push_str("</tr>");
+    }
+    html.push_str("</table>");
+    html.push_str("<table id=\"shadow-examples\"><tr><th>grain type</th><th>result</th><th>grain key</th><th>sequence</th><th>differences or errors</th></tr>");
+    for (grain_type, shadow) in &shadows {
+        for class in Class::ALL {
+            for example in shadow.tally.examples(class) {
+                let mut lines: Vec<String> = example.differences.clone();
+                if example.more_differences > 0 {
+                    lines.push(format!("… {} more", example.more_differences));
+                }
+                if let Some(e) = &example.served_error {
+                    lines.push(format!("served: {e}"));
+                }
+                if let Some(e) = &example.candidate_error {
+                    lines.push(format!("candidate: {e}"));
+                }
+                let lines: Vec<String> = lines.iter().map(|l| esc(l)).collect();
+                let _ = write!(
+                    html,
+                    "<tr class=\"shadow-example\"><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td><code>{}</code></td></tr>",
+                    esc(grain_type),
+                    class.as_str(),
+                    esc(&example.grain_key),
+                    example.sequence,
+                    lines.join("<br>"),
+                );
+            }
+        }
+    }
+    html.push_str("</table>");
 }
 
 #[cfg(test)]
@@ -326,6 +411,7 @@ pub(crate) mod tests {
             peer_url: None,
             problems,
             cluster_id: "eu-<west>".into(),
+            log_url: "sqlite:///var/log.db".into(),
             stop: crate::shutdown::Shutdown::new().signal(),
             draining: crate::shutdown::Shutdown::new().signal(),
         }

@@ -7,7 +7,8 @@
 //!
 //! [`PluginReloader`] is what SIGHUP and `POST /v1/admin/reload` run: it
 //! re-reads the config file and applies what changed in its `[[plugin]]`
-//! entries (added, removed, or a changed path, pin, limits or file).
+//! entries (added, removed, or a changed path, pin, limits, file or
+//! shadow candidate).
 //! Every new plugin passes every startup check before anything changes; if
 //! one fails, nothing changes. A change to another section is logged as
 //! needing a restart. Applying goes grain type by grain type through the
@@ -21,6 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use sha2::{Digest, Sha256};
 
+use super::shadow::Shadow;
 use crate::config::{Config, Override, PluginEntry};
 use crate::consumer::{CatchUpProgress, ReplicatorControl, TypeCatchUp};
 use crate::decode::SnapshotDecoder;
@@ -41,12 +43,33 @@ pub struct InForce {
     pub entry: PluginEntry,
     /// The re-decode that followed its swap in, if it was swapped in.
     pub redecode: Option<Arc<TypeCatchUp>>,
+    /// The plugin file, as the config resolves it: what the fixture
+    /// command of a failing grain names.
+    pub path: std::path::PathBuf,
+    /// The candidate decoding beside it (`shadow`), when configured.
+    pub shadow: Option<Arc<Shadow>>,
 }
 
 impl InForce {
     /// `plugin`, loaded from `entry` of `config`, with a fresh breaker when
-    /// the entry configures one.
-    fn new(config: &Config, entry: &PluginEntry, plugin: Arc<LoadedPlugin>) -> Self {
+    /// the entry configures one, and `shadow` (the entry's candidate,
+    /// loaded) beside it.
+    fn new(
+        config: &Config,
+        entry: &PluginEntry,
+        plugin: Arc<LoadedPlugin>,
+        shadow: Option<Arc<LoadedPlugin>>,
+    ) -> Self {
+        let shadow = shadow
+            .zip(config.shadow_path(entry))
+            .map(|(candidate, path)| {
+                Arc::new(Shadow::new(
+                    &entry.grain_type,
+                    candidate,
+                    path,
+                    entry.shadow_sample.unwrap_or(1.0),
+                ))
+            });
         Self {
             plugin,
             breaker: config
@@ -54,7 +77,18 @@ impl InForce {
                 .map(|b| Arc::new(Breaker::new(b))),
             entry: entry.clone(),
             redecode: None,
+            path: config.plugin_path(entry),
+            shadow,
         }
+    }
+
+    /// This entry with `current`'s breaker and re-decode kept: the same
+    /// plugin stays in force (its counters are its own), only its shadow
+    /// changed.
+    fn keeping(mut self, current: &InForce) -> Self {
+        self.breaker = current.breaker.clone();
+        self.redecode = current.redecode.clone();
+        self
     }
 }
 
@@ -75,9 +109,10 @@ impl LivePlugins {
             .iter()
             .filter_map(|entry| {
                 let plugin = set.get(&entry.grain_type)?;
+                let shadow = set.shadow(&entry.grain_type).cloned();
                 Some((
                     entry.grain_type.clone(),
-                    InForce::new(config, entry, Arc::clone(plugin)),
+                    InForce::new(config, entry, Arc::clone(plugin), shadow),
                 ))
             })
             .collect();
@@ -140,13 +175,33 @@ impl LivePlugins {
     }
 }
 
-/// The consumer's decoder for a plugin in force.
+/// The consumer's decoder for a plugin in force, with its shadow beside
+/// it when it has one.
 fn decoder(in_force: &InForce, slots: &DecodeSlots) -> Arc<dyn SnapshotDecoder> {
     let mut decoder = PluginDecoder::new(Arc::clone(&in_force.plugin), slots.clone());
     if let Some(breaker) = &in_force.breaker {
         decoder = decoder.with_breaker(Arc::clone(breaker));
     }
-    Arc::new(decoder)
+    let decoder: Arc<dyn SnapshotDecoder> = Arc::new(decoder);
+    match &in_force.shadow {
+        Some(shadow) => shadow.wrap(decoder, slots),
+        None => decoder,
+    }
+}
+
+/// Logs, in one line, what an outgoing shadow showed: when the entry drops
+/// or changes its shadow, or the type goes. `promoted` when the candidate
+/// became the plugin in force.
+fn log_outgoing_shadow(grain_type: &str, outgoing: &Shadow, next: Option<&InForce>) {
+    let promoted = next.is_some_and(|n| n.plugin.sha256() == outgoing.plugin.sha256());
+    tracing::info!(
+        grain_type,
+        candidate = %crate::text::escape(&outgoing.path.display().to_string()),
+        sha256 = &outgoing.plugin.sha256()[..12],
+        promoted,
+        counts = %outgoing.tally.summary(),
+        "shadow ended"
+    );
 }
 
 /// What a reload did, as `POST /v1/admin/reload` answers it.
@@ -271,8 +326,8 @@ impl PluginReloader {
         let loaded = {
             let config = config.clone();
             let engine = self.engine.clone();
-            let indexes = plan.load.clone();
-            tokio::task::spawn_blocking(move || load_all(&config, &engine, &indexes)).await
+            let loads = plan.load.clone();
+            tokio::task::spawn_blocking(move || load_all(&config, &engine, &loads)).await
         };
         let loaded = match loaded {
             Ok(Ok(loaded)) => loaded,
@@ -283,7 +338,9 @@ impl PluginReloader {
         let mut next: BTreeMap<String, InForce> = (*in_force).clone();
         for grain_type in &plan.removed {
             self.control.remove(grain_type).await;
-            next.remove(grain_type);
+            if let Some(shadow) = next.remove(grain_type).and_then(|p| p.shadow) {
+                log_outgoing_shadow(grain_type, &shadow, None);
+            }
             let dropped = self.store.remove_type(grain_type);
             // `/metrics` renders the types in force only: zero the gone one's.
             for status in ["ok", "behind", "failing"] {
@@ -296,9 +353,27 @@ impl PluginReloader {
                 "plugin removed: its replicas are dropped"
             );
         }
-        for (index, plugin) in loaded {
+        for Loaded {
+            index,
+            plugin,
+            shadow,
+        } in loaded
+        {
             let entry = &config.plugins[index];
-            let mut swapped = InForce::new(&config, entry, Arc::new(plugin));
+            let current = in_force.get(&entry.grain_type);
+            let mut swapped = match (plugin, current) {
+                (Some(plugin), _) => InForce::new(&config, entry, Arc::new(plugin), shadow),
+                // Only the shadow changed: the plugin in force, its breaker
+                // and its counts stay.
+                (None, Some(current)) => {
+                    InForce::new(&config, entry, Arc::clone(&current.plugin), shadow)
+                        .keeping(current)
+                }
+                (None, None) => unreachable!("an added type loads its plugin"),
+            };
+            if let Some(outgoing) = current.and_then(|c| c.shadow.as_ref()) {
+                log_outgoing_shadow(&entry.grain_type, outgoing, Some(&swapped));
+            }
             swapped.redecode = self
                 .control
                 .replace(&entry.grain_type, decoder(&swapped, &self.slots))
@@ -354,8 +429,8 @@ fn other_sections(mut table: toml::Table) -> toml::Table {
 
 /// What a reload changes.
 struct Plan {
-    /// Indexes of the entries to load: new grain types and changed entries.
-    load: Vec<usize>,
+    /// The entries to load: new grain types and changed entries.
+    load: Vec<Load>,
     /// New grain types.
     added: Vec<String>,
     /// Grain types whose entry or file changed.
@@ -377,24 +452,56 @@ impl Plan {
                 .collect(),
         };
         for (index, entry) in config.plugins.iter().enumerate() {
-            match in_force.get(&entry.grain_type) {
-                None => {
-                    plan.load.push(index);
-                    plan.added.push(entry.grain_type.clone());
-                }
-                Some(current)
-                    if current.entry != *entry
-                        || file_sha256(&config.plugin_path(entry)).as_deref()
-                            != Some(current.plugin.sha256()) =>
-                {
-                    plan.load.push(index);
-                    plan.changed.push(entry.grain_type.clone());
-                }
-                Some(_) => {}
+            let Some(current) = in_force.get(&entry.grain_type) else {
+                plan.load.push(Load {
+                    index,
+                    plugin: true,
+                });
+                plan.added.push(entry.grain_type.clone());
+                continue;
+            };
+            let plugin_changed = current.entry.without_shadow() != entry.without_shadow()
+                || file_sha256(&config.plugin_path(entry)).as_deref()
+                    != Some(current.plugin.sha256());
+            let shadow_changed = current.entry.shadow_sha256 != entry.shadow_sha256
+                || current.entry.shadow_sample != entry.shadow_sample
+                || match (config.shadow_path(entry), &current.shadow) {
+                    (None, None) => false,
+                    (Some(path), Some(shadow)) => {
+                        path != shadow.path
+                            || file_sha256(&path).as_deref() != Some(shadow.plugin.sha256())
+                    }
+                    _ => true,
+                };
+            if plugin_changed || shadow_changed {
+                plan.load.push(Load {
+                    index,
+                    plugin: plugin_changed,
+                });
+                plan.changed.push(entry.grain_type.clone());
             }
         }
         plan
     }
+}
+
+/// One entry a reload loads.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    /// The entry's index among the `[[plugin]]` entries.
+    index: usize,
+    /// Whether its plugin is loaded too, or only its shadow changed.
+    plugin: bool,
+}
+
+/// What a reload loaded for one entry.
+struct Loaded {
+    /// The entry's index.
+    index: usize,
+    /// Its plugin, when it changed (or is new).
+    plugin: Option<LoadedPlugin>,
+    /// Its shadow candidate, when it names one.
+    shadow: Option<Arc<LoadedPlugin>>,
 }
 
 /// The file's hex sha256, `None` when it cannot be read (then it counts as
@@ -405,18 +512,27 @@ fn file_sha256(path: &std::path::Path) -> Option<String> {
         .map(|bytes| hex::encode(Sha256::digest(bytes)))
 }
 
-/// Loads the entries at `indexes` with every startup check; the first
-/// failure refuses them all.
+/// Loads what `loads` names (plugins and shadow candidates) with every
+/// startup check; the first failure refuses them all.
 fn load_all(
     config: &Config,
     engine: &PluginEngine,
-    indexes: &[usize],
-) -> Result<Vec<(usize, LoadedPlugin)>, PluginSetError> {
+    loads: &[Load],
+) -> Result<Vec<Loaded>, PluginSetError> {
     let cache = plugin_set::open_cache(config);
-    indexes
+    loads
         .iter()
-        .map(|&index| {
-            plugin_set::load_entry(config, index, engine, cache.as_ref()).map(|p| (index, p))
+        .map(|load| {
+            let plugin = load
+                .plugin
+                .then(|| plugin_set::load_entry(config, load.index, engine, cache.as_ref()))
+                .transpose()?;
+            let shadow = plugin_set::load_shadow(config, load.index, engine, cache.as_ref())?;
+            Ok(Loaded {
+                index: load.index,
+                plugin,
+                shadow: shadow.map(Arc::new),
+            })
         })
         .collect()
 }

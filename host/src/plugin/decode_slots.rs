@@ -70,6 +70,14 @@ impl DecodeSlots {
         Arc::clone(&self.semaphore).acquire_owned().await.ok()
     }
 
+    /// A free slot now, without waiting; `None` when every slot is busy or
+    /// the slots are closed. For work that must only use spare capacity
+    /// (shadow decoding): it never makes a waiting call wait longer than
+    /// one call of its own.
+    pub fn try_acquire(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.semaphore).try_acquire_owned().ok()
+    }
+
     /// Waits up to `timeout` for every running call to finish, then closes
     /// the slots so no new call starts. Returns whether all finished in time.
     pub async fn drain(&self, timeout: Duration) -> bool {
@@ -109,6 +117,16 @@ mod tests {
         let _stuck = slots.acquire().await.expect("a free slot");
         assert!(!slots.drain(Duration::from_millis(20)).await);
         assert!(slots.acquire().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn try_acquire_takes_only_a_free_slot() {
+        let slots = DecodeSlots::new(2);
+        let first = slots.try_acquire().expect("a free slot");
+        let _second = slots.acquire().await.expect("a free slot");
+        assert!(slots.try_acquire().is_none(), "every slot is busy");
+        drop(first);
+        assert!(slots.try_acquire().is_some(), "a slot came back");
     }
 
     #[test]

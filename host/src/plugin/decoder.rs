@@ -252,6 +252,55 @@ impl PluginDecoder {
         None
     }
 
+    /// Decodes the snapshots `entries` makes on a decode slot that is free
+    /// now, or not at all: returns `false` at once when every slot is busy
+    /// (or closed), having made nothing, and otherwise `true`, having
+    /// handed the work to the blocking pool. There the snapshots are
+    /// decoded (up to `batch_max` per fresh instance, each marked in flight
+    /// in the crash guard like any call) and `then` receives them with one
+    /// result each, still on the slot. The caller never waits: shadow
+    /// decoding uses this, so the candidate runs on spare capacity only
+    /// and delays a served call by at most one call of its own. No breaker
+    /// and no call-duration histogram: the calls are not the grain type's.
+    pub fn decode_on_spare_slot(
+        &self,
+        entries: impl FnOnce() -> Vec<LogEntry>,
+        then: impl FnOnce(Vec<LogEntry>, Vec<Result<State, CallError>>) + Send + 'static,
+    ) -> bool {
+        let Some(permit) = self.slots.try_acquire() else {
+            return false;
+        };
+        let entries = entries();
+        let refused: Vec<Option<CallError>> = entries.iter().map(|e| self.refuse(e)).collect();
+        let plugin = self.plugin.clone();
+        let crash_guard = self.slots.crash_guard().cloned();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let runs: Vec<usize> = (0..entries.len())
+                .filter(|&i| refused[i].is_none())
+                .collect();
+            let mut results: Vec<Option<Result<State, CallError>>> =
+                refused.into_iter().map(|r| r.map(Err)).collect();
+            let snapshots: Vec<SnapshotRef<'_>> =
+                runs.iter().map(|&i| snapshot_ref(&entries[i])).collect();
+            let decoded = plugin.decode_batch(&snapshots, |k| {
+                crash_guard.as_deref().map(|guard| {
+                    InFlightCall::start(guard, snapshot_id(plugin.sha256(), &entries[runs[k]]))
+                })
+            });
+            for (&i, result) in runs.iter().zip(decoded) {
+                results[i] = Some(result);
+            }
+            let results = results
+                .into_iter()
+                .map(|r| r.expect("every entry has a result"))
+                .collect();
+            drop(snapshots);
+            then(entries, results);
+        });
+        true
+    }
+
     /// Decodes `batch` on the blocking pool with one decode slot, each
     /// snapshot marked in flight in the crash guard while the guest runs it.
     async fn run_batch(&self, batch: Vec<LogEntry>) -> Vec<Result<State, CallError>> {
