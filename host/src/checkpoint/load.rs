@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::file::{CheckpointError, CheckpointFile};
 use crate::decode::DecodedBy;
-use crate::store::{ReplicaStore, Snapshot};
+use crate::store::{ReplicaStatus, ReplicaStore, Snapshot};
 use crate::value::{OutputLimits, State};
 
 /// What a load put in the store.
@@ -23,7 +23,9 @@ pub struct Loaded {
 /// Loads `file` into `store`: per grain type its plugin's output limits
 /// (`types`; other types' rows are left out) and its plugin build
 /// (`builds`). Every state is validated under its limits; at the first bad
-/// row nothing stays in the store and the error is returned.
+/// row nothing stays in the store and the error is returned. Replicas go
+/// in with [`ReplicaStore::restore`] (a chunk at a time, unpublished), so
+/// call it before anything watches the store.
 pub async fn load_into(
     file: &mut CheckpointFile,
     store: &ReplicaStore,
@@ -34,40 +36,51 @@ pub async fn load_into(
     let mut stale = HashSet::new();
     let path = file.path().display().to_string();
     let result = file
-        .read_all(|row| {
-            let Some(limits) = types.get(&row.grain_type) else {
-                loaded.skipped += 1;
-                return Ok(());
-            };
-            if builds
-                .get(&row.grain_type)
-                .is_some_and(|b| *b != row.decoded_by)
-            {
-                stale.insert(row.grain_type.clone());
-            }
-            match row.state {
-                Some(bytes) => {
-                    let state =
-                        State::validate(&bytes, limits).map_err(|e| CheckpointError::Corrupt {
-                            path: path.clone(),
-                            grain_type: crate::text::escape(&row.grain_type),
-                            grain_key: crate::text::escape(&row.grain_key),
-                            reason: format!("the state does not validate: {e}"),
-                        })?;
-                    let snapshot = Snapshot {
-                        state,
+        .read_all(|rows| {
+            // Rows come in (grain type, key) order: one restore per run of
+            // a type within the chunk.
+            let mut run: Vec<(String, Option<Snapshot>, ReplicaStatus)> = Vec::new();
+            let mut run_type: Option<String> = None;
+            for row in rows {
+                let Some(limits) = types.get(&row.grain_type) else {
+                    loaded.skipped += 1;
+                    continue;
+                };
+                if builds
+                    .get(&row.grain_type)
+                    .is_some_and(|b| *b != row.decoded_by)
+                {
+                    stale.insert(row.grain_type.clone());
+                }
+                let snapshot = match row.state {
+                    Some(bytes) => Some(Snapshot {
+                        state: State::validate(&bytes, limits).map_err(|e| {
+                            CheckpointError::Corrupt {
+                                path: path.clone(),
+                                grain_type: crate::text::escape(&row.grain_type),
+                                grain_key: crate::text::escape(&row.grain_key),
+                                reason: format!("the state does not validate: {e}"),
+                            }
+                        })?,
                         sequence: row.sequence,
                         timestamp_millis: row.timestamp_millis,
                         source_cluster: row.source_cluster,
                         decoded_by: row.decoded_by,
-                    };
-                    let _ = store.apply(&row.grain_type, &row.grain_key, snapshot, row.status);
+                    }),
+                    None => None,
+                };
+                if run_type.as_deref() != Some(row.grain_type.as_str()) {
+                    if let Some(grain_type) = run_type.take() {
+                        store.restore(&grain_type, std::mem::take(&mut run));
+                    }
+                    run_type = Some(row.grain_type);
                 }
-                None => {
-                    store.set_status(&row.grain_type, &row.grain_key, row.status);
-                }
+                run.push((row.grain_key, snapshot, row.status));
+                loaded.replicas += 1;
             }
-            loaded.replicas += 1;
+            if let Some(grain_type) = run_type {
+                store.restore(&grain_type, run);
+            }
             Ok(())
         })
         .await;

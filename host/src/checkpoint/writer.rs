@@ -145,8 +145,9 @@ impl CheckpointWriter {
             }
         }
         if !batch.is_empty() {
-            self.file.write(&batch).await?;
-            self.stats.rows += batch.len() as u64;
+            let rows = batch.len() as u64;
+            self.file.write(batch).await?;
+            self.stats.rows += rows;
             self.stats.flushes += 1;
         }
         if ended {

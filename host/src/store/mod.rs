@@ -442,6 +442,62 @@ impl ReplicaStore {
         (changed, None)
     }
 
+    /// Restores replicas saved earlier (a checkpoint being loaded) into
+    /// `grain_type`: each `(grain key, snapshot, status)`, without a
+    /// snapshot for a grain that never decoded. One write-lock hold for
+    /// all of them, nothing published: meant for a store nobody watches
+    /// yet (a watcher that starts later reads the store first). A grain
+    /// that already has a state keeps it. Returns how many were restored.
+    pub fn restore(
+        &self,
+        grain_type: &str,
+        replicas: Vec<(String, Option<Snapshot>, ReplicaStatus)>,
+    ) -> usize {
+        let applied_at = SystemTime::now();
+        let mut grains = self.write();
+        let Grains {
+            by_type,
+            clusters,
+            version,
+        } = &mut *grains;
+        let by_key = match by_type.get_mut(grain_type) {
+            Some(by_key) => by_key,
+            None => by_type.entry(grain_type.to_owned()).or_default(),
+        };
+        let mut restored = 0;
+        for (grain_key, snapshot, status) in replicas {
+            if by_key.get(grain_key.as_str()).is_some_and(Stored::has_state) {
+                continue;
+            }
+            *version += 1;
+            let stored = match snapshot {
+                Some(s) => Stored {
+                    state: Some(s.state),
+                    sequence: s.sequence,
+                    timestamp_millis: s.timestamp_millis,
+                    source_cluster: intern(clusters, &s.source_cluster),
+                    applied_at: Some(applied_at),
+                    decoded_by: s.decoded_by,
+                    status: status.into(),
+                    version: *version,
+                },
+                None => Stored {
+                    state: None,
+                    sequence: 0,
+                    timestamp_millis: 0,
+                    source_cluster: intern(clusters, ""),
+                    applied_at: None,
+                    decoded_by: None,
+                    status: status.into(),
+                    version: *version,
+                },
+            };
+            by_key.insert(grain_key.into_boxed_str(), stored);
+            restored += 1;
+        }
+        restored
+    }
+
     /// A receiver of every change from now on (see the module docs on lag).
     pub fn subscribe(&self) -> broadcast::Receiver<ReplicaChange> {
         self.changes.subscribe()
