@@ -293,10 +293,12 @@ impl CheckpointFile {
         Ok(count)
     }
 
-    /// Writes `replicas` in one transaction (each replaces the grain's row).
-    pub async fn write(&mut self, replicas: Vec<Replica>) -> Result<(), CheckpointError> {
+    /// Writes `replicas` in one transaction (each replaces the grain's row);
+    /// returns the CPU time it took.
+    pub async fn write(&mut self, replicas: Vec<Replica>) -> Result<Duration, CheckpointError> {
         let pause = std::env::var_os(TEST_PAUSE_ENV).map(PathBuf::from);
         self.with(move |inner, path| {
+            let started = super::writer::thread_cpu();
             let mut build_ids = Vec::with_capacity(replicas.len());
             for replica in &replicas {
                 build_ids.push(match &replica.decoded_by {
@@ -359,7 +361,8 @@ impl CheckpointFile {
                         .map_err(|e| sqlite(path, e))?;
                 }
             }
-            tx.commit().map_err(|e| sqlite(path, e))
+            tx.commit().map_err(|e| sqlite(path, e))?;
+            Ok(super::writer::thread_cpu().saturating_sub(started))
         })
         .await
     }
@@ -437,9 +440,11 @@ fn stored_row(
         reason: reason.to_string(),
     };
     let decoded_by = match build {
-        Some(id) => Some(Arc::clone(builds.get(&id).ok_or_else(|| {
-            corrupt("names a plugin build the file does not hold")
-        })?)),
+        Some(id) => {
+            Some(Arc::clone(builds.get(&id).ok_or_else(|| {
+                corrupt("names a plugin build the file does not hold")
+            })?))
+        }
         None => None,
     };
     let expected = checksum(&RowFields {
@@ -521,14 +526,12 @@ async fn blocking<T: Send + 'static>(
     path: &Path,
     f: impl FnOnce() -> Result<T, CheckpointError> + Send + 'static,
 ) -> Result<T, CheckpointError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| {
-            Err(CheckpointError::Sqlite {
-                path: path.display().to_string(),
-                message: format!("the checkpoint task failed: {e}"),
-            })
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(CheckpointError::Sqlite {
+            path: path.display().to_string(),
+            message: format!("the checkpoint task failed: {e}"),
         })
+    })
 }
 
 /// The fields a row's checksum covers.

@@ -18,8 +18,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite};
 
 use super::record::LooseColumns;
-use super::sqlite_bulk::{BulkError, BulkReader, RowidQueries};
 use super::sql::{Queries, Sql, SqlLog};
+use super::sqlite_bulk::{BulkError, BulkReader, RowidQueries};
 use super::{
     ChangeCursor, CursorState, GrainHead, HeadChanges, LogEntry, LogError, LogRecord,
     ReplicationLog, ScanPage, seq,
@@ -467,7 +467,11 @@ impl ReplicationLog for SqliteLog {
             }
             _ => None,
         };
-        match self.bulk.changes_by_rowid(ROWID_QUERIES, grain_type, cursor).await {
+        match self
+            .bulk
+            .changes_by_rowid(ROWID_QUERIES, grain_type, cursor)
+            .await
+        {
             Ok((changes, stale)) => {
                 if stale {
                     tracing::debug!(
@@ -478,7 +482,10 @@ impl ReplicationLog for SqliteLog {
                 }
                 Ok(changes)
             }
-            Err(e) if e.message().is_some_and(|m| m.contains("no such column: rowid")) => {
+            Err(e)
+                if e.message()
+                    .is_some_and(|m| m.contains("no such column: rowid")) =>
+            {
                 tracing::info!(
                     path = %self.path.display(),
                     "the log table has no rowid; discovery lists every grain each poll"

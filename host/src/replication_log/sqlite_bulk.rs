@@ -103,7 +103,11 @@ impl BulkReader {
             if this.closed.load(Ordering::Relaxed) {
                 return Err(BulkError::Closed);
             }
-            let idle = this.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+            let idle = this
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
             let mut conn = match idle {
                 Some(conn) => conn,
                 None => this.connect()?,
@@ -228,12 +232,7 @@ impl BulkReader {
             let changes = match cursor {
                 Some((since, _)) if trusted && next.is_some() => {
                     let heads = if top_rowid > since {
-                        heads(
-                            &tx,
-                            queries.heads_since,
-                            &grain_type,
-                            &[&since, &top_rowid],
-                        )?
+                        heads(&tx, queries.heads_since, &grain_type, &[&since, &top_rowid])?
                     } else {
                         Vec::new()
                     };
@@ -341,8 +340,9 @@ fn integer(value: ValueRef<'_>) -> Result<i64, String> {
 
 fn text(value: ValueRef<'_>) -> Result<String, String> {
     match value {
-        ValueRef::Text(bytes) => String::from_utf8(bytes.to_vec())
-            .map_err(|e| format!("text that is not UTF-8: {e}")),
+        ValueRef::Text(bytes) => {
+            String::from_utf8(bytes.to_vec()).map_err(|e| format!("text that is not UTF-8: {e}"))
+        }
         other => Err(mismatch("TEXT", other)),
     }
 }

@@ -466,7 +466,10 @@ impl ReplicaStore {
         };
         let mut restored = 0;
         for (grain_key, snapshot, status) in replicas {
-            if by_key.get(grain_key.as_str()).is_some_and(Stored::has_state) {
+            if by_key
+                .get(grain_key.as_str())
+                .is_some_and(Stored::has_state)
+            {
                 continue;
             }
             *version += 1;
