@@ -429,7 +429,8 @@ pub fn producer(url: &str, plan: Plan, writers: u64) -> anyhow::Result<serde_jso
 
 /// What a consumer worker measures.
 struct Observed {
-    lags: Mutex<Vec<f64>>,
+    /// (the entry's timestamp, its lag) of every applied snapshot.
+    lags: Mutex<Vec<(i64, f64)>>,
     current: AtomicU64,
     plan: Plan,
 }
@@ -442,13 +443,47 @@ impl Observed {
         self.lags
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(at_millis - timestamp_millis as f64);
+            .push((timestamp_millis, at_millis - timestamp_millis as f64));
         if let Some(g) = grain_of(grain_key)
             && sequence == self.plan.final_sequence(g)
         {
             self.current.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Lag above this is a slow snapshot for [`slow_seconds`].
+const SLOW_MS: f64 = 250.0;
+
+/// Prints on stderr, per second of write time, the snapshots slower than
+/// [`SLOW_MS`] and the slowest: where a lag tail comes from (a stall every
+/// few seconds, or one long one).
+fn slow_seconds(timed: &[(i64, f64)]) {
+    let Some(first) = timed.iter().map(|(ts, _)| *ts).min() else {
+        return;
+    };
+    let mut seconds: std::collections::BTreeMap<i64, (u64, u64, f64)> = Default::default();
+    for (ts, lag) in timed {
+        let second = seconds.entry((ts - first) / 1000).or_default();
+        second.0 += 1;
+        if *lag > SLOW_MS {
+            second.1 += 1;
+        }
+        second.2 = second.2.max(*lag);
+    }
+    let slow: Vec<String> = seconds
+        .iter()
+        .filter(|(_, (_, n, _))| *n > 0)
+        .map(|(s, (all, n, max))| format!("{s}s: {n}/{all} (max {max:.0} ms)"))
+        .collect();
+    eprintln!(
+        "bench e2e: seconds with snapshots slower than {SLOW_MS} ms: {}",
+        if slow.is_empty() {
+            "none".to_owned()
+        } else {
+            slow.join(", ")
+        }
+    );
 }
 
 /// What the checkpoint writer did so far, as its flushes leave it.
@@ -684,12 +719,14 @@ pub fn consumer(
         for handle in handles {
             handle.abort();
         }
-        let mut lags = std::mem::take(
+        let timed = std::mem::take(
             &mut *observed
                 .lags
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
+        slow_seconds(&timed);
+        let mut lags: Vec<f64> = timed.iter().map(|(_, lag)| *lag).collect();
         lags.sort_by(f64::total_cmp);
         let end = producer_end.unwrap_or(started);
         let current = observed.current.load(Ordering::Relaxed);

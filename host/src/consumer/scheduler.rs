@@ -278,6 +278,12 @@ impl Scheduler {
                     match listed {
                         Ok(changes) => {
                             discovery.reconciled(took, Instant::now());
+                            tracing::debug!(
+                                grain_type = %self.ctx.grain_type,
+                                heads = changes.heads.len(),
+                                took_ms = took.as_millis() as u64,
+                                "periodic full listing"
+                            );
                             reconciled = changes.heads.into_iter();
                         }
                         Err(error) => {
