@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::decode::DecodedBy;
@@ -431,13 +432,19 @@ fn stored_row(
     let status: i64 = row.get(6).map_err(get_err)?;
     let status_sequence: i64 = row.get(7).map_err(get_err)?;
     let reason: String = row.get(8).map_err(get_err)?;
-    let state: Option<Vec<u8>> = row.get(9).map_err(get_err)?;
     let crc: i64 = row.get(10).map_err(get_err)?;
     let corrupt = |reason: &str| CheckpointError::Corrupt {
         path: path.display().to_string(),
         grain_type: crate::text::escape(&grain_type),
         grain_key: crate::text::escape(&grain_key),
         reason: reason.to_string(),
+    };
+    // Read as bytes whatever SQLite's storage class (a value edited with
+    // SQL's `||` becomes text): the checksum then says what is wrong.
+    let state = match row.get_ref(9).map_err(get_err)? {
+        ValueRef::Null => None,
+        ValueRef::Blob(bytes) | ValueRef::Text(bytes) => Some(bytes.to_vec()),
+        ValueRef::Integer(_) | ValueRef::Real(_) => return Err(corrupt("checksum mismatch")),
     };
     let decoded_by = match build {
         Some(id) => {
