@@ -278,7 +278,7 @@ impl CheckpointFile {
     ) -> Result<u64, CheckpointError> {
         let (chunks, mut received) = tokio::sync::mpsc::channel(2);
         let reader = self.with(move |inner, path| read_rows(&inner.conn, path, &chunks));
-        let handing = async {
+        let handing = async move {
             let mut count = 0u64;
             while let Some(chunk) = received.recv().await {
                 let chunk: Vec<StoredRow> = chunk;
@@ -287,7 +287,8 @@ impl CheckpointFile {
             }
             Ok::<_, CheckpointError>(count)
         };
-        // The reader stops at once when `handing` fails and drops its end.
+        // `handing` owns the receiver: when it fails, the receiver goes
+        // with it and the reader stops at its next chunk.
         let (read, handed) = futures::join!(reader, handing);
         let count = handed?;
         read?;
