@@ -342,3 +342,70 @@ fn a_sigkill_at_any_moment_loses_nothing() {
     assert!(warnings(&d).is_empty(), "{:#?}", warnings(&d));
     d.terminate();
 }
+
+#[test]
+fn a_sigkill_inside_a_checkpoint_write_resumes_from_the_last_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = LogWriter::open(&url(dir.path()));
+    fill(&writer, 1);
+    let plugin = daemon::copy_plugin(dir.path(), "counter-plugin");
+    let text = config(dir.path(), &plugin, "eu-west");
+    // The last consistent checkpoint: every grain at sequence 1.
+    assert!(start_ready(dir.path(), &text).terminate().code == Some(0));
+
+    // Every grain moves on to sequence 2. The test-only hook holds the
+    // next checkpoint write half-way through its transaction (it creates
+    // `marker` there), and the host is killed inside it.
+    let marker = dir.path().join("inside-a-checkpoint-write");
+    let mut d = Daemon::start_with_env(
+        dir.path(),
+        &text,
+        &[(
+            "REPLICA_HOST_TEST_CHECKPOINT_PAUSE",
+            marker.to_str().unwrap(),
+        )],
+    );
+    d.wait_for("/readyz", WAIT, |r| r.status == 200);
+    fill(&writer, 2);
+    let started = std::time::Instant::now();
+    while !marker.exists() {
+        assert!(started.elapsed() < WAIT, "no checkpoint write began");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    d.signal("KILL");
+    while d.is_running() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    // On disk: the last commit, whole; nothing of the write the kill cut.
+    let on_disk = {
+        let url = format!("sqlite://{}", dir.path().join("replicas.ckpt").display());
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            let row: (i64, i64, i64) =
+                sqlx::query_as("SELECT count(*), min(sequence), max(sequence) FROM replicas")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            pool.close().await;
+            row
+        })
+    };
+    assert_eq!(on_disk, (GRAINS, 1, 1));
+
+    // The restart resumes from it: loaded without a warning, every grain
+    // the log changed since decoded again, nothing lost.
+    let d = start_ready(dir.path(), &text);
+    assert!(
+        d.stderr()
+            .iter()
+            .any(|l| l.contains("checkpoint loaded") && l.contains("replicas=300")),
+        "{:#?}",
+        d.stderr()
+    );
+    assert!(warnings(&d).is_empty(), "{:#?}", warnings(&d));
+    assert_eq!(served(&d), expected(2));
+    assert_eq!(calls(&d), GRAINS as u64);
+    assert!(d.terminate().code == Some(0));
+}

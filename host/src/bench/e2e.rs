@@ -29,6 +29,7 @@ use super::{
     Backend, BenchLog, CountingLog, cpu_time, cpu_time_of_processes, machine, peak_rss, percentile,
     sample_plugin,
 };
+use crate::checkpoint::{CheckpointFile, CheckpointWriter, Identity, WriterStats};
 use crate::consumer::{ConsumerConfig, Replicator, SnapshotDecoder};
 use crate::demo::orlando;
 use crate::plugin::{DecodeSlots, LoadedPlugin, PluginDecoder, PluginEngine, PluginLimits};
@@ -66,6 +67,8 @@ pub struct E2eOptions {
     pub prefill: u64,
     /// PostgreSQL: add the change feed before the run.
     pub change_feed: bool,
+    /// The host keeps a checkpoint; its writer's CPU time is reported.
+    pub checkpoint: bool,
     /// The sample plugins' sources.
     pub plugins_dir: PathBuf,
 }
@@ -241,6 +244,22 @@ pub fn run(options: &E2eOptions) -> anyhow::Result<()> {
             },
         );
     }
+    for (kind, c, _, _) in &results {
+        let Some(cpu) = c["checkpoint_cpu_s"].as_f64() else {
+            continue;
+        };
+        let wall = c["wall_s"].as_f64().unwrap_or(0.0).max(1e-9);
+        let scan = c["checkpoint_scan_cpu_s"].as_f64().unwrap_or(0.0);
+        println!();
+        println!(
+            "Checkpoint writer ({kind}): {cpu:.2} s CPU in {wall:.1} s = **{:.2} % of a core** (looking for changed replicas {scan:.2} s = {:.2} %, writing {:.2} s); {} rows in {} flushes.",
+            100.0 * cpu / wall,
+            100.0 * scan / wall,
+            cpu - scan,
+            c["checkpoint_rows"],
+            c["checkpoint_flushes"],
+        );
+    }
     let host: Vec<f64> = efficiency
         .iter()
         .filter(|(k, _)| *k == "host")
@@ -296,6 +315,7 @@ fn run_pair(
         .args(["--poll-ms", &options.poll_ms.to_string()])
         .args(["--grace", &options.grace.to_string()])
         .args(["--catch-up-first", &(options.prefill > 0).to_string()])
+        .args(["--checkpoint", &options.checkpoint.to_string()])
         .arg("--plugin")
         .arg(plugin)
         .stdout(Stdio::piped())
@@ -409,7 +429,8 @@ pub fn producer(url: &str, plan: Plan, writers: u64) -> anyhow::Result<serde_jso
 
 /// What a consumer worker measures.
 struct Observed {
-    lags: Mutex<Vec<f64>>,
+    /// (the entry's timestamp, its lag) of every applied snapshot.
+    lags: Mutex<Vec<(i64, f64)>>,
     current: AtomicU64,
     plan: Plan,
 }
@@ -422,13 +443,96 @@ impl Observed {
         self.lags
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(at_millis - timestamp_millis as f64);
+            .push((timestamp_millis, at_millis - timestamp_millis as f64));
         if let Some(g) = grain_of(grain_key)
             && sequence == self.plan.final_sequence(g)
         {
             self.current.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Lag above this is a slow snapshot for [`slow_seconds`].
+const SLOW_MS: f64 = 250.0;
+
+/// Prints on stderr, per second of write time, the snapshots slower than
+/// [`SLOW_MS`] and the slowest: where a lag tail comes from (a stall every
+/// few seconds, or one long one).
+fn slow_seconds(timed: &[(i64, f64)]) {
+    let Some(first) = timed.iter().map(|(ts, _)| *ts).min() else {
+        return;
+    };
+    let mut seconds: std::collections::BTreeMap<i64, (u64, u64, f64)> = Default::default();
+    for (ts, lag) in timed {
+        let second = seconds.entry((ts - first) / 1000).or_default();
+        second.0 += 1;
+        if *lag > SLOW_MS {
+            second.1 += 1;
+        }
+        second.2 = second.2.max(*lag);
+    }
+    let slow: Vec<String> = seconds
+        .iter()
+        .filter(|(_, (_, n, _))| *n > 0)
+        .map(|(s, (all, n, max))| format!("{s}s: {n}/{all} (max {max:.0} ms)"))
+        .collect();
+    eprintln!(
+        "bench e2e: seconds with snapshots slower than {SLOW_MS} ms: {}",
+        if slow.is_empty() {
+            "none".to_owned()
+        } else {
+            slow.join(", ")
+        }
+    );
+}
+
+/// What the checkpoint writer did so far, as its flushes leave it.
+type SharedStats = Arc<Mutex<WriterStats>>;
+
+/// Writes every replica into a checkpoint at `path` (as the first flush
+/// after a cold catch-up does), then flushes in the background as the
+/// daemon does until `stop`. Returns the writer's running figures and
+/// those of the first write.
+async fn start_checkpoint(
+    path: &std::path::Path,
+    url: &str,
+    store: &Arc<ReplicaStore>,
+    stop: crate::shutdown::StopSignal,
+) -> anyhow::Result<(SharedStats, WriterStats)> {
+    let mut file = CheckpointFile::open(path).await?;
+    file.claim(&Identity {
+        log: replication_log::redact_password(url),
+        cluster_id: "bench".into(),
+    })
+    .await?;
+    let mut writer = CheckpointWriter::new(file, Arc::clone(store), vec![GRAIN_TYPE.to_owned()], 0);
+    let started = Instant::now();
+    writer.finish().await?;
+    let first = writer.stats();
+    eprintln!(
+        "bench e2e: checkpoint of {} replicas written in {:.1} s ({:.1} s CPU)",
+        first.rows,
+        started.elapsed().as_secs_f64(),
+        first.cpu.as_secs_f64()
+    );
+    let stats: SharedStats = Arc::new(Mutex::new(first));
+    let shared = Arc::clone(&stats);
+    tokio::spawn(async move {
+        let mut stop = stop;
+        loop {
+            tokio::select! {
+                () = stop.stopped() => return,
+                () = tokio::time::sleep(CheckpointWriter::INTERVAL) => {}
+            }
+            if let Err(e) = writer.flush(CheckpointWriter::MAX_ROWS_PER_FLUSH).await {
+                eprintln!("warning: checkpoint flush failed: {e}");
+            }
+            *shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = writer.stats();
+        }
+    });
+    Ok((stats, first))
 }
 
 /// How an e2e consumer worker paces itself.
@@ -440,6 +544,9 @@ pub struct ConsumerTiming {
     pub grace: Duration,
     /// Wait for the initial catch-up (a prefilled log) before `READY`.
     pub catch_up_first: bool,
+    /// Keep a checkpoint: written in full before `READY`, then in the
+    /// background as the daemon does; its writer's CPU is reported.
+    pub checkpoint: bool,
 }
 
 /// `bench worker e2e-consumer`: replicates until every grain is current (or
@@ -456,7 +563,10 @@ pub fn consumer(
         poll,
         grace,
         catch_up_first,
+        checkpoint,
     } = timing;
+    let checkpoint_dir = tempfile::tempdir()?;
+    let mut writer_task = None;
     let runtime = tokio::runtime::Runtime::new()?;
     let observed = Arc::new(Observed {
         lags: Mutex::new(Vec::new()),
@@ -514,6 +624,17 @@ pub fn consumer(
                         "bench e2e: caught up with {} grains in {:.1} s",
                         catch_up.progress().grains,
                         started.elapsed().as_secs_f64()
+                    );
+                }
+                if checkpoint {
+                    writer_task = Some(
+                        start_checkpoint(
+                            &checkpoint_dir.path().join("replicas.ckpt"),
+                            url,
+                            &store,
+                            stopping.signal(),
+                        )
+                        .await?,
                     );
                 }
                 // The store's sender lives on in `store`; keep it until the end.
@@ -584,17 +705,28 @@ pub fn consumer(
         let wall = started.elapsed();
         let cpu = cpu_time() - cpu_start;
         let [r1, l1, c1, o1] = counting.counts();
+        let writer = writer_task.as_ref().map(|(stats, before)| {
+            let now = *stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (
+                now.cpu.saturating_sub(before.cpu).as_secs_f64(),
+                now.scan_cpu.saturating_sub(before.scan_cpu).as_secs_f64(),
+                now.rows - before.rows,
+                now.flushes - before.flushes,
+            )
+        });
         stopping.stop();
         let _ = stop_tx.send(true);
         for handle in handles {
             handle.abort();
         }
-        let mut lags = std::mem::take(
+        let timed = std::mem::take(
             &mut *observed
                 .lags
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
+        slow_seconds(&timed);
+        let mut lags: Vec<f64> = timed.iter().map(|(_, lag)| *lag).collect();
         lags.sort_by(f64::total_cmp);
         let end = producer_end.unwrap_or(started);
         let current = observed.current.load(Ordering::Relaxed);
@@ -614,6 +746,10 @@ pub fn consumer(
             "reads": r1 - r0,
             "listings": l1 - l0,
             "change_queries": c1 - c0,
+            "checkpoint_cpu_s": writer.map(|w| w.0),
+            "checkpoint_scan_cpu_s": writer.map(|w| w.1),
+            "checkpoint_rows": writer.map(|w| w.2),
+            "checkpoint_flushes": writer.map(|w| w.3),
         }))
     })
 }

@@ -15,9 +15,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use futures::TryStreamExt;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{Connection, Row, SqliteConnection};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::decode::DecodedBy;
 use crate::store::{Replica, ReplicaStatus};
@@ -93,32 +95,72 @@ pub(super) struct StoredRow {
     pub state: Option<Vec<u8>>,
 }
 
-/// An open checkpoint file.
-pub struct CheckpointFile {
-    path: PathBuf,
-    conn: SqliteConnection,
+/// Rows [`CheckpointFile::read_all`] hands over at a time.
+const READ_CHUNK: usize = 8192;
+
+/// The test-only hook of the "SIGKILL inside a checkpoint write" test: when
+/// this variable names a file, every write creates that file once half its
+/// rows are inserted and then waits, inside its open transaction, until
+/// the file is removed (at most [`PAUSE_LIMIT`]). Unset, nothing happens.
+pub const TEST_PAUSE_ENV: &str = "REPLICA_HOST_TEST_CHECKPOINT_PAUSE";
+
+/// Longest pause of the [`TEST_PAUSE_ENV`] hook.
+const PAUSE_LIMIT: Duration = Duration::from_secs(60);
+
+/// The connection and what is cached beside it.
+struct Inner {
+    conn: Connection,
     /// `decoded_by` → its `builds` id.
     builds: HashMap<DecodedBy, i64>,
+}
+
+/// An open checkpoint file. SQLite is called through rusqlite on the
+/// blocking pool (one statement step costs a function call, not a message
+/// to a driver thread), so a million rows load and write in about a second.
+pub struct CheckpointFile {
+    path: PathBuf,
+    /// Locked by the one blocking task that uses it at a time.
+    inner: Arc<Mutex<Inner>>,
 }
 
 impl CheckpointFile {
     /// Opens (creating) the file at `path`.
     pub async fn open(path: &Path) -> Result<Self, CheckpointError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal);
-        let conn = SqliteConnection::connect_with(&options)
-            .await
-            .map_err(|e| sqlite(path, e))?;
-        let mut file = Self {
+        let owned = path.to_path_buf();
+        let conn = blocking(path, move || {
+            let conn = Connection::open_with_flags(
+                &owned,
+                OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_CREATE
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| sqlite(&owned, e))?;
+            conn.busy_timeout(Duration::from_secs(5))
+                .map_err(|e| sqlite(&owned, e))?;
+            conn.execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = NORMAL;
+                 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS builds (id INTEGER PRIMARY KEY, plugin TEXT NOT NULL,
+                     sha256 TEXT NOT NULL, schema_version TEXT NOT NULL,
+                     UNIQUE (plugin, sha256, schema_version));
+                 CREATE TABLE IF NOT EXISTS replicas (grain_type TEXT NOT NULL, grain_key TEXT NOT NULL,
+                     sequence INTEGER NOT NULL, timestamp_millis INTEGER NOT NULL,
+                     source_cluster TEXT NOT NULL, build INTEGER, status INTEGER NOT NULL,
+                     status_sequence INTEGER NOT NULL, reason TEXT NOT NULL, state BLOB,
+                     crc INTEGER NOT NULL, PRIMARY KEY (grain_type, grain_key)) WITHOUT ROWID;",
+            )
+            .map_err(|e| sqlite(&owned, e))?;
+            Ok(conn)
+        })
+        .await?;
+        Ok(Self {
             path: path.to_path_buf(),
-            conn,
-            builds: HashMap::new(),
-        };
-        file.create_tables().await?;
-        Ok(file)
+            inner: Arc::new(Mutex::new(Inner {
+                conn,
+                builds: HashMap::new(),
+            })),
+        })
     }
 
     /// Deletes the file (and its WAL files) and creates it anew, empty.
@@ -134,7 +176,14 @@ impl CheckpointFile {
     /// Closes the file, folding its WAL into it.
     pub async fn close(self) -> Result<(), CheckpointError> {
         let path = self.path.clone();
-        self.conn.close().await.map_err(|e| sqlite(&path, e))
+        let Ok(inner) = Arc::try_unwrap(self.inner) else {
+            return Ok(()); // a task still holds it: closed when it drops
+        };
+        let inner = inner.into_inner().unwrap_or_else(PoisonError::into_inner);
+        blocking(&path.clone(), move || {
+            inner.conn.close().map_err(|(_, e)| sqlite(&path, e))
+        })
+        .await
     }
 
     /// The file's path.
@@ -142,261 +191,355 @@ impl CheckpointFile {
         &self.path
     }
 
-    async fn create_tables(&mut self) -> Result<(), CheckpointError> {
+    /// Runs `f` on the connection on the blocking pool.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Inner, &Path) -> Result<T, CheckpointError> + Send + 'static,
+    ) -> Result<T, CheckpointError> {
+        let inner = Arc::clone(&self.inner);
         let path = self.path.clone();
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS builds (id INTEGER PRIMARY KEY, plugin TEXT NOT NULL,
-                 sha256 TEXT NOT NULL, schema_version TEXT NOT NULL,
-                 UNIQUE (plugin, sha256, schema_version));
-             CREATE TABLE IF NOT EXISTS replicas (grain_type TEXT NOT NULL, grain_key TEXT NOT NULL,
-                 sequence INTEGER NOT NULL, timestamp_millis INTEGER NOT NULL,
-                 source_cluster TEXT NOT NULL, build INTEGER, status INTEGER NOT NULL,
-                 status_sequence INTEGER NOT NULL, reason TEXT NOT NULL, state BLOB,
-                 crc INTEGER NOT NULL, PRIMARY KEY (grain_type, grain_key)) WITHOUT ROWID;",
-        )
-        .execute(&mut self.conn)
+        blocking(&self.path, move || {
+            let mut inner = inner.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut inner, &path)
+        })
         .await
-        .map_err(|e| sqlite(&path, e))?;
-        Ok(())
-    }
-
-    async fn meta(&mut self, key: &str) -> Result<Option<String>, CheckpointError> {
-        let path = self.path.clone();
-        sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&mut self.conn)
-            .await
-            .map_err(|e| sqlite(&path, e))
     }
 
     /// Checks the file's format and identity; an empty file is given
     /// `identity`.
     pub async fn claim(&mut self, identity: &Identity) -> Result<(), CheckpointError> {
-        let path = self.path.display().to_string();
-        match self.meta("format").await? {
-            None => {
-                let count: i64 = sqlx::query_scalar("SELECT count(*) FROM replicas")
-                    .fetch_one(&mut self.conn)
-                    .await
-                    .map_err(|e| sqlite(&self.path, e))?;
-                if count > 0 {
-                    return Err(CheckpointError::Format { path, found: None });
+        let identity = identity.clone();
+        self.with(move |inner, path| {
+            let conn = &inner.conn;
+            let meta = |key: &str| -> Result<Option<String>, CheckpointError> {
+                conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                    .optional()
+                    .map_err(|e| sqlite(path, e))
+            };
+            let shown = path.display().to_string();
+            match meta("format")? {
+                None => {
+                    let count: i64 = conn
+                        .query_row("SELECT count(*) FROM replicas", [], |r| r.get(0))
+                        .map_err(|e| sqlite(path, e))?;
+                    if count > 0 {
+                        return Err(CheckpointError::Format {
+                            path: shown,
+                            found: None,
+                        });
+                    }
+                    for (key, value) in [
+                        ("format", FORMAT),
+                        ("log", &identity.log),
+                        ("cluster_id", &identity.cluster_id),
+                    ] {
+                        conn.execute(
+                            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                            [key, value],
+                        )
+                        .map_err(|e| sqlite(path, e))?;
+                    }
+                    return Ok(());
                 }
-                for (key, value) in [
-                    ("format", FORMAT),
-                    ("log", &identity.log),
-                    ("cluster_id", &identity.cluster_id),
-                ] {
-                    sqlx::query("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)")
-                        .bind(key)
-                        .bind(value)
-                        .execute(&mut self.conn)
-                        .await
-                        .map_err(|e| sqlite(&self.path, e))?;
+                Some(format) if format != FORMAT => {
+                    return Err(CheckpointError::Format {
+                        path: shown,
+                        found: Some(format),
+                    });
                 }
-                return Ok(());
+                Some(_) => {}
             }
-            Some(format) if format != FORMAT => {
-                return Err(CheckpointError::Format {
-                    path,
-                    found: Some(format),
+            let log = meta("log")?.unwrap_or_default();
+            if log != identity.log {
+                return Err(CheckpointError::Foreign {
+                    path: shown,
+                    what: format!("log {log}, not {}", identity.log),
                 });
             }
-            Some(_) => {}
-        }
-        let log = self.meta("log").await?.unwrap_or_default();
-        if log != identity.log {
-            return Err(CheckpointError::Foreign {
-                path,
-                what: format!("log {log}, not {}", identity.log),
-            });
-        }
-        let cluster = self.meta("cluster_id").await?.unwrap_or_default();
-        if cluster != identity.cluster_id {
-            return Err(CheckpointError::Foreign {
-                path,
-                what: format!("cluster_id {cluster:?}, not {:?}", identity.cluster_id),
-            });
-        }
-        Ok(())
+            let cluster = meta("cluster_id")?.unwrap_or_default();
+            if cluster != identity.cluster_id {
+                return Err(CheckpointError::Foreign {
+                    path: shown,
+                    what: format!("cluster_id {cluster:?}, not {:?}", identity.cluster_id),
+                });
+            }
+            Ok(())
+        })
+        .await
     }
 
-    /// Every row, checksums checked, handed to `each` in key order.
+    /// Every row, checksums checked, handed to `each` in key order, a
+    /// chunk at a time. The rows are read and checked on the blocking pool
+    /// while `each` works on the previous chunk. At the first error nothing
+    /// more is read or handed over.
     pub(super) async fn read_all(
         &mut self,
-        mut each: impl FnMut(StoredRow) -> Result<(), CheckpointError>,
+        mut each: impl FnMut(Vec<StoredRow>) -> Result<(), CheckpointError>,
     ) -> Result<u64, CheckpointError> {
-        let path = self.path.clone();
-        let mut builds: HashMap<i64, Arc<DecodedBy>> = HashMap::new();
-        {
-            let mut rows = sqlx::query("SELECT id, plugin, sha256, schema_version FROM builds")
-                .fetch(&mut self.conn);
-            while let Some(row) = rows.try_next().await.map_err(|e| sqlite(&path, e))? {
-                let by = DecodedBy {
-                    plugin: row.try_get(1).map_err(|e| sqlite(&path, e))?,
-                    sha256: row.try_get(2).map_err(|e| sqlite(&path, e))?,
-                    schema_version: row.try_get(3).map_err(|e| sqlite(&path, e))?,
-                };
-                builds.insert(row.try_get(0).map_err(|e| sqlite(&path, e))?, Arc::new(by));
+        let (chunks, mut received) = tokio::sync::mpsc::channel(2);
+        let reader = self.with(move |inner, path| read_rows(&inner.conn, path, &chunks));
+        let handing = async move {
+            let mut count = 0u64;
+            while let Some(chunk) = received.recv().await {
+                let chunk: Vec<StoredRow> = chunk;
+                count += chunk.len() as u64;
+                each(chunk)?;
             }
-        }
-        let mut rows = sqlx::query(
-            "SELECT grain_type, grain_key, sequence, timestamp_millis, source_cluster, build,
-                    status, status_sequence, reason, state, crc FROM replicas",
-        )
-        .fetch(&mut self.conn);
-        let mut count = 0u64;
-        while let Some(row) = rows.try_next().await.map_err(|e| sqlite(&path, e))? {
-            let get_err = |e| sqlite(&path, e);
-            let grain_type: String = row.try_get(0).map_err(get_err)?;
-            let grain_key: String = row.try_get(1).map_err(get_err)?;
-            let sequence: i64 = row.try_get(2).map_err(get_err)?;
-            let timestamp_millis: i64 = row.try_get(3).map_err(get_err)?;
-            let source_cluster: String = row.try_get(4).map_err(get_err)?;
-            let build: Option<i64> = row.try_get(5).map_err(get_err)?;
-            let status: i64 = row.try_get(6).map_err(get_err)?;
-            let status_sequence: i64 = row.try_get(7).map_err(get_err)?;
-            let reason: String = row.try_get(8).map_err(get_err)?;
-            let state: Option<Vec<u8>> = row.try_get(9).map_err(get_err)?;
-            let crc: i64 = row.try_get(10).map_err(get_err)?;
-            let corrupt = |reason: &str| CheckpointError::Corrupt {
-                path: path.display().to_string(),
-                grain_type: crate::text::escape(&grain_type),
-                grain_key: crate::text::escape(&grain_key),
-                reason: reason.to_string(),
-            };
-            let decoded_by = match build {
-                Some(id) => {
-                    Some(Arc::clone(builds.get(&id).ok_or_else(|| {
-                        corrupt("names a plugin build the file does not hold")
-                    })?))
-                }
-                None => None,
-            };
-            let expected = checksum(&RowFields {
-                grain_type: &grain_type,
-                grain_key: &grain_key,
-                sequence,
-                timestamp_millis,
-                source_cluster: &source_cluster,
-                decoded_by: decoded_by.as_deref(),
-                status,
-                status_sequence,
-                reason: &reason,
-                state: state.as_deref(),
-            });
-            if expected as i64 != crc {
-                return Err(corrupt("checksum mismatch"));
-            }
-            let status = match status {
-                OK => ReplicaStatus::Ok,
-                BEHIND => ReplicaStatus::Behind {
-                    delta_sequence: status_sequence as u64,
-                },
-                FAILING => ReplicaStatus::Failing {
-                    sequence: status_sequence as u64,
-                    reason,
-                },
-                _ => return Err(corrupt("unknown status")),
-            };
-            each(StoredRow {
-                grain_type,
-                grain_key,
-                sequence: sequence as u64,
-                timestamp_millis,
-                source_cluster,
-                decoded_by,
-                status,
-                state,
-            })?;
-            count += 1;
-        }
+            Ok::<_, CheckpointError>(count)
+        };
+        // `handing` owns the receiver: when it fails, the receiver goes
+        // with it and the reader stops at its next chunk.
+        let (read, handed) = futures::join!(reader, handing);
+        let count = handed?;
+        read?;
         Ok(count)
     }
 
-    /// Writes `replicas` in one transaction (each replaces the grain's row).
-    pub async fn write(&mut self, replicas: &[Replica]) -> Result<(), CheckpointError> {
-        let path = self.path.clone();
-        let mut build_ids = Vec::with_capacity(replicas.len());
-        for replica in replicas {
-            build_ids.push(match &replica.decoded_by {
-                Some(by) => Some(self.build_id(by).await?),
-                None => None,
-            });
-        }
-        let mut tx = self.conn.begin().await.map_err(|e| sqlite(&path, e))?;
-        for (replica, build) in replicas.iter().zip(build_ids) {
-            let (status, status_sequence, reason) = match &replica.status {
-                ReplicaStatus::Ok => (OK, 0, ""),
-                ReplicaStatus::Behind { delta_sequence } => (BEHIND, *delta_sequence as i64, ""),
-                ReplicaStatus::Failing { sequence, reason } => {
-                    (FAILING, *sequence as i64, reason.as_str())
+    /// Writes `replicas` in one transaction (each replaces the grain's row);
+    /// returns the CPU time it took.
+    pub async fn write(&mut self, replicas: Vec<Replica>) -> Result<Duration, CheckpointError> {
+        let pause = std::env::var_os(TEST_PAUSE_ENV).map(PathBuf::from);
+        self.with(move |inner, path| {
+            let started = super::writer::thread_cpu();
+            let mut build_ids = Vec::with_capacity(replicas.len());
+            for replica in &replicas {
+                build_ids.push(match &replica.decoded_by {
+                    Some(by) => Some(build_id(inner, path, by)?),
+                    None => None,
+                });
+            }
+            let tx = inner.conn.transaction().map_err(|e| sqlite(path, e))?;
+            {
+                let mut insert = tx
+                    .prepare(
+                        "INSERT OR REPLACE INTO replicas (grain_type, grain_key, sequence,
+                             timestamp_millis, source_cluster, build, status, status_sequence,
+                             reason, state, crc)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    )
+                    .map_err(|e| sqlite(path, e))?;
+                for (n, (replica, build)) in replicas.iter().zip(build_ids).enumerate() {
+                    if n == replicas.len() / 2
+                        && let Some(marker) = &pause
+                    {
+                        pause_for_test(marker);
+                    }
+                    let (status, status_sequence, reason) = match &replica.status {
+                        ReplicaStatus::Ok => (OK, 0, ""),
+                        ReplicaStatus::Behind { delta_sequence } => {
+                            (BEHIND, *delta_sequence as i64, "")
+                        }
+                        ReplicaStatus::Failing { sequence, reason } => {
+                            (FAILING, *sequence as i64, reason.as_str())
+                        }
+                    };
+                    let state = replica.state.as_ref().map(|s| s.as_bytes());
+                    let crc = checksum(&RowFields {
+                        grain_type: &replica.grain_type,
+                        grain_key: &replica.grain_key,
+                        sequence: replica.sequence as i64,
+                        timestamp_millis: replica.timestamp_millis,
+                        source_cluster: &replica.source_cluster,
+                        decoded_by: replica.decoded_by.as_deref(),
+                        status,
+                        status_sequence,
+                        reason,
+                        state,
+                    });
+                    insert
+                        .execute(rusqlite::params![
+                            replica.grain_type,
+                            replica.grain_key,
+                            replica.sequence as i64,
+                            replica.timestamp_millis,
+                            replica.source_cluster,
+                            build,
+                            status,
+                            status_sequence,
+                            reason,
+                            state,
+                            crc as i64,
+                        ])
+                        .map_err(|e| sqlite(path, e))?;
                 }
-            };
-            let state = replica.state.as_ref().map(|s| s.as_bytes());
-            let crc = checksum(&RowFields {
-                grain_type: &replica.grain_type,
-                grain_key: &replica.grain_key,
-                sequence: replica.sequence as i64,
-                timestamp_millis: replica.timestamp_millis,
-                source_cluster: &replica.source_cluster,
-                decoded_by: replica.decoded_by.as_deref(),
-                status,
-                status_sequence,
-                reason,
-                state,
-            });
-            sqlx::query(
-                "INSERT OR REPLACE INTO replicas (grain_type, grain_key, sequence, timestamp_millis,
-                     source_cluster, build, status, status_sequence, reason, state, crc)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&replica.grain_type)
-            .bind(&replica.grain_key)
-            .bind(replica.sequence as i64)
-            .bind(replica.timestamp_millis)
-            .bind(&replica.source_cluster)
-            .bind(build)
-            .bind(status)
-            .bind(status_sequence)
-            .bind(reason)
-            .bind(state)
-            .bind(crc as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| sqlite(&path, e))?;
-        }
-        tx.commit().await.map_err(|e| sqlite(&path, e))
+            }
+            tx.commit().map_err(|e| sqlite(path, e))?;
+            Ok(super::writer::thread_cpu().saturating_sub(started))
+        })
+        .await
     }
+}
 
-    /// The `builds` id of `by`, inserting it the first time.
-    async fn build_id(&mut self, by: &DecodedBy) -> Result<i64, CheckpointError> {
-        if let Some(&id) = self.builds.get(by) {
-            return Ok(id);
+/// Reads every row of `conn`'s checkpoint, checks its checksum and sends
+/// it on in chunks; stops when the receiver is gone.
+fn read_rows(
+    conn: &Connection,
+    path: &Path,
+    chunks: &tokio::sync::mpsc::Sender<Vec<StoredRow>>,
+) -> Result<(), CheckpointError> {
+    let mut builds: HashMap<i64, Arc<DecodedBy>> = HashMap::new();
+    {
+        let mut statement = conn
+            .prepare("SELECT id, plugin, sha256, schema_version FROM builds")
+            .map_err(|e| sqlite(path, e))?;
+        let mut rows = statement.query([]).map_err(|e| sqlite(path, e))?;
+        while let Some(row) = rows.next().map_err(|e| sqlite(path, e))? {
+            let get = |i| row.get::<_, String>(i).map_err(|e| sqlite(path, e));
+            let by = DecodedBy {
+                plugin: get(1)?,
+                sha256: get(2)?,
+                schema_version: get(3)?,
+            };
+            let id: i64 = row.get(0).map_err(|e| sqlite(path, e))?;
+            builds.insert(id, Arc::new(by));
         }
-        let path = self.path.clone();
-        sqlx::query(
-            "INSERT OR IGNORE INTO builds (plugin, sha256, schema_version) VALUES (?, ?, ?)",
-        )
-        .bind(&by.plugin)
-        .bind(&by.sha256)
-        .bind(&by.schema_version)
-        .execute(&mut self.conn)
-        .await
-        .map_err(|e| sqlite(&path, e))?;
-        let id: i64 = sqlx::query_scalar(
-            "SELECT id FROM builds WHERE plugin = ? AND sha256 = ? AND schema_version = ?",
-        )
-        .bind(&by.plugin)
-        .bind(&by.sha256)
-        .bind(&by.schema_version)
-        .fetch_one(&mut self.conn)
-        .await
-        .map_err(|e| sqlite(&path, e))?;
-        self.builds.insert(by.clone(), id);
-        Ok(id)
     }
+    let mut statement = conn
+        .prepare(
+            "SELECT grain_type, grain_key, sequence, timestamp_millis, source_cluster, build,
+                    status, status_sequence, reason, state, crc FROM replicas",
+        )
+        .map_err(|e| sqlite(path, e))?;
+    let mut rows = statement.query([]).map_err(|e| sqlite(path, e))?;
+    let mut chunk = Vec::with_capacity(READ_CHUNK);
+    while let Some(row) = rows.next().map_err(|e| sqlite(path, e))? {
+        chunk.push(stored_row(row, path, &builds)?);
+        if chunk.len() == READ_CHUNK {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(READ_CHUNK));
+            if chunks.blocking_send(full).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = chunks.blocking_send(chunk);
+    }
+    Ok(())
+}
+
+/// One row, its checksum checked.
+fn stored_row(
+    row: &rusqlite::Row<'_>,
+    path: &Path,
+    builds: &HashMap<i64, Arc<DecodedBy>>,
+) -> Result<StoredRow, CheckpointError> {
+    let get_err = |e| sqlite(path, e);
+    let grain_type: String = row.get(0).map_err(get_err)?;
+    let grain_key: String = row.get(1).map_err(get_err)?;
+    let sequence: i64 = row.get(2).map_err(get_err)?;
+    let timestamp_millis: i64 = row.get(3).map_err(get_err)?;
+    let source_cluster: String = row.get(4).map_err(get_err)?;
+    let build: Option<i64> = row.get(5).map_err(get_err)?;
+    let status: i64 = row.get(6).map_err(get_err)?;
+    let status_sequence: i64 = row.get(7).map_err(get_err)?;
+    let reason: String = row.get(8).map_err(get_err)?;
+    let crc: i64 = row.get(10).map_err(get_err)?;
+    let corrupt = |reason: &str| CheckpointError::Corrupt {
+        path: path.display().to_string(),
+        grain_type: crate::text::escape(&grain_type),
+        grain_key: crate::text::escape(&grain_key),
+        reason: reason.to_string(),
+    };
+    // Read as bytes whatever SQLite's storage class (a value edited with
+    // SQL's `||` becomes text): the checksum then says what is wrong.
+    let state = match row.get_ref(9).map_err(get_err)? {
+        ValueRef::Null => None,
+        ValueRef::Blob(bytes) | ValueRef::Text(bytes) => Some(bytes.to_vec()),
+        ValueRef::Integer(_) | ValueRef::Real(_) => return Err(corrupt("checksum mismatch")),
+    };
+    let decoded_by = match build {
+        Some(id) => {
+            Some(Arc::clone(builds.get(&id).ok_or_else(|| {
+                corrupt("names a plugin build the file does not hold")
+            })?))
+        }
+        None => None,
+    };
+    let expected = checksum(&RowFields {
+        grain_type: &grain_type,
+        grain_key: &grain_key,
+        sequence,
+        timestamp_millis,
+        source_cluster: &source_cluster,
+        decoded_by: decoded_by.as_deref(),
+        status,
+        status_sequence,
+        reason: &reason,
+        state: state.as_deref(),
+    });
+    if expected as i64 != crc {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let status = match status {
+        OK => ReplicaStatus::Ok,
+        BEHIND => ReplicaStatus::Behind {
+            delta_sequence: status_sequence as u64,
+        },
+        FAILING => ReplicaStatus::Failing {
+            sequence: status_sequence as u64,
+            reason,
+        },
+        _ => return Err(corrupt("unknown status")),
+    };
+    Ok(StoredRow {
+        grain_type,
+        grain_key,
+        sequence: sequence as u64,
+        timestamp_millis,
+        source_cluster,
+        decoded_by,
+        status,
+        state,
+    })
+}
+
+/// The `builds` id of `by`, inserting it the first time.
+fn build_id(inner: &mut Inner, path: &Path, by: &DecodedBy) -> Result<i64, CheckpointError> {
+    if let Some(&id) = inner.builds.get(by) {
+        return Ok(id);
+    }
+    inner
+        .conn
+        .execute(
+            "INSERT OR IGNORE INTO builds (plugin, sha256, schema_version) VALUES (?1, ?2, ?3)",
+            [&by.plugin, &by.sha256, &by.schema_version],
+        )
+        .map_err(|e| sqlite(path, e))?;
+    let id: i64 = inner
+        .conn
+        .query_row(
+            "SELECT id FROM builds WHERE plugin = ?1 AND sha256 = ?2 AND schema_version = ?3",
+            [&by.plugin, &by.sha256, &by.schema_version],
+            |r| r.get(0),
+        )
+        .map_err(|e| sqlite(path, e))?;
+    inner.builds.insert(by.clone(), id);
+    Ok(id)
+}
+
+/// The [`TEST_PAUSE_ENV`] hook: `marker` created, then a wait until it is gone.
+fn pause_for_test(marker: &Path) {
+    if std::fs::write(marker, b"inside a checkpoint write\n").is_err() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    while marker.exists() && started.elapsed() < PAUSE_LIMIT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `f` on the blocking pool; a task that failed to finish is an error
+/// naming `path`.
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce() -> Result<T, CheckpointError> + Send + 'static,
+) -> Result<T, CheckpointError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(CheckpointError::Sqlite {
+            path: path.display().to_string(),
+            message: format!("the checkpoint task failed: {e}"),
+        })
+    })
 }
 
 /// The fields a row's checksum covers.
@@ -449,7 +592,7 @@ fn checksum(r: &RowFields<'_>) -> u64 {
 }
 
 /// SQLite's error, one line, naming the file.
-fn sqlite(path: &Path, e: sqlx::Error) -> CheckpointError {
+fn sqlite(path: &Path, e: rusqlite::Error) -> CheckpointError {
     CheckpointError::Sqlite {
         path: path.display().to_string(),
         message: e.to_string().replace('\n', " "),

@@ -85,6 +85,10 @@ pub enum BenchCommand {
         /// PostgreSQL: add the change feed before the run.
         #[arg(long)]
         change_feed: bool,
+        /// Keep a checkpoint (written in full before the clock starts) and
+        /// report its writer's CPU time over the run.
+        #[arg(long)]
+        checkpoint: bool,
         /// The sample plugins' sources.
         #[arg(long, default_value_os_t = super::sample_plugins_dir())]
         plugins_dir: PathBuf,
@@ -254,6 +258,8 @@ pub enum WorkerCommand {
         grace: f64,
         #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
         catch_up_first: bool,
+        #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+        checkpoint: bool,
         #[arg(long)]
         plugin: PathBuf,
     },
@@ -317,6 +323,7 @@ pub fn run(command: BenchCommand) -> ExitCode {
             repeat,
             prefill,
             change_feed,
+            checkpoint,
             plugins_dir,
         } => bench::e2e::run(&E2eOptions {
             backend,
@@ -330,6 +337,7 @@ pub fn run(command: BenchCommand) -> ExitCode {
             repeat: repeat.max(1),
             prefill,
             change_feed,
+            checkpoint,
             plugins_dir,
         }),
         BenchCommand::Idle {
@@ -467,6 +475,7 @@ fn run_worker(worker: WorkerCommand) -> anyhow::Result<()> {
             poll_ms,
             grace,
             catch_up_first,
+            checkpoint,
             plugin,
         } => bench::e2e::consumer(
             &kind,
@@ -481,6 +490,7 @@ fn run_worker(worker: WorkerCommand) -> anyhow::Result<()> {
                 poll: Duration::from_millis(poll_ms),
                 grace: Duration::from_secs_f64(grace),
                 catch_up_first,
+                checkpoint,
             },
             &plugin,
         )?,

@@ -10,6 +10,13 @@
 //! watermark the log is never busy listing more than a tenth of the time,
 //! and the host never falls ever further behind its own polls.
 //!
+//! Where the backend answers incrementally, the periodic reconcile runs
+//! *beside* the incremental polls ([`Discovery::reconcile_due`]), not in
+//! their place: a full listing of a million heads takes seconds, and the
+//! polls that would have waited for it are what live lag is made of. Its
+//! heads are then handed to the table a chunk at a time, so applying a
+//! million of them never stalls the scheduler either.
+//!
 //! [`ReplicationLog::changes_since`]: crate::replication_log::ReplicationLog::changes_since
 
 use std::time::Duration;
@@ -45,17 +52,28 @@ pub(crate) struct Discovery {
 }
 
 impl Discovery {
-    /// The cursor to list from now; `None` asks for a full listing.
-    pub(crate) fn since(&self, now: Instant) -> Option<&ChangeCursor> {
+    /// The cursor to list from now; `None` asks for a full listing (the
+    /// first one, and every one where the backend has no watermark).
+    pub(crate) fn since(&self) -> Option<&ChangeCursor> {
+        self.cursor.as_ref()
+    }
+
+    /// Whether the periodic full listing is due, to run beside the
+    /// incremental ones (only when listings are incremental).
+    pub(crate) fn reconcile_due(&self, now: Instant) -> bool {
         let reconcile_every = RECONCILE_EVERY.max(self.full_cost * RECONCILE_DUTY);
-        let reconcile = self
-            .listed_all_at
-            .is_none_or(|at| now.duration_since(at) >= reconcile_every);
-        if reconcile {
-            None
-        } else {
-            self.cursor.as_ref()
-        }
+        self.cursor.is_some()
+            && self
+                .listed_all_at
+                .is_none_or(|at| now.duration_since(at) >= reconcile_every)
+    }
+
+    /// Records a reconcile (a full listing run beside the incremental
+    /// ones) that took `took`. Its cursor is not used: the incremental
+    /// one is at least as new.
+    pub(crate) fn reconciled(&mut self, took: Duration, now: Instant) {
+        self.listed_all_at = Some(now);
+        self.full_cost = took;
     }
 
     /// Records an answer that took `took`; returns how long to wait before
@@ -106,14 +124,15 @@ mod tests {
         let config = ConsumerConfig::default();
         let mut discovery = Discovery::default();
         let now = Instant::now();
-        assert!(discovery.since(now).is_none());
+        assert!(discovery.since().is_none());
         let (wait, _) =
             discovery.succeeded(&changes(true, None), Duration::from_millis(1), &config, now);
         assert_eq!(wait, config.poll());
         let (wait, _) =
             discovery.succeeded(&changes(true, None), Duration::from_secs(2), &config, now);
         assert_eq!(wait, Duration::from_secs(20));
-        assert!(discovery.since(now).is_none());
+        assert!(discovery.since().is_none());
+        assert!(!discovery.reconcile_due(now + Duration::from_secs(3600)));
     }
 
     #[test]
@@ -129,10 +148,17 @@ mod tests {
             now,
         );
         assert_eq!(wait, config.poll());
-        assert_eq!(discovery.since(now), Some(&cursor));
-        // A full listing that took 1 s is repeated after 100 s, not 60 s.
-        assert!(discovery.since(now + Duration::from_secs(61)).is_some());
-        assert!(discovery.since(now + Duration::from_secs(101)).is_none());
+        assert_eq!(discovery.since(), Some(&cursor));
+        // A full listing that took 1 s is repeated after 100 s, not 60 s,
+        // beside the incremental listings, which go on from the cursor.
+        assert!(!discovery.reconcile_due(now + Duration::from_secs(61)));
+        assert!(discovery.reconcile_due(now + Duration::from_secs(101)));
+        assert_eq!(discovery.since(), Some(&cursor));
+        let later = now + Duration::from_secs(101);
+        discovery.reconciled(Duration::from_secs(2), later);
+        assert!(!discovery.reconcile_due(later + Duration::from_secs(101)));
+        assert!(discovery.reconcile_due(later + Duration::from_secs(201)));
+        assert_eq!(discovery.since(), Some(&cursor));
     }
 
     #[test]

@@ -44,7 +44,7 @@ use super::freshness::{Freshness, Generation, Generations};
 use super::grain::{GrainProgress, Step, StepOutcome, Stopped, TypeContext};
 use super::metrics::ConsumerMetrics;
 use super::shard::Shard;
-use crate::replication_log::{ChangeCursor, HeadChanges, LogError, LogRecord, ScanPage};
+use crate::replication_log::{ChangeCursor, GrainHead, HeadChanges, LogError, LogRecord, ScanPage};
 use crate::shutdown::StopSignal;
 use crate::store::now_millis;
 
@@ -107,6 +107,10 @@ const BULKS_IN_FLIGHT: usize = 2;
 /// anything to catch up (a start from a checkpoint): each is read by itself.
 const FEW_TO_SCAN: usize = 20;
 
+/// Heads of a periodic full listing handed to the table per turn of the
+/// scheduler's loop, so a million of them never hold up the live path.
+const RECONCILE_CHUNK: usize = 4096;
+
 /// How often a failed catch-up page is tried again before the remaining
 /// grains are read one by one.
 const SCAN_RETRIES: u32 = 3;
@@ -138,6 +142,10 @@ impl Scheduler {
         };
         let mut discovery = Discovery::default();
         let mut listing: Option<Listing> = None;
+        // The periodic full listing, beside the incremental ones, and the
+        // heads it found that the table has yet to see.
+        let mut reconciling: Option<Listing> = None;
+        let mut reconciled: std::vec::IntoIter<GrainHead> = Vec::new().into_iter();
         let mut next_listing = Instant::now();
         let mut listed_once = false;
         let mut scanning: Option<Scanning> = None;
@@ -156,7 +164,22 @@ impl Scheduler {
         loop {
             let now = Instant::now();
             if listing.is_none() && now >= next_listing {
-                listing = Some(self.list(discovery.since(now).cloned()));
+                listing = Some(self.list(discovery.since().cloned()));
+            }
+            if reconciling.is_none() && reconciled.len() == 0 && discovery.reconcile_due(now) {
+                reconciling = Some(self.list(None));
+            }
+            // The safety net's heads join no listing's generation: the
+            // incremental listings beside it confirm the type's freshness.
+            for head in reconciled.by_ref().take(RECONCILE_CHUNK) {
+                self.update(
+                    &mut table,
+                    head.grain_key,
+                    head.latest_sequence,
+                    false,
+                    now,
+                    0,
+                );
             }
             if scanning.is_none()
                 && table.ready.len() < self.scan_rows
@@ -280,6 +303,29 @@ impl Scheduler {
                         }
                     }
                 }
+                (listed, took) = async { reconciling.as_mut().expect("guarded").await }, if reconciling.is_some() => {
+                    reconciling = None;
+                    match listed {
+                        Ok(changes) => {
+                            discovery.reconciled(took, Instant::now());
+                            tracing::debug!(
+                                grain_type = %self.ctx.grain_type,
+                                heads = changes.heads.len(),
+                                took_ms = took.as_millis() as u64,
+                                "periodic full listing"
+                            );
+                            reconciled = changes.heads.into_iter();
+                        }
+                        Err(error) => {
+                            // Tried again at the next interval; the
+                            // incremental listings go on meanwhile.
+                            discovery.reconciled(took, Instant::now());
+                            self.ctx.counters.discovery_error();
+                            tracing::warn!(grain_type = %self.ctx.grain_type, %error, "the periodic full listing failed");
+                        }
+                    }
+                }
+                () = tokio::task::yield_now(), if reconciled.len() > 0 => {}
                 () = tokio::time::sleep_until(scan_not_before), if scan_waits => {}
                 permit = Arc::clone(&self.workers).acquire_owned(), if !table.ready.is_empty() => {
                     if let Ok(permit) = permit {

@@ -54,6 +54,7 @@ mod scan;
 mod seq;
 mod sql;
 mod sqlite;
+mod sqlite_bulk;
 mod url;
 
 pub use memory::{MemoryLog, RawRow};

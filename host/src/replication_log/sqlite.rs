@@ -19,6 +19,7 @@ use sqlx::{Row, Sqlite};
 
 use super::record::LooseColumns;
 use super::sql::{Queries, Sql, SqlLog};
+use super::sqlite_bulk::{BulkError, BulkReader, RowidQueries};
 use super::{
     ChangeCursor, CursorState, GrainHead, HeadChanges, HeadsSnapshot, LogEntry, LogError,
     LogRecord, ReplicationLog, ScanPage, seq,
@@ -150,6 +151,8 @@ SELECT g FROM t WHERE typeof(g) = 'text'";
 #[derive(Debug, Clone)]
 pub struct SqliteLog {
     pool: SqlitePool,
+    /// The catch-up scan and full listings, off sqlx (`sqlite_bulk.rs`).
+    bulk: Arc<BulkReader>,
     path: PathBuf,
     /// Set when the table has no rowid (a `WITHOUT ROWID` table): discovery
     /// then always lists every grain.
@@ -255,6 +258,7 @@ impl SqliteLog {
             .map_err(|e| error(&path, e))?;
         Ok(Self {
             pool,
+            bulk: Arc::new(BulkReader::new(&path, busy_timeout)),
             path,
             no_rowid: Arc::new(AtomicBool::new(false)),
         })
@@ -267,77 +271,30 @@ impl SqliteLog {
 
     /// Closes every connection; later calls are [`LogError::Unavailable`].
     pub async fn close(&self) {
+        self.bulk.close();
         self.pool.close().await;
     }
+}
 
-    /// [`ReplicationLog::changes_since`] by rowid, in one read transaction
-    /// (one snapshot of the table).
-    async fn changes_by_rowid(
-        &self,
-        grain_type: &str,
-        cursor: Option<(i64, &Option<String>)>,
-    ) -> Result<HeadChanges, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let top: Option<(i64, String)> = sqlx::query_as(TOP_ROW).fetch_optional(&mut *tx).await?;
-        let (top_rowid, top_identity) = match top {
-            Some((rowid, identity)) => (rowid, Some(identity)),
-            None => (0, None),
-        };
-        // Rowids at i64::MAX are handed out at random: no watermark then.
-        let next = (top_rowid < i64::MAX).then_some(ChangeCursor(CursorState::Rowid {
-            rowid: top_rowid,
-            identity: top_identity,
-        }));
-        let trusted = match cursor {
-            Some((0, _)) => true,
-            Some((rowid, identity)) => {
-                let now: Option<String> = sqlx::query_scalar(ROW_IDENTITY)
-                    .bind(rowid)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                now.as_ref() == identity.as_ref() && rowid <= top_rowid
-            }
-            None => false,
-        };
-        let changes = match cursor {
-            Some((since, _)) if trusted && next.is_some() => {
-                let heads = if top_rowid > since {
-                    sqlx::query_as(HEADS_SINCE)
-                        .bind(since)
-                        .bind(top_rowid)
-                        .bind(grain_type)
-                        .fetch_all(&mut *tx)
-                        .await?
-                } else {
-                    Vec::new()
-                };
-                HeadChanges {
-                    heads: seq::to_heads(heads),
-                    complete: false,
-                    cursor: next,
-                }
-            }
-            _ => {
-                if cursor.is_some() {
-                    tracing::debug!(
-                        path = %self.path.display(),
-                        grain_type,
-                        "rowid watermark no longer valid (rows deleted or renumbered); listing every grain"
-                    );
-                }
-                let heads = sqlx::query_as(GRAIN_HEADS)
-                    .bind(grain_type)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                HeadChanges {
-                    heads: seq::to_heads(heads),
-                    complete: true,
-                    cursor: next,
-                }
-            }
-        };
-        tx.commit().await?;
-        Ok(changes)
+/// The queries of the rowid watermark (`changes_since`).
+const ROWID_QUERIES: RowidQueries = RowidQueries {
+    top_row: TOP_ROW,
+    row_identity: ROW_IDENTITY,
+    heads_since: HEADS_SINCE,
+    grain_heads: GRAIN_HEADS,
+};
+
+/// Maps a bulk read's error, naming the file: locked, busy, unopenable or
+/// closed is [`LogError::Unavailable`].
+fn bulk_error(path: &Path, err: BulkError) -> LogError {
+    let message = format!("sqlite {}: {err}", path.display());
+    let unavailable =
+        matches!(err, BulkError::Closed) || matches!(err.primary_code(), Some(5 | 6 | 14));
+    let source = Some(Box::new(err) as super::Cause);
+    if unavailable {
+        LogError::Unavailable { message, source }
+    } else {
+        LogError::Backend { message, source }
     }
 }
 
@@ -515,7 +472,10 @@ impl ReplicationLog for SqliteLog {
     }
 
     async fn grain_heads(&self, grain_type: &str) -> Result<Vec<GrainHead>, LogError> {
-        Sql(self).grain_heads(grain_type).await
+        self.bulk
+            .grain_heads(GRAIN_HEADS, grain_type)
+            .await
+            .map_err(|e| bulk_error(&self.path, e))
     }
 
     async fn changes_since(
@@ -528,12 +488,30 @@ impl ReplicationLog for SqliteLog {
             return full().await;
         }
         let cursor = match cursor {
-            Some(ChangeCursor(CursorState::Rowid { rowid, identity })) => Some((*rowid, identity)),
+            Some(ChangeCursor(CursorState::Rowid { rowid, identity })) => {
+                Some((*rowid, identity.clone()))
+            }
             _ => None,
         };
-        match self.changes_by_rowid(grain_type, cursor).await {
-            Ok(changes) => Ok(changes),
-            Err(sqlx::Error::Database(db)) if db.message().contains("no such column: rowid") => {
+        match self
+            .bulk
+            .changes_by_rowid(ROWID_QUERIES, grain_type, cursor)
+            .await
+        {
+            Ok((changes, stale)) => {
+                if stale {
+                    tracing::debug!(
+                        path = %self.path.display(),
+                        grain_type,
+                        "rowid watermark no longer valid (rows deleted or renumbered); listing every grain"
+                    );
+                }
+                Ok(changes)
+            }
+            Err(e)
+                if e.message()
+                    .is_some_and(|m| m.contains("no such column: rowid")) =>
+            {
                 tracing::info!(
                     path = %self.path.display(),
                     "the log table has no rowid; discovery lists every grain each poll"
@@ -541,7 +519,7 @@ impl ReplicationLog for SqliteLog {
                 self.no_rowid.store(true, Ordering::Relaxed);
                 full().await
             }
-            Err(e) => Err(self.error(e)),
+            Err(e) => Err(bulk_error(&self.path, e)),
         }
     }
 
@@ -559,7 +537,11 @@ impl ReplicationLog for SqliteLog {
         after: Option<&str>,
         max_rows: usize,
     ) -> Result<Option<ScanPage>, LogError> {
-        Sql(self).scan(grain_type, after, max_rows).await
+        self.bulk
+            .scan(grain_type, after, max_rows)
+            .await
+            .map(Some)
+            .map_err(|e| bulk_error(&self.path, e))
     }
 
     async fn full_state_heads(

@@ -635,6 +635,79 @@ impl ReplicaStore {
         (changed, None)
     }
 
+    /// Restores replicas saved earlier (a checkpoint being loaded) into
+    /// `grain_type`: each `(grain key, snapshot, status)`, without a
+    /// snapshot for a grain that never decoded. One write-lock hold for
+    /// all of them; nothing is broadcast (meant for a store nobody
+    /// subscribes to yet), but the change feed holds them like any change. A grain
+    /// that already has a state keeps it. Returns how many were restored.
+    pub fn restore(
+        &self,
+        grain_type: &str,
+        replicas: Vec<(String, Option<Snapshot>, ReplicaStatus)>,
+    ) -> usize {
+        let applied_at = SystemTime::now();
+        let mut grains = self.write();
+        let mut restored = 0;
+        for (grain_key, snapshot, status) in replicas {
+            let previous = match grains
+                .by_type
+                .get(grain_type)
+                .and_then(|t| t.by_key.get_key_value(grain_key.as_str()))
+            {
+                Some((_, stored)) if stored.has_state() => continue,
+                Some((key, stored)) => Some((Arc::clone(key), stored.version)),
+                None => None,
+            };
+            grains.version += 1;
+            let version = grains.version;
+            let cluster = snapshot.as_ref().map_or("", |s| s.source_cluster.as_str());
+            let source_cluster = intern(&mut grains.clusters, cluster);
+            let stored = match snapshot {
+                Some(s) => Stored {
+                    state: Some(s.state),
+                    sequence: s.sequence,
+                    timestamp_millis: s.timestamp_millis,
+                    source_cluster,
+                    applied_at: Some(applied_at),
+                    decoded_by: s.decoded_by,
+                    status: status.into(),
+                    version,
+                    sequence_version: version,
+                },
+                None => Stored {
+                    state: None,
+                    sequence: 0,
+                    timestamp_millis: 0,
+                    source_cluster,
+                    applied_at: None,
+                    decoded_by: None,
+                    status: status.into(),
+                    version,
+                    sequence_version: version,
+                },
+            };
+            let of_type = grains.of_type(grain_type);
+            let (key, previous_version) = match previous {
+                Some((key, previous_version)) => (key, Some(previous_version)),
+                None => (Arc::from(grain_key), None),
+            };
+            of_type.feed.moved(&key, previous_version, version);
+            of_type.by_key.insert(key, stored);
+            restored += 1;
+        }
+        let version = grains.version;
+        drop(grains);
+        self.versions.send_if_modified(|current| {
+            let newer = version > *current;
+            if newer {
+                *current = version;
+            }
+            newer
+        });
+        restored
+    }
+
     /// A receiver of every change from now on (see the module docs on lag).
     pub fn subscribe(&self) -> broadcast::Receiver<ReplicaChange> {
         self.changes.subscribe()
