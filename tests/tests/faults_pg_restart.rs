@@ -180,7 +180,14 @@ fn a_postgres_restart_while_running_loses_and_reorders_nothing() {
         200,
         "the API answers during the outage"
     );
-    assert_eq!(d.get("/readyz").status, 503, "not ready without its log");
+    // A caught-up host stays ready through an outage shorter than
+    // `[http] ready_during_log_outage_s` (60 s by default), serving what
+    // it holds with a growing staleness.
+    assert_eq!(
+        d.get("/readyz").status,
+        200,
+        "ready through a short log outage"
+    );
     drop(stopped);
     for s in 5..=6 {
         for key in &keys {

@@ -98,28 +98,32 @@ fn a_grain_stream_resumes_after_a_disconnect_with_nothing_lost() {
     d.wait_for_replica("Counter", "c-2", WAIT, |r| r["sequence"] == 2);
     assert!(sse.next_replica(Duration::from_millis(500)).is_none());
 
-    // A grain type's stream: every current replica first, then each change.
+    // A grain type's stream: every current replica first, then each change;
+    // its ids are cursors (EPOCH.VERSION), growing.
     let mut all = SseClient::connect(
         &format!("http://{}/v1/replicas/Counter?watch=true", d.addr),
         &[],
     );
-    let mut first: Vec<(String, String)> = (0..2)
+    let version = |id: &str| -> u64 { id.split_once('.').unwrap().1.parse().unwrap() };
+    let mut first: Vec<(String, u64, u64)> = (0..2)
         .map(|_| {
             let (event, r) = all.next_replica(WAIT).unwrap();
-            (r["grain_key"].as_str().unwrap().to_owned(), event.id)
+            let key = r["grain_key"].as_str().unwrap().to_owned();
+            (key, r["sequence"].as_u64().unwrap(), version(&event.id))
         })
         .collect();
+    assert!(first[0].2 < first[1].2, "{first:?}");
+    let last_cursor = first[1].2;
     first.sort();
-    assert_eq!(
-        first,
-        [("c-1".into(), "7".into()), ("c-2".into(), "2".into())]
-    );
+    let sequences: Vec<(String, u64)> = first.into_iter().map(|(k, s, _)| (k, s)).collect();
+    assert_eq!(sequences, [("c-1".into(), 7), ("c-2".into(), 2)]);
     writer.full("Counter", "c-3", 4, counter(3));
     let (event, r) = all.next_replica(WAIT).unwrap();
     assert_eq!(
-        (r["grain_key"].as_str(), event.id.as_str()),
-        (Some("c-3"), "4")
+        (r["grain_key"].as_str(), r["sequence"].as_u64()),
+        (Some("c-3"), Some(4))
     );
+    assert!(version(&event.id) > last_cursor, "{}", event.id);
 
     // Unknown grain types are 404s, not empty streams.
     let r = d.get("/v1/replicas/Nope/x?watch=true");

@@ -28,7 +28,7 @@ use super::{http, operator_page, shards};
         document,
         operator_page::page,
     ),
-    components(schemas(ReplicaDoc, ErrorDoc, KeysDoc, PositionsDoc, PositionDoc, ListingDoc, ReadyDoc, SseEventDoc, shards::ShardsDoc)),
+    components(schemas(ReplicaDoc, ErrorDoc, KeysDoc, PositionsDoc, PositionDoc, ListingDoc, ReadyDoc, SseEventDoc, shards::ShardsDoc, super::bulk::Fields)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
