@@ -701,7 +701,13 @@ fn schemathesis_finds_no_schema_breaking_answer_and_no_5xx() {
         format!("{hash} read metrics admin\n"),
     )
     .unwrap();
-    let (_writer, config) = setup(dir.path(), 3, "auth = { token_files = [\"tokens\"] }\n");
+    // A `min_sequence` read waits up to `max_wait_ms`; keep that under
+    // schemathesis's one-second read timeout.
+    let (_writer, config) = setup(
+        dir.path(),
+        3,
+        "auth = { token_files = [\"tokens\"] }\nmax_wait_ms = 200\n",
+    );
     let d = Daemon::start(dir.path(), &config);
     d.wait_for("/readyz", WAIT, |r| r.status == 200);
     let base = format!("http://{}", d.addr);
