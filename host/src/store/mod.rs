@@ -240,9 +240,9 @@ impl ReplicaStore {
         self.grains.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Tells everyone who follows the store that `replica` changed (called
-    /// after the lock is released).
-    fn publish(&self, kind: ChangeKind, replica: Replica, version: u64) {
+    /// Wakes the readers of the feed once the store has reached `version`
+    /// (a later version is never replaced by an earlier one).
+    fn version_reached(&self, version: u64) {
         self.versions.send_if_modified(|current| {
             let newer = version > *current;
             if newer {
@@ -250,6 +250,12 @@ impl ReplicaStore {
             }
             newer
         });
+    }
+
+    /// Tells everyone who follows the store that `replica` changed (called
+    /// after the lock is released).
+    fn publish(&self, kind: ChangeKind, replica: Replica, version: u64) {
+        self.version_reached(version);
         self.waiters
             .changed(&replica.grain_type, &replica.grain_key);
         // No receivers is not an error for the store.
@@ -698,13 +704,7 @@ impl ReplicaStore {
         }
         let version = grains.version;
         drop(grains);
-        self.versions.send_if_modified(|current| {
-            let newer = version > *current;
-            if newer {
-                *current = version;
-            }
-            newer
-        });
+        self.version_reached(version);
         restored
     }
 
