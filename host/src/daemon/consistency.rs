@@ -80,11 +80,20 @@ impl Freshness {
 /// Unix milliseconds as RFC 3339 in UTC with milliseconds
 /// (`2026-12-05T03:15:33.123Z`).
 pub fn rfc3339(millis: i64) -> String {
-    use time::format_description::well_known::Rfc3339;
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    // Always three fractional digits, so every timestamp has one width and
+    // sorts as text (the well-known RFC 3339 format drops trailing zeros).
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
 }
 
 /// Whether a read asking for `min_sequence` can be answered from `replica`
@@ -241,8 +250,9 @@ mod tests {
         };
         let freshness = Freshness::of(&replica(3, 10_000, failing), &confirmations, 15_000);
         assert_eq!(freshness.staleness_ms, 5_000, "failing: from the snapshot");
-        assert_eq!(freshness.timestamp, "1970-01-01T00:00:10Z");
+        assert_eq!(freshness.timestamp, "1970-01-01T00:00:10.000Z");
         assert_eq!(rfc3339(1_764_904_533_123), "2025-12-05T03:15:33.123Z");
+        assert_eq!(rfc3339(1_764_904_533_330), "2025-12-05T03:15:33.330Z");
     }
 
     #[tokio::test]
