@@ -10,13 +10,18 @@
 //! its own SQL.
 //!
 //! # Readers and writers
-//! [`open`] is the reader's open, the one `replica-host run` uses: it never
+//! Reading and writing are two traits: [`ReplicationLog`] reads, and
+//! [`LogWriter`] (a `ReplicationLog` too) appends and truncates. [`open`]
+//! is the reader's open, the one `replica-host run` uses: it returns a
+//! `ReplicationLog`, so a reader has no `append` to call, and it never
 //! creates a file, a database or a table. A SQLite file is opened read-only
 //! and a PostgreSQL session is read-only (`default_transaction_read_only`);
 //! a missing file, database or table is a [`LogError::Missing`]. Writers
 //! (the demo, the benchmarks, tests standing in for an Orlando primary) use
 //! [`create`], which creates the SQLite file and Orlando's table when
-//! missing.
+//! missing, and returns a [`LogWriter`] ([`SqliteWriter`],
+//! [`PostgresWriter`]; a [`MemoryLog`] is both). Wrappers that count or
+//! fail some calls of another log build on [`ForwardLog`].
 //!
 //! # Incremental discovery (`changes_since`)
 //! Listing every grain's head is O(rows of the type) per call. The consumer
@@ -42,25 +47,31 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::secret::Secret;
 
+pub mod forward;
 mod memory;
 pub mod pg_change_feed;
 pub mod pg_connect;
+mod pg_driver;
 mod postgres;
+mod postgres_writer;
 mod record;
 mod scan;
 mod seq;
 mod sql;
 mod sqlite;
 mod sqlite_bulk;
+mod sqlite_writer;
 mod url;
 
+pub use forward::ForwardLog;
 pub use memory::{MemoryLog, RawRow};
-pub use postgres::PostgresLog;
+pub use postgres::{PostgresLog, PostgresWriter};
 pub use scan::{DEFAULT_SCAN_ROWS, ScanPage, ScannedGrain};
-pub use sqlite::SqliteLog;
+pub use sqlite::{SqliteLog, SqliteWriter};
 pub use url::redact_password;
 
 /// What a log entry carries: a full snapshot, or a delta (reserved by Orlando,
@@ -107,8 +118,10 @@ pub struct LogEntry {
     pub source_cluster: String,
     /// Full state or delta.
     pub entry_type: EntryType,
-    /// The grain's serialized state.
-    pub payload: Vec<u8>,
+    /// The grain's serialized state: a shared buffer, so handing an entry
+    /// on (to a decode task, into a plugin call) copies no bytes; the one
+    /// copy is into the guest's memory.
+    pub payload: Bytes,
 }
 
 /// A stored row the host cannot interpret (unknown `entry_type`, a sequence
@@ -310,7 +323,9 @@ impl LogError {
     }
 }
 
-/// A replication log backend. All methods are safe to call concurrently.
+/// A replication log, read: what the host needs of a backend. All methods
+/// are safe to call concurrently. Writing is [`LogWriter`]'s, which only
+/// [`create`] hands out.
 #[async_trait]
 pub trait ReplicationLog: Send + Sync + 'static {
     /// Rows of one grain with `sequence > after`, ascending, at most `limit`.
@@ -328,19 +343,6 @@ pub trait ReplicationLog: Send + Sync + 'static {
 
     /// The grain's newest sequence, 0 when it has none.
     async fn latest_sequence(&self, grain_type: &str, grain_key: &str) -> Result<u64, LogError>;
-
-    /// Appends an entry; refuses a sequence not above the grain's newest with
-    /// [`LogError::SequenceConflict`]. Returns the sequence.
-    async fn append(&self, entry: &LogEntry) -> Result<u64, LogError>;
-
-    /// Deletes the grain's rows with `sequence < before`; returns how many.
-    /// Rows whose sequence is unusable are kept.
-    async fn truncate(
-        &self,
-        grain_type: &str,
-        grain_key: &str,
-        before: u64,
-    ) -> Result<u64, LogError>;
 
     /// Every grain of `grain_type` with its newest sequence: how the host
     /// discovers grains and learns which have new entries. Grains without a
@@ -410,6 +412,27 @@ pub trait ReplicationLog: Send + Sync + 'static {
     }
 }
 
+/// A replication log that can also be written: what an Orlando primary
+/// does. Only [`create`] (and the backends' own `create`) hands one out;
+/// [`open`] returns a reader, which has no `append` to call. An
+/// `Arc<dyn LogWriter>` coerces to `Arc<dyn ReplicationLog>` where a
+/// reader is wanted.
+#[async_trait]
+pub trait LogWriter: ReplicationLog {
+    /// Appends an entry; refuses a sequence not above the grain's newest with
+    /// [`LogError::SequenceConflict`]. Returns the sequence.
+    async fn append(&self, entry: &LogEntry) -> Result<u64, LogError>;
+
+    /// Deletes the grain's rows with `sequence < before`; returns how many.
+    /// Rows whose sequence is unusable are kept.
+    async fn truncate(
+        &self,
+        grain_type: &str,
+        grain_key: &str,
+        before: u64,
+    ) -> Result<u64, LogError>;
+}
+
 /// Opens the log a URL names, as a reader: `memory://`, `sqlite://PATH` or
 /// `sqlite:PATH` (the file opened read-only), or `postgres://...` /
 /// `postgresql://...` (read-only sessions). Creates nothing: a missing file,
@@ -464,7 +487,7 @@ pub async fn open_with(
 /// Opens the log a URL names, as a writer: like [`open`], but creates the
 /// SQLite file (in WAL mode) and Orlando's table when missing. For the demo,
 /// the benchmarks and tests that stand in for an Orlando primary.
-pub async fn create(url: &str) -> Result<Arc<dyn ReplicationLog>, LogError> {
+pub async fn create(url: &str) -> Result<Arc<dyn LogWriter>, LogError> {
     Ok(match url::LogUrl::parse(url)? {
         url::LogUrl::Memory => Arc::new(MemoryLog::new()),
         url::LogUrl::Sqlite(path) => Arc::new(SqliteLog::create(path).await?),
