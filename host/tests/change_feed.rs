@@ -3,40 +3,22 @@
 //! the full listing, and `replica-host log enable-change-feed` through the
 //! real binary. Each test works in a schema of its own.
 
-#[path = "common/pg.rs"]
-mod pg;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use pg::PgSchema;
 use replica_host::replication_log::{
-    ChangeCursor, EntryType, LogEntry, LogError, PostgresLog, ReplicationLog, pg_change_feed,
+    ChangeCursor, EntryType, LogEntry, LogError, LogWriter, PostgresLog, ReplicationLog,
+    pg_change_feed,
 };
+use replica_test_support::orlando;
+use replica_test_support::pg::{self, PgSchema};
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{Connection, Executor};
 
 const COUNTER: &str = "Counter";
-
-/// Orlando's DDL for PostgreSQL, verbatim.
-const ORLANDO_DDL: &str = "CREATE TABLE IF NOT EXISTS replication_log (
-    grain_type TEXT NOT NULL,
-    grain_key TEXT NOT NULL,
-    sequence BIGINT NOT NULL,
-    timestamp_millis BIGINT NOT NULL,
-    source_cluster TEXT NOT NULL,
-    entry_type SMALLINT NOT NULL,
-    payload BYTEA NOT NULL,
-    PRIMARY KEY (grain_type, grain_key, sequence)
-)";
-
-/// Orlando's INSERT: seven named columns.
-const ORLANDO_INSERT: &str = "INSERT INTO replication_log
-    (grain_type, grain_key, sequence, timestamp_millis, source_cluster, entry_type, payload)
-VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 const DDL_LINES: [&str; 3] = [
     "ALTER TABLE replication_log ADD COLUMN IF NOT EXISTS replica_tx xid8;",
@@ -52,7 +34,7 @@ fn entry(grain_key: &str, sequence: u64) -> LogEntry {
         timestamp_millis: 1_700_000_000_000,
         source_cluster: "us-east".to_owned(),
         entry_type: EntryType::FullState,
-        payload: vec![sequence as u8],
+        payload: vec![sequence as u8].into(),
     }
 }
 
@@ -61,7 +43,7 @@ async fn orlando_insert<'e, E>(executor: E, grain_key: &str, sequence: i64)
 where
     E: Executor<'e, Database = sqlx::Postgres>,
 {
-    sqlx::query(ORLANDO_INSERT)
+    sqlx::query(orlando::POSTGRES_INSERT)
         .bind(COUNTER)
         .bind(grain_key)
         .bind(sequence)
@@ -96,7 +78,7 @@ async fn orlando_append(primary: &PgPool, grain_key: &str, sequence: i64) {
 async fn orlando_schema(label: &str) -> Option<(PgSchema, PgPool)> {
     let schema = pg::isolated_schema(label).await?;
     let primary = PgPool::connect(schema.url()).await.unwrap();
-    primary.execute(ORLANDO_DDL).await.unwrap();
+    primary.execute(orlando::POSTGRES_DDL).await.unwrap();
     Some((schema, primary))
 }
 

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use replica_host::consumer::{ConsumerConfig, Replicator, SnapshotDecoder};
 use replica_host::decode::DecodedBy;
 use replica_host::plugin::{CallError, CallErrorKind};
-use replica_host::replication_log::{EntryType, LogEntry, MemoryLog, ReplicationLog};
+use replica_host::replication_log::{EntryType, LogEntry, LogWriter, MemoryLog, ReplicationLog};
 use replica_host::shutdown::Shutdown;
 use replica_host::store::{ChangeKind, ReplicaStatus, ReplicaStore};
 use replica_host::value::{State, Value};
@@ -54,7 +54,7 @@ impl SnapshotDecoder for Decoder {
             .lock()
             .unwrap()
             .push((entry.grain_key.clone(), entry.sequence));
-        let count = i64::from_le_bytes(entry.payload.as_slice().try_into().unwrap());
+        let count = i64::from_le_bytes(entry.payload.as_ref().try_into().unwrap());
         if self.refuses.contains(&count) {
             return Err(CallError {
                 plugin: self.by.plugin.clone(),
@@ -98,7 +98,7 @@ fn entry(key: &str, sequence: u64, entry_type: EntryType, count: i64) -> LogEntr
         timestamp_millis: 1_700_000_000_000,
         source_cluster: "primary".into(),
         entry_type,
-        payload: count.to_le_bytes().to_vec(),
+        payload: count.to_le_bytes().to_vec().into(),
     }
 }
 

@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgQueryResult};
 use sqlx::Postgres;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgQueryResult};
 
-use super::sql::{Queries, Sql, SqlLog};
 use super::pg_driver::{GRAIN_HEADS, error, has_code};
 pub use super::postgres_writer::PostgresWriter;
+use super::sql::{Queries, Sql, SqlLog};
 use super::{
     ChangeCursor, CursorState, GrainHead, HeadChanges, HeadsSnapshot, LogError, LogRecord,
     ReplicationLog, ScanPage, pg_change_feed, pg_connect, redact_password, seq,
@@ -256,8 +256,6 @@ impl PostgresLog {
     pub async fn close(&self) {
         self.pool.close().await;
     }
-
-
 }
 
 impl SqlLog for PostgresLog {

@@ -60,7 +60,6 @@ const LATEST: &str = "SELECT sequence FROM replication_log
 WHERE grain_type = ? AND grain_key = ? AND sequence >= 0 AND typeof(sequence) = 'integer'
 ORDER BY sequence DESC LIMIT 1";
 
-
 const TRUNCATE: &str = "DELETE FROM replication_log
 WHERE grain_type = ? AND grain_key = ? AND typeof(sequence) = 'integer'
   AND sequence >= 0 AND sequence <= ?";
@@ -384,7 +383,11 @@ impl SqlLog for SqliteLog {
 }
 
 /// The grain's newest valid sequence (0 when none), through `executor`.
-pub(super) async fn latest<'e, E>(executor: E, grain_type: &str, grain_key: &str) -> Result<u64, sqlx::Error>
+pub(super) async fn latest<'e, E>(
+    executor: E,
+    grain_type: &str,
+    grain_key: &str,
+) -> Result<u64, sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = Sqlite>,
 {
