@@ -180,7 +180,7 @@ fn entry(key: &str, payload: &[u8]) -> LogEntry {
         timestamp_millis: 1_700_000_000_000,
         source_cluster: "us-east".into(),
         entry_type: EntryType::FullState,
-        payload: payload.to_vec(),
+        payload: payload.to_vec().into(),
     }
 }
 

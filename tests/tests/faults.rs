@@ -268,7 +268,7 @@ fn odd_rows_payloads_keys_and_sequences() {
         timestamp_millis: 1,
         source_cluster: "us-east".into(),
         entry_type: EntryType::FullState,
-        payload: counter(3),
+        payload: counter(3).into(),
     };
     let err = writer.block_on(writer.log.append(&past)).unwrap_err();
     assert!(err.to_string().contains("does not fit"), "{err}");

@@ -104,7 +104,7 @@ fn append(writer: &LogWriter, key: &str, sequence: u64) {
         timestamp_millis: now_millis(),
         source_cluster: "us-east".into(),
         entry_type: EntryType::FullState,
-        payload: counter(sequence as i64),
+        payload: counter(sequence as i64).into(),
     };
     let deadline = Instant::now() + WAIT;
     loop {

@@ -12,7 +12,7 @@ use replica_e2e::orlando::{self, CounterState};
 use replica_e2e::{pg, plugin};
 use replica_host::consumer::{ConsumerConfig, Replicator, SnapshotDecoder};
 use replica_host::plugin::{DecodeSlots, LoadedPlugin, PluginDecoder, PluginEngine, PluginLimits};
-use replica_host::replication_log::{self, EntryType, LogEntry, ReplicationLog};
+use replica_host::replication_log::{self, EntryType, LogEntry, LogWriter};
 use replica_host::shutdown::Shutdown;
 use replica_host::store::{ReplicaStatus, ReplicaStore};
 use replica_host::value::Value;
@@ -33,7 +33,7 @@ fn entry(
         timestamp_millis: replica_host::store::now_millis(),
         source_cluster: "us-east".into(),
         entry_type,
-        payload,
+        payload: payload.into(),
     }
 }
 
@@ -59,11 +59,8 @@ async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 
 /// Runs the scenario; `insert_bad_row` writes a row with `entry_type` 7 at
 /// the given sequence; `drop_connections` cuts the host's connections.
-async fn scenario<F, G>(
-    log: Arc<dyn ReplicationLog>,
-    insert_bad_row: F,
-    drop_connections: Option<G>,
-) where
+async fn scenario<F, G>(log: Arc<dyn LogWriter>, insert_bad_row: F, drop_connections: Option<G>)
+where
     F: AsyncFn(&str, u64),
     G: AsyncFn(),
 {
