@@ -72,6 +72,18 @@ pub fn copy_plugin(dir: &Path, krate: &str) -> String {
     name
 }
 
+/// A replica's JSON without `staleness_ms`, which grows between two reads:
+/// what two reads of an unchanged replica agree on. Panics when the field
+/// is missing or not a count of milliseconds.
+pub fn without_staleness(mut replica: serde_json::Value) -> serde_json::Value {
+    assert!(replica["staleness_ms"].is_u64(), "{replica}");
+    replica
+        .as_object_mut()
+        .expect("a replica is a JSON object")
+        .remove("staleness_ms");
+    replica
+}
+
 /// The API path of a replica, the key percent-encoded.
 pub fn replica_path(grain_type: &str, grain_key: &str) -> String {
     format!(
