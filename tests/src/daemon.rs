@@ -372,6 +372,19 @@ impl Daemon {
         }
     }
 
+    /// The entry of `grain_type` in `GET /v1/plugins`; `Null` when there
+    /// is none.
+    pub fn plugin_entry(&self, grain_type: &str) -> serde_json::Value {
+        let plugins = self.get("/v1/plugins").json();
+        plugins["plugins"]
+            .as_array()
+            .expect("a plugins array")
+            .iter()
+            .find(|p| p["grain_type"] == grain_type)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    }
+
     /// `GET /v1/replicas/{grain_type}/{grain_key}`, the key percent-encoded.
     pub fn replica(&self, grain_type: &str, grain_key: &str) -> Response {
         self.get(&replica_path(grain_type, grain_key))

@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod http;
 pub mod in_process;
 pub mod log_writer;
+pub mod payloads;
 pub mod pg_server;
 pub mod sse;
 pub mod wat_plugin;

@@ -17,13 +17,9 @@ use std::time::{Duration, Instant};
 
 use replica_e2e::daemon::{self, Daemon, metric};
 use replica_e2e::log_writer::LogWriter;
-use replica_e2e::orlando::{self, CounterState};
+use replica_e2e::payloads::counter;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn counter(n: i64) -> Vec<u8> {
-    orlando::bincode(&CounterState { count: n })
-}
 
 /// An SQLite log with Counter grains `c-1` … `c-n`, and a config serving
 /// them with the Counter plugin; `http_extra` lines go into `[http]`.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use replica_e2e::orlando::{self, CounterState};
+use replica_e2e::payloads::counter;
 use replica_e2e::{pg, plugin};
 use replica_host::consumer::{ConsumerConfig, Replicator, SnapshotDecoder};
 use replica_host::plugin::{DecodeSlots, LoadedPlugin, PluginDecoder, PluginEngine, PluginLimits};
@@ -35,10 +35,6 @@ fn entry(
         entry_type,
         payload: payload.into(),
     }
-}
-
-fn counter(n: i64) -> Vec<u8> {
-    orlando::bincode(&CounterState { count: n })
 }
 
 fn count_of(store: &ReplicaStore, key: &str) -> Option<i64> {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use replica_e2e::daemon::{self, Daemon, metric};
 use replica_e2e::in_process::InProcess;
 use replica_e2e::log_writer::LogWriter;
-use replica_e2e::orlando::{self, CounterState};
+use replica_e2e::payloads::counter;
 use replica_e2e::pg;
 use replica_host::DecodedBy;
 use replica_host::State;
@@ -29,10 +29,6 @@ use replica_host::store::{ReplicaStatus, Snapshot};
 
 const WAIT: Duration = Duration::from_secs(60);
 const TOKEN: &str = "verify-token-not-to-be-printed";
-
-fn counter(n: i64) -> Vec<u8> {
-    orlando::bincode(&CounterState { count: n })
-}
 
 /// `c-000` … : every third grain has two snapshots, the rest one.
 fn write_counters(writer: &LogWriter, grains: usize) {

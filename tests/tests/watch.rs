@@ -5,14 +5,11 @@ use std::time::Duration;
 
 use replica_e2e::daemon::{self, Daemon};
 use replica_e2e::log_writer::LogWriter;
-use replica_e2e::orlando::{self, CounterState, UserProfile};
+use replica_e2e::orlando::{self, UserProfile};
+use replica_e2e::payloads::counter;
 use replica_e2e::sse::SseClient;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn counter(n: i64) -> Vec<u8> {
-    orlando::bincode(&CounterState { count: n })
-}
 
 fn start(dir: &std::path::Path, http_extra: &str) -> (LogWriter, Daemon) {
     let url = format!("sqlite://{}", dir.join("log.db").display());
