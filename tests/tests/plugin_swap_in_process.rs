@@ -3,6 +3,10 @@
 //! snapshot through the bulk catch-up, never going backwards; a snapshot the
 //! new decoder refuses leaves the grain failing with its last good state; a
 //! grain failing under the old decoder recovers; removing stops the type.
+//!
+//! The in-process half of the plugin swap topic, with native decoders; the
+//! swap through the real binary (SIGHUP, the admin reload) is
+//! `plugin_swap.rs`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
