@@ -205,7 +205,6 @@ pub struct HeadsSnapshot {
     pub grain_types: Vec<(String, Vec<GrainHead>)>,
 }
 
-
 impl HeadChanges {
     /// A full listing of `heads`, with no cursor: what a backend answers
     /// when it has no incremental form.
