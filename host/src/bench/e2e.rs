@@ -439,7 +439,7 @@ pub fn producer(url: &str, plan: Plan, writers: u64) -> anyhow::Result<serde_jso
                         timestamp_millis: now_millis(),
                         source_cluster: "us-east".into(),
                         entry_type: EntryType::FullState,
-                        payload: orlando::bincode(&orlando::sample_account(sequence)),
+                        payload: orlando::bincode(&orlando::sample_account(sequence)).into(),
                     };
                     log.append(&entry).await?;
                     written += 1;
