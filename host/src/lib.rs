@@ -46,33 +46,44 @@
 //! Rust type. `ARCHITECTURE.md` draws the modules and their dependencies.
 
 #[cfg(feature = "tools")]
-pub mod authoring;
+pub(crate) mod authoring;
 #[cfg(feature = "tools")]
-pub mod bench;
-pub mod checkpoint;
-pub mod config;
-pub mod consumer;
-pub mod contract;
+pub(crate) mod bench;
+pub(crate) mod checkpoint;
+#[cfg(feature = "tools")]
+#[doc(hidden)]
+pub mod cli;
+pub(crate) mod consumer;
+pub(crate) mod contract;
 pub mod daemon;
-pub mod decode;
+pub(crate) mod decode;
 #[cfg(feature = "tools")]
-pub mod demo;
-pub mod fixture_command;
-pub mod json_diff;
-pub mod log_limiter;
-pub mod plugin;
-pub mod plugin_set;
+pub(crate) mod demo;
+pub(crate) mod fixture_command;
+pub(crate) mod json_diff;
+pub(crate) mod plugin;
+pub(crate) mod repeat_limiter;
 pub mod replication_log;
-pub mod secret;
-pub mod shutdown;
-pub mod store;
-pub mod text;
-pub mod value;
+pub(crate) mod secret;
+pub(crate) mod shutdown;
+pub(crate) mod store;
+#[doc(hidden)]
+pub mod test_seam;
+pub(crate) mod text;
+pub(crate) mod value;
 #[cfg(feature = "tools")]
-pub mod verify;
+pub(crate) mod verify;
 
-pub use consumer::Replicator;
+pub use consumer::{
+    CatchUp, CatchUpProgress, ConsumerConfig, ConsumerMetrics, GrainTypeStats, Replicator,
+    ReplicatorControl, Shard,
+};
 pub use decode::{CallError, CallErrorKind, DecodedBy, SnapshotDecoder};
-pub use plugin::{LoadedPlugin, PluginDecoder, PluginEngine};
-pub use store::{Replica, ReplicaStore};
-pub use value::State;
+pub use plugin::{
+    CacheDirError, CacheOutcome, ComponentCache, DecodeSlots, EngineOptions, InstanceAllocation,
+    LoadError, LoadedPlugin, PluginDecoder, PluginDir, PluginDirError, PluginEngine, PluginError,
+    PluginLimits, SnapshotRef,
+};
+pub use shutdown::{Shutdown, StopSignal};
+pub use store::{ChangeKind, DecodedSnapshot, Replica, ReplicaChange, ReplicaStatus, ReplicaStore};
+pub use value::{OutputLimits, State, Value};

@@ -10,14 +10,14 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 
-use replica_host::consumer::{ConsumerConfig, ConsumerMetrics, Replicator, SnapshotDecoder};
-use replica_host::plugin::{CallError, CallErrorKind};
+use replica_host::Shutdown;
 use replica_host::replication_log::{
     EntryType, GrainHead, LogEntry, LogError, LogRecord, MemoryLog, RawRow, ReplicationLog,
 };
-use replica_host::shutdown::Shutdown;
-use replica_host::store::{ChangeKind, ReplicaStatus, ReplicaStore};
-use replica_host::value::{State, Value};
+use replica_host::{CallError, CallErrorKind};
+use replica_host::{ChangeKind, ReplicaStatus, ReplicaStore};
+use replica_host::{ConsumerConfig, ConsumerMetrics, Replicator, SnapshotDecoder};
+use replica_host::{State, Value};
 
 const COUNTER: &str = "Counter";
 
@@ -210,7 +210,7 @@ impl Running {
         Some(self.store.get(COUNTER, grain_key)?.status)
     }
 
-    fn stats(&self) -> replica_host::consumer::GrainTypeStats {
+    fn stats(&self) -> replica_host::GrainTypeStats {
         self.metrics
             .snapshot()
             .grain_types

@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use replica_host::consumer::{ConsumerConfig, Replicator, Shard, SnapshotDecoder};
-use replica_host::plugin::{CallError, CallErrorKind};
+use replica_host::Shutdown;
+use replica_host::State;
 use replica_host::replication_log::{EntryType, LogEntry, LogError, MemoryLog, ReplicationLog};
-use replica_host::shutdown::Shutdown;
-use replica_host::store::{ChangeKind, ReplicaStore};
-use replica_host::value::State;
+use replica_host::{CallError, CallErrorKind};
+use replica_host::{ChangeKind, ReplicaStore};
+use replica_host::{ConsumerConfig, Replicator, Shard, SnapshotDecoder};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -72,7 +72,7 @@ fn config() -> ConsumerConfig {
 
 /// Collects every applied sequence per grain, in store order.
 fn collect_applied(
-    mut changes: broadcast::Receiver<replica_host::store::ReplicaChange>,
+    mut changes: broadcast::Receiver<replica_host::ReplicaChange>,
 ) -> tokio::task::JoinHandle<HashMap<String, Vec<u64>>> {
     tokio::spawn(async move {
         let mut applied: HashMap<String, Vec<u64>> = HashMap::new();

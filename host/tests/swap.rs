@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use replica_host::consumer::{ConsumerConfig, Replicator, SnapshotDecoder};
-use replica_host::decode::DecodedBy;
-use replica_host::plugin::{CallError, CallErrorKind};
+use replica_host::DecodedBy;
+use replica_host::Shutdown;
 use replica_host::replication_log::{EntryType, LogEntry, MemoryLog, ReplicationLog};
-use replica_host::shutdown::Shutdown;
-use replica_host::store::{ChangeKind, ReplicaStatus, ReplicaStore};
-use replica_host::value::{State, Value};
+use replica_host::{CallError, CallErrorKind};
+use replica_host::{ChangeKind, ReplicaStatus, ReplicaStore};
+use replica_host::{ConsumerConfig, Replicator, SnapshotDecoder};
+use replica_host::{State, Value};
 
 const COUNTER: &str = "Counter";
 

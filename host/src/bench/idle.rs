@@ -340,7 +340,7 @@ impl SnapshotDecoder for NativeDecoder {
     async fn decode(
         &self,
         entry: &crate::replication_log::LogEntry,
-    ) -> Result<State, crate::plugin::CallError> {
+    ) -> Result<State, crate::decode::CallError> {
         use crate::demo::orlando::{AccountState, CounterState};
         let config = bincode::config::standard();
         let value = match self.0 {
@@ -355,12 +355,12 @@ impl SnapshotDecoder for NativeDecoder {
         };
         match value {
             Ok(Ok(value)) => Ok(value),
-            _ => Err(crate::plugin::CallError {
+            _ => Err(crate::decode::CallError {
                 plugin: "native".into(),
                 grain_type: entry.grain_type.clone(),
                 grain_key: entry.grain_key.clone(),
                 sequence: entry.sequence,
-                kind: crate::plugin::CallErrorKind::MalformedPayload,
+                kind: crate::decode::CallErrorKind::MalformedPayload,
                 message: "native decode failed".into(),
             }),
         }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::{Backend, BenchLog, machine, sample_plugin};
-use crate::config::Config;
+use crate::daemon::config::Config;
 use crate::verify::{self, VerifyOptions, host_api::HostApi};
 
 /// What `bench verify` runs.

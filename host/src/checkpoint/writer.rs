@@ -77,7 +77,8 @@ impl CheckpointWriter {
         }
     }
 
-    /// What it wrote so far.
+    /// What it wrote so far (read by `bench e2e`).
+    #[cfg(feature = "tools")]
     pub fn stats(&self) -> WriterStats {
         self.stats
     }

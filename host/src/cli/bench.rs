@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
-use replica_host::bench::{
+use crate::bench::{
     self, Backend, Workload, decode::DecodeOptions, e2e::E2eOptions, idle::IdleOptions,
     startup::StartupOptions, waiters::WaitersOptions,
 };
@@ -278,7 +278,7 @@ pub enum WorkerCommand {
         catch_up: String,
         #[arg(long, value_enum, default_value_t = Workload::Counter)]
         workload: Workload,
-        #[arg(long, default_value_t = replica_host::consumer::DEFAULT_WORKERS)]
+        #[arg(long, default_value_t = crate::consumer::DEFAULT_WORKERS)]
         workers: usize,
         #[arg(long, default_value = "plugin")]
         decoder: String,

@@ -98,6 +98,7 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
     }
 
     /// The declared routes, in order.
+    #[cfg(test)]
     pub fn declared(&self) -> &[(&'static str, Access)] {
         &self.declared
     }

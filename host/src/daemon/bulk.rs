@@ -125,13 +125,13 @@ fn ndjson(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{ReplicaStatus, Snapshot};
+    use crate::store::{DecodedSnapshot, ReplicaStatus};
     use crate::value::State;
 
     fn store(keys: usize) -> ReplicaStore {
         let store = ReplicaStore::new();
         for i in 0..keys {
-            let snapshot = Snapshot {
+            let snapshot = DecodedSnapshot {
                 state: State::from_serialize(&i).unwrap(),
                 sequence: i as u64 + 1,
                 timestamp_millis: 0,

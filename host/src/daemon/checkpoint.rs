@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{CheckpointFile, CheckpointWriter, Identity, load_into};
-use crate::config::Config;
 use crate::consumer::{CatchUp, ReplicatorControl, SnapshotDecoder};
-use crate::plugin_set::PluginSet;
+use crate::daemon::config::Config;
+use crate::daemon::plugins::set::PluginSet;
 use crate::replication_log;
 use crate::store::ReplicaStore;
 

@@ -258,7 +258,7 @@ mod tests {
     #[tokio::test]
     async fn a_waiting_read_is_answered_when_the_sequence_arrives() {
         let store = Arc::new(ReplicaStore::new());
-        let snap = |sequence| Snapshot {
+        let snap = |sequence| DecodedSnapshot {
             state: State::from_serialize(&sequence).unwrap(),
             sequence,
             timestamp_millis: 1,

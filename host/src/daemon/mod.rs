@@ -28,25 +28,28 @@
 //!   `POST /v1/admin/reload`);
 //! - [`reload`] — what SIGHUP re-reads.
 
-pub mod access;
-pub mod auth;
-pub mod bulk;
-pub mod cert_expiry;
+pub(crate) mod access;
+pub(crate) mod auth;
+pub(crate) mod bulk;
+pub(crate) mod cert_expiry;
 mod checkpoint;
-pub mod connections;
-pub mod consistency;
-pub mod http;
-pub mod metrics;
-pub mod openapi;
-pub mod operator_page;
-pub mod plugins;
-pub mod problems;
-pub mod reload;
-pub mod server;
-pub mod shadow;
-pub mod shards;
-pub mod tls;
-pub mod watch;
+pub(crate) mod config;
+pub(crate) mod connections;
+pub(crate) mod consistency;
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod openapi;
+pub(crate) mod operator_page;
+pub(crate) mod plugins;
+pub(crate) mod problems;
+pub(crate) mod reload;
+pub(crate) mod server;
+pub(crate) mod shadow;
+pub(crate) mod shards;
+pub(crate) mod tls;
+pub(crate) mod watch;
+
+pub use self::config::Config;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -55,17 +58,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use self::auth::{Auth, TokenSources};
+use self::config::HttpSection;
 use self::connections::{ConnectionLimits, Connections, default_max_connections};
 use self::plugins::{LivePlugins, PluginReloader};
 use self::problems::Problems;
 use self::reload::Reloader;
 use self::tls::TlsFiles;
-use crate::config::{Config, HttpSection};
 use crate::consumer::{ConsumerConfig, ConsumerMetrics, Replicator};
-use crate::log_limiter;
+use crate::daemon::plugins::set::{PluginSet, PluginSetError};
 use crate::plugin::crash_guard::CrashGuard;
 use crate::plugin::{DecodeSlots, PluginEngine};
-use crate::plugin_set::{PluginSet, PluginSetError};
+use crate::repeat_limiter;
 use crate::replication_log::{self, LogError};
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
@@ -267,7 +270,7 @@ pub async fn run_with_store(
     };
     let live = Arc::new(LivePlugins::new(&config, &plugins).with_crash_guard(crash_guard.clone()));
     let decoders = live.decoders(&slots);
-    log_limiter::global().set_interval(Duration::from_millis(
+    repeat_limiter::global().set_interval(Duration::from_millis(
         config.consumer.log_summary_interval_ms.max(1),
     ));
     let consumer_config = ConsumerConfig {
@@ -398,7 +401,7 @@ pub async fn run_with_store(
     let _ = lag.await;
     let _ = problems_task.await;
     let _ = sighup.await;
-    log_limiter::flush_all();
+    repeat_limiter::flush_all();
     drop(log);
     if let Some(guard) = crash_guard {
         guard.close();

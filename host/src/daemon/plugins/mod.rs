@@ -1,4 +1,6 @@
-//! The plugins in force, and swapping them without a restart.
+//! The daemon's plugins: loading and checking every `[[plugin]]` entry at
+//! startup ([`set`]), the plugins in force, and swapping them without a
+//! restart (here). The Wasm runtime itself is `crate::plugin`.
 //!
 //! [`LivePlugins`] holds what `/v1/plugins`, `/metrics` and the operator
 //! page read: each grain type's plugin, its breaker and, after a swap, the
@@ -16,20 +18,22 @@
 //! are decoded again in the background (ARCHITECTURE.md, "Changing a
 //! grain's plugin").
 
+pub(crate) mod set;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use sha2::{Digest, Sha256};
 
-use super::shadow::Shadow;
-use crate::config::{Config, Override, PluginEntry};
+use self::set::{PluginSet, PluginSetError};
 use crate::consumer::{CatchUpProgress, ReplicatorControl, TypeCatchUp};
+use crate::daemon::config::{Config, Override, PluginEntry};
+use crate::daemon::shadow::Shadow;
 use crate::decode::SnapshotDecoder;
 use crate::plugin::breaker::Breaker;
 use crate::plugin::crash_guard::CrashGuard;
 use crate::plugin::{DecodeSlots, LoadedPlugin, PluginDecoder, PluginEngine};
-use crate::plugin_set::{self, PluginSet, PluginSetError};
 use crate::store::ReplicaStore;
 
 /// One grain type's plugin in force.
@@ -519,15 +523,15 @@ fn load_all(
     engine: &PluginEngine,
     loads: &[Load],
 ) -> Result<Vec<Loaded>, PluginSetError> {
-    let cache = plugin_set::open_cache(config);
+    let cache = set::open_cache(config);
     loads
         .iter()
         .map(|load| {
             let plugin = load
                 .plugin
-                .then(|| plugin_set::load_entry(config, load.index, engine, cache.as_ref()))
+                .then(|| set::load_entry(config, load.index, engine, cache.as_ref()))
                 .transpose()?;
-            let shadow = plugin_set::load_shadow(config, load.index, engine, cache.as_ref())?;
+            let shadow = set::load_shadow(config, load.index, engine, cache.as_ref())?;
             Ok(Loaded {
                 index: load.index,
                 plugin,
