@@ -213,7 +213,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::store::Snapshot;
+    use crate::store::DecodedSnapshot;
     use crate::value::State;
 
     fn replica(sequence: u64, timestamp_millis: i64, status: ReplicaStatus) -> Replica {
