@@ -11,26 +11,21 @@
 //! finish, the log is dropped.
 //!
 //! # Layout
-//! - [`http`] — the routes and the read handlers;
-//! - [`bulk`] — the bulk pages of a grain type's replicas (positions, NDJSON);
-//! - [`access`] — the access each route declares, checked by a route layer;
-//! - [`auth`] — bearer tokens and scopes;
+//! - [`config`] — the TOML config and its environment overrides;
+//! - [`plugins`] — loading and checking every `[[plugin]]` entry, the
+//!   plugins in force, and swapping them (SIGHUP and
+//!   `POST /v1/admin/reload`); [`shadow`] — a candidate decoding beside one;
+//! - [`http`] — the HTTP API: routes, handlers, bodies, tokens, change
+//!   streams, the OpenAPI document and the operator page ([`problems`]
+//!   feeds it); [`consistency`] — position and freshness of an answer;
 //! - [`server`] — accepting connections, TLS, HTTP/1.1 and HTTP/2;
-//! - [`connections`] — the connection limit, shedding, header and idle
-//!   timeouts;
-//! - [`tls`] and [`cert_expiry`] — rustls, and the certificate's expiry;
-//! - [`watch`] — change streams (Server-Sent Events);
-//! - [`problems`] and [`operator_page`] — the operator's HTML page;
-//! - [`openapi`] — the API's OpenAPI document;
-//! - [`shards`] — `GET /v1/shards` and the `Location` of a 421;
+//!   [`connections`] — the connection limit, shedding, header and idle
+//!   timeouts; [`tls`] and [`cert_expiry`] — rustls, and the certificate's
+//!   expiry;
 //! - [`metrics`] — Prometheus;
-//! - [`plugins`] — the plugins in force, and swapping them (SIGHUP and
-//!   `POST /v1/admin/reload`);
-//! - [`reload`] — what SIGHUP re-reads.
+//! - [`reload`] — what SIGHUP re-reads;
+//! - `checkpoint` — the durable checkpoint's load and writer, wired in.
 
-pub(crate) mod access;
-pub(crate) mod auth;
-pub(crate) mod bulk;
 pub(crate) mod cert_expiry;
 mod checkpoint;
 pub(crate) mod config;
@@ -38,16 +33,12 @@ pub(crate) mod connections;
 pub(crate) mod consistency;
 pub(crate) mod http;
 pub(crate) mod metrics;
-pub(crate) mod openapi;
-pub(crate) mod operator_page;
 pub(crate) mod plugins;
 pub(crate) mod problems;
 pub(crate) mod reload;
 pub(crate) mod server;
 pub(crate) mod shadow;
-pub(crate) mod shards;
 pub(crate) mod tls;
-pub(crate) mod watch;
 
 pub use self::config::Config;
 
@@ -57,9 +48,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use self::auth::{Auth, TokenSources};
 use self::config::HttpSection;
 use self::connections::{ConnectionLimits, Connections, default_max_connections};
+use self::http::auth::{Auth, TokenSources};
 use self::plugins::{LivePlugins, PluginReloader};
 use self::problems::Problems;
 use self::reload::Reloader;

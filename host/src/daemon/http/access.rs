@@ -19,7 +19,7 @@ use axum::routing::MethodRouter;
 use percent_encoding::percent_decode_str;
 
 use super::auth::{Auth, Need};
-use super::http::error;
+use super::body::error;
 
 /// What a route needs, as declared where it is routed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
-use super::consistency::Freshness;
-use super::http::render;
+use super::body::render;
 use crate::consumer::Freshness as Confirmations;
+use crate::daemon::consistency::Freshness;
 use crate::store::{Replica, ReplicaStore, now_millis};
 
 /// Most replicas one bulk page holds. A `fields=sequence` row is about 150
