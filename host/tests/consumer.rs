@@ -172,6 +172,7 @@ fn config() -> ConsumerConfig {
         max_backoff: Duration::from_millis(200),
         grain_type_scan_interval: Duration::from_millis(20),
         verify: None,
+        ..ConsumerConfig::default()
     }
 }
 

@@ -125,10 +125,12 @@ async fn a_hundred_thousand_grains_keep_order_and_never_apply_twice() {
             COUNTER.to_owned(),
             Arc::clone(&decoder) as Arc<dyn SnapshotDecoder>,
         )]),
-        config(),
-    )
-    .with_workers(8)
-    .with_scan_rows(4096);
+        ConsumerConfig {
+            workers: 8,
+            scan_rows: 4096,
+            ..config()
+        },
+    );
     let catch_up = replicator.catch_up();
     let metrics = replicator.metrics();
     let stop = Shutdown::new();
@@ -295,9 +297,11 @@ async fn three_shards_hold_every_grain_exactly_once() {
             Arc::clone(&log) as Arc<dyn ReplicationLog>,
             Arc::clone(&store),
             HashMap::from([(COUNTER.to_owned(), decoder)]),
-            config(),
-        )
-        .with_shard(Some(Shard { index, count: 3 }));
+            ConsumerConfig {
+                shard: Some(Shard { index, count: 3 }),
+                ..config()
+            },
+        );
         running.push((replicator.catch_up(), replicator.spawn(stop.signal())));
         stores.push(store);
     }

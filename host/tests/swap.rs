@@ -144,10 +144,10 @@ async fn a_swap_redecodes_every_replica_in_place() {
         ConsumerConfig {
             poll_interval: Duration::from_millis(20),
             max_backoff: Duration::from_millis(200),
+            scan_rows: 64,
             ..ConsumerConfig::default()
         },
-    )
-    .with_scan_rows(64);
+    );
     let catch_up = replicator.catch_up();
     let control = replicator.control();
     let stop = Shutdown::new();

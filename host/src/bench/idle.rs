@@ -420,13 +420,13 @@ pub fn worker(
         let started = Instant::now();
         let config = ConsumerConfig {
             poll_interval: poll,
+            workers,
             ..ConsumerConfig::default()
         };
         let decoders = [(grain_type.to_owned(), Arc::clone(&decoder))]
             .into_iter()
             .collect();
-        let replicator = Replicator::new(log, Arc::clone(&store), decoders, config.clone())
-            .with_workers(workers);
+        let replicator = Replicator::new(log, Arc::clone(&store), decoders, config.clone());
         let progress = replicator.catch_up();
         let control = replicator.control();
         let handle = replicator.spawn(stopping.signal());

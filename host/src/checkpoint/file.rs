@@ -597,7 +597,8 @@ fn sqlite(path: &Path, e: rusqlite::Error) -> CheckpointError {
         path: path.display().to_string(),
         message: e.to_string().replace('\n', " "),
     }
-}/// CPU time of the calling thread so far.
+}
+/// CPU time of the calling thread so far.
 pub(super) fn thread_cpu() -> Duration {
     let mut now = libc::timespec {
         tv_sec: 0,
@@ -614,5 +615,3 @@ pub(super) fn thread_cpu() -> Duration {
         now.tv_nsec.clamp(0, 999_999_999) as u32,
     )
 }
-
-

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::consumer::{DEFAULT_WORKERS, Shard};
+use crate::consumer::{ConsumerConfig, DEFAULT_WORKERS, Shard};
 use crate::plugin::PluginLimits;
 use crate::plugin::breaker::BreakerConfig;
 use crate::replication_log::{pg_connect, redact_password};
@@ -128,6 +128,21 @@ pub struct ConsumerSection {
 }
 
 impl ConsumerSection {
+    /// The consumer's settings from `[consumer]`: the one place a setting
+    /// of the section becomes a [`ConsumerConfig`] field (the rest keep
+    /// [`ConsumerConfig::default`]).
+    pub fn consumer_config(&self) -> ConsumerConfig {
+        ConsumerConfig {
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            batch_limit: self.batch_limit,
+            max_backoff: Duration::from_millis(self.max_backoff_ms),
+            verify: self.verify_settings(),
+            workers: self.workers,
+            shard: self.shard,
+            ..ConsumerConfig::default()
+        }
+    }
+
     /// The anti-entropy settings, `None` when off.
     pub fn verify_settings(&self) -> Option<crate::consumer::VerifySettings> {
         let interval = self.verify_interval_s.filter(|s| *s > 0)?;

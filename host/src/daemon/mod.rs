@@ -55,7 +55,7 @@ use self::plugins::{LivePlugins, PluginReloader};
 use self::problems::Problems;
 use self::reload::Reloader;
 use self::tls::TlsFiles;
-use crate::consumer::{ConsumerConfig, ConsumerMetrics, Replicator};
+use crate::consumer::{ConsumerMetrics, Replicator};
 use crate::daemon::plugins::set::{PluginSet, PluginSetError};
 use crate::plugin::crash_guard::CrashGuard;
 use crate::plugin::{DecodeSlots, PluginEngine};
@@ -125,7 +125,7 @@ impl StartupError {
 }
 
 /// What startup loads and checks before it touches the log or the network.
-pub struct Checked {
+pub(crate) struct Checked {
     /// Every `[[plugin]]`, compiled and checked.
     pub plugins: PluginSet,
     /// The access tokens, when `[http.auth]` or `[admin]` is set.
@@ -141,7 +141,7 @@ pub struct Checked {
 /// and the log URL's scheme and TLS files. `replica-host config check` runs
 /// this; `run` runs it first. Each failure is a [`StartupError`] that
 /// [`StartupError::is_invalid_config`].
-pub fn check(config: &Config, engine: &PluginEngine) -> Result<Checked, StartupError> {
+pub(crate) fn check(config: &Config, engine: &PluginEngine) -> Result<Checked, StartupError> {
     let plugins = PluginSet::load(config, engine)?;
     let auth = if config.http.auth.is_some() || config.admin.token_file.is_some() {
         Some(Arc::new(
@@ -184,7 +184,7 @@ pub fn check(config: &Config, engine: &PluginEngine) -> Result<Checked, StartupE
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The connection bounds of `[http]`.
-pub fn connection_limits(http: &HttpSection) -> ConnectionLimits {
+pub(crate) fn connection_limits(http: &HttpSection) -> ConnectionLimits {
     ConnectionLimits {
         max_connections: http.max_connections.unwrap_or_else(default_max_connections),
         header_timeout: Duration::from_millis(http.header_timeout_ms),
@@ -264,13 +264,7 @@ pub async fn run_with_store(
     repeat_limiter::global().set_interval(Duration::from_millis(
         config.consumer.log_summary_interval_ms.max(1),
     ));
-    let consumer_config = ConsumerConfig {
-        poll_interval: Duration::from_millis(config.consumer.poll_interval_ms),
-        batch_limit: config.consumer.batch_limit,
-        max_backoff: Duration::from_millis(config.consumer.max_backoff_ms),
-        verify: config.consumer.verify_settings(),
-        ..ConsumerConfig::default()
-    };
+    let consumer_config = config.consumer.consumer_config();
 
     // Loaded before anything reads the store or the consumers start.
     let checkpoint = match config.checkpoint_path() {
@@ -291,9 +285,7 @@ pub async fn run_with_store(
         decoders,
         consumer_config,
     )
-    .with_metrics(Arc::clone(&consumer_metrics))
-    .with_workers(config.consumer.workers)
-    .with_shard(config.consumer.shard);
+    .with_metrics(Arc::clone(&consumer_metrics));
     let catch_up = replicator.catch_up();
     let freshness = replicator.freshness();
     let plugin_reloader = Arc::new(PluginReloader::new(
