@@ -36,6 +36,7 @@ pub(crate) mod metrics;
 pub(crate) mod plugins;
 pub(crate) mod problems;
 pub(crate) mod reload;
+mod running;
 pub(crate) mod server;
 pub(crate) mod shadow;
 pub(crate) mod tls;
@@ -54,13 +55,14 @@ use self::http::auth::{Auth, TokenSources};
 use self::plugins::{LivePlugins, PluginReloader};
 use self::problems::Problems;
 use self::reload::Reloader;
+use self::running::Running;
 use self::tls::TlsFiles;
 use crate::consumer::{ConsumerMetrics, Replicator};
 use crate::daemon::plugins::set::{PluginSet, PluginSetError};
 use crate::plugin::crash_guard::CrashGuard;
 use crate::plugin::{DecodeSlots, PluginEngine};
 use crate::repeat_limiter;
-use crate::replication_log::{self, LogError};
+use crate::replication_log::{self, LogError, ReplicationLog};
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
 use crate::store::ReplicaStore;
@@ -180,9 +182,6 @@ pub(crate) fn check(config: &Config, engine: &PluginEngine) -> Result<Checked, S
     })
 }
 
-/// Longest wait for in-flight plugin calls at shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The connection bounds of `[http]`.
 pub(crate) fn connection_limits(http: &HttpSection) -> ConnectionLimits {
     ConnectionLimits {
@@ -229,23 +228,12 @@ pub async fn run_with_store(
         log_password,
     } = check(&config, &engine)?;
     let mut reloader = Reloader::default();
-    if let Some(auth) = &auth {
-        reloader.register(Arc::clone(auth) as _);
-    }
-    if let Some(files) = &tls {
-        reloader.register(Arc::clone(files) as _);
-    }
-
+    auth.iter()
+        .for_each(|a| reloader.register(Arc::clone(a) as _));
+    tls.iter()
+        .for_each(|f| reloader.register(Arc::clone(f) as _));
     let url = config.log_url();
-    let open_options = replication_log::OpenOptions {
-        password: log_password,
-    };
-    let log = replication_log::open_with(&url, &open_options)
-        .await
-        .map_err(|source| StartupError::Log {
-            config: config.source.clone(),
-            source,
-        })?;
+    let log = open_log(&config, &url, log_password).await?;
     let listener = server::bind(config.http.listen).map_err(|source| StartupError::Listen {
         config: config.source.clone(),
         addr: config.http.listen,
@@ -305,6 +293,7 @@ pub async fn run_with_store(
     // The writer stops after the consumers, so its last flush has all.
     let writer_stop = Shutdown::new();
     let writer = checkpoint.map(|opened| {
+        let stop = writer_stop.signal();
         if !opened.stale_types.is_empty() {
             tokio::spawn(checkpoint::redecode_when_caught_up(
                 Arc::clone(&catch_up),
@@ -313,7 +302,9 @@ pub async fn run_with_store(
                 opened.stale_types,
             ));
         }
-        tokio::spawn(opened.writer.run(writer_stop.signal()))
+        tokio::spawn(async move {
+            opened.writer.run(stop).await;
+        })
     });
 
     let api = http::ApiState {
@@ -356,41 +347,38 @@ pub async fn run_with_store(
     );
     on_ready(addr);
 
+    let running = Running {
+        draining,
+        drain: Duration::from_millis(config.http.drain_ms),
+        stopping,
+        replicator,
+        writer_stop,
+        writer,
+        server,
+        slots,
+        tasks: vec![lag, problems_task, sighup],
+        log,
+        crash_guard,
+    };
     if !stop_early {
         shutdown.await;
     }
-    // The drain: not ready from now on, reads still served.
-    draining.stop();
-    let drain = Duration::from_millis(config.http.drain_ms);
-    tracing::info!(
-        drain_ms = config.http.drain_ms,
-        "draining: /readyz answers 503; reads are served until the drain ends"
-    );
-    tokio::time::sleep(drain).await;
-    tracing::info!("shutting down");
-    stopping.stop();
-    let _ = replicator.await;
-    writer_stop.stop();
-    if let Some(writer) = writer {
-        let _ = writer.await;
-    }
-    if let Err(e) = server.await {
-        tracing::warn!(error = %e, "HTTP server task failed");
-    }
-    // Let plugin calls already running on the blocking pool finish.
-    if !slots.drain(DRAIN_TIMEOUT).await {
-        tracing::warn!("plugin calls still running after {DRAIN_TIMEOUT:?}; stopping anyway");
-    }
-    let _ = lag.await;
-    let _ = problems_task.await;
-    let _ = sighup.await;
-    repeat_limiter::flush_all();
-    drop(log);
-    if let Some(guard) = crash_guard {
-        guard.close();
-    }
-    tracing::info!("stopped");
+    running.stop().await;
     Ok(())
+}
+
+/// Opens the log as a reader, with the password of `[log] password_file`.
+async fn open_log(
+    config: &Config,
+    url: &str,
+    password: Option<Secret>,
+) -> Result<Arc<dyn ReplicationLog>, StartupError> {
+    replication_log::open_with(url, &replication_log::OpenOptions { password })
+        .await
+        .map_err(|source| StartupError::Log {
+            config: config.source.clone(),
+            source,
+        })
 }
 
 /// Opens the crash guard in the state directory and reports what the
