@@ -234,20 +234,10 @@ pub async fn run_with_store(
         .for_each(|f| reloader.register(Arc::clone(f) as _));
     let url = config.log_url();
     let log = open_log(&config, &url, log_password).await?;
-    let listener = server::bind(config.http.listen).map_err(|source| StartupError::Listen {
-        config: config.source.clone(),
-        addr: config.http.listen,
-        source,
-    })?;
-    let addr = listener.local_addr().map_err(StartupError::Socket)?;
+    let (listener, addr) = bind(&config)?;
 
     let consumer_metrics = Arc::new(ConsumerMetrics::default());
-    let crash_guard = open_crash_guard(&config, &plugins);
-    let slots = match &crash_guard {
-        Some(guard) => DecodeSlots::per_core().with_crash_guard(Arc::clone(guard)),
-        None => DecodeSlots::per_core(),
-    };
-    let live = Arc::new(LivePlugins::new(&config, &plugins).with_crash_guard(crash_guard.clone()));
+    let (crash_guard, slots, live) = plugins_in_force(&config, &plugins);
     let decoders = live.decoders(&slots);
     repeat_limiter::global().set_interval(Duration::from_millis(
         config.consumer.log_summary_interval_ms.max(1),
@@ -293,18 +283,8 @@ pub async fn run_with_store(
     // The writer stops after the consumers, so its last flush has all.
     let writer_stop = Shutdown::new();
     let writer = checkpoint.map(|opened| {
-        let stop = writer_stop.signal();
-        if !opened.stale_types.is_empty() {
-            tokio::spawn(checkpoint::redecode_when_caught_up(
-                Arc::clone(&catch_up),
-                control,
-                redecode_decoders,
-                opened.stale_types,
-            ));
-        }
-        tokio::spawn(async move {
-            opened.writer.run(stop).await;
-        })
+        let catch_up = Arc::clone(&catch_up);
+        opened.start(catch_up, control, redecode_decoders, writer_stop.signal())
     });
 
     let api = http::ApiState {
@@ -365,6 +345,32 @@ pub async fn run_with_store(
     }
     running.stop().await;
     Ok(())
+}
+
+/// Binds `[http] listen`; the address it got (a port 0 resolved).
+fn bind(config: &Config) -> Result<(tokio::net::TcpListener, SocketAddr), StartupError> {
+    let listener = server::bind(config.http.listen).map_err(|source| StartupError::Listen {
+        config: config.source.clone(),
+        addr: config.http.listen,
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(StartupError::Socket)?;
+    Ok((listener, addr))
+}
+
+/// The crash guard (when `[store] state_dir` allows one), the decode slots
+/// that mark every call in it, and the plugins in force over them.
+fn plugins_in_force(
+    config: &Config,
+    plugins: &PluginSet,
+) -> (Option<Arc<CrashGuard>>, DecodeSlots, Arc<LivePlugins>) {
+    let crash_guard = open_crash_guard(config, plugins);
+    let slots = match &crash_guard {
+        Some(guard) => DecodeSlots::per_core().with_crash_guard(Arc::clone(guard)),
+        None => DecodeSlots::per_core(),
+    };
+    let live = Arc::new(LivePlugins::new(config, plugins).with_crash_guard(crash_guard.clone()));
+    (crash_guard, slots, live)
 }
 
 /// Opens the log as a reader, with the password of `[log] password_file`.
