@@ -1,5 +1,8 @@
 //! `replica-host bench …`: the benchmarks of BENCHMARKS.md. Build in release
 //! mode: `cargo run --release -p replica-host -- bench <name>`.
+//!
+//! Long because it is a table: each benchmark's arguments and their docs,
+//! which `--help` prints; the benchmarks themselves are in `bench/`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -8,6 +8,10 @@
 //!
 //! `Serialize` renders the effective configuration for `replica-host
 //! config check`, with the log URL's password masked.
+//!
+//! Long (about 750 lines before its tests) on purpose: it is the schema, one
+//! struct per TOML section and one documented field per key, read as the
+//! operator's reference; split, a key's default and its doc would part.
 
 pub mod env;
 
