@@ -3,9 +3,11 @@
 use std::time::Duration;
 
 use super::anti_entropy::VerifySettings;
-use super::replicator::DEFAULT_WORKERS;
 use super::shard::Shard;
 use crate::replication_log::DEFAULT_SCAN_ROWS;
+
+/// Steps (reads and decodes) run at once, over all grain types, by default.
+pub const DEFAULT_WORKERS: usize = 16;
 
 /// How the consumer polls, batches and backs off.
 #[derive(Debug, Clone, PartialEq, Eq)]

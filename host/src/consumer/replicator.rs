@@ -20,9 +20,6 @@ use crate::replication_log::ReplicationLog;
 use crate::shutdown::{Shutdown, StopSignal};
 use crate::store::ReplicaStore;
 
-/// Steps (reads and decodes) run at once, over all grain types, by default.
-pub const DEFAULT_WORKERS: usize = 16;
-
 /// Replicates every grain of the grain types that have a decoder from a log
 /// into a store, until shutdown.
 pub struct Replicator {

@@ -15,7 +15,7 @@
 //! Every new plugin passes every startup check before anything changes; if
 //! one fails, nothing changes. A change to another section is logged as
 //! needing a restart. Applying goes grain type by grain type through the
-//! [`ReplicatorControl`]: the swap is atomic per type, and the replicas
+//! [`ReplicatorControl`](crate::consumer::ReplicatorControl): the swap is atomic per type, and the replicas
 //! are decoded again in the background (ARCHITECTURE.md, "Changing a
 //! grain's plugin").
 
