@@ -25,7 +25,7 @@ pub struct ConsumerConfig {
     /// How often the log's grain types are listed to report types that have
     /// no decoder.
     pub grain_type_scan_interval: Duration,
-    /// Continuous anti-entropy (see [`super::anti_entropy`]); off when `None`.
+    /// Continuous anti-entropy (see `super::anti_entropy`); off when `None`.
     pub verify: Option<VerifySettings>,
     /// Most steps (reads and decodes) run at once, over every grain type
     /// (at least 1 is used).

@@ -408,7 +408,7 @@ impl Config {
     }
 
     /// Reads the file and applies `overrides` (settings from the
-    /// environment, [`env::overrides`]) over it; an override naming no
+    /// environment, `env::overrides`) over it; an override naming no
     /// setting, or with a value the setting cannot take, is one line naming
     /// the variable.
     pub fn load_with(path: &Path, overrides: &[Override]) -> Result<Self, String> {

@@ -4,26 +4,26 @@
 //! Startup order: config → plugins (all compiled and checked; the first
 //! failure stops startup before anything else starts) → tokens and TLS
 //! certificate → log → HTTP listener → consumers. SIGHUP re-reads the tokens,
-//! the certificate ([`reload`]) and the config's `[[plugin]]` entries
-//! ([`plugins`]). Shutdown is a drain: on the signal `/readyz` answers 503
+//! the certificate (`reload`) and the config's `[[plugin]]` entries
+//! (`plugins`). Shutdown is a drain: on the signal `/readyz` answers 503
 //! while reads are still served for `[http] drain_ms`; then consumers stop,
 //! change streams end, the HTTP server closes, in-flight plugin calls
 //! finish, the log is dropped.
 //!
 //! # Layout
-//! - [`config`] — the TOML config and its environment overrides;
-//! - [`plugins`] — loading and checking every `[[plugin]]` entry, the
+//! - `config` — the TOML config and its environment overrides;
+//! - `plugins` — loading and checking every `[[plugin]]` entry, the
 //!   plugins in force, and swapping them (SIGHUP and
-//!   `POST /v1/admin/reload`); [`shadow`] — a candidate decoding beside one;
-//! - [`http`] — the HTTP API: routes, handlers, bodies, tokens, change
-//!   streams, the OpenAPI document and the operator page ([`problems`]
-//!   feeds it); [`consistency`] — position and freshness of an answer;
-//! - [`server`] — accepting connections, TLS, HTTP/1.1 and HTTP/2;
-//!   [`connections`] — the connection limit, shedding, header and idle
-//!   timeouts; [`tls`] and [`cert_expiry`] — rustls, and the certificate's
+//!   `POST /v1/admin/reload`); `shadow` — a candidate decoding beside one;
+//! - `http` — the HTTP API: routes, handlers, bodies, tokens, change
+//!   streams, the OpenAPI document and the operator page (`problems`
+//!   feeds it); `consistency` — position and freshness of an answer;
+//! - `server` — accepting connections, TLS, HTTP/1.1 and HTTP/2;
+//!   `connections` — the connection limit, shedding, header and idle
+//!   timeouts; `tls` and `cert_expiry` — rustls, and the certificate's
 //!   expiry;
-//! - [`metrics`] — Prometheus;
-//! - [`reload`] — what SIGHUP re-reads;
+//! - `metrics` — Prometheus;
+//! - `reload` — what SIGHUP re-reads;
 //! - `checkpoint` — the durable checkpoint's load and writer, wired in.
 
 pub(crate) mod cert_expiry;

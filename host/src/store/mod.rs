@@ -214,7 +214,7 @@ impl Default for ReplicaStore {
 }
 
 impl ReplicaStore {
-    /// An empty store whose change channel holds [`DEFAULT_CHANGE_CAPACITY`] events.
+    /// An empty store whose change channel holds `DEFAULT_CHANGE_CAPACITY` events.
     pub fn new() -> Self {
         Self::with_change_capacity(DEFAULT_CHANGE_CAPACITY)
     }
@@ -558,7 +558,7 @@ impl ReplicaStore {
     }
 
     /// Up to `limit` changes of a grain type after `after`, each grain once
-    /// at its newest state, in the order they happened (see [`FeedPage`]).
+    /// at its newest state, in the order they happened (see `FeedPage`).
     pub fn feed(&self, grain_type: &str, after: Cursor, limit: usize) -> FeedPage {
         if after.epoch != self.epoch {
             return FeedPage::Resync;
