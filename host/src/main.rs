@@ -1,7 +1,5 @@
-//! The `replica-host` command line.
-
-mod cli;
+//! The `replica-host` command line: the library's `cli` (feature `tools`).
 
 fn main() -> std::process::ExitCode {
-    cli::main()
+    replica_host::cli::main()
 }

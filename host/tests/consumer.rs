@@ -10,14 +10,14 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 
-use replica_host::consumer::{ConsumerConfig, ConsumerMetrics, Replicator, SnapshotDecoder};
-use replica_host::plugin::{CallError, CallErrorKind};
+use replica_host::Shutdown;
 use replica_host::replication_log::{
     EntryType, LogEntry, LogWriter, MemoryLog, RawRow, ReplicationLog,
 };
-use replica_host::shutdown::Shutdown;
-use replica_host::store::{ChangeKind, ReplicaStatus, ReplicaStore};
-use replica_host::value::{State, Value};
+use replica_host::{CallError, CallErrorKind};
+use replica_host::{ChangeKind, ReplicaStatus, ReplicaStore};
+use replica_host::{ConsumerConfig, ConsumerMetrics, Replicator, SnapshotDecoder};
+use replica_host::{State, Value};
 use replica_test_support::logs::FlakyLog;
 
 const COUNTER: &str = "Counter";
@@ -93,6 +93,7 @@ fn config() -> ConsumerConfig {
         max_backoff: Duration::from_millis(200),
         grain_type_scan_interval: Duration::from_millis(20),
         verify: None,
+        ..ConsumerConfig::default()
     }
 }
 
@@ -131,7 +132,7 @@ impl Running {
         Some(self.store.get(COUNTER, grain_key)?.status)
     }
 
-    fn stats(&self) -> replica_host::consumer::GrainTypeStats {
+    fn stats(&self) -> replica_host::GrainTypeStats {
         self.metrics
             .snapshot()
             .grain_types

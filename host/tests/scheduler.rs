@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use replica_host::consumer::{ConsumerConfig, Replicator, Shard, SnapshotDecoder};
-use replica_host::plugin::{CallError, CallErrorKind};
+use replica_host::Shutdown;
+use replica_host::State;
 use replica_host::replication_log::{EntryType, LogEntry, LogWriter, MemoryLog, ReplicationLog};
-use replica_host::shutdown::Shutdown;
-use replica_host::store::{ChangeKind, ReplicaStore};
-use replica_host::value::State;
+use replica_host::{CallError, CallErrorKind};
+use replica_host::{ChangeKind, ReplicaStore};
+use replica_host::{ConsumerConfig, Replicator, Shard, SnapshotDecoder};
 use replica_test_support::logs::FlakyScanLog;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -73,7 +73,7 @@ fn config() -> ConsumerConfig {
 
 /// Collects every applied sequence per grain, in store order.
 fn collect_applied(
-    mut changes: broadcast::Receiver<replica_host::store::ReplicaChange>,
+    mut changes: broadcast::Receiver<replica_host::ReplicaChange>,
 ) -> tokio::task::JoinHandle<HashMap<String, Vec<u64>>> {
     tokio::spawn(async move {
         let mut applied: HashMap<String, Vec<u64>> = HashMap::new();
@@ -126,10 +126,12 @@ async fn a_hundred_thousand_grains_keep_order_and_never_apply_twice() {
             COUNTER.to_owned(),
             Arc::clone(&decoder) as Arc<dyn SnapshotDecoder>,
         )]),
-        config(),
-    )
-    .with_workers(8)
-    .with_scan_rows(4096);
+        ConsumerConfig {
+            workers: 8,
+            scan_rows: 4096,
+            ..config()
+        },
+    );
     let catch_up = replicator.catch_up();
     let metrics = replicator.metrics();
     let stop = Shutdown::new();
@@ -296,9 +298,11 @@ async fn three_shards_hold_every_grain_exactly_once() {
             Arc::clone(&log) as Arc<dyn ReplicationLog>,
             Arc::clone(&store),
             HashMap::from([(COUNTER.to_owned(), decoder)]),
-            config(),
-        )
-        .with_shard(Some(Shard { index, count: 3 }));
+            ConsumerConfig {
+                shard: Some(Shard { index, count: 3 }),
+                ..config()
+            },
+        );
         running.push((replicator.catch_up(), replicator.spawn(stop.signal())));
         stores.push(store);
     }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use replica_host::config::Config;
-use replica_host::store::ReplicaStore;
+use replica_host::ReplicaStore;
+use replica_host::daemon::Config;
 
 use crate::http::{self, Response};
 
@@ -35,7 +35,7 @@ impl InProcess {
     pub fn start_with_env(dir: &Path, config_text: &str, env: &[(&str, &str)]) -> Self {
         let path = dir.join("host.toml");
         std::fs::write(&path, config_text).expect("write host.toml");
-        let overrides = replica_host::config::env::overrides_from(
+        let overrides = replica_host::test_seam::overrides_from(
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         );
         let config = Config::load_with(&path, &overrides).unwrap_or_else(|e| panic!("config: {e}"));

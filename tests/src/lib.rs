@@ -10,7 +10,7 @@ pub mod payloads;
 pub mod pg_server;
 pub mod sse;
 pub mod wat_plugin;
-pub use replica_host::demo::orlando;
+pub use replica_host::test_seam::orlando;
 /// A real PostgreSQL server for tests, each test in a schema of its own.
 pub use replica_test_support::pg;
 
@@ -58,7 +58,7 @@ pub const PLUGINS: &[(&str, &str)] = &[
 pub fn plugin(name: &str) -> PathBuf {
     static BUILT: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
-        replica_host::plugin::build::ensure_target().expect("the wasm32-unknown-unknown target");
+        replica_host::test_seam::ensure_target().expect("the wasm32-unknown-unknown target");
         let mut cmd = cargo();
         cmd.args([
             "build",
@@ -78,7 +78,7 @@ pub fn plugin(name: &str) -> PathBuf {
                 let core = target_dir()
                     .join("wasm32-unknown-unknown/release")
                     .join(format!("{}.wasm", krate.replace('-', "_")));
-                let component = replica_host::plugin::build::componentize(&core)
+                let component = replica_host::test_seam::componentize(&core)
                     .unwrap_or_else(|e| panic!("componentize {krate}: {e:#}"));
                 (krate.to_string(), component)
             })

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use replica_host::replication_log::{self, EntryType, LogEntry};
-use replica_host::store::now_millis;
+use replica_host::test_seam::now_millis;
 
 /// A log handle with its own runtime.
 pub struct LogWriter {

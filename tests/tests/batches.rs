@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use replica_e2e::payloads::counter;
 use replica_e2e::plugin;
-use replica_host::decode::SnapshotDecoder;
-use replica_host::plugin::crash_guard::{CrashGuard, SnapshotId, Verdict};
-use replica_host::plugin::{
+use replica_host::SnapshotDecoder;
+use replica_host::State;
+use replica_host::replication_log::{EntryType, LogEntry};
+use replica_host::test_seam::{CrashGuard, SnapshotId, Verdict};
+use replica_host::{
     CallErrorKind, DecodeSlots, LoadedPlugin, PluginDecoder, PluginEngine, PluginLimits,
     SnapshotRef,
 };
-use replica_host::replication_log::{EntryType, LogEntry};
-use replica_host::value::State;
 
 fn misbehave(batch_max: usize) -> LoadedPlugin {
     let limits = PluginLimits {

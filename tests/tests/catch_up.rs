@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use replica_e2e::daemon::{self, Daemon};
 use replica_e2e::log_writer::LogWriter;
 use replica_e2e::payloads::counter;
-use replica_host::consumer::shard::shard_of;
+use replica_host::test_seam::shard_of;
 
 const WAIT: Duration = Duration::from_secs(60);
 

@@ -10,7 +10,7 @@ use replica_e2e::daemon::{self, Daemon};
 use replica_e2e::log_writer::LogWriter;
 use replica_e2e::orlando::{self, CounterState};
 use replica_e2e::run_host;
-use replica_host::consumer::shard::shard_of;
+use replica_host::test_seam::shard_of;
 
 /// A config file with one Counter plugin and an SQLite log beside it.
 fn write_config(dir: &Path) -> std::path::PathBuf {

@@ -113,7 +113,7 @@ fn replicate_and_serve(url: &str, dir: &std::path::Path) {
         1,
         EntryType::FullState,
         counter(1),
-        replica_host::store::now_millis() - 60_000,
+        replica_host::test_seam::now_millis() - 60_000,
     );
     d.wait_for("/v1/replicas/Counter/old", WAIT, |r| r.status == 200);
     let r = d.wait_for(

@@ -39,9 +39,9 @@ fn the_embedding_example_replicates_reads_typed_state_and_follows_changes() {
     replica_e2e::daemon::copy_plugin(&plugins, "user-profile-plugin");
 
     let mut child = Command::new(replica_e2e::example_bin("orlando_secondary"))
-        .args(["--log", &url, "--plugins"])
+        .arg(&url)
         .arg(&plugins)
-        .args(["--grain", "Counter/c-1", "--changes", "1"])
+        .args(["Counter", "c-1", "1"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("run the example");

@@ -16,7 +16,7 @@ use replica_e2e::log_writer::LogWriter;
 use replica_e2e::payloads::counter;
 use replica_e2e::pg;
 use replica_host::replication_log::{EntryType, LogEntry};
-use replica_host::store::now_millis;
+use replica_host::test_seam::now_millis;
 
 const WAIT: Duration = Duration::from_secs(60);
 const GRAINS: usize = 5;

@@ -8,7 +8,7 @@
 //!    error), and what decodes renders as valid JSON. Valid payloads decode
 //!    to exactly serde_json's rendering of the state.
 //! 2. Arbitrary buffers through the host's validator
-//!    (`replica_host::value::State::validate`, under random limits) and JSON
+//!    (`replica_host::State::validate`, under random limits) and JSON
 //!    rendering: random bytes, random tag streams and mutated valid
 //!    encodings. Never a panic; what validates renders, what renders is
 //!    valid JSON, and the `Value` tree renders the same.
@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 use arbitrary::{Arbitrary, Unstructured};
 use replica_e2e::orlando::{self, CounterState, UserProfile};
 use replica_guest::encoding::tag;
-use replica_host::plugin::{LoadedPlugin, PluginEngine, PluginLimits, SnapshotRef};
-use replica_host::value::{OutputLimits, State};
+use replica_host::{LoadedPlugin, PluginEngine, PluginLimits, SnapshotRef};
+use replica_host::{OutputLimits, State};
 use serde::Serialize;
 
 /// A splitmix64 generator: the fuzzer's only source of randomness.

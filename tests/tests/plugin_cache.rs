@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use replica_e2e::orlando::{self, CounterState};
 use replica_e2e::plugin;
-use replica_host::plugin::{
+use replica_host::{
     CacheDirError, CacheOutcome, ComponentCache, EngineOptions, InstanceAllocation, LoadedPlugin,
     PluginEngine, PluginLimits, SnapshotRef,
 };
@@ -36,7 +36,7 @@ fn decodes(plugin: &LoadedPlugin) -> i64 {
         })
         .expect("decode");
     match value.field("count") {
-        Some(replica_host::value::Value::I64(n)) => n,
+        Some(replica_host::Value::I64(n)) => n,
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -229,13 +229,13 @@ fn daemon_startup_uses_the_configured_cache() {
                 [[plugin]]\ngrain_type = \"Counter\"\npath = \"counter.wasm\"\n";
     let path = dir.path().join("host.toml");
     std::fs::write(&path, text).unwrap();
-    let config = replica_host::config::Config::load(&path).unwrap();
+    let config = replica_host::daemon::Config::load(&path).unwrap();
     let engine = PluginEngine::new().unwrap();
     let outcome =
-        |set: &replica_host::plugin_set::PluginSet| set.get("Counter").unwrap().cache_outcome();
-    let first = replica_host::plugin_set::PluginSet::load(&config, &engine).unwrap();
+        |set: &replica_host::test_seam::PluginSet| set.get("Counter").unwrap().cache_outcome();
+    let first = replica_host::test_seam::PluginSet::load(&config, &engine).unwrap();
     assert_eq!(outcome(&first), CacheOutcome::Miss);
-    let second = replica_host::plugin_set::PluginSet::load(&config, &engine).unwrap();
+    let second = replica_host::test_seam::PluginSet::load(&config, &engine).unwrap();
     assert_eq!(outcome(&second), CacheOutcome::Hit);
     assert!(dir.path().join("compiled").is_dir());
 }

@@ -3,10 +3,10 @@
 
 use replica_e2e::orlando::{self, CounterState, UserProfile};
 use replica_e2e::plugin;
-use replica_host::plugin::{
+use replica_host::Value;
+use replica_host::{
     CallErrorKind, LoadedPlugin, PluginEngine, PluginError, PluginLimits, SnapshotRef,
 };
-use replica_host::value::Value;
 
 fn load(name: &str) -> LoadedPlugin {
     load_with(name, PluginLimits::default())
@@ -201,7 +201,7 @@ fn oversized_or_too_deep_output_is_refused() {
     assert_eq!(err.kind, CallErrorKind::BadOutput);
     assert!(err.message.contains("nested more than 128"), "{err}");
     let limits = PluginLimits {
-        output: replica_host::value::OutputLimits {
+        output: replica_host::OutputLimits {
             max_nodes: 1000,
             ..Default::default()
         },

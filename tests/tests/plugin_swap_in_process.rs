@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use replica_host::consumer::{ConsumerConfig, Replicator, SnapshotDecoder};
-use replica_host::decode::DecodedBy;
-use replica_host::plugin::{CallError, CallErrorKind};
+use replica_host::DecodedBy;
+use replica_host::Shutdown;
 use replica_host::replication_log::{EntryType, LogEntry, LogWriter, MemoryLog, ReplicationLog};
-use replica_host::shutdown::Shutdown;
-use replica_host::store::{ChangeKind, ReplicaStatus, ReplicaStore};
-use replica_host::value::{State, Value};
+use replica_host::{CallError, CallErrorKind};
+use replica_host::{ChangeKind, ReplicaStatus, ReplicaStore};
+use replica_host::{ConsumerConfig, Replicator, SnapshotDecoder};
+use replica_host::{State, Value};
 
 const COUNTER: &str = "Counter";
 
@@ -148,10 +148,10 @@ async fn a_swap_redecodes_every_replica_in_place() {
         ConsumerConfig {
             poll_interval: Duration::from_millis(20),
             max_backoff: Duration::from_millis(200),
+            scan_rows: 64,
             ..ConsumerConfig::default()
         },
-    )
-    .with_scan_rows(64);
+    );
     let catch_up = replicator.catch_up();
     let control = replicator.control();
     let stop = Shutdown::new();

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use replica_e2e::payloads::counter;
 use replica_e2e::{pg, plugin};
-use replica_host::consumer::{ConsumerConfig, Replicator, SnapshotDecoder};
-use replica_host::plugin::{DecodeSlots, LoadedPlugin, PluginDecoder, PluginEngine, PluginLimits};
+use replica_host::Shutdown;
+use replica_host::Value;
 use replica_host::replication_log::{self, EntryType, LogEntry, LogWriter};
-use replica_host::shutdown::Shutdown;
-use replica_host::store::{ReplicaStatus, ReplicaStore};
-use replica_host::value::Value;
+use replica_host::{ConsumerConfig, Replicator, SnapshotDecoder};
+use replica_host::{DecodeSlots, LoadedPlugin, PluginDecoder, PluginEngine, PluginLimits};
+use replica_host::{ReplicaStatus, ReplicaStore};
 
 const POLL: Duration = Duration::from_millis(20);
 
@@ -30,7 +30,7 @@ fn entry(
         grain_type: grain_type.into(),
         grain_key: key.into(),
         sequence,
-        timestamp_millis: replica_host::store::now_millis(),
+        timestamp_millis: replica_host::test_seam::now_millis(),
         source_cluster: "us-east".into(),
         entry_type,
         payload: payload.into(),

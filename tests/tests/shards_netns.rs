@@ -18,7 +18,7 @@ use replica_e2e::log_writer::LogWriter;
 use replica_e2e::orlando::{self, CounterState};
 use replica_e2e::pg::postgres_required;
 use replica_e2e::pg_server::PgServer;
-use replica_host::consumer::shard::shard_of;
+use replica_host::test_seam::shard_of;
 
 const SHARDS: u32 = 3;
 const GRAINS: u32 = 30;

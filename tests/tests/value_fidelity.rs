@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use replica_host::value::{OutputLimits, State, Value};
+use replica_host::{OutputLimits, State, Value};
 use serde::Serialize;
 
 /// Encodes as the guest does and validates as the host does after a call.

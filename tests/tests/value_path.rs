@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use replica_e2e::daemon::{self, Daemon};
 use replica_e2e::log_writer::LogWriter;
 use replica_e2e::plugin;
-use replica_host::plugin::{CallErrorKind, LoadedPlugin, PluginEngine, PluginLimits, SnapshotRef};
-use replica_host::value::OutputLimits;
+use replica_host::OutputLimits;
+use replica_host::{CallErrorKind, LoadedPlugin, PluginEngine, PluginLimits, SnapshotRef};
 
 const WAIT: Duration = Duration::from_secs(60);
 

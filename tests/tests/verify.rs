@@ -25,7 +25,7 @@ use replica_e2e::payloads::counter;
 use replica_e2e::pg;
 use replica_host::DecodedBy;
 use replica_host::State;
-use replica_host::store::{ReplicaStatus, Snapshot};
+use replica_host::{DecodedSnapshot, ReplicaStatus};
 
 const WAIT: Duration = Duration::from_secs(60);
 const TOKEN: &str = "verify-token-not-to-be-printed";
@@ -96,8 +96,8 @@ fn state(n: i64) -> State {
     State::from_serialize(&serde_json::json!({ "count": n })).unwrap()
 }
 
-fn snapshot(sequence: u64, decoded_by: Option<Arc<DecodedBy>>) -> Snapshot {
-    Snapshot {
+fn snapshot(sequence: u64, decoded_by: Option<Arc<DecodedBy>>) -> DecodedSnapshot {
+    DecodedSnapshot {
         state: state(-1),
         sequence,
         timestamp_millis: 0,

@@ -11,7 +11,7 @@ use replica_e2e::daemon::{Daemon, config};
 use replica_e2e::log_writer::LogWriter;
 use replica_e2e::run_host;
 use replica_e2e::wat_plugin::WatPlugin;
-use replica_host::plugin::{LoadedPlugin, PluginEngine, PluginError, PluginLimits};
+use replica_host::{LoadedPlugin, PluginEngine, PluginError, PluginLimits};
 
 /// Declarations shared by the GC probes: a non-final function type, a
 /// function of it, reachable by table and by `ref.func`.
@@ -130,7 +130,7 @@ fn a_wat_plugin_without_a_probe_loads_and_decodes() {
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(loaded.description().grain_type, "Wat");
     let state = loaded
-        .decode(replica_host::plugin::SnapshotRef {
+        .decode(replica_host::SnapshotRef {
             grain_type: "Wat",
             grain_key: "k",
             sequence: 1,

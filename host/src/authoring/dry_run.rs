@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::json_diff::{self, Difference};
 use crate::decode::CallErrorKind;
+use crate::json_diff::{self, Difference};
 use crate::plugin::{LoadedPlugin, SnapshotRef};
 use crate::replication_log::{
     DEFAULT_SCAN_ROWS, EntryType, LogEntry, LogError, LogRecord, ReplicationLog,

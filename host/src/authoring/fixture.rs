@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-pub use crate::fixture_command::command;
 use crate::plugin::{LoadedPlugin, SnapshotRef};
 use crate::replication_log::{EntryType, LogEntry, LogRecord, ReplicationLog};
 

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde_json::Value;
 
-use super::json_diff;
 use crate::decode::CallErrorKind;
+use crate::json_diff;
 use crate::plugin::{LoadedPlugin, SnapshotRef};
 
 /// Most differences shown for one failing case.

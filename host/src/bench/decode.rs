@@ -244,7 +244,7 @@ pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
     .map(|(grain_type, dir)| {
         (
             grain_type,
-            crate::plugin::build::build_plugin_with_env(
+            crate::authoring::build::build_plugin_with_env(
                 &options.plugins_dir.join(dir),
                 &no_arena_env,
             ),

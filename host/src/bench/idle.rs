@@ -340,7 +340,7 @@ impl SnapshotDecoder for NativeDecoder {
     async fn decode(
         &self,
         entry: &crate::replication_log::LogEntry,
-    ) -> Result<State, crate::plugin::CallError> {
+    ) -> Result<State, crate::decode::CallError> {
         use crate::demo::orlando::{AccountState, CounterState};
         let config = bincode::config::standard();
         let value = match self.0 {
@@ -355,12 +355,12 @@ impl SnapshotDecoder for NativeDecoder {
         };
         match value {
             Ok(Ok(value)) => Ok(value),
-            _ => Err(crate::plugin::CallError {
+            _ => Err(crate::decode::CallError {
                 plugin: "native".into(),
                 grain_type: entry.grain_type.clone(),
                 grain_key: entry.grain_key.clone(),
                 sequence: entry.sequence,
-                kind: crate::plugin::CallErrorKind::MalformedPayload,
+                kind: crate::decode::CallErrorKind::MalformedPayload,
                 message: "native decode failed".into(),
             }),
         }
@@ -420,13 +420,13 @@ pub fn worker(
         let started = Instant::now();
         let config = ConsumerConfig {
             poll_interval: poll,
+            workers,
             ..ConsumerConfig::default()
         };
         let decoders = [(grain_type.to_owned(), Arc::clone(&decoder))]
             .into_iter()
             .collect();
-        let replicator = Replicator::new(log, Arc::clone(&store), decoders, config.clone())
-            .with_workers(workers);
+        let replicator = Replicator::new(log, Arc::clone(&store), decoders, config.clone());
         let progress = replicator.catch_up();
         let control = replicator.control();
         let handle = replicator.spawn(stopping.signal());

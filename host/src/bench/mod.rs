@@ -28,7 +28,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 
-use crate::plugin::build::build_plugin;
+use crate::authoring::build::build_plugin;
 use crate::replication_log::{
     ChangeCursor, ForwardLog, GrainHead, HeadChanges, LogError, LogRecord, ReplicationLog, ScanPage,
 };

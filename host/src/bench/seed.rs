@@ -1,6 +1,9 @@
 //! The baseline of the end-to-end benchmark: Orlando's own polling consumer
 //! (ARCHITECTURE.md, "The consumer, and where it differs from Orlando's",
 //! says what it does), reproduced faithfully over this host's log backends.
+//! "The seed" (this module, the `seed` column of `bench e2e`) is that
+//! consumer: Orlando's `seed/replication_consumer.rs`, the code this
+//! project started from.
 //!
 //! One task per grain, told which grains to follow; every poll interval it
 //! reads up to 100 entries after its last sequence, refuses the whole batch
@@ -19,7 +22,9 @@ use crate::replication_log::{EntryType, LogRecord, ReplicationLog};
 /// A replica as Orlando's store keeps it.
 #[derive(Debug, Clone)]
 pub struct RawReplica {
-    /// The serialized state, as read.
+    /// The serialized state, as read: kept (and never read) as Orlando's
+    /// store keeps it, so the baseline's memory and copies are Orlando's.
+    #[expect(dead_code, reason = "held, as Orlando's store holds it")]
     pub payload: Vec<u8>,
     /// The applied sequence.
     pub sequence: u64,
@@ -68,15 +73,6 @@ impl RawReplicaStore {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert((grain_type.to_owned(), grain_key.to_owned()), replica);
-    }
-
-    /// Orlando's `get`.
-    pub fn get(&self, grain_type: &str, grain_key: &str) -> Option<RawReplica> {
-        self.replicas
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&(grain_type.to_owned(), grain_key.to_owned()))
-            .cloned()
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::{Backend, BenchLog, machine, sample_plugin};
-use crate::config::Config;
+use crate::daemon::config::Config;
 use crate::verify::{self, VerifyOptions, host_api::HostApi};
 
 /// What `bench verify` runs.
@@ -100,7 +100,7 @@ pub fn run(options: &VerifyBenchOptions) -> anyhow::Result<()> {
         let mut positions = 0usize;
         loop {
             let page = host
-                .positions("Counter", after.as_deref(), crate::daemon::bulk::MAX_BULK_PAGE)
+                .positions("Counter", after.as_deref(), crate::daemon::http::bulk::MAX_BULK_PAGE)
                 .await?;
             positions += page.replicas.len();
             match page.next_after {

@@ -35,11 +35,6 @@ pub fn counter_state(i: i64) -> CounterState {
     }
 }
 
-/// A `CounterState` payload (bincode): always a few bytes.
-pub fn counter(i: i64) -> Vec<u8> {
-    orlando::bincode(&counter_state(i))
-}
-
 /// A `BankAccount` state whose bincode payload is at least `target` bytes:
 /// the demo's sample account with tags added.
 pub fn account_state(i: u64, target: usize) -> AccountState {

@@ -300,7 +300,7 @@ impl CheckpointFile {
     pub async fn write(&mut self, replicas: Vec<Replica>) -> Result<Duration, CheckpointError> {
         let pause = std::env::var_os(TEST_PAUSE_ENV).map(PathBuf::from);
         self.with(move |inner, path| {
-            let started = super::writer::thread_cpu();
+            let started = thread_cpu();
             let mut build_ids = Vec::with_capacity(replicas.len());
             for replica in &replicas {
                 build_ids.push(match &replica.decoded_by {
@@ -364,7 +364,7 @@ impl CheckpointFile {
                 }
             }
             tx.commit().map_err(|e| sqlite(path, e))?;
-            Ok(super::writer::thread_cpu().saturating_sub(started))
+            Ok(thread_cpu().saturating_sub(started))
         })
         .await
     }
@@ -597,4 +597,21 @@ fn sqlite(path: &Path, e: rusqlite::Error) -> CheckpointError {
         path: path.display().to_string(),
         message: e.to_string().replace('\n', " "),
     }
+}
+/// CPU time of the calling thread so far.
+pub(super) fn thread_cpu() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `now`, which lives on
+    // this stack frame for the whole call.
+    let done = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    if done != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        now.tv_sec.max(0) as u64,
+        now.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }

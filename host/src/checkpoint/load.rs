@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::file::{CheckpointError, CheckpointFile};
 use crate::decode::DecodedBy;
-use crate::store::{ReplicaStatus, ReplicaStore, Snapshot};
+use crate::store::{DecodedSnapshot, ReplicaStatus, ReplicaStore};
 use crate::value::{OutputLimits, State};
 
 /// What a load put in the store.
@@ -39,7 +39,7 @@ pub async fn load_into(
         .read_all(|rows| {
             // Rows come in (grain type, key) order: one restore per run of
             // a type within the chunk.
-            let mut run: Vec<(String, Option<Snapshot>, ReplicaStatus)> = Vec::new();
+            let mut run: Vec<(String, Option<DecodedSnapshot>, ReplicaStatus)> = Vec::new();
             let mut run_type: Option<String> = None;
             for row in rows {
                 let Some(limits) = types.get(&row.grain_type) else {
@@ -53,7 +53,7 @@ pub async fn load_into(
                     stale.insert(row.grain_type.clone());
                 }
                 let snapshot = match row.state {
-                    Some(bytes) => Some(Snapshot {
+                    Some(bytes) => Some(DecodedSnapshot {
                         state: State::validate(&bytes, limits).map_err(|e| {
                             CheckpointError::Corrupt {
                                 path: path.clone(),

@@ -25,6 +25,8 @@ mod file;
 mod load;
 mod writer;
 
-pub use file::{CheckpointError, CheckpointFile, Identity, TEST_PAUSE_ENV};
-pub use load::{Loaded, load_into};
-pub use writer::{CheckpointWriter, WriterStats};
+pub use file::{CheckpointError, CheckpointFile, Identity};
+pub use load::load_into;
+pub use writer::CheckpointWriter;
+#[cfg(feature = "tools")]
+pub use writer::WriterStats;

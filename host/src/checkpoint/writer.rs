@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::file::{CheckpointError, CheckpointFile};
+use super::file::{CheckpointError, CheckpointFile, thread_cpu};
 use crate::shutdown::StopSignal;
 use crate::store::ReplicaStore;
 
@@ -77,7 +77,8 @@ impl CheckpointWriter {
         }
     }
 
-    /// What it wrote so far.
+    /// What it wrote so far (read by `bench e2e`).
+    #[cfg(feature = "tools")]
     pub fn stats(&self) -> WriterStats {
         self.stats
     }
@@ -167,22 +168,4 @@ impl CheckpointWriter {
         self.stats.busy += started.elapsed();
         Ok(ended)
     }
-}
-
-/// CPU time of the calling thread so far.
-pub(super) fn thread_cpu() -> Duration {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into `now`, which lives on
-    // this stack frame for the whole call.
-    let done = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
-    if done != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(
-        now.tv_sec.max(0) as u64,
-        now.tv_nsec.clamp(0, 999_999_999) as u32,
-    )
 }

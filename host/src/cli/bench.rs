@@ -1,5 +1,8 @@
 //! `replica-host bench …`: the benchmarks of BENCHMARKS.md. Build in release
 //! mode: `cargo run --release -p replica-host -- bench <name>`.
+//!
+//! Long because it is a table: each benchmark's arguments and their docs,
+//! which `--help` prints; the benchmarks themselves are in `bench/`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +10,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
-use replica_host::bench::{
+use crate::bench::{
     self, Backend, Workload, decode::DecodeOptions, e2e::E2eOptions, idle::IdleOptions,
     startup::StartupOptions, waiters::WaitersOptions,
 };
@@ -283,7 +286,7 @@ pub enum WorkerCommand {
         catch_up: String,
         #[arg(long, value_enum, default_value_t = Workload::Counter)]
         workload: Workload,
-        #[arg(long, default_value_t = replica_host::consumer::DEFAULT_WORKERS)]
+        #[arg(long, default_value_t = crate::consumer::DEFAULT_WORKERS)]
         workers: usize,
         #[arg(long, default_value = "plugin")]
         decoder: String,

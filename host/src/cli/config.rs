@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::daemon;
+use crate::daemon::config::{Config, env};
+use crate::plugin::PluginEngine;
 use clap::Subcommand;
-use replica_host::config::{Config, env};
-use replica_host::daemon;
-use replica_host::plugin::PluginEngine;
 
 /// What `run --help` and `config check --help` say about the environment.
 pub(super) const ENV_HELP: &str = "Environment: REPLICA_CONFIG names the config file when --config \

@@ -4,12 +4,12 @@ use super::fail;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use replica_host::config::Config;
-use replica_host::daemon;
-use replica_host::demo::producer::{ProducerConfig, run_producer};
-use replica_host::demo::{self as demo_lib};
-use replica_host::replication_log;
-use replica_host::shutdown::Shutdown;
+use crate::daemon;
+use crate::daemon::config::Config;
+use crate::demo::producer::{ProducerConfig, run_producer};
+use crate::demo::{self as demo_lib};
+use crate::replication_log;
+use crate::shutdown::Shutdown;
 
 pub(super) fn run(dir: PathBuf, listen: String, plugins_dir: PathBuf) -> ExitCode {
     let config_path = match demo_lib::prepare(&plugins_dir, &dir, &listen) {

@@ -3,8 +3,8 @@
 use super::fail;
 use std::process::ExitCode;
 
+use crate::replication_log::{LogError, pg_change_feed, redact_password};
 use clap::Subcommand;
-use replica_host::replication_log::{LogError, pg_change_feed, redact_password};
 
 /// Commands that change the log's schema (run by an operator, once).
 #[derive(Subcommand)]

@@ -253,6 +253,6 @@ fn init_tracing(format: LogFormat, default_filter: &str) {
 /// Prints `error: LINE` on stderr, escaped to one line (the line may carry
 /// a plugin's text), and returns `code` as the exit status.
 fn fail(code: u8, line: &str) -> ExitCode {
-    eprintln!("error: {}", replica_host::text::escape(line));
+    eprintln!("error: {}", crate::text::escape(line));
     ExitCode::from(code)
 }

@@ -4,12 +4,12 @@ use super::fail;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use replica_host::authoring::scaffold::{self, NewPlugin, PayloadFormat, SdkSource};
-use replica_host::authoring::{dry_run, fixture, golden};
-use replica_host::contract::{CONTRACT_PACKAGE, CONTRACT_VERSION};
-use replica_host::plugin::build::build_plugin_with_env;
-use replica_host::plugin::{LoadedPlugin, PluginEngine, PluginLimits, SnapshotRef};
-use replica_host::replication_log::{self, redact_password};
+use crate::authoring::build::build_plugin_with_env;
+use crate::authoring::scaffold::{self, NewPlugin, PayloadFormat, SdkSource};
+use crate::authoring::{dry_run, fixture, golden};
+use crate::contract::{CONTRACT_PACKAGE, CONTRACT_VERSION};
+use crate::plugin::{LoadedPlugin, PluginEngine, PluginLimits, SnapshotRef};
+use crate::replication_log::{self, redact_password};
 
 use super::PluginCommand;
 

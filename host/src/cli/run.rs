@@ -4,7 +4,7 @@ use super::fail;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use replica_host::daemon;
+use crate::daemon;
 
 /// Exit status for an invalid config or plugin.
 const EXIT_INVALID: u8 = 2;

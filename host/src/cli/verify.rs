@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use replica_host::secret::Secret;
-use replica_host::verify::{self, VerifyOptions};
+use crate::secret::Secret;
+use crate::verify::{self, VerifyOptions};
 
 use super::fail;
 

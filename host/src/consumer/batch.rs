@@ -130,6 +130,7 @@ impl Cursor {
     }
 
     /// Every record at or below is applied, superseded or refused.
+    #[cfg(test)]
     pub fn position(&self) -> u64 {
         self.position
     }
@@ -146,6 +147,7 @@ impl Cursor {
 
     /// The oldest snapshot above the applied one that failed to decode: the
     /// position stays below it.
+    #[cfg(test)]
     pub fn blocker(&self) -> Option<u64> {
         self.blocker
     }
@@ -156,6 +158,7 @@ impl Cursor {
     }
 
     /// The newest refused entry after the applied snapshot.
+    #[cfg(test)]
     pub fn behind(&self) -> Option<u64> {
         self.behind
     }

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use tokio::sync::Notify;
+
 /// The catch-up of one grain type.
 #[derive(Debug, Default)]
 pub struct TypeCatchUp {
@@ -20,6 +22,8 @@ pub struct TypeCatchUp {
     grains: AtomicU64,
     /// Of those, how many have caught up.
     caught_up: AtomicU64,
+    /// Wakes [`CatchUp::caught_up`] when this type completes.
+    completed: Notify,
 }
 
 impl TypeCatchUp {
@@ -27,11 +31,32 @@ impl TypeCatchUp {
     pub(crate) fn listed(&self, grains: u64) {
         self.grains.store(grains, Ordering::Relaxed);
         self.listed.store(true, Ordering::Release);
+        if self.is_complete() {
+            self.completed.notify_waiters();
+        }
     }
 
     /// One of the listed grains has caught up.
     pub(crate) fn grain_caught_up(&self) {
-        self.caught_up.fetch_add(1, Ordering::Relaxed);
+        let now = self.caught_up.fetch_add(1, Ordering::Relaxed) + 1;
+        // Only the grain that completes the type wakes the waiters.
+        if now == self.grains.load(Ordering::Relaxed) && self.is_complete() {
+            self.completed.notify_waiters();
+        }
+    }
+
+    /// Returns once every listed grain of this type has caught up.
+    async fn completed(&self) {
+        loop {
+            let notified = self.completed.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a completion in between wakes it.
+            notified.as_mut().enable();
+            if self.is_complete() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Where this grain type stands: grains listed and caught up.
@@ -90,6 +115,15 @@ impl CatchUp {
         self.types.get(grain_type).is_some_and(|t| !t.is_complete())
     }
 
+    /// Returns once every grain type has caught up: what an embedder awaits
+    /// before its first read. It never returns if the replicator stops
+    /// first, so race it with your own shutdown if that can happen.
+    pub async fn caught_up(&self) {
+        for t in self.types.values() {
+            t.completed().await;
+        }
+    }
+
     /// Where the catch-up stands, summed over grain types.
     pub fn progress(&self) -> CatchUpProgress {
         let mut progress = CatchUpProgress {
@@ -136,5 +170,22 @@ mod tests {
         assert!(!catch_up.is_catching_up("A"));
         assert!(catch_up.progress().complete);
         assert_eq!(catch_up.progress().caught_up, 2);
+    }
+
+    #[tokio::test]
+    async fn caught_up_waits_for_the_last_grain_of_every_type() {
+        let catch_up = Arc::new(CatchUp::new(["A", "B"]));
+        let waiter = tokio::spawn({
+            let catch_up = Arc::clone(&catch_up);
+            async move { catch_up.caught_up().await }
+        });
+        catch_up.grain_type("A").unwrap().listed(1);
+        catch_up.grain_type("B").unwrap().listed(0);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "A still has a grain to catch up");
+        catch_up.grain_type("A").unwrap().grain_caught_up();
+        waiter.await.unwrap();
+        // Once complete, it returns at once.
+        catch_up.caught_up().await;
     }
 }

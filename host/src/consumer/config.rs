@@ -3,6 +3,11 @@
 use std::time::Duration;
 
 use super::anti_entropy::VerifySettings;
+use super::shard::Shard;
+use crate::replication_log::DEFAULT_SCAN_ROWS;
+
+/// Steps (reads and decodes) run at once, over all grain types, by default.
+pub const DEFAULT_WORKERS: usize = 16;
 
 /// How the consumer polls, batches and backs off.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,8 +25,15 @@ pub struct ConsumerConfig {
     /// How often the log's grain types are listed to report types that have
     /// no decoder.
     pub grain_type_scan_interval: Duration,
-    /// Continuous anti-entropy (see [`super::anti_entropy`]); off when `None`.
+    /// Continuous anti-entropy (see `super::anti_entropy`); off when `None`.
     pub verify: Option<VerifySettings>,
+    /// Most steps (reads and decodes) run at once, over every grain type
+    /// (at least 1 is used).
+    pub workers: usize,
+    /// Rows per page of the catch-up scan (at least 1 is used).
+    pub scan_rows: usize,
+    /// Replicate only the grains of this shard; all of them when `None`.
+    pub shard: Option<Shard>,
 }
 
 impl Default for ConsumerConfig {
@@ -33,6 +45,9 @@ impl Default for ConsumerConfig {
             max_backoff: Duration::from_secs(30),
             grain_type_scan_interval: Duration::from_secs(10),
             verify: None,
+            workers: DEFAULT_WORKERS,
+            scan_rows: DEFAULT_SCAN_ROWS,
+            shard: None,
         }
     }
 }

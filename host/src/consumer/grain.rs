@@ -19,10 +19,10 @@ use super::batch::{Cursor, Failure, sequence_of};
 use super::config::ConsumerConfig;
 use super::metrics::GrainTypeCounters;
 use crate::decode::{CallError, CallErrorKind, DecodedBy};
-use crate::log_limiter::limited;
+use crate::repeat_limiter::limited;
 use crate::replication_log::{LogEntry, LogRecord, ReplicationLog};
 use crate::shutdown::StopSignal;
-use crate::store::{ReplicaStatus, ReplicaStore, Snapshot};
+use crate::store::{DecodedSnapshot, ReplicaStatus, ReplicaStore};
 use crate::value::State;
 
 /// Shutdown was signalled in the middle of a step.
@@ -330,7 +330,7 @@ impl GrainRef<'_> {
             match decoded {
                 Ok(value) => {
                     applied = Some(index);
-                    snapshot = Some(Snapshot {
+                    snapshot = Some(DecodedSnapshot {
                         state: value,
                         sequence: entry.sequence,
                         timestamp_millis: entry.timestamp_millis,
@@ -480,7 +480,9 @@ async fn decode_catching(
     }
 }
 
-fn panic_message(panic: &(dyn Any + Send)) -> &str {
+/// What a caught panic says (its `&str` or `String` payload), for a step's
+/// error and the scheduler's log line alike.
+pub(super) fn panic_message(panic: &(dyn Any + Send)) -> &str {
     if let Some(s) = panic.downcast_ref::<&str>() {
         s
     } else if let Some(s) = panic.downcast_ref::<String>() {

@@ -139,7 +139,7 @@ pub struct GrainTypeStats {
     pub deltas_refused: u64,
     /// Rows refused because the host cannot interpret them.
     pub rows_refused: u64,
-    /// Failed decode attempts, per kind, in [`CALL_ERROR_KINDS`] order.
+    /// Failed decode attempts, per kind, in `CALL_ERROR_KINDS` order.
     pub decode_failures: Vec<(CallErrorKind, u64)>,
     /// Failed reads of grains' entries.
     pub read_errors: u64,
@@ -150,7 +150,7 @@ pub struct GrainTypeStats {
     /// How long the oldest of them has waited, ms (a gauge).
     pub oldest_ready_ms: u64,
     /// Divergent replicas anti-entropy found and read again, per kind, in
-    /// [`Mismatch::ALL`] order.
+    /// `Mismatch::ALL` order.
     pub verify_mismatches: Vec<(Mismatch, u64)>,
 }
 

@@ -3,7 +3,8 @@
 //!
 //! # Model
 //! Logically there is one consumer per replicated grain, as in Orlando's
-//! seed. Physically no task waits on a grain: every grain is a compact entry
+//! own secondary-side consumer loop (`bench/seed.rs` reproduces it).
+//! Physically no task waits on a grain: every grain is a compact entry
 //! in its grain type's table (`scheduler.rs`), and a bounded pool of workers
 //! runs one step of a grain at a time (`grain.rs`: read, decode, apply):
 //! - per grain type ONE driver task asks the log every poll interval which
@@ -60,10 +61,10 @@ mod scheduler;
 pub mod shard;
 
 pub use crate::decode::SnapshotDecoder;
-pub use anti_entropy::{Mismatch, VerifySettings};
+pub use anti_entropy::VerifySettings;
 pub use catch_up::{CatchUp, CatchUpProgress, TypeCatchUp};
-pub use config::ConsumerConfig;
-pub use freshness::{Freshness, LogHealth, TypeFreshness};
-pub use metrics::{ConsumerMetrics, GrainTypeCounters, GrainTypeStats, MetricsSnapshot};
-pub use replicator::{DEFAULT_WORKERS, Replicator, ReplicatorControl};
+pub use config::{ConsumerConfig, DEFAULT_WORKERS};
+pub use freshness::Freshness;
+pub use metrics::{ConsumerMetrics, GrainTypeStats};
+pub use replicator::{Replicator, ReplicatorControl};
 pub use shard::Shard;

@@ -16,12 +16,9 @@ use super::grain::TypeContext;
 use super::metrics::ConsumerMetrics;
 use super::scheduler::Scheduler;
 use super::shard::Shard;
-use crate::replication_log::{DEFAULT_SCAN_ROWS, ReplicationLog};
+use crate::replication_log::ReplicationLog;
 use crate::shutdown::{Shutdown, StopSignal};
 use crate::store::ReplicaStore;
-
-/// Steps (reads and decodes) run at once, over all grain types, by default.
-pub const DEFAULT_WORKERS: usize = 16;
 
 /// Replicates every grain of the grain types that have a decoder from a log
 /// into a store, until shutdown.
@@ -40,7 +37,7 @@ pub struct Replicator {
     catch_up: Arc<CatchUp>,
     /// How current each grain type is, and the log's health.
     freshness: Arc<Freshness>,
-    /// Most steps running at once.
+    /// Most steps running at once (`ConsumerConfig::workers`, at least 1).
     workers: usize,
     /// Rows per catch-up scan page.
     scan_rows: usize,
@@ -62,6 +59,8 @@ impl Replicator {
         config: ConsumerConfig,
     ) -> Self {
         let catch_up = Arc::new(CatchUp::new(decoders.keys().map(String::as_str)));
+        let (workers, scan_rows, shard) =
+            (config.workers.max(1), config.scan_rows.max(1), config.shard);
         Self {
             log,
             store,
@@ -70,29 +69,11 @@ impl Replicator {
             metrics: Arc::default(),
             catch_up,
             freshness: Arc::default(),
-            workers: DEFAULT_WORKERS,
-            scan_rows: DEFAULT_SCAN_ROWS,
-            shard: None,
+            workers,
+            scan_rows,
+            shard,
             commands: mpsc::unbounded_channel(),
         }
-    }
-
-    /// Runs at most `workers` steps (reads and decodes) at once (at least 1).
-    pub fn with_workers(mut self, workers: usize) -> Self {
-        self.workers = workers.max(1);
-        self
-    }
-
-    /// Reads the catch-up scan `rows` rows a page (at least 1).
-    pub fn with_scan_rows(mut self, rows: usize) -> Self {
-        self.scan_rows = rows.max(1);
-        self
-    }
-
-    /// Replicates only the grains of `shard`.
-    pub fn with_shard(mut self, shard: Option<Shard>) -> Self {
-        self.shard = shard;
-        self
     }
 
     /// The initial catch-up's progress, live.

@@ -41,7 +41,7 @@ use super::bulk;
 use super::catch_up::TypeCatchUp;
 use super::discovery::Discovery;
 use super::freshness::{Freshness, Generation, Generations};
-use super::grain::{GrainProgress, Step, StepOutcome, Stopped, TypeContext};
+use super::grain::{GrainProgress, Step, StepOutcome, Stopped, TypeContext, panic_message};
 use super::metrics::ConsumerMetrics;
 use super::shard::Shard;
 use crate::replication_log::{ChangeCursor, GrainHead, HeadChanges, LogError, LogRecord, ScanPage};
@@ -505,7 +505,7 @@ impl Scheduler {
             {
                 Ok(Ok(outcome)) => Finished::Done(outcome),
                 Ok(Err(Stopped)) => Finished::Stopped,
-                Err(panic) => Finished::Panicked(panic_text(panic.as_ref())),
+                Err(panic) => Finished::Panicked(panic_message(panic.as_ref()).to_owned()),
             };
             metrics.worker_finished();
             (index, finished)
@@ -617,7 +617,7 @@ impl Scheduler {
             };
             // What was not delivered: stopped, or lost to a panic.
             let message = match &outcome {
-                Err(panic) => Some(panic_text(panic.as_ref())),
+                Err(panic) => Some(panic_message(panic.as_ref()).to_owned()),
                 Ok(_) => None,
             };
             for index in left {
@@ -677,15 +677,5 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
-    }
-}
-
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(no message)".to_owned()
     }
 }

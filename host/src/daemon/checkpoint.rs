@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{CheckpointFile, CheckpointWriter, Identity, load_into};
-use crate::config::Config;
 use crate::consumer::{CatchUp, ReplicatorControl, SnapshotDecoder};
-use crate::plugin_set::PluginSet;
+use crate::daemon::config::Config;
+use crate::daemon::plugins::set::PluginSet;
 use crate::replication_log;
 use crate::store::ReplicaStore;
 
@@ -21,6 +21,31 @@ pub(super) struct Opened {
     pub writer: CheckpointWriter,
     /// Grain types to decode again once caught up.
     pub stale_types: Vec<String>,
+}
+
+impl Opened {
+    /// Starts the writer (until `stop`) and, when replicas of another
+    /// plugin build were loaded, their re-decode once caught up.
+    pub(super) fn start(
+        self,
+        catch_up: Arc<CatchUp>,
+        control: ReplicatorControl,
+        decoders: HashMap<String, Arc<dyn SnapshotDecoder>>,
+        stop: crate::shutdown::StopSignal,
+    ) -> tokio::task::JoinHandle<()> {
+        if !self.stale_types.is_empty() {
+            tokio::spawn(redecode_when_caught_up(
+                catch_up,
+                control,
+                decoders,
+                self.stale_types,
+            ));
+        }
+        let writer = self.writer;
+        tokio::spawn(async move {
+            writer.run(stop).await;
+        })
+    }
 }
 
 /// Opens the checkpoint at `path` and loads it into `store`. A file that
@@ -94,7 +119,7 @@ fn off(config_file: &str, e: &dyn std::fmt::Display) -> Option<Opened> {
 /// Once the catch-up is complete, decodes again (in the background, as a
 /// swap does) the replicas of `stale_types` that another plugin build
 /// decoded.
-pub(super) async fn redecode_when_caught_up(
+async fn redecode_when_caught_up(
     catch_up: Arc<CatchUp>,
     control: ReplicatorControl,
     decoders: HashMap<String, Arc<dyn SnapshotDecoder>>,

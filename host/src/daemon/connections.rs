@@ -143,11 +143,6 @@ impl Connections {
         *self.alive.borrow()
     }
 
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Takes a newly accepted connection in, shedding another at the limit;
     /// `None` when it must be refused (every open connection is busy).
     pub fn admit(self: &Arc<Self>) -> Option<Connection> {

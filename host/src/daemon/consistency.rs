@@ -213,7 +213,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::store::Snapshot;
+    use crate::store::DecodedSnapshot;
     use crate::value::State;
 
     fn replica(sequence: u64, timestamp_millis: i64, status: ReplicaStatus) -> Replica {
@@ -258,7 +258,7 @@ mod tests {
     #[tokio::test]
     async fn a_waiting_read_is_answered_when_the_sequence_arrives() {
         let store = Arc::new(ReplicaStore::new());
-        let snap = |sequence| Snapshot {
+        let snap = |sequence| DecodedSnapshot {
             state: State::from_serialize(&sequence).unwrap(),
             sequence,
             timestamp_millis: 1,

@@ -4,49 +4,44 @@
 //! Startup order: config → plugins (all compiled and checked; the first
 //! failure stops startup before anything else starts) → tokens and TLS
 //! certificate → log → HTTP listener → consumers. SIGHUP re-reads the tokens,
-//! the certificate ([`reload`]) and the config's `[[plugin]]` entries
-//! ([`plugins`]). Shutdown is a drain: on the signal `/readyz` answers 503
+//! the certificate (`reload`) and the config's `[[plugin]]` entries
+//! (`plugins`). Shutdown is a drain: on the signal `/readyz` answers 503
 //! while reads are still served for `[http] drain_ms`; then consumers stop,
 //! change streams end, the HTTP server closes, in-flight plugin calls
 //! finish, the log is dropped.
 //!
 //! # Layout
-//! - [`http`] — the routes and the read handlers;
-//! - [`bulk`] — the bulk pages of a grain type's replicas (positions, NDJSON);
-//! - [`access`] — the access each route declares, checked by a route layer;
-//! - [`auth`] — bearer tokens and scopes;
-//! - [`server`] — accepting connections, TLS, HTTP/1.1 and HTTP/2;
-//! - [`connections`] — the connection limit, shedding, header and idle
-//!   timeouts;
-//! - [`tls`] and [`cert_expiry`] — rustls, and the certificate's expiry;
-//! - [`watch`] — change streams (Server-Sent Events);
-//! - [`problems`] and [`operator_page`] — the operator's HTML page;
-//! - [`openapi`] — the API's OpenAPI document;
-//! - [`shards`] — `GET /v1/shards` and the `Location` of a 421;
-//! - [`metrics`] — Prometheus;
-//! - [`plugins`] — the plugins in force, and swapping them (SIGHUP and
-//!   `POST /v1/admin/reload`);
-//! - [`reload`] — what SIGHUP re-reads.
+//! - `config` — the TOML config and its environment overrides;
+//! - `plugins` — loading and checking every `[[plugin]]` entry, the
+//!   plugins in force, and swapping them (SIGHUP and
+//!   `POST /v1/admin/reload`); `shadow` — a candidate decoding beside one;
+//! - `http` — the HTTP API: routes, handlers, bodies, tokens, change
+//!   streams, the OpenAPI document and the operator page (`problems`
+//!   feeds it); `consistency` — position and freshness of an answer;
+//! - `server` — accepting connections, TLS, HTTP/1.1 and HTTP/2;
+//!   `connections` — the connection limit, shedding, header and idle
+//!   timeouts; `tls` and `cert_expiry` — rustls, and the certificate's
+//!   expiry;
+//! - `metrics` — Prometheus;
+//! - `reload` — what SIGHUP re-reads;
+//! - `checkpoint` — the durable checkpoint's load and writer, wired in.
 
-pub mod access;
-pub mod auth;
-pub mod bulk;
-pub mod cert_expiry;
+pub(crate) mod cert_expiry;
 mod checkpoint;
-pub mod connections;
-pub mod consistency;
-pub mod http;
-pub mod metrics;
-pub mod openapi;
-pub mod operator_page;
-pub mod plugins;
-pub mod problems;
-pub mod reload;
-pub mod server;
-pub mod shadow;
-pub mod shards;
-pub mod tls;
-pub mod watch;
+pub(crate) mod config;
+pub(crate) mod connections;
+pub(crate) mod consistency;
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod plugins;
+pub(crate) mod problems;
+pub(crate) mod reload;
+mod running;
+pub(crate) mod server;
+pub(crate) mod shadow;
+pub(crate) mod tls;
+
+pub use self::config::Config;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -54,19 +49,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use self::auth::{Auth, TokenSources};
+use self::config::HttpSection;
 use self::connections::{ConnectionLimits, Connections, default_max_connections};
+use self::http::auth::{Auth, TokenSources};
 use self::plugins::{LivePlugins, PluginReloader};
 use self::problems::Problems;
 use self::reload::Reloader;
+use self::running::Running;
 use self::tls::TlsFiles;
-use crate::config::{Config, HttpSection};
-use crate::consumer::{ConsumerConfig, ConsumerMetrics, Replicator};
-use crate::log_limiter;
+use crate::consumer::{ConsumerMetrics, Replicator};
+use crate::daemon::plugins::set::{PluginSet, PluginSetError};
 use crate::plugin::crash_guard::CrashGuard;
 use crate::plugin::{DecodeSlots, PluginEngine};
-use crate::plugin_set::{PluginSet, PluginSetError};
-use crate::replication_log::{self, LogError};
+use crate::repeat_limiter;
+use crate::replication_log::{self, LogError, ReplicationLog};
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
 use crate::store::ReplicaStore;
@@ -131,7 +127,7 @@ impl StartupError {
 }
 
 /// What startup loads and checks before it touches the log or the network.
-pub struct Checked {
+pub(crate) struct Checked {
     /// Every `[[plugin]]`, compiled and checked.
     pub plugins: PluginSet,
     /// The access tokens, when `[http.auth]` or `[admin]` is set.
@@ -147,7 +143,7 @@ pub struct Checked {
 /// and the log URL's scheme and TLS files. `replica-host config check` runs
 /// this; `run` runs it first. Each failure is a [`StartupError`] that
 /// [`StartupError::is_invalid_config`].
-pub fn check(config: &Config, engine: &PluginEngine) -> Result<Checked, StartupError> {
+pub(crate) fn check(config: &Config, engine: &PluginEngine) -> Result<Checked, StartupError> {
     let plugins = PluginSet::load(config, engine)?;
     let auth = if config.http.auth.is_some() || config.admin.token_file.is_some() {
         Some(Arc::new(
@@ -186,11 +182,8 @@ pub fn check(config: &Config, engine: &PluginEngine) -> Result<Checked, StartupE
     })
 }
 
-/// Longest wait for in-flight plugin calls at shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The connection bounds of `[http]`.
-pub fn connection_limits(http: &HttpSection) -> ConnectionLimits {
+pub(crate) fn connection_limits(http: &HttpSection) -> ConnectionLimits {
     ConnectionLimits {
         max_connections: http.max_connections.unwrap_or_else(default_max_connections),
         header_timeout: Duration::from_millis(http.header_timeout_ms),
@@ -235,48 +228,21 @@ pub async fn run_with_store(
         log_password,
     } = check(&config, &engine)?;
     let mut reloader = Reloader::default();
-    if let Some(auth) = &auth {
-        reloader.register(Arc::clone(auth) as _);
-    }
-    if let Some(files) = &tls {
-        reloader.register(Arc::clone(files) as _);
-    }
-
+    auth.iter()
+        .for_each(|a| reloader.register(Arc::clone(a) as _));
+    tls.iter()
+        .for_each(|f| reloader.register(Arc::clone(f) as _));
     let url = config.log_url();
-    let open_options = replication_log::OpenOptions {
-        password: log_password,
-    };
-    let log = replication_log::open_with(&url, &open_options)
-        .await
-        .map_err(|source| StartupError::Log {
-            config: config.source.clone(),
-            source,
-        })?;
-    let listener = server::bind(config.http.listen).map_err(|source| StartupError::Listen {
-        config: config.source.clone(),
-        addr: config.http.listen,
-        source,
-    })?;
-    let addr = listener.local_addr().map_err(StartupError::Socket)?;
+    let log = open_log(&config, &url, log_password).await?;
+    let (listener, addr) = bind(&config)?;
 
     let consumer_metrics = Arc::new(ConsumerMetrics::default());
-    let crash_guard = open_crash_guard(&config, &plugins);
-    let slots = match &crash_guard {
-        Some(guard) => DecodeSlots::per_core().with_crash_guard(Arc::clone(guard)),
-        None => DecodeSlots::per_core(),
-    };
-    let live = Arc::new(LivePlugins::new(&config, &plugins).with_crash_guard(crash_guard.clone()));
+    let (crash_guard, slots, live) = plugins_in_force(&config, &plugins);
     let decoders = live.decoders(&slots);
-    log_limiter::global().set_interval(Duration::from_millis(
+    repeat_limiter::global().set_interval(Duration::from_millis(
         config.consumer.log_summary_interval_ms.max(1),
     ));
-    let consumer_config = ConsumerConfig {
-        poll_interval: Duration::from_millis(config.consumer.poll_interval_ms),
-        batch_limit: config.consumer.batch_limit,
-        max_backoff: Duration::from_millis(config.consumer.max_backoff_ms),
-        verify: config.consumer.verify_settings(),
-        ..ConsumerConfig::default()
-    };
+    let consumer_config = config.consumer.consumer_config();
 
     // Loaded before anything reads the store or the consumers start.
     let checkpoint = match config.checkpoint_path() {
@@ -297,9 +263,7 @@ pub async fn run_with_store(
         decoders,
         consumer_config,
     )
-    .with_metrics(Arc::clone(&consumer_metrics))
-    .with_workers(config.consumer.workers)
-    .with_shard(config.consumer.shard);
+    .with_metrics(Arc::clone(&consumer_metrics));
     let catch_up = replicator.catch_up();
     let freshness = replicator.freshness();
     let plugin_reloader = Arc::new(PluginReloader::new(
@@ -319,15 +283,8 @@ pub async fn run_with_store(
     // The writer stops after the consumers, so its last flush has all.
     let writer_stop = Shutdown::new();
     let writer = checkpoint.map(|opened| {
-        if !opened.stale_types.is_empty() {
-            tokio::spawn(checkpoint::redecode_when_caught_up(
-                Arc::clone(&catch_up),
-                control,
-                redecode_decoders,
-                opened.stale_types,
-            ));
-        }
-        tokio::spawn(opened.writer.run(writer_stop.signal()))
+        let catch_up = Arc::clone(&catch_up);
+        opened.start(catch_up, control, redecode_decoders, writer_stop.signal())
     });
 
     let api = http::ApiState {
@@ -370,41 +327,64 @@ pub async fn run_with_store(
     );
     on_ready(addr);
 
+    let running = Running {
+        draining,
+        drain: Duration::from_millis(config.http.drain_ms),
+        stopping,
+        replicator,
+        writer_stop,
+        writer,
+        server,
+        slots,
+        tasks: vec![lag, problems_task, sighup],
+        log,
+        crash_guard,
+    };
     if !stop_early {
         shutdown.await;
     }
-    // The drain: not ready from now on, reads still served.
-    draining.stop();
-    let drain = Duration::from_millis(config.http.drain_ms);
-    tracing::info!(
-        drain_ms = config.http.drain_ms,
-        "draining: /readyz answers 503; reads are served until the drain ends"
-    );
-    tokio::time::sleep(drain).await;
-    tracing::info!("shutting down");
-    stopping.stop();
-    let _ = replicator.await;
-    writer_stop.stop();
-    if let Some(writer) = writer {
-        let _ = writer.await;
-    }
-    if let Err(e) = server.await {
-        tracing::warn!(error = %e, "HTTP server task failed");
-    }
-    // Let plugin calls already running on the blocking pool finish.
-    if !slots.drain(DRAIN_TIMEOUT).await {
-        tracing::warn!("plugin calls still running after {DRAIN_TIMEOUT:?}; stopping anyway");
-    }
-    let _ = lag.await;
-    let _ = problems_task.await;
-    let _ = sighup.await;
-    log_limiter::flush_all();
-    drop(log);
-    if let Some(guard) = crash_guard {
-        guard.close();
-    }
-    tracing::info!("stopped");
+    running.stop().await;
     Ok(())
+}
+
+/// Binds `[http] listen`; the address it got (a port 0 resolved).
+fn bind(config: &Config) -> Result<(tokio::net::TcpListener, SocketAddr), StartupError> {
+    let listener = server::bind(config.http.listen).map_err(|source| StartupError::Listen {
+        config: config.source.clone(),
+        addr: config.http.listen,
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(StartupError::Socket)?;
+    Ok((listener, addr))
+}
+
+/// The crash guard (when `[store] state_dir` allows one), the decode slots
+/// that mark every call in it, and the plugins in force over them.
+fn plugins_in_force(
+    config: &Config,
+    plugins: &PluginSet,
+) -> (Option<Arc<CrashGuard>>, DecodeSlots, Arc<LivePlugins>) {
+    let crash_guard = open_crash_guard(config, plugins);
+    let slots = match &crash_guard {
+        Some(guard) => DecodeSlots::per_core().with_crash_guard(Arc::clone(guard)),
+        None => DecodeSlots::per_core(),
+    };
+    let live = Arc::new(LivePlugins::new(config, plugins).with_crash_guard(crash_guard.clone()));
+    (crash_guard, slots, live)
+}
+
+/// Opens the log as a reader, with the password of `[log] password_file`.
+async fn open_log(
+    config: &Config,
+    url: &str,
+    password: Option<Secret>,
+) -> Result<Arc<dyn ReplicationLog>, StartupError> {
+    replication_log::open_with(url, &replication_log::OpenOptions { password })
+        .await
+        .map_err(|source| StartupError::Log {
+            config: config.source.clone(),
+            source,
+        })
 }
 
 /// Opens the crash guard in the state directory and reports what the

@@ -25,8 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
-use super::access;
 use super::connections::{Connection, Connections, InFlight};
+use super::http::access;
 use super::tls::TlsFiles;
 use crate::shutdown::StopSignal;
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::plugin::build::build_plugin;
+use crate::authoring::build::build_plugin;
 
 /// The sample plugins: (grain type, crate directory under `plugins/`).
 pub const SAMPLE_PLUGINS: &[(&str, &str)] = &[

@@ -123,7 +123,7 @@ impl logging::Host for CallState {
         }
         // Warnings and errors are what many failing grains repeat: like the
         // host's own errors, they are rate-limited per grain type and level.
-        use crate::log_limiter::limited;
+        use crate::repeat_limiter::limited;
         match level {
             Level::Trace => emit!(tracing::Level::TRACE),
             Level::Debug => emit!(tracing::Level::DEBUG),

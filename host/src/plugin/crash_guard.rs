@@ -4,6 +4,10 @@
 //! was doing, and a snapshot that was being decoded at two unclean exits in
 //! a row is quarantined instead of killing the host a third time.
 //!
+//! Long (about 500 lines before its tests) because the file format, its
+//! `unsafe` memory map with the SAFETY argument, and the suspect and
+//! quarantine rules that read it are one protocol, reviewed together.
+//!
 //! # The files (in the state directory, `[store] state_dir`)
 //! - `decoding.slots`: one fixed-size slot per running decode call: the
 //!   snapshot's identity, written before the guest runs and cleared after.

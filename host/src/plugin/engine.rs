@@ -129,7 +129,7 @@ impl Drop for GatePermit<'_> {
 /// The shared engine and linker every plugin is compiled and instantiated with.
 ///
 /// Cheap to clone. A background thread advances the engine's epoch every
-/// [`EPOCH_TICK`] for as long as any clone of the engine lives.
+/// `EPOCH_TICK` for as long as any clone of the engine lives.
 #[derive(Clone)]
 pub struct PluginEngine {
     /// The wasmtime engine every plugin is compiled for.
@@ -225,7 +225,7 @@ impl PluginEngine {
     /// Hex sha256 of everything that decides whether compiled code can be
     /// reused: wasmtime's own precompile-compatibility hash (its version,
     /// compiler settings, target, enabled features, tunables) and
-    /// [`WASMTIME_VERSION`].
+    /// `WASMTIME_VERSION`.
     pub fn compatibility_key(&self) -> &str {
         &self.compatibility
     }

@@ -36,8 +36,6 @@ use crate::value::State;
 mod batch;
 #[cfg(feature = "tools")]
 mod warm;
-#[cfg(feature = "tools")]
-pub use warm::WarmInstance;
 
 /// What a plugin says about itself, plus what the host measured of it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

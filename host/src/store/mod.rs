@@ -33,9 +33,9 @@ use tokio::sync::{broadcast, watch};
 use crate::decode::DecodedBy;
 use crate::value::State;
 
-pub use feed::{BadCursor, Cursor, FeedChange, FeedPage};
+pub use feed::{Cursor, FeedChange, FeedPage};
 pub use replica::{
-    ChangeKind, Replica, ReplicaChange, ReplicaStatus, Snapshot, StaleSnapshot, StatusCounts,
+    ChangeKind, DecodedSnapshot, Replica, ReplicaChange, ReplicaStatus, StaleSnapshot, StatusCounts,
 };
 
 use feed::{FeedKey, TypeFeed};
@@ -214,7 +214,7 @@ impl Default for ReplicaStore {
 }
 
 impl ReplicaStore {
-    /// An empty store whose change channel holds [`DEFAULT_CHANGE_CAPACITY`] events.
+    /// An empty store whose change channel holds `DEFAULT_CHANGE_CAPACITY` events.
     pub fn new() -> Self {
         Self::with_change_capacity(DEFAULT_CHANGE_CAPACITY)
     }
@@ -270,7 +270,7 @@ impl ReplicaStore {
         &self,
         grain_type: &str,
         grain_key: &str,
-        snapshot: Snapshot,
+        snapshot: DecodedSnapshot,
         status: ReplicaStatus,
     ) -> Result<Replica, StaleSnapshot> {
         let mut grains = self.write();
@@ -558,7 +558,7 @@ impl ReplicaStore {
     }
 
     /// Up to `limit` changes of a grain type after `after`, each grain once
-    /// at its newest state, in the order they happened (see [`FeedPage`]).
+    /// at its newest state, in the order they happened (see `FeedPage`).
     pub fn feed(&self, grain_type: &str, after: Cursor, limit: usize) -> FeedPage {
         if after.epoch != self.epoch {
             return FeedPage::Resync;
@@ -650,7 +650,7 @@ impl ReplicaStore {
     pub fn restore(
         &self,
         grain_type: &str,
-        replicas: Vec<(String, Option<Snapshot>, ReplicaStatus)>,
+        replicas: Vec<(String, Option<DecodedSnapshot>, ReplicaStatus)>,
     ) -> usize {
         let applied_at = SystemTime::now();
         let mut grains = self.write();

@@ -12,11 +12,15 @@ use crate::value::State;
 pub enum ReplicaStatus {
     /// The newest snapshot read from the log is applied.
     Ok,
-    /// An entry the host refuses (a Delta, or a row it cannot interpret) lies
-    /// after the applied snapshot; the replica lacks it until a newer
-    /// snapshot arrives.
+    /// The log holds something after the applied snapshot that the host
+    /// refuses: a Delta, *or an unreadable row* (unknown `entry_type`, bad
+    /// sequence or column type). The replica lacks it until a newer
+    /// snapshot arrives. "Behind", not "failing": what is served is the
+    /// newest state the host can read.
     Behind {
-        /// The sequence of the newest refused entry after the applied snapshot.
+        /// The sequence of the newest refused entry after the applied
+        /// snapshot, a Delta's or an unreadable row's (the name, which the
+        /// HTTP API and the checkpoint carry, is the common case's).
         delta_sequence: u64,
     },
     /// The newest snapshot does not decode; the replica keeps its last good
@@ -40,9 +44,11 @@ impl ReplicaStatus {
     }
 }
 
-/// A decoded snapshot, ready to be applied to the store.
+/// What a decode returns for one snapshot: its typed state and the log
+/// entry's identity, ready to be applied to the store. (The plugin's input,
+/// the guest SDK's `Snapshot`, is the log entry's payload.)
 #[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
+pub struct DecodedSnapshot {
     /// The typed state, validated.
     pub state: State,
     /// The log entry's sequence.

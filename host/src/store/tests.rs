@@ -10,8 +10,8 @@ struct Counter {
     count: i64,
 }
 
-fn snap(sequence: u64, count: i64, timestamp_millis: i64) -> Snapshot {
-    Snapshot {
+fn snap(sequence: u64, count: i64, timestamp_millis: i64) -> DecodedSnapshot {
+    DecodedSnapshot {
         state: State::from_serialize(&Counter { count }).unwrap(),
         sequence,
         timestamp_millis,
@@ -31,7 +31,7 @@ fn by(sha256: &str) -> Option<Arc<crate::decode::DecodedBy>> {
 #[test]
 fn the_same_sequence_applies_again_only_from_another_plugin_build() {
     let store = ReplicaStore::new();
-    let first = Snapshot {
+    let first = DecodedSnapshot {
         decoded_by: by("aa"),
         ..snap(5, 1, 1_000)
     };
@@ -40,7 +40,7 @@ fn the_same_sequence_applies_again_only_from_another_plugin_build() {
         .unwrap();
     let again = store.apply("Counter", "a", first, ReplicaStatus::Ok);
     assert_eq!(again.unwrap_err().current, 5, "same build, same sequence");
-    let older = Snapshot {
+    let older = DecodedSnapshot {
         decoded_by: by("bb"),
         ..snap(4, 9, 1_000)
     };
@@ -50,7 +50,7 @@ fn the_same_sequence_applies_again_only_from_another_plugin_build() {
             .is_err(),
         "never backwards, whatever decoded it"
     );
-    let redecoded = Snapshot {
+    let redecoded = DecodedSnapshot {
         decoded_by: by("bb"),
         ..snap(5, 2, 1_000)
     };

@@ -8,8 +8,9 @@ pub struct OutputLimits {
     /// Deepest nesting (the root alone has depth 1); never more than
     /// [`OutputLimits::DEPTH_CAP`].
     pub max_depth: usize,
-    /// Most bytes of the encoded state. Also the most the engine copies out
-    /// of the plugin in one transfer (wasmtime's hostcall fuel).
+    /// Most bytes of the encoded state. The most wasmtime copies out of the
+    /// guest in one transfer (its hostcall fuel) is this plus a margin for
+    /// error messages and log lines (`PluginLimits::hostcall_fuel`).
     pub max_bytes: usize,
     /// Most bytes of JSON the state may render as (an upper bound computed
     /// when it is validated). Guards against amplification: names are

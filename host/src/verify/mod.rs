@@ -64,7 +64,7 @@ impl VerifyOptions {
             grain_type: None,
             token: None,
             recheck_after: Duration::from_secs(2),
-            page: crate::daemon::bulk::MAX_BULK_PAGE,
+            page: crate::daemon::http::bulk::MAX_BULK_PAGE,
         }
     }
 }

@@ -61,26 +61,6 @@ impl Report {
     pub fn matching(&self) -> u64 {
         self.types.iter().map(|t| t.findings.matching).sum()
     }
-
-    /// The example keys of one kind (sorted, at most [`EXAMPLES`]), over
-    /// every type, as `type/key`.
-    pub fn examples(&self, kind: Finding) -> Vec<String> {
-        let mut keys: Vec<String> = self
-            .types
-            .iter()
-            .flat_map(|t| {
-                t.findings
-                    .confirmed
-                    .get(&kind)
-                    .into_iter()
-                    .flatten()
-                    .map(|d| format!("{}/{}", t.grain_type, d.grain_key))
-            })
-            .collect();
-        keys.sort();
-        keys.truncate(EXAMPLES);
-        keys
-    }
 }
 
 impl fmt::Display for Report {

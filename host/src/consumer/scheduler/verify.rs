@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::{Scheduler, Table};
 use crate::consumer::anti_entropy::{self, VerifySettings};
 use crate::consumer::grain::{GrainProgress, TypeContext};
-use crate::log_limiter::limited;
+use crate::repeat_limiter::limited;
 use crate::replication_log::{GrainHead, LogError};
 use crate::text::escape;
 

@@ -172,7 +172,8 @@ pub fn overrides_from(vars: impl IntoIterator<Item = (String, String)>) -> Vec<O
     found
 }
 
-/// The overrides in this process's environment.
+/// The overrides in this process's environment (`replica-host run`'s).
+#[cfg(feature = "tools")]
 pub fn overrides() -> Vec<Override> {
     overrides_from(std::env::vars_os().map(|(k, v)| {
         (

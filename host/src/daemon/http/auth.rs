@@ -23,8 +23,8 @@ use axum::response::Response;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::http::error;
-use super::reload::Reload;
+use super::body::error;
+use crate::daemon::reload::Reload;
 
 /// What a token may do.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use axum::routing::MethodRouter;
 use percent_encoding::percent_decode_str;
 
 use super::auth::{Auth, Need};
-use super::http::error;
+use super::body::error;
 
 /// What a route needs, as declared where it is routed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +98,7 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
     }
 
     /// The declared routes, in order.
+    #[cfg(test)]
     pub fn declared(&self) -> &[(&'static str, Access)] {
         &self.declared
     }

@@ -13,7 +13,7 @@
 //! (failing grains retry, so events keep coming while anything fails) and
 //! when the daemon stops ([`flush_all`]).
 //!
-//! One limiter serves the process ([`global`]); [`LogLimiter`] itself takes
+//! One limiter serves the process ([`global`]); [`RepeatLimiter`] itself takes
 //! the time as an argument, so its rules are tested with a fake clock.
 
 use std::collections::HashMap;
@@ -54,14 +54,14 @@ struct Group {
 
 /// Groups errors by (grain type, kind) and decides which to log.
 #[derive(Debug)]
-pub struct LogLimiter {
+pub struct RepeatLimiter {
     /// The summary interval, in ms.
     interval_ms: AtomicU64,
     /// The groups, by grain type and kind.
     groups: Mutex<HashMap<(String, &'static str), Group>>,
 }
 
-impl LogLimiter {
+impl RepeatLimiter {
     /// A limiter logging each group in full at most once per `interval`.
     pub fn new(interval: Duration) -> Self {
         Self {
@@ -130,7 +130,7 @@ impl LogLimiter {
 
     /// Whether an error of `kind` for `grain_type/grain_key` at `now` is
     /// logged in full (the first of its group in this interval) or only counted.
-    /// Call [`LogLimiter::take_due`] first, so that ended groups start afresh.
+    /// Call [`RepeatLimiter::take_due`] first, so that ended groups start afresh.
     pub fn admit(
         &self,
         now: Instant,
@@ -165,9 +165,9 @@ impl LogLimiter {
 }
 
 /// The process's limiter, used by every grain's steps.
-pub fn global() -> &'static LogLimiter {
-    static GLOBAL: OnceLock<LogLimiter> = OnceLock::new();
-    GLOBAL.get_or_init(|| LogLimiter::new(DEFAULT_INTERVAL))
+pub fn global() -> &'static RepeatLimiter {
+    static GLOBAL: OnceLock<RepeatLimiter> = OnceLock::new();
+    GLOBAL.get_or_init(|| RepeatLimiter::new(DEFAULT_INTERVAL))
 }
 
 /// Writes one summary line.
@@ -215,7 +215,7 @@ mod tests {
 
     /// One event through the limiter at `now`: (logged in full, summaries due).
     fn event(
-        l: &LogLimiter,
+        l: &RepeatLimiter,
         now: Instant,
         gt: &str,
         kind: &'static str,
@@ -227,7 +227,7 @@ mod tests {
 
     #[test]
     fn first_error_in_full_then_counted_then_summarised() {
-        let l = LogLimiter::new(10 * S);
+        let l = RepeatLimiter::new(10 * S);
         let t = Instant::now();
         assert_eq!(event(&l, t, "Counter", "trap", "g0"), (true, vec![]));
         for i in 1..200 {
@@ -253,7 +253,7 @@ mod tests {
 
     #[test]
     fn groups_are_per_grain_type_and_kind() {
-        let l = LogLimiter::new(10 * S);
+        let l = RepeatLimiter::new(10 * S);
         let t = Instant::now();
         assert!(event(&l, t, "Counter", "trap", "a").0);
         assert!(event(&l, t, "Counter", "timeout", "a").0);
@@ -271,7 +271,7 @@ mod tests {
 
     #[test]
     fn a_lone_error_has_no_summary_and_a_quiet_group_starts_afresh() {
-        let l = LogLimiter::new(S);
+        let l = RepeatLimiter::new(S);
         let t = Instant::now();
         assert!(event(&l, t, "Counter", "trap", "a").0);
         assert!(l.take_due(t + 5 * S).is_empty());
@@ -280,7 +280,7 @@ mod tests {
 
     #[test]
     fn at_shutdown_every_pending_count_is_summarised() {
-        let l = LogLimiter::new(60 * S);
+        let l = RepeatLimiter::new(60 * S);
         let t = Instant::now();
         event(&l, t, "Counter", "trap", "a");
         event(&l, t, "Counter", "trap", "b");
@@ -293,7 +293,7 @@ mod tests {
 
     #[test]
     fn the_interval_can_change() {
-        let l = LogLimiter::new(60 * S);
+        let l = RepeatLimiter::new(60 * S);
         l.set_interval(S / 2);
         assert_eq!(l.interval(), S / 2);
     }

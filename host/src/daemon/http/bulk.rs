@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
-use super::consistency::Freshness;
-use super::http::render;
+use super::body::render;
 use crate::consumer::Freshness as Confirmations;
+use crate::daemon::consistency::Freshness;
 use crate::store::{Replica, ReplicaStore, now_millis};
 
 /// Most replicas one bulk page holds. A `fields=sequence` row is about 150
@@ -125,13 +125,13 @@ fn ndjson(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{ReplicaStatus, Snapshot};
+    use crate::store::{DecodedSnapshot, ReplicaStatus};
     use crate::value::State;
 
     fn store(keys: usize) -> ReplicaStore {
         let store = ReplicaStore::new();
         for i in 0..keys {
-            let snapshot = Snapshot {
+            let snapshot = DecodedSnapshot {
                 state: State::from_serialize(&i).unwrap(),
                 sequence: i as u64 + 1,
                 timestamp_millis: 0,

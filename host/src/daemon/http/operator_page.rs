@@ -15,11 +15,11 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::http::ApiState;
-use super::plugins::InForce;
-use super::shadow::Shadow;
-use super::shadow::classify::Class;
+use super::state::ApiState;
 use crate::consumer::CatchUpProgress;
+use crate::daemon::plugins::InForce;
+use crate::daemon::shadow::Shadow;
+use crate::daemon::shadow::classify::Class;
 use crate::store::ReplicaStatus;
 
 /// Seconds between the page's own refreshes.
@@ -46,8 +46,8 @@ pub struct PageQuery {
     params(PageQuery),
     responses(
         (status = 200, description = "The operator page (HTML, refreshes itself)", body = String, content_type = "text/html"),
-        (status = 401, description = "No token or an invalid one", body = super::openapi::ErrorDoc),
-        (status = 403, description = "The token lacks `read`", body = super::openapi::ErrorDoc),
+        (status = 401, description = "No token or an invalid one", body = super::schema::ErrorDoc),
+        (status = 403, description = "The token lacks `read`", body = super::schema::ErrorDoc),
     ))]
 pub(super) async fn page(
     State(api): State<ApiState>,

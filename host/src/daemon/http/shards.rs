@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::http::ApiState;
-use super::openapi::ErrorDoc;
+use super::schema::ErrorDoc;
+use super::state::ApiState;
 use crate::consumer::Shard;
 
 /// How a grain's shard is computed; see [`crate::consumer::shard`].

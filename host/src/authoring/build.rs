@@ -124,7 +124,7 @@ pub fn componentize(core_module: &Path) -> anyhow::Result<PathBuf> {
     Ok(output)
 }
 
-/// Installs the [`PLUGIN_TARGET`] with rustup when it is missing, so that a
+/// Installs the `PLUGIN_TARGET` with rustup when it is missing, so that a
 /// fresh machine with only Rust can build plugins.
 pub fn ensure_target() -> anyhow::Result<()> {
     if target_installed() {

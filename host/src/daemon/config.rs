@@ -8,6 +8,10 @@
 //!
 //! `Serialize` renders the effective configuration for `replica-host
 //! config check`, with the log URL's password masked.
+//!
+//! Long (about 750 lines before its tests) on purpose: it is the schema, one
+//! struct per TOML section and one documented field per key, read as the
+//! operator's reference; split, a key's default and its doc would part.
 
 pub mod env;
 
@@ -17,7 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::consumer::{DEFAULT_WORKERS, Shard};
+use crate::consumer::{ConsumerConfig, DEFAULT_WORKERS, Shard};
 use crate::plugin::PluginLimits;
 use crate::plugin::breaker::BreakerConfig;
 use crate::replication_log::{pg_connect, redact_password};
@@ -128,6 +132,21 @@ pub struct ConsumerSection {
 }
 
 impl ConsumerSection {
+    /// The consumer's settings from `[consumer]`: the one place a setting
+    /// of the section becomes a [`ConsumerConfig`] field (the rest keep
+    /// [`ConsumerConfig::default`]).
+    pub fn consumer_config(&self) -> ConsumerConfig {
+        ConsumerConfig {
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            batch_limit: self.batch_limit,
+            max_backoff: Duration::from_millis(self.max_backoff_ms),
+            verify: self.verify_settings(),
+            workers: self.workers,
+            shard: self.shard,
+            ..ConsumerConfig::default()
+        }
+    }
+
     /// The anti-entropy settings, `None` when off.
     pub fn verify_settings(&self) -> Option<crate::consumer::VerifySettings> {
         let interval = self.verify_interval_s.filter(|s| *s > 0)?;
@@ -389,7 +408,7 @@ impl Config {
     }
 
     /// Reads the file and applies `overrides` (settings from the
-    /// environment, [`env::overrides`]) over it; an override naming no
+    /// environment, `env::overrides`) over it; an override naming no
     /// setting, or with a value the setting cannot take, is one line naming
     /// the variable.
     pub fn load_with(path: &Path, overrides: &[Override]) -> Result<Self, String> {

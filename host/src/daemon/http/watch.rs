@@ -37,9 +37,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 
-use super::consistency::Freshness;
-use super::http::{ApiState, render};
+use super::body::render;
+use super::state::ApiState;
 use crate::consumer::Freshness as Confirmations;
+use crate::daemon::consistency::Freshness;
 use crate::shutdown::StopSignal;
 use crate::store::{
     Cursor, FeedChange, FeedPage, Replica, ReplicaStatus, ReplicaStore, now_millis,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
+use crate::daemon::config::Config;
 use crate::plugin::{ComponentCache, LoadError, LoadedPlugin, PluginEngine};
 
 /// Why a `[[plugin]]` entry of the config was refused: one line naming
