@@ -63,6 +63,7 @@ pub use crate::decode::SnapshotDecoder;
 pub use anti_entropy::{Mismatch, VerifySettings};
 pub use catch_up::{CatchUp, CatchUpProgress, TypeCatchUp};
 pub use config::ConsumerConfig;
+pub use discovery::{FirstListing, list_first};
 pub use freshness::{Freshness, LogHealth, TypeFreshness};
 pub use metrics::{ConsumerMetrics, GrainTypeCounters, GrainTypeStats, MetricsSnapshot};
 pub use replicator::{DEFAULT_WORKERS, Replicator, ReplicatorControl};
