@@ -379,7 +379,7 @@ impl GrainRef<'_> {
             let sequence = snapshot.sequence;
             match ctx
                 .store
-                .apply(grain_type, grain_key, snapshot, status.clone())
+                .apply_quietly(grain_type, grain_key, snapshot, status.clone())
             {
                 Ok(_) => {
                     ctx.counters.snapshot_applied();

@@ -486,3 +486,25 @@ fn a_restore_beside_existing_replicas_keeps_their_state() {
     assert_eq!(store.get("Counter", "a").unwrap().sequence, 3);
     assert_eq!(store.keys("Counter", None, 10), ["a", "b", "c"]);
 }
+
+#[test]
+fn a_quiet_apply_still_reaches_subscribers_and_the_feed() {
+    let store = ReplicaStore::new();
+    store
+        .apply_quietly("Counter", "a", snap(1, 1, 1), ReplicaStatus::Ok)
+        .unwrap();
+    let mut changes = store.subscribe();
+    store
+        .apply_quietly("Counter", "a", snap(2, 2, 1), ReplicaStatus::Ok)
+        .unwrap();
+    let change = changes.try_recv().unwrap();
+    assert_eq!((change.kind, change.replica.sequence), (ChangeKind::Applied, 2));
+    assert!(
+        store
+            .apply_quietly("Counter", "a", snap(1, 9, 1), ReplicaStatus::Ok)
+            .is_err()
+    );
+    let (fed, _) = feed_of(&store, store.feed_start());
+    assert_eq!(fed, [("a".to_owned(), 2, true)]);
+    assert_eq!(*store.versions().borrow(), 2);
+}
