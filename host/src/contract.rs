@@ -4,6 +4,11 @@
 wasmtime::component::bindgen!({
     path: "../guest-sdk/wit",
     world: "plugin",
+    // A snapshot handed to the guest borrows the host's strings and
+    // payload: wasmtime copies them into the guest's memory, the only copy.
+    ownership: Borrowing {
+        duplicate_if_necessary: true
+    },
 });
 
 pub use replica::plugin::types;

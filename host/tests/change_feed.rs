@@ -3,46 +3,21 @@
 //! the full listing, and `replica-host log enable-change-feed` through the
 //! real binary. Each test works in a schema of its own.
 
-#[path = "common/pg.rs"]
-mod pg;
-
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use pg::PgSchema;
 use replica_host::replication_log::{
-    ChangeCursor, EntryType, LogEntry, LogError, PostgresLog, ReplicationLog, pg_change_feed,
+    ChangeCursor, EntryType, LogEntry, LogError, LogWriter, PostgresLog, ReplicationLog,
+    pg_change_feed,
 };
+use replica_test_support::pg::{self, PgSchema};
+use replica_test_support::{change_feed, orlando};
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{Connection, Executor};
 
 const COUNTER: &str = "Counter";
-
-/// Orlando's DDL for PostgreSQL, verbatim.
-const ORLANDO_DDL: &str = "CREATE TABLE IF NOT EXISTS replication_log (
-    grain_type TEXT NOT NULL,
-    grain_key TEXT NOT NULL,
-    sequence BIGINT NOT NULL,
-    timestamp_millis BIGINT NOT NULL,
-    source_cluster TEXT NOT NULL,
-    entry_type SMALLINT NOT NULL,
-    payload BYTEA NOT NULL,
-    PRIMARY KEY (grain_type, grain_key, sequence)
-)";
-
-/// Orlando's INSERT: seven named columns.
-const ORLANDO_INSERT: &str = "INSERT INTO replication_log
-    (grain_type, grain_key, sequence, timestamp_millis, source_cluster, entry_type, payload)
-VALUES ($1, $2, $3, $4, $5, $6, $7)";
-
-const DDL_LINES: [&str; 3] = [
-    "ALTER TABLE replication_log ADD COLUMN IF NOT EXISTS replica_tx xid8;",
-    "ALTER TABLE replication_log ALTER COLUMN replica_tx SET DEFAULT pg_current_xact_id();",
-    "CREATE INDEX CONCURRENTLY IF NOT EXISTS replication_log_replica_tx ON replication_log (replica_tx);",
-];
 
 fn entry(grain_key: &str, sequence: u64) -> LogEntry {
     LogEntry {
@@ -52,26 +27,8 @@ fn entry(grain_key: &str, sequence: u64) -> LogEntry {
         timestamp_millis: 1_700_000_000_000,
         source_cluster: "us-east".to_owned(),
         entry_type: EntryType::FullState,
-        payload: vec![sequence as u8],
+        payload: vec![sequence as u8].into(),
     }
-}
-
-/// Orlando's INSERT of one row, through `executor`.
-async fn orlando_insert<'e, E>(executor: E, grain_key: &str, sequence: i64)
-where
-    E: Executor<'e, Database = sqlx::Postgres>,
-{
-    sqlx::query(ORLANDO_INSERT)
-        .bind(COUNTER)
-        .bind(grain_key)
-        .bind(sequence)
-        .bind(1_700_000_000_000_i64)
-        .bind("us-east")
-        .bind(0_i16)
-        .bind(vec![1_u8])
-        .execute(executor)
-        .await
-        .unwrap();
 }
 
 /// An append as Orlando makes it: one READ COMMITTED transaction that
@@ -87,17 +44,8 @@ async fn orlando_append(primary: &PgPool, grain_key: &str, sequence: i64) {
     .await
     .unwrap();
     assert!(newest.unwrap_or(0) < sequence, "{grain_key}/{sequence}");
-    orlando_insert(&mut *tx, grain_key, sequence).await;
+    orlando::postgres_insert(&mut *tx, grain_key, sequence).await;
     tx.commit().await.unwrap();
-}
-
-/// A schema with Orlando's table (created as Orlando does), or `None` when
-/// the server is unreachable and not required.
-async fn orlando_schema(label: &str) -> Option<(PgSchema, PgPool)> {
-    let schema = pg::isolated_schema(label).await?;
-    let primary = PgPool::connect(schema.url()).await.unwrap();
-    primary.execute(ORLANDO_DDL).await.unwrap();
-    Some((schema, primary))
 }
 
 async fn enable(schema: &PgSchema) -> Vec<String> {
@@ -106,35 +54,6 @@ async fn enable(schema: &PgSchema) -> Vec<String> {
         .expect("enable the change feed");
     assert!(done.applied);
     done.statements
-}
-
-/// The column's type and default, and whether its index is valid.
-async fn feed_catalog(schema: &PgSchema) -> (Option<(String, Option<String>)>, Option<bool>) {
-    let mut admin = schema.admin().await;
-    let column: Option<(String, Option<String>)> = sqlx::query_as(
-        "SELECT format_type(a.atttypid, a.atttypmod), pg_get_expr(d.adbin, d.adrelid)
-         FROM pg_attribute a
-         JOIN pg_class c ON c.oid = a.attrelid
-         JOIN pg_namespace n ON n.oid = c.relnamespace
-         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-         WHERE n.nspname = $1 AND c.relname = 'replication_log'
-           AND a.attname = 'replica_tx' AND NOT a.attisdropped",
-    )
-    .bind(schema.name())
-    .fetch_optional(&mut admin)
-    .await
-    .unwrap();
-    let index: Option<bool> = sqlx::query_scalar(
-        "SELECT i.indisvalid FROM pg_index i
-         JOIN pg_class c ON c.oid = i.indexrelid
-         JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE n.nspname = $1 AND c.relname = 'replication_log_replica_tx'",
-    )
-    .bind(schema.name())
-    .fetch_optional(&mut admin)
-    .await
-    .unwrap();
-    (column, index)
 }
 
 fn heads_map(heads: &[replica_host::replication_log::GrainHead]) -> BTreeMap<String, u64> {
@@ -150,12 +69,12 @@ fn heads_map(heads: &[replica_host::replication_log::GrainHead]) -> BTreeMap<Str
 async fn windows_report_every_row_exactly_once_under_concurrent_writers() {
     const WRITERS: usize = 4;
     const GRAINS_PER_WRITER: usize = 40;
-    let Some((schema, primary)) = orlando_schema("feed_exactly_once").await else {
+    let Some((schema, primary)) = orlando::postgres_schema("feed_exactly_once").await else {
         return;
     };
     // Rows from before the column existed (replica_tx NULL).
     for g in 0..10 {
-        orlando_insert(&primary, &format!("w0-g{g}"), 1).await;
+        orlando::postgres_insert(&primary, &format!("w0-g{g}"), 1).await;
     }
     enable(&schema).await;
     let reader = PostgresLog::connect(schema.url()).await.unwrap();
@@ -273,7 +192,7 @@ async fn windows_report_every_row_exactly_once_under_concurrent_writers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_in_flight_holds_later_commits_back_and_is_not_missed() {
-    let Some((schema, primary)) = orlando_schema("feed_in_flight").await else {
+    let Some((schema, primary)) = orlando::postgres_schema("feed_in_flight").await else {
         return;
     };
     enable(&schema).await;
@@ -285,9 +204,9 @@ async fn a_transaction_in_flight_holds_later_commits_back_and_is_not_missed() {
     // The early transaction begins and inserts (gets its xid) first...
     let mut early = PgConnection::connect(schema.url()).await.unwrap();
     early.execute("BEGIN").await.unwrap();
-    orlando_insert(&mut early, "early", 1).await;
+    orlando::postgres_insert(&mut early, "early", 1).await;
     // ...a later one commits while the early one is still open.
-    orlando_insert(&primary, "late", 1).await;
+    orlando::postgres_insert(&primary, "late", 1).await;
     assert_eq!(
         reader.latest_sequence(COUNTER, "late").await.unwrap(),
         1,
@@ -343,16 +262,16 @@ async fn a_transaction_in_flight_holds_later_commits_back_and_is_not_missed() {
 
 #[tokio::test]
 async fn without_the_column_every_call_is_the_full_listing() {
-    let Some((schema, primary)) = orlando_schema("feed_fallback").await else {
+    let Some((schema, primary)) = orlando::postgres_schema("feed_fallback").await else {
         return;
     };
-    orlando_insert(&primary, "a", 1).await;
+    orlando::postgres_insert(&primary, "a", 1).await;
     let reader = PostgresLog::connect(schema.url()).await.unwrap();
     assert!(!reader.change_feed_enabled());
     let first = reader.changes_since(COUNTER, None).await.unwrap();
     assert!(first.complete && first.cursor.is_none());
     assert_eq!(heads_map(&first.heads), BTreeMap::from([("a".into(), 1)]));
-    orlando_insert(&primary, "b", 4).await;
+    orlando::postgres_insert(&primary, "b", 4).await;
     let next = reader
         .changes_since(COUNTER, first.cursor.as_ref())
         .await
@@ -363,7 +282,7 @@ async fn without_the_column_every_call_is_the_full_listing() {
         BTreeMap::from([("a".into(), 1), ("b".into(), 4)])
     );
     assert_eq!(
-        feed_catalog(&schema).await,
+        change_feed::catalog(&schema).await,
         (None, None),
         "the reader added nothing"
     );
@@ -371,11 +290,11 @@ async fn without_the_column_every_call_is_the_full_listing() {
 
 #[tokio::test]
 async fn a_dropped_column_falls_back_to_the_full_listing() {
-    let Some((schema, primary)) = orlando_schema("feed_dropped").await else {
+    let Some((schema, primary)) = orlando::postgres_schema("feed_dropped").await else {
         return;
     };
     enable(&schema).await;
-    orlando_insert(&primary, "a", 1).await;
+    orlando::postgres_insert(&primary, "a", 1).await;
     let reader = PostgresLog::connect(schema.url()).await.unwrap();
     assert!(reader.change_feed_enabled());
     let first = reader.changes_since(COUNTER, None).await.unwrap();
@@ -383,7 +302,7 @@ async fn a_dropped_column_falls_back_to_the_full_listing() {
         .execute("ALTER TABLE replication_log DROP COLUMN replica_tx")
         .await
         .unwrap();
-    orlando_insert(&primary, "b", 2).await;
+    orlando::postgres_insert(&primary, "b", 2).await;
     let next = reader
         .changes_since(COUNTER, first.cursor.as_ref())
         .await
@@ -398,12 +317,12 @@ async fn a_dropped_column_falls_back_to_the_full_listing() {
 
 #[tokio::test]
 async fn orlandos_insert_fills_replica_tx_and_old_rows_come_from_the_listing() {
-    let Some((schema, primary)) = orlando_schema("feed_orlando_insert").await else {
+    let Some((schema, primary)) = orlando::postgres_schema("feed_orlando_insert").await else {
         return;
     };
-    orlando_insert(&primary, "old", 1).await;
+    orlando::postgres_insert(&primary, "old", 1).await;
     enable(&schema).await;
-    orlando_insert(&primary, "new", 1).await;
+    orlando::postgres_insert(&primary, "new", 1).await;
     let filled: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT grain_key, replica_tx::text FROM replication_log ORDER BY grain_key",
     )
@@ -443,131 +362,6 @@ async fn orlandos_insert_fills_replica_tx_and_old_rows_come_from_the_listing() {
         assert!(Instant::now() < deadline, "the new row was never reported");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-// ---------------------------------------------------------------------------
-// `replica-host log enable-change-feed`, the real binary
-
-fn enable_change_feed(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_replica-host"))
-        .args(["log", "enable-change-feed"])
-        .args(args)
-        .output()
-        .expect("run replica-host");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-#[tokio::test]
-async fn enable_change_feed_is_idempotent_and_dry_run_changes_nothing() {
-    let Some((schema, primary)) = orlando_schema("feed_cli").await else {
-        return;
-    };
-    orlando_insert(&primary, "a", 1).await;
-    let url = schema.url().to_owned();
-
-    let (code, stdout, stderr) = enable_change_feed(&["--url", &url, "--dry-run"]);
-    assert_eq!(code, 0, "{stderr}");
-    for line in DDL_LINES {
-        assert!(stdout.lines().any(|l| l == line), "{line} in {stdout}");
-    }
-    assert_eq!(
-        feed_catalog(&schema).await,
-        (None, None),
-        "dry run applied DDL"
-    );
-
-    let (code, stdout, stderr) = enable_change_feed(&["--url", &url]);
-    assert_eq!(code, 0, "{stderr}");
-    let printed: Vec<&str> = stdout
-        .lines()
-        .filter(|l| !l.starts_with("change feed"))
-        .collect();
-    assert_eq!(printed, DDL_LINES, "{stdout}");
-    let enabled = (
-        Some(("xid8".to_owned(), Some("pg_current_xact_id()".to_owned()))),
-        Some(true),
-    );
-    assert_eq!(feed_catalog(&schema).await, enabled);
-
-    let (code, stdout, stderr) = enable_change_feed(&["--url", &url]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("nothing to do"), "{stdout}");
-    assert!(
-        !stdout.contains("ALTER") && !stdout.contains("CREATE"),
-        "{stdout}"
-    );
-    assert_eq!(feed_catalog(&schema).await, enabled);
-
-    // An index left INVALID (an interrupted CONCURRENTLY build) is rebuilt.
-    let mut admin = schema.admin().await;
-    sqlx::query(
-        "UPDATE pg_index SET indisvalid = false WHERE indexrelid =
-         (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE n.nspname = $1 AND c.relname = 'replication_log_replica_tx')",
-    )
-    .bind(schema.name())
-    .execute(&mut admin)
-    .await
-    .unwrap();
-    assert_eq!(feed_catalog(&schema).await.1, Some(false));
-    let (code, stdout, stderr) = enable_change_feed(&["--url", &url]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(
-        stdout.contains("DROP INDEX CONCURRENTLY IF EXISTS"),
-        "{stdout}"
-    );
-    assert!(stdout.contains(DDL_LINES[2]), "{stdout}");
-    assert!(!stdout.contains("ALTER"), "{stdout}");
-    assert_eq!(feed_catalog(&schema).await, enabled);
-
-    // Orlando's INSERT keeps working and the reader runs in feed mode.
-    orlando_insert(&primary, "a", 2).await;
-    let reader = PostgresLog::connect(&url).await.unwrap();
-    assert!(reader.change_feed_enabled());
-}
-
-#[tokio::test]
-async fn enable_change_feed_errors_are_one_line_without_the_password() {
-    // A database that does not exist; the password must not show.
-    let server = pg::server_url();
-    let (scheme, rest) = server.split_once("://").unwrap();
-    let host = rest.split('/').next().unwrap();
-    let host = host.rsplit('@').next().unwrap();
-    let url = format!("{scheme}://postgres:sekrit@{host}/no_such_db_for_feed");
-    if pg::isolated_schema("feed_errors").await.is_none() {
-        return;
-    }
-    let (code, stdout, stderr) = enable_change_feed(&["--url", &url]);
-    assert_eq!(code, 1, "{stdout}{stderr}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(
-        lines[0].contains("database \"no_such_db_for_feed\" does not exist")
-            && lines[0].contains("postgres:***@"),
-        "{stderr}"
-    );
-    assert!(!stderr.contains("sekrit"), "{stderr}");
-
-    // Not PostgreSQL: refused in one line.
-    let (code, _, stderr) = enable_change_feed(&["--url", "sqlite://some.db"]);
-    assert_eq!(code, 2, "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("PostgreSQL logs only"), "{stderr}");
-    assert!(!std::path::Path::new("some.db").exists());
-
-    // No table: nothing created.
-    let schema = pg::isolated_schema("feed_no_table").await.unwrap();
-    let (code, _, stderr) = enable_change_feed(&["--url", schema.url()]);
-    assert_eq!(code, 1, "{stderr}");
-    assert!(
-        stderr.contains("the database has no table replication_log"),
-        "{stderr}"
-    );
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! semantics, refusals, failing grains, backend outages and shutdown.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,11 +13,12 @@ use tokio::task::JoinHandle;
 use replica_host::consumer::{ConsumerConfig, ConsumerMetrics, Replicator, SnapshotDecoder};
 use replica_host::plugin::{CallError, CallErrorKind};
 use replica_host::replication_log::{
-    EntryType, GrainHead, LogEntry, LogError, LogRecord, MemoryLog, RawRow, ReplicationLog,
+    EntryType, LogEntry, LogWriter, MemoryLog, RawRow, ReplicationLog,
 };
 use replica_host::shutdown::Shutdown;
 use replica_host::store::{ChangeKind, ReplicaStatus, ReplicaStore};
 use replica_host::value::{State, Value};
+use replica_test_support::logs::FlakyLog;
 
 const COUNTER: &str = "Counter";
 
@@ -68,7 +69,7 @@ impl SnapshotDecoder for TestDecoder {
                 message: message.into(),
             })
         };
-        match entry.payload.as_slice() {
+        match entry.payload.as_ref() {
             b"trap" => fail(CallErrorKind::Trap, "wasm trap: unreachable"),
             b"panic" => panic!("decoder bug"),
             b"hang" => std::future::pending().await,
@@ -81,86 +82,6 @@ impl SnapshotDecoder for TestDecoder {
 }
 
 // ---------------------------------------------------------------- logs
-
-/// Wraps the memory log: counts queries, and can make reads or listings fail.
-struct FlakyLog {
-    inner: MemoryLog,
-    reads_down: AtomicBool,
-    listing_down: AtomicBool,
-    reads: AtomicU64,
-    listings: AtomicU64,
-}
-
-impl FlakyLog {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            inner: MemoryLog::new(),
-            reads_down: AtomicBool::new(false),
-            listing_down: AtomicBool::new(false),
-            reads: AtomicU64::new(0),
-            listings: AtomicU64::new(0),
-        })
-    }
-}
-
-fn unavailable() -> LogError {
-    LogError::unavailable("connection refused (test)")
-}
-
-#[async_trait]
-impl ReplicationLog for FlakyLog {
-    async fn read_from(
-        &self,
-        grain_type: &str,
-        grain_key: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<LogRecord>, LogError> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        if self.reads_down.load(Ordering::SeqCst) {
-            return Err(unavailable());
-        }
-        self.inner
-            .read_from(grain_type, grain_key, after, limit)
-            .await
-    }
-
-    async fn latest_sequence(&self, grain_type: &str, grain_key: &str) -> Result<u64, LogError> {
-        self.inner.latest_sequence(grain_type, grain_key).await
-    }
-
-    async fn append(&self, entry: &LogEntry) -> Result<u64, LogError> {
-        self.inner.append(entry).await
-    }
-
-    async fn truncate(
-        &self,
-        grain_type: &str,
-        grain_key: &str,
-        before: u64,
-    ) -> Result<u64, LogError> {
-        self.inner.truncate(grain_type, grain_key, before).await
-    }
-
-    async fn grain_heads(&self, grain_type: &str) -> Result<Vec<GrainHead>, LogError> {
-        self.listings.fetch_add(1, Ordering::SeqCst);
-        if self.listing_down.load(Ordering::SeqCst) {
-            return Err(unavailable());
-        }
-        self.inner.grain_heads(grain_type).await
-    }
-
-    async fn grain_types(&self) -> Result<Vec<String>, LogError> {
-        if self.listing_down.load(Ordering::SeqCst) {
-            return Err(unavailable());
-        }
-        self.inner.grain_types().await
-    }
-
-    async fn ping(&self) -> Result<(), LogError> {
-        self.inner.ping().await
-    }
-}
 
 // ---------------------------------------------------------------- harness
 
@@ -265,11 +186,11 @@ fn entry(
         timestamp_millis: 1_700_000_000_000 + sequence as i64,
         source_cluster: "us-east".into(),
         entry_type,
-        payload: payload.to_vec(),
+        payload: payload.to_vec().into(),
     }
 }
 
-async fn full(log: &dyn ReplicationLog, key: &str, sequence: u64, count: i64) {
+async fn full(log: &dyn LogWriter, key: &str, sequence: u64, count: i64) {
     let payload = format!("{{\"count\":{count}}}");
     log.append(&entry(
         COUNTER,
@@ -282,7 +203,7 @@ async fn full(log: &dyn ReplicationLog, key: &str, sequence: u64, count: i64) {
     .unwrap();
 }
 
-async fn marker(log: &dyn ReplicationLog, key: &str, sequence: u64, payload: &[u8]) {
+async fn marker(log: &dyn LogWriter, key: &str, sequence: u64, payload: &[u8]) {
     log.append(&entry(
         COUNTER,
         key,
@@ -294,7 +215,7 @@ async fn marker(log: &dyn ReplicationLog, key: &str, sequence: u64, payload: &[u
     .unwrap();
 }
 
-async fn delta(log: &dyn ReplicationLog, key: &str, sequence: u64) {
+async fn delta(log: &dyn LogWriter, key: &str, sequence: u64) {
     log.append(&entry(
         COUNTER,
         key,
@@ -618,7 +539,7 @@ async fn uninterpretable_rows_are_refused_once_and_passed_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_outage_loses_and_reorders_nothing() {
-    let log = FlakyLog::new();
+    let log = Arc::new(FlakyLog::default());
     full(&log.inner, "a", 1, 1).await;
     let decoder = Arc::new(TestDecoder::default());
     let running = start(log.clone(), &decoder, config());
@@ -663,7 +584,7 @@ async fn a_backend_outage_loses_and_reorders_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_grains_cost_no_reads() {
-    let log = FlakyLog::new();
+    let log = Arc::new(FlakyLog::default());
     for key in 0..50 {
         full(&log.inner, &format!("g{key}"), 1, key).await;
     }

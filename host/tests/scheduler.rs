@@ -10,10 +10,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use replica_host::consumer::{ConsumerConfig, Replicator, Shard, SnapshotDecoder};
 use replica_host::plugin::{CallError, CallErrorKind};
-use replica_host::replication_log::{EntryType, LogEntry, LogError, MemoryLog, ReplicationLog};
+use replica_host::replication_log::{EntryType, LogEntry, LogWriter, MemoryLog, ReplicationLog};
 use replica_host::shutdown::Shutdown;
 use replica_host::store::{ChangeKind, ReplicaStore};
 use replica_host::value::State;
+use replica_test_support::logs::FlakyScanLog;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -32,7 +33,7 @@ impl SnapshotDecoder for CountingDecoder {
             .lock()
             .unwrap()
             .push((entry.grain_key.clone(), entry.sequence));
-        let bytes: [u8; 8] = entry.payload.as_slice().try_into().map_err(|_| CallError {
+        let bytes: [u8; 8] = entry.payload.as_ref().try_into().map_err(|_| CallError {
             plugin: "test".into(),
             grain_type: entry.grain_type.clone(),
             grain_key: entry.grain_key.clone(),
@@ -59,7 +60,7 @@ fn entry(key: &str, sequence: u64, entry_type: EntryType) -> LogEntry {
         timestamp_millis: 1_700_000_000_000,
         source_cluster: "primary".into(),
         entry_type,
-        payload: (sequence as i64 * 10).to_le_bytes().to_vec(),
+        payload: (sequence as i64 * 10).to_le_bytes().to_vec().into(),
     }
 }
 
@@ -326,77 +327,8 @@ async fn three_shards_hold_every_grain_exactly_once() {
     }
 }
 
-/// A memory log whose catch-up scan fails the first `failures` times.
-struct FlakyScanLog {
-    inner: MemoryLog,
-    failures: std::sync::atomic::AtomicU32,
-    scans: std::sync::atomic::AtomicU32,
-    reads: std::sync::atomic::AtomicU32,
-}
-
-#[async_trait]
-impl ReplicationLog for FlakyScanLog {
-    async fn read_from(
-        &self,
-        grain_type: &str,
-        grain_key: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<replica_host::replication_log::LogRecord>, LogError> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        self.inner
-            .read_from(grain_type, grain_key, after, limit)
-            .await
-    }
-    async fn latest_sequence(&self, grain_type: &str, grain_key: &str) -> Result<u64, LogError> {
-        self.inner.latest_sequence(grain_type, grain_key).await
-    }
-    async fn append(&self, entry: &LogEntry) -> Result<u64, LogError> {
-        self.inner.append(entry).await
-    }
-    async fn truncate(
-        &self,
-        grain_type: &str,
-        grain_key: &str,
-        before: u64,
-    ) -> Result<u64, LogError> {
-        self.inner.truncate(grain_type, grain_key, before).await
-    }
-    async fn grain_heads(
-        &self,
-        grain_type: &str,
-    ) -> Result<Vec<replica_host::replication_log::GrainHead>, LogError> {
-        self.inner.grain_heads(grain_type).await
-    }
-    async fn grain_types(&self) -> Result<Vec<String>, LogError> {
-        self.inner.grain_types().await
-    }
-    async fn ping(&self) -> Result<(), LogError> {
-        self.inner.ping().await
-    }
-    async fn scan(
-        &self,
-        grain_type: &str,
-        after: Option<&str>,
-        max_rows: usize,
-    ) -> Result<Option<replica_host::replication_log::ScanPage>, LogError> {
-        self.scans.fetch_add(1, Ordering::SeqCst);
-        let left = self.failures.load(Ordering::SeqCst);
-        if left > 0 {
-            self.failures.store(left - 1, Ordering::SeqCst);
-            return Err(LogError::unavailable("scan refused (test)"));
-        }
-        self.inner.scan(grain_type, after, max_rows).await
-    }
-}
-
 async fn catch_up_with_scan_failures(failures: u32) -> Arc<FlakyScanLog> {
-    let log = Arc::new(FlakyScanLog {
-        inner: MemoryLog::new(),
-        failures: failures.into(),
-        scans: 0.into(),
-        reads: 0.into(),
-    });
+    let log = Arc::new(FlakyScanLog::new(failures));
     for n in 0..40 {
         log.inner
             .append(&entry(&format!("f{n}"), 1, EntryType::FullState))

@@ -72,6 +72,18 @@ pub fn copy_plugin(dir: &Path, krate: &str) -> String {
     name
 }
 
+/// A replica's JSON without `staleness_ms`, which grows between two reads:
+/// what two reads of an unchanged replica agree on. Panics when the field
+/// is missing or not a count of milliseconds.
+pub fn without_staleness(mut replica: serde_json::Value) -> serde_json::Value {
+    assert!(replica["staleness_ms"].is_u64(), "{replica}");
+    replica
+        .as_object_mut()
+        .expect("a replica is a JSON object")
+        .remove("staleness_ms");
+    replica
+}
+
 /// The API path of a replica, the key percent-encoded.
 pub fn replica_path(grain_type: &str, grain_key: &str) -> String {
     format!(
@@ -358,6 +370,19 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// The entry of `grain_type` in `GET /v1/plugins`; `Null` when there
+    /// is none.
+    pub fn plugin_entry(&self, grain_type: &str) -> serde_json::Value {
+        let plugins = self.get("/v1/plugins").json();
+        plugins["plugins"]
+            .as_array()
+            .expect("a plugins array")
+            .iter()
+            .find(|p| p["grain_type"] == grain_type)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
     }
 
     /// `GET /v1/replicas/{grain_type}/{grain_key}`, the key percent-encoded.

@@ -6,13 +6,13 @@ pub mod daemon;
 pub mod http;
 pub mod in_process;
 pub mod log_writer;
+pub mod payloads;
 pub mod pg_server;
 pub mod sse;
 pub mod wat_plugin;
 pub use replica_host::demo::orlando;
 /// A real PostgreSQL server for tests, each test in a schema of its own.
-#[path = "../../host/tests/common/pg.rs"]
-pub mod pg;
+pub use replica_test_support::pg;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use replica_host::replication_log::{self, EntryType, LogEntry, ReplicationLog};
+use replica_host::replication_log::{self, EntryType, LogEntry};
 use replica_host::store::now_millis;
 
 /// A log handle with its own runtime.
 pub struct LogWriter {
     rt: tokio::runtime::Runtime,
-    /// The log.
-    pub log: Arc<dyn ReplicationLog>,
+    /// The log, as its writer.
+    pub log: Arc<dyn replication_log::LogWriter>,
 }
 
 impl LogWriter {
@@ -68,7 +68,7 @@ impl LogWriter {
             timestamp_millis,
             source_cluster: "us-east".into(),
             entry_type,
-            payload,
+            payload: payload.into(),
         };
         self.rt
             .block_on(self.log.append(&entry))

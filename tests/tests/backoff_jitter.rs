@@ -11,16 +11,12 @@ use std::time::{Duration, Instant};
 
 use replica_e2e::daemon::{self, Daemon, metric};
 use replica_e2e::log_writer::LogWriter;
-use replica_e2e::orlando::{self, CounterState};
+use replica_e2e::payloads::counter;
 use replica_e2e::pg;
 use sqlx::Executor;
 
 const WAIT: Duration = Duration::from_secs(60);
 const GRAINS: usize = 40;
-
-fn counter(n: i64) -> Vec<u8> {
-    orlando::bincode(&CounterState { count: n })
-}
 
 /// `url` with `user:password@` as its credentials.
 fn with_user(url: &str, user: &str, password: &str) -> String {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use replica_e2e::orlando::{self, CounterState};
+use replica_e2e::payloads::counter;
 use replica_e2e::plugin;
 use replica_host::decode::SnapshotDecoder;
 use replica_host::plugin::crash_guard::{CrashGuard, SnapshotId, Verdict};
@@ -26,10 +26,6 @@ fn misbehave(batch_max: usize) -> LoadedPlugin {
     };
     let engine = PluginEngine::new().unwrap();
     LoadedPlugin::load(&engine, &plugin("misbehave-plugin"), limits).unwrap()
-}
-
-fn counter(count: i64) -> Vec<u8> {
-    orlando::bincode(&CounterState { count })
 }
 
 fn snap<'a>(key: &'a str, payload: &'a [u8]) -> SnapshotRef<'a> {
@@ -180,7 +176,7 @@ fn entry(key: &str, payload: &[u8]) -> LogEntry {
         timestamp_millis: 1_700_000_000_000,
         source_cluster: "us-east".into(),
         entry_type: EntryType::FullState,
-        payload: payload.to_vec(),
+        payload: payload.to_vec().into(),
     }
 }
 

@@ -10,14 +10,10 @@ use std::time::{Duration, Instant};
 
 use replica_e2e::daemon::{self, Daemon};
 use replica_e2e::log_writer::LogWriter;
-use replica_e2e::orlando::{self, CounterState};
+use replica_e2e::payloads::counter;
 use replica_host::consumer::shard::shard_of;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn counter(n: i64) -> Vec<u8> {
-    orlando::bincode(&CounterState { count: n })
-}
 
 #[test]
 fn readiness_and_reads_are_honest_during_the_initial_catch_up() {

@@ -11,14 +11,10 @@ use std::time::Duration;
 
 use replica_e2e::daemon::{self, Daemon};
 use replica_e2e::log_writer::LogWriter;
-use replica_e2e::orlando::{self, CounterState};
+use replica_e2e::payloads::counter;
 
 const WAIT: Duration = Duration::from_secs(90);
 const GRAINS: i64 = 300;
-
-fn counter(n: i64) -> Vec<u8> {
-    orlando::bincode(&CounterState { count: n })
-}
 
 fn url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("replication.db").display())

@@ -8,16 +8,12 @@ use std::time::{Duration, Instant};
 
 use replica_e2e::daemon::{self, Daemon};
 use replica_e2e::log_writer::LogWriter;
-use replica_e2e::orlando::{self, CounterState};
+use replica_e2e::payloads::counter;
 use replica_e2e::pg;
 use replica_e2e::sse::SseClient;
 use sqlx::Connection;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn counter(n: i64) -> Vec<u8> {
-    orlando::bincode(&CounterState { count: n })
-}
 
 /// Starts a daemon on `url` replicating Counter, with `http_extra` lines in
 /// `[http]`, and waits until it is ready.

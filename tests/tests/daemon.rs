@@ -5,15 +5,12 @@ use std::time::Duration;
 
 use replica_e2e::daemon::{self, Daemon};
 use replica_e2e::log_writer::LogWriter;
-use replica_e2e::orlando::{self, CounterState, UserProfile};
+use replica_e2e::orlando::{self, UserProfile};
+use replica_e2e::payloads::counter;
 use replica_e2e::pg;
 use replica_host::replication_log::EntryType;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn counter(n: i64) -> Vec<u8> {
-    orlando::bincode(&CounterState { count: n })
-}
 
 fn metric(metrics: &str, name_and_labels: &str) -> Option<f64> {
     metrics

@@ -12,15 +12,11 @@ use std::time::{Duration, Instant};
 
 use replica_e2e::daemon::{self, Daemon, metric};
 use replica_e2e::log_writer::LogWriter;
-use replica_e2e::orlando::{self, CounterState};
+use replica_e2e::payloads::counter;
 use replica_host::replication_log::{EntryType, LogEntry};
 use sqlx::{Connection, Executor};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn counter(n: i64) -> Vec<u8> {
-    orlando::bincode(&CounterState { count: n })
-}
 
 fn sqlite_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("replication.db").display())
@@ -268,7 +264,7 @@ fn odd_rows_payloads_keys_and_sequences() {
         timestamp_millis: 1,
         source_cluster: "us-east".into(),
         entry_type: EntryType::FullState,
-        payload: counter(3),
+        payload: counter(3).into(),
     };
     let err = writer.block_on(writer.log.append(&past)).unwrap_err();
     assert!(err.to_string().contains("does not fit"), "{err}");

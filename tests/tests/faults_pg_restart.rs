@@ -13,17 +13,13 @@ use std::time::{Duration, Instant};
 
 use replica_e2e::daemon::{self, Daemon, metric};
 use replica_e2e::log_writer::LogWriter;
-use replica_e2e::orlando::{self, CounterState};
+use replica_e2e::payloads::counter;
 use replica_e2e::pg;
 use replica_host::replication_log::{EntryType, LogEntry};
 use replica_host::store::now_millis;
 
 const WAIT: Duration = Duration::from_secs(60);
 const GRAINS: usize = 5;
-
-fn counter(n: i64) -> Vec<u8> {
-    orlando::bincode(&CounterState { count: n })
-}
 
 /// The local cluster's version directory under /etc/postgresql, when
 /// `pg_ctlcluster` can manage it.
@@ -104,7 +100,7 @@ fn append(writer: &LogWriter, key: &str, sequence: u64) {
         timestamp_millis: now_millis(),
         source_cluster: "us-east".into(),
         entry_type: EntryType::FullState,
-        payload: counter(sequence as i64),
+        payload: counter(sequence as i64).into(),
     };
     let deadline = Instant::now() + WAIT;
     loop {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use replica_e2e::daemon::{self, Daemon, metric};
 use replica_e2e::log_writer::LogWriter;
-use replica_e2e::orlando::{self, CounterState};
+use replica_e2e::payloads::counter;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -23,10 +23,6 @@ const WAIT: Duration = Duration::from_secs(60);
 const TIMEOUT_MS: u64 = 500;
 /// Work "just under the time limit", with a margin for a loaded machine.
 const SPIN_UNDER_LIMIT: &str = "spin:120";
-
-fn counter(n: i64) -> Vec<u8> {
-    orlando::bincode(&CounterState { count: n })
-}
 
 fn sqlite_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("replication.db").display())

@@ -5,22 +5,11 @@
 use std::path::Path;
 
 use replica_e2e::log_writer::LogWriter;
-use replica_e2e::orlando::{self, CounterState, CounterStateV2};
+use replica_e2e::payloads::{counter, counter_v2};
 use replica_e2e::{pg, plugin, run_host, target_dir};
 
 fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) {
     std::fs::write(dir.join(name), bytes).unwrap();
-}
-
-fn v1(count: i64) -> Vec<u8> {
-    orlando::bincode(&CounterState { count })
-}
-
-fn v2(count: i64, by: Option<&str>) -> Vec<u8> {
-    orlando::bincode(&CounterStateV2 {
-        count,
-        updated_by: by.map(Into::into),
-    })
 }
 
 #[test]
@@ -237,11 +226,11 @@ fn a_json_plugin_is_generated_with_json_fixtures() {
 fn counter_v2_reads_both_layouts_and_counter_v1_shows_what_it_misses() {
     let dir = tempfile::tempdir().unwrap();
     let fixtures = dir.path();
-    write(fixtures, "v1.payload", v1(7));
+    write(fixtures, "v1.payload", counter(7));
     write(fixtures, "v1.json", r#"{"count": 7, "updated_by": null}"#);
-    write(fixtures, "v2.payload", v2(-3, Some("ops")));
+    write(fixtures, "v2.payload", counter_v2(-3, Some("ops")));
     write(fixtures, "v2.json", r#"{"count": -3, "updated_by": "ops"}"#);
-    let mut longer = v2(1, None);
+    let mut longer = counter_v2(1, None);
     longer.push(0);
     write(fixtures, "trailing.payload", longer);
     write(fixtures, "trailing.error", "malformed");
@@ -297,13 +286,13 @@ fn counter_v2_reads_both_layouts_and_counter_v1_shows_what_it_misses() {
 /// Writes the dry-run grains: decodable by one plugin, both, neither, a
 /// Delta newest, a Delta only, and a grain of another type.
 fn seed(log: &LogWriter) {
-    log.full("Counter", "c-1", 1, v1(1));
-    log.full("Counter", "c-2", 1, v2(2, Some("ops")));
-    log.full("Counter", "c-3", 1, v1(3));
+    log.full("Counter", "c-1", 1, counter(1));
+    log.full("Counter", "c-2", 1, counter_v2(2, Some("ops")));
+    log.full("Counter", "c-3", 1, counter(3));
     log.delta("Counter", "c-3", 2);
     log.full("Counter", "c-4", 1, vec![0xff, 0xff, 0xff]);
     log.delta("Counter", "c-5", 1);
-    log.full("Counter", "c-6", 1, v1(6));
+    log.full("Counter", "c-6", 1, counter(6));
     log.full("Counter", "c-6", 2, vec![0xff, 0xff, 0xff]);
     log.full("BankAccount", "a-1", 1, vec![0xff]);
 }
@@ -522,8 +511,8 @@ fn a_failing_grain_becomes_a_fixture_the_fixed_plugin_passes() {
     let log = LogWriter::open(&url);
     // In production, Counter runs the version 1 plugin; the primary now
     // writes version 2 states, which it fails to decode.
-    log.full("Counter", "user/42", 1, v1(1));
-    log.full("Counter", "user/42", 2, v2(5, Some("ops")));
+    log.full("Counter", "user/42", 1, counter(1));
+    log.full("Counter", "user/42", 2, counter_v2(5, Some("ops")));
     let old = plugin("counter-plugin");
     let fixed = plugin("counter-v2-plugin");
     let fixtures = dir.path().join("fixtures");
@@ -554,7 +543,7 @@ fn a_failing_grain_becomes_a_fixture_the_fixed_plugin_passes() {
     );
     assert_eq!(
         std::fs::read(fixtures.join("user_42_at_2.payload")).unwrap(),
-        v2(5, Some("ops"))
+        counter_v2(5, Some("ops"))
     );
     assert_eq!(
         std::fs::read_to_string(fixtures.join("user_42_at_2.error")).unwrap(),
@@ -614,7 +603,12 @@ fn a_failing_grain_becomes_a_fixture_the_fixed_plugin_passes() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(&v2(9, None)).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&counter_v2(9, None))
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     assert_eq!(

@@ -62,17 +62,6 @@ fn config(url: &str, path: &str, extra: &str) -> String {
     )
 }
 
-fn plugins_entry(d: &Daemon) -> serde_json::Value {
-    let plugins = d.get("/v1/plugins").json();
-    plugins["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["grain_type"] == "Counter")
-        .cloned()
-        .unwrap_or(serde_json::Value::Null)
-}
-
 /// Reads replicas in a loop until stopped; returns every non-200 answer.
 fn reader(d: &Daemon, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64, Vec<String>)> {
     let addr = d.addr;
@@ -111,7 +100,9 @@ fn sighup_swaps_in_a_new_state_type_and_every_replica_follows() {
     assert_eq!(before["decoded_by"]["schema_version"], "1");
     assert_eq!(before["decoded_by"]["plugin"], v1.as_str());
     assert!(before["state"].get("updated_by").is_none());
-    let loaded_before = plugins_entry(&d)["loaded_at_millis"].as_i64().unwrap();
+    let loaded_before = d.plugin_entry("Counter")["loaded_at_millis"]
+        .as_i64()
+        .unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let reading = reader(&d, Arc::clone(&stop));
@@ -174,7 +165,7 @@ fn a_broken_plugin_on_sighup_changes_nothing_and_replication_goes_on() {
     let v1 = daemon::copy_plugin(dir.path(), "counter-plugin");
     let d = Daemon::start(dir.path(), &config(&url, &v1, ""));
     d.wait_for("/readyz", WAIT, |r| r.status == 200);
-    let sha_before = plugins_entry(&d)["sha256"].clone();
+    let sha_before = d.plugin_entry("Counter")["sha256"].clone();
 
     std::fs::write(dir.path().join("broken.wasm"), b"not a component").unwrap();
     // First a config file that does not parse, then one naming a broken plugin.
@@ -193,7 +184,7 @@ fn a_broken_plugin_on_sighup_changes_nothing_and_replication_goes_on() {
     assert!(line.contains("not a WebAssembly file"), "says why: {line}");
 
     assert_eq!(
-        plugins_entry(&d)["sha256"],
+        d.plugin_entry("Counter")["sha256"],
         sha_before,
         "the old plugin stays"
     );
@@ -250,7 +241,7 @@ fn the_admin_endpoint_reloads_with_the_right_token_only() {
     assert_eq!(removed["result"], "applied", "{removed}");
     assert_eq!(removed["removed"], serde_json::json!(["Counter"]));
     assert_eq!(d.replica("Counter", "c-1").status, 404);
-    assert!(plugins_entry(&d).is_null());
+    assert!(d.plugin_entry("Counter").is_null());
     // The series of the removed grain type go with it.
     let metrics = d.get("/metrics").body;
     assert_eq!(
@@ -288,7 +279,7 @@ fn the_admin_endpoint_reloads_with_the_right_token_only() {
         body["error"].as_str().unwrap().contains("missing.wasm"),
         "{body}"
     );
-    assert_eq!(plugins_entry(&d)["schema_version"], "2");
+    assert_eq!(d.plugin_entry("Counter")["schema_version"], "2");
     assert!(
         !d.stderr().iter().any(|l| l.contains(TOKEN)),
         "the token never reaches the log"

@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use replica_e2e::orlando::{self, CounterState};
+use replica_e2e::payloads::counter;
 use replica_e2e::{pg, plugin};
 use replica_host::consumer::{ConsumerConfig, Replicator, SnapshotDecoder};
 use replica_host::plugin::{DecodeSlots, LoadedPlugin, PluginDecoder, PluginEngine, PluginLimits};
-use replica_host::replication_log::{self, EntryType, LogEntry, ReplicationLog};
+use replica_host::replication_log::{self, EntryType, LogEntry, LogWriter};
 use replica_host::shutdown::Shutdown;
 use replica_host::store::{ReplicaStatus, ReplicaStore};
 use replica_host::value::Value;
@@ -33,12 +33,8 @@ fn entry(
         timestamp_millis: replica_host::store::now_millis(),
         source_cluster: "us-east".into(),
         entry_type,
-        payload,
+        payload: payload.into(),
     }
-}
-
-fn counter(n: i64) -> Vec<u8> {
-    orlando::bincode(&CounterState { count: n })
 }
 
 fn count_of(store: &ReplicaStore, key: &str) -> Option<i64> {
@@ -59,11 +55,8 @@ async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 
 /// Runs the scenario; `insert_bad_row` writes a row with `entry_type` 7 at
 /// the given sequence; `drop_connections` cuts the host's connections.
-async fn scenario<F, G>(
-    log: Arc<dyn ReplicationLog>,
-    insert_bad_row: F,
-    drop_connections: Option<G>,
-) where
+async fn scenario<F, G>(log: Arc<dyn LogWriter>, insert_bad_row: F, drop_connections: Option<G>)
+where
     F: AsyncFn(&str, u64),
     G: AsyncFn(),
 {

@@ -14,21 +14,10 @@ use std::time::{Duration, Instant};
 
 use replica_e2e::daemon::{self, Daemon};
 use replica_e2e::log_writer::LogWriter;
-use replica_e2e::orlando::{self, CounterState, CounterStateV2};
+use replica_e2e::payloads::{self, counter};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn v1(count: i64) -> Vec<u8> {
-    orlando::bincode(&CounterState { count })
-}
-
-fn v2(count: i64, by: Option<&str>) -> Vec<u8> {
-    orlando::bincode(&CounterStateV2 {
-        count,
-        updated_by: by.map(Into::into),
-    })
-}
 
 /// A config with one Counter entry of `path`, and `extra` lines in it.
 fn config(url: &str, path: &str, extra: &str) -> String {
@@ -36,18 +25,6 @@ fn config(url: &str, path: &str, extra: &str) -> String {
         url,
         &format!("[[plugin]]\ngrain_type = \"Counter\"\npath = \"{path}\"\n{extra}\n"),
     )
-}
-
-/// The Counter entry of `GET /v1/plugins`.
-fn counter(d: &Daemon) -> Value {
-    let plugins = d.get("/v1/plugins").json();
-    plugins["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["grain_type"] == "Counter")
-        .cloned()
-        .expect("a Counter plugin")
 }
 
 /// The shadow's count of `class`.
@@ -60,7 +37,7 @@ fn count(shadow: &Value, class: &str) -> u64 {
 fn feed_until(d: &Daemon, mut write: impl FnMut(u64), done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + WAIT;
     for n in 0.. {
-        let shadow = counter(d)["shadow"].clone();
+        let shadow = d.plugin_entry("Counter")["shadow"].clone();
         if done(&shadow) {
             return shadow;
         }
@@ -85,8 +62,8 @@ fn a_shadow_is_classified_counted_never_served_and_follows_sighup() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("log.db").display());
     let log = LogWriter::open(&url);
-    log.full("Counter", "old-0", 1, v1(1));
-    log.full("Counter", "new-0", 1, v2(5, Some("ops")));
+    log.full("Counter", "old-0", 1, counter(1));
+    log.full("Counter", "new-0", 1, payloads::counter_v2(5, Some("ops")));
     log.full("Counter", "empty-0", 1, Vec::new());
     let counter_v1 = daemon::copy_plugin(dir.path(), "counter-plugin");
     let counter_v2 = daemon::copy_plugin(dir.path(), "counter-v2-plugin");
@@ -103,8 +80,18 @@ fn a_shadow_is_classified_counted_never_served_and_follows_sighup() {
         &d,
         |n| {
             let seq = n + 2;
-            log.full("Counter", &format!("old-{}", n % 3), seq, v1(seq as i64));
-            log.full("Counter", "new-0", seq, v2(seq as i64, Some("ops")));
+            log.full(
+                "Counter",
+                &format!("old-{}", n % 3),
+                seq,
+                counter(seq as i64),
+            );
+            log.full(
+                "Counter",
+                "new-0",
+                seq,
+                payloads::counter_v2(seq as i64, Some("ops")),
+            );
         },
         |s| {
             count(s, "fields_added") >= 1
@@ -155,7 +142,7 @@ fn a_shadow_is_classified_counted_never_served_and_follows_sighup() {
         Value::Null,
         "the candidate's value is not served"
     );
-    assert_eq!(counter(&d)["sha256"], v1_sha.as_str());
+    assert_eq!(d.plugin_entry("Counter")["sha256"], v1_sha.as_str());
 
     // The metric, with its HELP line.
     let metrics = d.get("/metrics").body;
@@ -192,8 +179,13 @@ fn a_shadow_is_classified_counted_never_served_and_follows_sighup() {
         &d,
         |n| {
             let seq = n + 1000;
-            log.full("Counter", "old-0", seq, v1(seq as i64));
-            log.full("Counter", "new-0", seq, v2(seq as i64, Some("ops")));
+            log.full("Counter", "old-0", seq, counter(seq as i64));
+            log.full(
+                "Counter",
+                "new-0",
+                seq,
+                payloads::counter_v2(seq as i64, Some("ops")),
+            );
         },
         |s| {
             // The re-decode after the promotion brings other grains'
@@ -249,7 +241,10 @@ fn a_shadow_is_classified_counted_never_served_and_follows_sighup() {
         "{line}"
     );
     assert!(line.contains("not a WebAssembly file"), "{line}");
-    assert_eq!(counter(&d)["shadow"]["name"], counter_v1.as_str());
+    assert_eq!(
+        d.plugin_entry("Counter")["shadow"]["name"],
+        counter_v1.as_str()
+    );
 
     // Dropping the shadow.
     std::fs::write(dir.path().join("host.toml"), config(&url, &counter_v2, "")).unwrap();
@@ -260,7 +255,7 @@ fn a_shadow_is_classified_counted_never_served_and_follows_sighup() {
         r.json()["plugins"][0]["shadow"].is_null()
     });
     assert_eq!(
-        counter(&d)["sha256"],
+        d.plugin_entry("Counter")["sha256"],
         v2_sha.as_str(),
         "the plugin in force stays"
     );
@@ -286,10 +281,10 @@ fn a_shadow_is_classified_counted_never_served_and_follows_sighup() {
         .clone();
     assert_eq!(added["sample"], 0.0);
     for seq in 5000..5010 {
-        log.full("Counter", "old-1", seq, v1(seq as i64));
+        log.full("Counter", "old-1", seq, counter(seq as i64));
     }
     d.wait_for_replica("Counter", "old-1", WAIT, |r| r["sequence"] == 5009);
-    let shadow = counter(&d)["shadow"].clone();
+    let shadow = d.plugin_entry("Counter")["shadow"].clone();
     for class in [
         "same",
         "fields_added",
@@ -351,8 +346,13 @@ fn a_failing_grains_read_carries_the_fixture_command_that_captures_it() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("log.db").display());
     let log = LogWriter::open(&url);
-    log.full("Counter", "user/42", 1, v1(1));
-    log.full("Counter", "user/42", 2, v2(5, Some("ops")));
+    log.full("Counter", "user/42", 1, counter(1));
+    log.full(
+        "Counter",
+        "user/42",
+        2,
+        payloads::counter_v2(5, Some("ops")),
+    );
     let counter_v1 = daemon::copy_plugin(dir.path(), "counter-plugin");
     let d = Daemon::start(dir.path(), &config(&url, &counter_v1, ""));
     let failing = d.wait_for_replica("Counter", "user/42", WAIT, |r| r["status"] == "failing");
@@ -370,7 +370,7 @@ fn a_failing_grains_read_carries_the_fixture_command_that_captures_it() {
         )
     );
     // An ok grain's read has none.
-    log.full("Counter", "fine", 1, v1(3));
+    log.full("Counter", "fine", 1, counter(3));
     let fine = d.wait_for_replica("Counter", "fine", WAIT, |r| r["status"] == "ok");
     assert_eq!(fine["status_detail"], Value::Null);
 
@@ -404,7 +404,7 @@ fn a_failing_grains_read_carries_the_fixture_command_that_captures_it() {
     let fixtures = work.path().join("fixtures");
     assert_eq!(
         std::fs::read(fixtures.join("user_42_at_2.payload")).unwrap(),
-        v2(5, Some("ops"))
+        payloads::counter_v2(5, Some("ops"))
     );
     assert_eq!(
         std::fs::read_to_string(fixtures.join("user_42_at_2.error")).unwrap(),
@@ -431,7 +431,7 @@ fn under_a_catch_up_shadow_work_is_shed_and_every_snapshot_is_accounted_for() {
     let url = format!("sqlite://{}", dir.path().join("log.db").display());
     let log = LogWriter::open(&url);
     for i in 0..GRAINS {
-        log.full("Counter", &format!("c-{i:05}"), 1, v1(i as i64));
+        log.full("Counter", &format!("c-{i:05}"), 1, counter(i as i64));
     }
     let (plain, without) = caught_up(dir.path(), &url, "");
     drop(plain);

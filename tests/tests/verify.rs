@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use replica_e2e::daemon::{self, Daemon, metric};
 use replica_e2e::in_process::InProcess;
 use replica_e2e::log_writer::LogWriter;
-use replica_e2e::orlando::{self, CounterState};
+use replica_e2e::payloads::counter;
 use replica_e2e::pg;
 use replica_host::DecodedBy;
 use replica_host::State;
@@ -29,10 +29,6 @@ use replica_host::store::{ReplicaStatus, Snapshot};
 
 const WAIT: Duration = Duration::from_secs(60);
 const TOKEN: &str = "verify-token-not-to-be-printed";
-
-fn counter(n: i64) -> Vec<u8> {
-    orlando::bincode(&CounterState { count: n })
-}
 
 /// `c-000` … : every third grain has two snapshots, the rest one.
 fn write_counters(writer: &LogWriter, grains: usize) {
@@ -541,15 +537,9 @@ fn bulk_pages_cover_every_replica_as_positions_and_as_ndjson() {
             let replica: serde_json::Value = serde_json::from_str(line).unwrap();
             let key = replica["grain_key"].as_str().unwrap();
             let single = d.get(&daemon::replica_path("Counter", key)).json();
-            // The same JSON but for the staleness, which grows between the two.
-            let without_staleness = |mut r: serde_json::Value| {
-                assert!(r["staleness_ms"].is_u64(), "{r}");
-                r.as_object_mut().unwrap().remove("staleness_ms");
-                r
-            };
             assert_eq!(
-                without_staleness(replica),
-                without_staleness(single),
+                daemon::without_staleness(replica),
+                daemon::without_staleness(single),
                 "a line is a read's JSON"
             );
             lines += 1;

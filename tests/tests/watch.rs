@@ -5,14 +5,11 @@ use std::time::Duration;
 
 use replica_e2e::daemon::{self, Daemon};
 use replica_e2e::log_writer::LogWriter;
-use replica_e2e::orlando::{self, CounterState, UserProfile};
+use replica_e2e::orlando::{self, UserProfile};
+use replica_e2e::payloads::counter;
 use replica_e2e::sse::SseClient;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn counter(n: i64) -> Vec<u8> {
-    orlando::bincode(&CounterState { count: n })
-}
 
 fn start(dir: &std::path::Path, http_extra: &str) -> (LogWriter, Daemon) {
     let url = format!("sqlite://{}", dir.join("log.db").display());
@@ -51,14 +48,9 @@ fn a_grain_stream_resumes_after_a_disconnect_with_nothing_lost() {
     let (event, replica) = sse.next_replica(WAIT).expect("the current replica first");
     assert_eq!(event.id, "1");
     // The same JSON as a plain read (but for the staleness, which grows).
-    let without_staleness = |mut r: serde_json::Value| {
-        assert!(r["staleness_ms"].is_u64(), "{r}");
-        r.as_object_mut().unwrap().remove("staleness_ms");
-        r
-    };
     assert_eq!(
-        without_staleness(replica),
-        without_staleness(d.replica("Counter", "c-1").json())
+        daemon::without_staleness(replica),
+        daemon::without_staleness(d.replica("Counter", "c-1").json())
     );
     writer.full("Counter", "c-1", 2, counter(2));
     let (event, replica) = sse.next_replica(WAIT).expect("the change");

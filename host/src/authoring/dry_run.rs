@@ -315,7 +315,7 @@ async fn read_newest_full_state(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replication_log::RefusedRow;
+    use crate::replication_log::{LogWriter, RefusedRow};
 
     fn row(sequence: u64, entry_type: EntryType) -> LogRecord {
         LogRecord::Entry(LogEntry {
@@ -325,7 +325,7 @@ mod tests {
             timestamp_millis: 0,
             source_cluster: "c".into(),
             entry_type,
-            payload: vec![sequence as u8],
+            payload: vec![sequence as u8].into(),
         })
     }
 

@@ -4,6 +4,11 @@
 //! store) and the baseline of Orlando's own consumer ([`super::seed`]) run one after the
 //! other on fresh logs in the same invocation.
 //!
+//! With `--shadow`, each round also runs the host with a shadow
+//! (`[[plugin]] shadow`): a second copy of the BankAccount plugin decoding
+//! every snapshot beside the plugin in force on spare decode slots, so its
+//! lag and CPU compare with the host alone in the same run.
+//!
 //! Producer, host and baseline each run in a child process of this binary,
 //! so that each one's CPU time (`getrusage`) and peak RSS are its own.
 //!
@@ -31,6 +36,8 @@ use super::{
 };
 use crate::checkpoint::{CheckpointFile, CheckpointWriter, Identity, WriterStats};
 use crate::consumer::{ConsumerConfig, Replicator, SnapshotDecoder};
+use crate::daemon::shadow::Shadow;
+use crate::daemon::shadow::classify::Class;
 use crate::demo::orlando;
 use crate::plugin::{DecodeSlots, LoadedPlugin, PluginDecoder, PluginEngine, PluginLimits};
 use crate::replication_log::{self, EntryType, LogEntry, ReplicationLog};
@@ -69,6 +76,8 @@ pub struct E2eOptions {
     pub change_feed: bool,
     /// The host keeps a checkpoint; its writer's CPU time is reported.
     pub checkpoint: bool,
+    /// Each round also runs the host with a shadow plugin (sample 1.0).
+    pub shadow: bool,
     /// The sample plugins' sources.
     pub plugins_dir: PathBuf,
 }
@@ -130,13 +139,15 @@ pub fn run(options: &E2eOptions) -> anyhow::Result<()> {
         base: u64::from(options.prefill > 0),
     };
     let mut results = Vec::new();
-    let kinds: &[&str] = if options.prefill > 0 {
-        &["host"]
-    } else {
-        &["host", "seed"]
-    };
+    let mut kinds = vec!["host"];
+    if options.shadow {
+        kinds.push("host-shadow");
+    }
+    if options.prefill == 0 {
+        kinds.push("seed");
+    }
     for round in 0..options.repeat {
-        for &kind in kinds {
+        for &kind in &kinds {
             let log = runtime.block_on(async {
                 let log = BenchLog::create(options.backend, &options.postgres_url).await?;
                 if options.prefill > 0 {
@@ -221,10 +232,10 @@ pub fn run(options: &E2eOptions) -> anyhow::Result<()> {
         efficiency.push((kind, applied / cpu.max(1e-9)));
         println!(
             "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.0} | {:.0} | {:.0} |{}",
-            if *kind == "host" {
-                "host (Wasm, default isolation)"
-            } else {
-                "seed baseline"
+            match *kind {
+                "host" => "host (Wasm, default isolation)",
+                "host-shadow" => "host with a shadow (sample 1.0)",
+                _ => "seed baseline",
             },
             p["written"].as_f64().unwrap_or(0.0) / p["seconds"].as_f64().unwrap_or(1.0),
             applied,
@@ -260,6 +271,7 @@ pub fn run(options: &E2eOptions) -> anyhow::Result<()> {
             c["checkpoint_flushes"],
         );
     }
+    shadow_report(&results);
     let host: Vec<f64> = efficiency
         .iter()
         .filter(|(k, _)| *k == "host")
@@ -285,6 +297,31 @@ pub fn run(options: &E2eOptions) -> anyhow::Result<()> {
         ratios.len()
     );
     Ok(())
+}
+
+/// The shadow's classes per round, and the host with a shadow against the
+/// host alone of the same round: lag p99 and CPU.
+fn shadow_report(results: &[(&str, serde_json::Value, serde_json::Value, f64)]) {
+    let mut alone = None;
+    for (kind, c, _, _) in results {
+        match *kind {
+            "host" => alone = Some(c),
+            "host-shadow" => {
+                println!();
+                println!("Shadow decodes (host with a shadow): {}.", c["shadow"]);
+                if let Some(a) = alone {
+                    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+                    println!(
+                        "With a shadow ÷ alone, same round: lag p99 {:.2}×, lag p50 {:.2}×, CPU {:.2}×.",
+                        f(c, "lag_p99_ms") / f(a, "lag_p99_ms"),
+                        f(c, "lag_p50_ms") / f(a, "lag_p50_ms"),
+                        f(c, "cpu_s") / f(a, "cpu_s"),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Runs one consumer worker and the producer against `url`; returns their
@@ -402,7 +439,7 @@ pub fn producer(url: &str, plan: Plan, writers: u64) -> anyhow::Result<serde_jso
                         timestamp_millis: now_millis(),
                         source_cluster: "us-east".into(),
                         entry_type: EntryType::FullState,
-                        payload: orlando::bincode(&orlando::sample_account(sequence)),
+                        payload: orlando::bincode(&orlando::sample_account(sequence)).into(),
                     };
                     log.append(&entry).await?;
                     written += 1;
@@ -567,6 +604,7 @@ pub fn consumer(
     } = timing;
     let checkpoint_dir = tempfile::tempdir()?;
     let mut writer_task = None;
+    let mut shadow_tally = None;
     let runtime = tokio::runtime::Runtime::new()?;
     let observed = Arc::new(Observed {
         lags: Mutex::new(Vec::new()),
@@ -581,13 +619,22 @@ pub fn consumer(
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut handles = Vec::new();
         match kind {
-            "host" => {
+            "host" | "host-shadow" => {
                 let engine = PluginEngine::new()?;
-                let plugin = Arc::new(LoadedPlugin::load(&engine, plugin, PluginLimits::default())?);
-                let decoder: Arc<dyn SnapshotDecoder> = Arc::new(PluginDecoder::new(
-                    plugin,
-                    DecodeSlots::per_core(),
-                ));
+                let path = plugin;
+                let plugin = Arc::new(LoadedPlugin::load(&engine, path, PluginLimits::default())?);
+                let slots = DecodeSlots::per_core();
+                let mut decoder: Arc<dyn SnapshotDecoder> =
+                    Arc::new(PluginDecoder::new(Arc::clone(&plugin), slots.clone()));
+                if kind == "host-shadow" {
+                    // The candidate is a second load of the same file, as an
+                    // operator's `shadow` entry would be.
+                    let candidate = LoadedPlugin::load(&engine, path, PluginLimits::default())?;
+                    let shadow =
+                        Shadow::new(GRAIN_TYPE, Arc::new(candidate), path.to_path_buf(), 1.0);
+                    decoder = shadow.wrap(decoder, &slots);
+                    shadow_tally = Some(Arc::clone(&shadow.tally));
+                }
                 let store = Arc::new(ReplicaStore::with_change_capacity(1 << 16));
                 let mut changes = store.subscribe();
                 let seen = Arc::clone(&observed);
@@ -750,6 +797,12 @@ pub fn consumer(
             "checkpoint_scan_cpu_s": writer.map(|w| w.1),
             "checkpoint_rows": writer.map(|w| w.2),
             "checkpoint_flushes": writer.map(|w| w.3),
+            "shadow": shadow_tally.map(|t| {
+                Class::ALL
+                    .iter()
+                    .map(|c| (c.as_str().to_owned(), json!(t.count(*c))))
+                    .collect::<serde_json::Map<_, _>>()
+            }),
         }))
     })
 }

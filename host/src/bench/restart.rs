@@ -141,7 +141,8 @@ pub(super) async fn checkpoint_and_restart(
                 entry_type: EntryType::FullState,
                 payload: crate::demo::orlando::bincode(&crate::demo::orlando::CounterState {
                     count: 2,
-                }),
+                })
+                .into(),
             })
             .await?;
     }

@@ -150,7 +150,7 @@ impl SeedConsumer {
                         self.replica_store.update(
                             &self.grain_type,
                             &self.grain_key,
-                            latest.payload.clone(),
+                            latest.payload.to_vec(),
                             latest.sequence,
                             latest.timestamp_millis,
                         );

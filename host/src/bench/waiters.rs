@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 
 use super::{machine, sample_plugin};
 use crate::demo::orlando::{self, CounterState};
-use crate::replication_log::{self, EntryType, LogEntry, ReplicationLog};
+use crate::replication_log::{self, EntryType, LogEntry, LogWriter};
 use crate::store::now_millis;
 
 /// What `bench waiters` runs.
@@ -204,7 +204,7 @@ async fn measure(
 }
 
 /// Appends a Counter FullState at `sequence`.
-async fn append(log: &dyn ReplicationLog, key: &str, sequence: u64) -> anyhow::Result<()> {
+async fn append(log: &dyn LogWriter, key: &str, sequence: u64) -> anyhow::Result<()> {
     log.append(&LogEntry {
         grain_type: "Counter".into(),
         grain_key: key.into(),
@@ -214,7 +214,8 @@ async fn append(log: &dyn ReplicationLog, key: &str, sequence: u64) -> anyhow::R
         entry_type: EntryType::FullState,
         payload: orlando::bincode(&CounterState {
             count: sequence as i64,
-        }),
+        })
+        .into(),
     })
     .await?;
     Ok(())

@@ -253,7 +253,7 @@ mod tests {
     async fn a_warm_start_reads_only_the_grains_the_log_changed_since_and_lists_once() {
         use crate::bench::CountingLog;
         use crate::consumer::{ConsumerConfig, Replicator, SnapshotDecoder, list_first};
-        use crate::replication_log::{EntryType, LogEntry, MemoryLog, ReplicationLog};
+        use crate::replication_log::{EntryType, LogEntry, LogWriter, MemoryLog};
 
         const GRAINS: usize = 300;
         let entry = |n: usize, sequence: u64| LogEntry {
@@ -263,7 +263,7 @@ mod tests {
             timestamp_millis: 7,
             source_cluster: "eu".into(),
             entry_type: EntryType::FullState,
-            payload: vec![1],
+            payload: vec![1].into(),
         };
         let memory = Arc::new(MemoryLog::new());
         for n in 0..GRAINS {

@@ -89,6 +89,11 @@ pub enum BenchCommand {
         /// report its writer's CPU time over the run.
         #[arg(long)]
         checkpoint: bool,
+        /// Each round also runs the host with a shadow plugin (a second
+        /// copy of the BankAccount plugin, `shadow_sample` 1.0), to compare
+        /// its lag and CPU with the host alone.
+        #[arg(long)]
+        shadow: bool,
         /// The sample plugins' sources.
         #[arg(long, default_value_os_t = super::sample_plugins_dir())]
         plugins_dir: PathBuf,
@@ -324,6 +329,7 @@ pub fn run(command: BenchCommand) -> ExitCode {
             prefill,
             change_feed,
             checkpoint,
+            shadow,
             plugins_dir,
         } => bench::e2e::run(&E2eOptions {
             backend,
@@ -338,6 +344,7 @@ pub fn run(command: BenchCommand) -> ExitCode {
             prefill,
             change_feed,
             checkpoint,
+            shadow,
             plugins_dir,
         }),
         BenchCommand::Idle {

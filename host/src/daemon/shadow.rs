@@ -287,7 +287,7 @@ mod tests {
             timestamp_millis: 0,
             source_cluster: "c".into(),
             entry_type: EntryType::FullState,
-            payload: vec![],
+            payload: bytes::Bytes::new(),
         }
     }
 

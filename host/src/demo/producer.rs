@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::orlando::{self, CounterState, UserProfile};
-use crate::replication_log::{EntryType, LogEntry, ReplicationLog};
+use crate::replication_log::{EntryType, LogEntry, LogWriter};
 use crate::shutdown::StopSignal;
 use crate::store::now_millis;
 
@@ -35,7 +35,7 @@ impl Default for ProducerConfig {
 
 /// Appends snapshots until `shutdown` stops; returns how many entries it wrote.
 pub async fn run_producer(
-    log: Arc<dyn ReplicationLog>,
+    log: Arc<dyn LogWriter>,
     config: ProducerConfig,
     mut shutdown: StopSignal,
 ) -> u64 {
@@ -80,7 +80,7 @@ pub async fn run_producer(
                 } else {
                     EntryType::FullState
                 },
-                payload,
+                payload: payload.into(),
             };
             match log.append(&entry).await {
                 Ok(_) => written += 1,

@@ -148,6 +148,8 @@ impl SnapshotDecoder for PluginDecoder {
             .await
             .ok_or_else(|| unavailable("the host is shutting down".into()))?;
         let plugin = self.plugin.clone();
+        // The blocking task needs its own entry: the payload is shared
+        // (`Bytes`), so this copies the names, not the state.
         let entry_owned = entry.clone();
         let started = Instant::now();
         let result = tokio::task::spawn_blocking(move || {

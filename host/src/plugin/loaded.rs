@@ -313,7 +313,7 @@ impl LoadedPlugin {
             .and_then(|world: PluginWorld| {
                 world
                     .replica_plugin_decoder()
-                    .call_decode(&mut store, &input)
+                    .call_decode(&mut store, input)
             });
         self.finish(&store, s, outcome)
     }
@@ -421,16 +421,17 @@ impl LoadedPlugin {
     }
 }
 
-impl SnapshotRef<'_> {
-    /// The contract's snapshot record, owning copies of the fields.
-    fn to_input(self) -> types::Snapshot {
+impl<'a> SnapshotRef<'a> {
+    /// The contract's snapshot record, borrowing the fields: wasmtime
+    /// copies them into the guest's memory, and nothing copies them before.
+    fn to_input(self) -> types::Snapshot<'a> {
         types::Snapshot {
-            grain_type: self.grain_type.to_string(),
-            grain_key: self.grain_key.to_string(),
+            grain_type: self.grain_type,
+            grain_key: self.grain_key,
             sequence: self.sequence,
             timestamp_millis: self.timestamp_millis,
-            source_cluster: self.source_cluster.to_string(),
-            payload: self.payload.to_vec(),
+            source_cluster: self.source_cluster,
+            payload: self.payload,
         }
     }
 

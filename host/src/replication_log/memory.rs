@@ -5,10 +5,11 @@ use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use super::record::LooseRow;
 use super::{
-    ChangeCursor, CursorState, GrainHead, HeadChanges, LogEntry, LogError, LogRecord,
+    ChangeCursor, CursorState, GrainHead, HeadChanges, LogEntry, LogError, LogRecord, LogWriter,
     ReplicationLog, ScanPage, scan, seq,
 };
 
@@ -40,7 +41,8 @@ struct Stored {
     timestamp_millis: i64,
     source_cluster: String,
     entry_type: i64,
-    payload: Vec<u8>,
+    /// Shared with every entry read from it.
+    payload: Bytes,
 }
 
 impl Stored {
@@ -132,7 +134,7 @@ impl MemoryLog {
                 timestamp_millis: row.timestamp_millis,
                 source_cluster: row.source_cluster,
                 entry_type: row.entry_type,
-                payload: row.payload,
+                payload: Bytes::from(row.payload),
             },
         );
         Ok(())
@@ -197,61 +199,6 @@ impl ReplicationLog for MemoryLog {
             .lock()
             .get(&key(grain_type, grain_key))
             .map_or(0, latest))
-    }
-
-    async fn append(&self, entry: &LogEntry) -> Result<u64, LogError> {
-        let stored = seq::to_stored(entry.sequence)?;
-        let mut grains = self.lock();
-        let grain = key(&entry.grain_type, &entry.grain_key);
-        let newest = grains.get(&grain).map_or(0, latest);
-        if entry.sequence <= newest {
-            return Err(LogError::SequenceConflict {
-                grain_type: entry.grain_type.clone(),
-                grain_key: entry.grain_key.clone(),
-                sequence: entry.sequence,
-                latest: newest,
-            });
-        }
-        let stamp = grains.stamp_row(&grain, stored);
-        grains.entry(grain).or_default().insert(
-            stored,
-            Stored {
-                stamp,
-                timestamp_millis: entry.timestamp_millis,
-                source_cluster: entry.source_cluster.clone(),
-                entry_type: entry.entry_type.code(),
-                payload: entry.payload.clone(),
-            },
-        );
-        Ok(entry.sequence)
-    }
-
-    async fn truncate(
-        &self,
-        grain_type: &str,
-        grain_key: &str,
-        before: u64,
-    ) -> Result<u64, LogError> {
-        let Some(last) = seq::last_below(before) else {
-            return Ok(0);
-        };
-        let mut grains = self.lock();
-        let grain = key(grain_type, grain_key);
-        let Some(rows) = grains.get_mut(&grain) else {
-            return Ok(0);
-        };
-        let doomed: Vec<i64> = rows.range(0..=last).map(|(s, _)| *s).collect();
-        let mut stamps = Vec::with_capacity(doomed.len());
-        for sequence in &doomed {
-            stamps.extend(rows.remove(sequence).map(|row| row.stamp));
-        }
-        if rows.is_empty() {
-            grains.remove(&grain);
-        }
-        for stamp in stamps {
-            grains.by_stamp.remove(&stamp);
-        }
-        Ok(doomed.len() as u64)
     }
 
     async fn grain_heads(&self, grain_type: &str) -> Result<Vec<GrainHead>, LogError> {
@@ -394,6 +341,64 @@ impl ReplicationLog for MemoryLog {
         }
         snapshot.grain_types.retain(|(_, heads)| !heads.is_empty());
         Ok(Some(snapshot))
+    }
+}
+
+#[async_trait]
+impl LogWriter for MemoryLog {
+    async fn append(&self, entry: &LogEntry) -> Result<u64, LogError> {
+        let stored = seq::to_stored(entry.sequence)?;
+        let mut grains = self.lock();
+        let grain = key(&entry.grain_type, &entry.grain_key);
+        let newest = grains.get(&grain).map_or(0, latest);
+        if entry.sequence <= newest {
+            return Err(LogError::SequenceConflict {
+                grain_type: entry.grain_type.clone(),
+                grain_key: entry.grain_key.clone(),
+                sequence: entry.sequence,
+                latest: newest,
+            });
+        }
+        let stamp = grains.stamp_row(&grain, stored);
+        grains.entry(grain).or_default().insert(
+            stored,
+            Stored {
+                stamp,
+                timestamp_millis: entry.timestamp_millis,
+                source_cluster: entry.source_cluster.clone(),
+                entry_type: entry.entry_type.code(),
+                payload: entry.payload.clone(),
+            },
+        );
+        Ok(entry.sequence)
+    }
+
+    async fn truncate(
+        &self,
+        grain_type: &str,
+        grain_key: &str,
+        before: u64,
+    ) -> Result<u64, LogError> {
+        let Some(last) = seq::last_below(before) else {
+            return Ok(0);
+        };
+        let mut grains = self.lock();
+        let grain = key(grain_type, grain_key);
+        let Some(rows) = grains.get_mut(&grain) else {
+            return Ok(0);
+        };
+        let doomed: Vec<i64> = rows.range(0..=last).map(|(s, _)| *s).collect();
+        let mut stamps = Vec::with_capacity(doomed.len());
+        for sequence in &doomed {
+            stamps.extend(rows.remove(sequence).map(|row| row.stamp));
+        }
+        if rows.is_empty() {
+            grains.remove(&grain);
+        }
+        for stamp in stamps {
+            grains.by_stamp.remove(&stamp);
+        }
+        Ok(doomed.len() as u64)
     }
 }
 

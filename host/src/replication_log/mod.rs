@@ -10,13 +10,18 @@
 //! its own SQL.
 //!
 //! # Readers and writers
-//! [`open`] is the reader's open, the one `replica-host run` uses: it never
+//! Reading and writing are two traits: [`ReplicationLog`] reads, and
+//! [`LogWriter`] (a `ReplicationLog` too) appends and truncates. [`open`]
+//! is the reader's open, the one `replica-host run` uses: it returns a
+//! `ReplicationLog`, so a reader has no `append` to call, and it never
 //! creates a file, a database or a table. A SQLite file is opened read-only
 //! and a PostgreSQL session is read-only (`default_transaction_read_only`);
 //! a missing file, database or table is a [`LogError::Missing`]. Writers
 //! (the demo, the benchmarks, tests standing in for an Orlando primary) use
 //! [`create`], which creates the SQLite file and Orlando's table when
-//! missing.
+//! missing, and returns a [`LogWriter`] ([`SqliteWriter`],
+//! [`PostgresWriter`]; a [`MemoryLog`] is both). Wrappers that count or
+//! fail some calls of another log build on [`ForwardLog`].
 //!
 //! # Incremental discovery (`changes_since`)
 //! Listing every grain's head is O(rows of the type) per call. The consumer
@@ -42,25 +47,33 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::secret::Secret;
 
+mod error;
+pub mod forward;
 mod memory;
 pub mod pg_change_feed;
 pub mod pg_connect;
+mod pg_driver;
 mod postgres;
+mod postgres_writer;
 mod record;
 mod scan;
 mod seq;
 mod sql;
 mod sqlite;
 mod sqlite_bulk;
+mod sqlite_writer;
 mod url;
 
+pub use error::{Cause, LogError};
+pub use forward::ForwardLog;
 pub use memory::{MemoryLog, RawRow};
-pub use postgres::PostgresLog;
+pub use postgres::{PostgresLog, PostgresWriter};
 pub use scan::{DEFAULT_SCAN_ROWS, ScanPage, ScannedGrain};
-pub use sqlite::SqliteLog;
+pub use sqlite::{SqliteLog, SqliteWriter};
 pub use url::redact_password;
 
 /// What a log entry carries: a full snapshot, or a delta (reserved by Orlando,
@@ -107,8 +120,10 @@ pub struct LogEntry {
     pub source_cluster: String,
     /// Full state or delta.
     pub entry_type: EntryType,
-    /// The grain's serialized state.
-    pub payload: Vec<u8>,
+    /// The grain's serialized state: a shared buffer, so handing an entry
+    /// on (to a decode task, into a plugin call) copies no bytes; the one
+    /// copy is into the guest's memory.
+    pub payload: Bytes,
 }
 
 /// A stored row the host cannot interpret (unknown `entry_type`, a sequence
@@ -190,10 +205,6 @@ pub struct HeadsSnapshot {
     pub grain_types: Vec<(String, Vec<GrainHead>)>,
 }
 
-/// The error beneath a [`LogError`]: the driver's own, kept whole for callers
-/// that walk [`std::error::Error::source`] or downcast it.
-pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
-
 impl HeadChanges {
     /// A full listing of `heads`, with no cursor: what a backend answers
     /// when it has no incremental form.
@@ -206,111 +217,9 @@ impl HeadChanges {
     }
 }
 
-/// Errors of a log backend, as in Orlando. Each `message` is the whole line
-/// users see, naming the file or server (with the cause's own words, when
-/// there is one); `source` keeps the cause itself.
-#[derive(Debug, thiserror::Error)]
-pub enum LogError {
-    /// The backend cannot be reached (connection refused, database locked, ...).
-    #[error("log backend unavailable: {message}")]
-    Unavailable {
-        /// What could not be reached, and why.
-        message: String,
-        /// The driver's error, if one caused it.
-        #[source]
-        source: Option<Cause>,
-    },
-    /// An append whose sequence is not above the grain's newest.
-    #[error(
-        "sequence conflict for {grain_type}/{grain_key}: {sequence} is not above the latest {latest}"
-    )]
-    SequenceConflict {
-        /// The grain's type.
-        grain_type: String,
-        /// The grain's key.
-        grain_key: String,
-        /// The refused sequence.
-        sequence: u64,
-        /// The grain's newest sequence.
-        latest: u64,
-    },
-    /// A bad connection URL or configuration.
-    #[error("invalid log configuration: {message}")]
-    Config {
-        /// What is wrong, naming the URL (password hidden).
-        message: String,
-        /// The parser's error, if one caused it.
-        #[source]
-        source: Option<Cause>,
-    },
-    /// What the URL names does not exist: the SQLite file, the PostgreSQL
-    /// database, or Orlando's table in it. A reader never creates them.
-    #[error("{message}")]
-    Missing {
-        /// The URL or file, and what is missing.
-        message: String,
-        /// The driver's error, if one caused it.
-        #[source]
-        source: Option<Cause>,
-    },
-    /// Any other backend error.
-    #[error("log backend error: {message}")]
-    Backend {
-        /// What failed, naming the file or server.
-        message: String,
-        /// The driver's error, if one caused it.
-        #[source]
-        source: Option<Cause>,
-    },
-}
-
-impl LogError {
-    /// [`LogError::Unavailable`] with no underlying error.
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::Unavailable {
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    /// [`LogError::Config`] with no underlying error.
-    pub fn config(message: impl Into<String>) -> Self {
-        Self::Config {
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    /// [`LogError::Missing`] with no underlying error.
-    pub fn missing(message: impl Into<String>) -> Self {
-        Self::Missing {
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    /// [`LogError::Backend`] with no underlying error.
-    pub fn backend(message: impl Into<String>) -> Self {
-        Self::Backend {
-            message: message.into(),
-            source: None,
-        }
-    }
-
-    /// A driver's error as [`LogError::Unavailable`] when `unavailable`,
-    /// else [`LogError::Backend`]; `message` already names the place and
-    /// the cause, which is kept as the source.
-    pub(crate) fn from_driver(unavailable: bool, message: String, cause: sqlx::Error) -> Self {
-        let source = Some(Cause::from(cause));
-        if unavailable {
-            Self::Unavailable { message, source }
-        } else {
-            Self::Backend { message, source }
-        }
-    }
-}
-
-/// A replication log backend. All methods are safe to call concurrently.
+/// A replication log, read: what the host needs of a backend. All methods
+/// are safe to call concurrently. Writing is [`LogWriter`]'s, which only
+/// [`create`] hands out.
 #[async_trait]
 pub trait ReplicationLog: Send + Sync + 'static {
     /// Rows of one grain with `sequence > after`, ascending, at most `limit`.
@@ -328,19 +237,6 @@ pub trait ReplicationLog: Send + Sync + 'static {
 
     /// The grain's newest sequence, 0 when it has none.
     async fn latest_sequence(&self, grain_type: &str, grain_key: &str) -> Result<u64, LogError>;
-
-    /// Appends an entry; refuses a sequence not above the grain's newest with
-    /// [`LogError::SequenceConflict`]. Returns the sequence.
-    async fn append(&self, entry: &LogEntry) -> Result<u64, LogError>;
-
-    /// Deletes the grain's rows with `sequence < before`; returns how many.
-    /// Rows whose sequence is unusable are kept.
-    async fn truncate(
-        &self,
-        grain_type: &str,
-        grain_key: &str,
-        before: u64,
-    ) -> Result<u64, LogError>;
 
     /// Every grain of `grain_type` with its newest sequence: how the host
     /// discovers grains and learns which have new entries. Grains without a
@@ -410,11 +306,41 @@ pub trait ReplicationLog: Send + Sync + 'static {
     }
 }
 
+/// A replication log that can also be written: what an Orlando primary
+/// does. Only [`create`] (and the backends' own `create`) hands one out;
+/// [`open`] returns a reader, which has no `append` to call. An
+/// `Arc<dyn LogWriter>` coerces to `Arc<dyn ReplicationLog>` where a
+/// reader is wanted.
+#[async_trait]
+pub trait LogWriter: ReplicationLog {
+    /// Appends an entry; refuses a sequence not above the grain's newest with
+    /// [`LogError::SequenceConflict`]. Returns the sequence.
+    async fn append(&self, entry: &LogEntry) -> Result<u64, LogError>;
+
+    /// Deletes the grain's rows with `sequence < before`; returns how many.
+    /// Rows whose sequence is unusable are kept.
+    async fn truncate(
+        &self,
+        grain_type: &str,
+        grain_key: &str,
+        before: u64,
+    ) -> Result<u64, LogError>;
+}
+
 /// Opens the log a URL names, as a reader: `memory://`, `sqlite://PATH` or
 /// `sqlite:PATH` (the file opened read-only), or `postgres://...` /
 /// `postgresql://...` (read-only sessions). Creates nothing: a missing file,
 /// database or table is [`LogError::Missing`], naming the URL (password
 /// hidden) and what is missing.
+///
+/// A reader cannot write: the log it returns has no `append`.
+///
+/// ```compile_fail
+/// # async fn f(entry: replica_host::replication_log::LogEntry) {
+/// let log = replica_host::replication_log::open("memory://").await.unwrap();
+/// log.append(&entry).await; // no `append` on a `dyn ReplicationLog`
+/// # }
+/// ```
 pub async fn open(url: &str) -> Result<Arc<dyn ReplicationLog>, LogError> {
     open_with(url, &OpenOptions::default()).await
 }
@@ -464,7 +390,7 @@ pub async fn open_with(
 /// Opens the log a URL names, as a writer: like [`open`], but creates the
 /// SQLite file (in WAL mode) and Orlando's table when missing. For the demo,
 /// the benchmarks and tests that stand in for an Orlando primary.
-pub async fn create(url: &str) -> Result<Arc<dyn ReplicationLog>, LogError> {
+pub async fn create(url: &str) -> Result<Arc<dyn LogWriter>, LogError> {
     Ok(match url::LogUrl::parse(url)? {
         url::LogUrl::Memory => Arc::new(MemoryLog::new()),
         url::LogUrl::Sqlite(path) => Arc::new(SqliteLog::create(path).await?),

@@ -68,7 +68,7 @@ pub(super) fn options(
     password: Option<&Secret>,
 ) -> Result<PgConnectOptions, LogError> {
     let mut options =
-        PgConnectOptions::from_str(url).map_err(|e| super::postgres::invalid_url(shown, e))?;
+        PgConnectOptions::from_str(url).map_err(|e| super::pg_driver::invalid_url(shown, e))?;
     if let Some(password) = password {
         options = options.password(password.expose());
     }

@@ -14,14 +14,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgQueryResult, PgRow};
-use sqlx::{Postgres, Row, TypeInfo, ValueRef};
+use sqlx::Postgres;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgQueryResult};
 
-use super::record::LooseColumns;
+use super::pg_driver::{GRAIN_HEADS, error, has_code};
+pub use super::postgres_writer::PostgresWriter;
 use super::sql::{Queries, Sql, SqlLog};
 use super::{
-    ChangeCursor, CursorState, GrainHead, HeadChanges, HeadsSnapshot, LogEntry, LogError,
-    LogRecord, ReplicationLog, ScanPage, pg_change_feed, pg_connect, redact_password, seq,
+    ChangeCursor, CursorState, GrainHead, HeadChanges, HeadsSnapshot, LogError, LogRecord,
+    ReplicationLog, ScanPage, pg_change_feed, pg_connect, redact_password, seq,
 };
 use crate::secret::Secret;
 
@@ -51,19 +52,11 @@ WHERE grain_type = $1 AND grain_key = $2 AND (sequence > $3 OR sequence < 0)
 ORDER BY CASE WHEN sequence < 0 THEN 1 ELSE 0 END, sequence
 LIMIT $4";
 
-const LATEST: &str = "SELECT MAX(sequence) FROM replication_log
+pub(super) const LATEST: &str = "SELECT MAX(sequence) FROM replication_log
 WHERE grain_type = $1 AND grain_key = $2 AND sequence >= 0";
-
-const INSERT: &str = "INSERT INTO replication_log
-    (grain_type, grain_key, sequence, timestamp_millis, source_cluster, entry_type, payload)
-VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 const TRUNCATE: &str = "DELETE FROM replication_log
 WHERE grain_type = $1 AND grain_key = $2 AND sequence >= 0 AND sequence <= $3";
-
-pub(super) const GRAIN_HEADS: &str = "SELECT grain_key, MAX(sequence) FROM replication_log
-WHERE grain_type = $1 AND sequence >= 0
-GROUP BY grain_key ORDER BY grain_key";
 
 /// One page of the catch-up scan, in primary-key order: the first page, and
 /// the pages after a grain key.
@@ -103,13 +96,10 @@ const GRAIN_TYPES: &str = "WITH RECURSIVE t(g) AS (
 )
 SELECT g FROM t WHERE g IS NOT NULL";
 
-/// How many times an append is retried after a serialization failure.
-const APPEND_RETRIES: u32 = 12;
-
 /// A [`ReplicationLog`] in PostgreSQL, through a self-healing pool.
 #[derive(Debug, Clone)]
 pub struct PostgresLog {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     /// The URL without its password, for error messages.
     url: String,
     /// Whether the table has the change feed column `replica_tx`.
@@ -180,7 +170,7 @@ impl PostgresLog {
 
     /// Connects as a writer and creates Orlando's table when missing. For
     /// the demo, benchmarks and tests that stand in for an Orlando primary.
-    pub async fn create(url: &str) -> Result<Self, LogError> {
+    pub async fn create(url: &str) -> Result<PostgresWriter, LogError> {
         Self::create_with_timeout(url, Self::DEFAULT_ACQUIRE_TIMEOUT).await
     }
 
@@ -189,7 +179,7 @@ impl PostgresLog {
     pub async fn create_with_timeout(
         url: &str,
         acquire_timeout: Duration,
-    ) -> Result<Self, LogError> {
+    ) -> Result<PostgresWriter, LogError> {
         let (log, _) = Self::open_pool(url, None, acquire_timeout, false).await?;
         if let Err(e) = sqlx::query(CREATE_TABLE).execute(&log.pool).await {
             // Two processes creating the table at once: one loses the race
@@ -201,7 +191,7 @@ impl PostgresLog {
             }
         }
         log.detect_change_feed().await?;
-        Ok(log)
+        Ok(PostgresWriter(log))
     }
 
     /// Whether discovery uses the change feed (the table has the
@@ -266,141 +256,6 @@ impl PostgresLog {
     pub async fn close(&self) {
         self.pool.close().await;
     }
-
-    /// One attempt at an append in a serializable transaction: `Ok(None)`
-    /// when stored, `Ok(Some(latest))` on a sequence conflict.
-    async fn try_append(&self, entry: &LogEntry, stored: i64) -> Result<Option<u64>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        // Serializable: two appends to one grain cannot both pass the check.
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
-            .execute(&mut *tx)
-            .await?;
-        let newest: Option<i64> = sqlx::query_scalar(LATEST)
-            .bind(&entry.grain_type)
-            .bind(&entry.grain_key)
-            .fetch_one(&mut *tx)
-            .await?;
-        let newest = newest.and_then(seq::from_stored).unwrap_or(0);
-        if entry.sequence <= newest {
-            let _ = tx.rollback().await;
-            return Ok(Some(newest));
-        }
-        let entry_type = i16::try_from(entry.entry_type.code()).unwrap_or(i16::MAX);
-        sqlx::query(INSERT)
-            .bind(&entry.grain_type)
-            .bind(&entry.grain_key)
-            .bind(stored)
-            .bind(entry.timestamp_millis)
-            .bind(&entry.source_cluster)
-            .bind(entry_type)
-            .bind(entry.payload.as_slice())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(None)
-    }
-}
-
-/// Whether `err` is a database error with one of these SQLSTATEs.
-pub(super) fn has_code(err: &sqlx::Error, codes: &[&str]) -> bool {
-    match err {
-        sqlx::Error::Database(db) => db.code().is_some_and(|c| codes.contains(&c.as_ref())),
-        _ => false,
-    }
-}
-
-/// A URL sqlx cannot parse, shown as `shown` (password hidden).
-pub(super) fn invalid_url(shown: &str, err: sqlx::Error) -> LogError {
-    LogError::Config {
-        message: format!("invalid PostgreSQL URL {shown}: {err}"),
-        source: Some(err.into()),
-    }
-}
-
-/// Maps a sqlx error, naming the server: a lost, refused or timed-out
-/// connection is [`LogError::Unavailable`]; a database that does not exist
-/// is [`LogError::Missing`].
-pub(super) fn error(url: &str, err: sqlx::Error) -> LogError {
-    if let sqlx::Error::Database(db) = &err
-        && db.code().as_deref() == Some("3D000")
-    {
-        return LogError::Missing {
-            message: format!("{url}: {}", db.message()),
-            source: Some(err.into()),
-        };
-    }
-    let message = match pg_connect::tls_reason(&err) {
-        Some(reason) => format!("{url}: TLS: {reason}"),
-        None => format!("{url}: {err}"),
-    };
-    let unavailable = match &err {
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // 08: connection exception; 57P0x: the server shut down or is
-            // starting; 53300: too many connections.
-            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
-        }),
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        _ => false,
-    };
-    LogError::from_driver(unavailable, message, err)
-}
-
-/// What a column holds, if it cannot be read: `NULL` or its SQL type.
-fn unreadable(row: &PgRow, column: &str) -> Option<String> {
-    match row.try_get_raw(column) {
-        Ok(raw) if raw.is_null() => Some("found NULL".to_owned()),
-        Ok(_) => None,
-        Err(e) => Some(e.to_string()),
-    }
-}
-
-/// An integer column of any width, read loosely.
-fn loose_int(row: &PgRow, column: &str) -> Result<i64, String> {
-    if let Some(why) = unreadable(row, column) {
-        return Err(why);
-    }
-    let type_name = row
-        .try_get_raw(column)
-        .map(|raw| raw.type_info().name().to_owned())
-        .map_err(|e| e.to_string())?;
-    let value = match type_name.as_str() {
-        "INT8" => row.try_get::<i64, _>(column),
-        "INT4" => row.try_get::<i32, _>(column).map(i64::from),
-        "INT2" => row.try_get::<i16, _>(column).map(i64::from),
-        other => return Err(format!("expected an integer, found {other}")),
-    };
-    value.map_err(|e| e.to_string())
-}
-
-/// Any other column, read loosely.
-fn loose<'r, T>(row: &'r PgRow, column: &str) -> Result<T, String>
-where
-    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
-{
-    if let Some(why) = unreadable(row, column) {
-        return Err(why);
-    }
-    row.try_get(column).map_err(|e| e.to_string())
-}
-
-/// Integers of any width; NULL or another SQL type is the column's fault.
-impl LooseColumns for PgRow {
-    fn integer(&self, column: &str) -> Result<i64, String> {
-        loose_int(self, column)
-    }
-
-    fn text(&self, column: &str) -> Result<String, String> {
-        loose(self, column)
-    }
-
-    fn blob(&self, column: &str) -> Result<Vec<u8>, String> {
-        loose(self, column)
-    }
 }
 
 impl SqlLog for PostgresLog {
@@ -455,50 +310,6 @@ impl ReplicationLog for PostgresLog {
             .await
             .map_err(|e| self.error(e))?;
         Ok(newest.and_then(seq::from_stored).unwrap_or(0))
-    }
-
-    async fn append(&self, entry: &LogEntry) -> Result<u64, LogError> {
-        let stored = seq::to_stored(entry.sequence)?;
-        let conflict = |latest| LogError::SequenceConflict {
-            grain_type: entry.grain_type.clone(),
-            grain_key: entry.grain_key.clone(),
-            sequence: entry.sequence,
-            latest,
-        };
-        let mut attempt = 0;
-        loop {
-            match self.try_append(entry, stored).await {
-                Ok(None) => return Ok(entry.sequence),
-                Ok(Some(latest)) => return Err(conflict(latest)),
-                // A concurrent append of the same sequence committed first.
-                Err(e) if has_code(&e, &["23505"]) => {
-                    let latest = self
-                        .latest_sequence(&entry.grain_type, &entry.grain_key)
-                        .await
-                        .unwrap_or(entry.sequence);
-                    return Err(conflict(latest.max(entry.sequence)));
-                }
-                // Another transaction got in the way: check again.
-                Err(e) if has_code(&e, &["40001", "40P01"]) && attempt < APPEND_RETRIES => {
-                    attempt += 1;
-                    // Full jitter: racing writers do not collide again in step.
-                    tokio::time::sleep(Duration::from_millis(fastrand::u64(
-                        1..=1 << attempt.min(6),
-                    )))
-                    .await;
-                }
-                Err(e) => return Err(self.error(e)),
-            }
-        }
-    }
-
-    async fn truncate(
-        &self,
-        grain_type: &str,
-        grain_key: &str,
-        before: u64,
-    ) -> Result<u64, LogError> {
-        Sql(self).truncate(grain_type, grain_key, before).await
     }
 
     async fn grain_heads(&self, grain_type: &str) -> Result<Vec<GrainHead>, LogError> {

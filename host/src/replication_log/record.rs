@@ -1,6 +1,8 @@
 //! Turning a stored row, read column by column, into a [`LogRecord`]: every
 //! backend reads loosely and leaves the judgement to this one place.
 
+use bytes::Bytes;
+
 use super::{EntryType, LogEntry, LogRecord, RefusedRow, seq};
 
 /// A stored row whose columns were read one by one: each holds its value,
@@ -19,7 +21,7 @@ pub(crate) struct LooseRow {
     /// The `entry_type` column.
     pub entry_type: Result<i64, String>,
     /// The `payload` column.
-    pub payload: Result<Vec<u8>, String>,
+    pub payload: Result<Bytes, String>,
 }
 
 /// A stored row as a backend reads it, one column at a time and never
@@ -45,7 +47,7 @@ impl LooseRow {
             timestamp_millis: row.integer("timestamp_millis"),
             source_cluster: row.text("source_cluster"),
             entry_type: row.integer("entry_type"),
-            payload: row.blob("payload"),
+            payload: row.blob("payload").map(Bytes::from),
         }
     }
 

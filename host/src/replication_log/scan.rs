@@ -130,7 +130,7 @@ mod tests {
                 timestamp_millis: 0,
                 source_cluster: "c".into(),
                 entry_type: EntryType::FullState,
-                payload: vec![],
+                payload: bytes::Bytes::new(),
             }),
         )
     }

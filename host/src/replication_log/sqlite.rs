@@ -20,9 +20,10 @@ use sqlx::{Row, Sqlite};
 use super::record::LooseColumns;
 use super::sql::{Queries, Sql, SqlLog};
 use super::sqlite_bulk::{BulkError, BulkReader, RowidQueries};
+pub use super::sqlite_writer::SqliteWriter;
 use super::{
-    ChangeCursor, CursorState, GrainHead, HeadChanges, HeadsSnapshot, LogEntry, LogError,
-    LogRecord, ReplicationLog, ScanPage, seq,
+    ChangeCursor, CursorState, GrainHead, HeadChanges, HeadsSnapshot, LogError, LogRecord,
+    ReplicationLog, ScanPage, seq,
 };
 
 /// Orlando's table, as Orlando creates it.
@@ -58,10 +59,6 @@ LIMIT ?";
 const LATEST: &str = "SELECT sequence FROM replication_log
 WHERE grain_type = ? AND grain_key = ? AND sequence >= 0 AND typeof(sequence) = 'integer'
 ORDER BY sequence DESC LIMIT 1";
-
-const INSERT: &str = "INSERT INTO replication_log
-    (grain_type, grain_key, sequence, timestamp_millis, source_cluster, entry_type, payload)
-VALUES (?, ?, ?, ?, ?, ?, ?)";
 
 const TRUNCATE: &str = "DELETE FROM replication_log
 WHERE grain_type = ? AND grain_key = ? AND typeof(sequence) = 'integer'
@@ -150,7 +147,7 @@ SELECT g FROM t WHERE typeof(g) = 'text'";
 /// read-only, a writer creates it in WAL mode).
 #[derive(Debug, Clone)]
 pub struct SqliteLog {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     /// The catch-up scan and full listings, off sqlx (`sqlite_bulk.rs`).
     bulk: Arc<BulkReader>,
     path: PathBuf,
@@ -221,7 +218,7 @@ impl SqliteLog {
 
     /// Opens the log as a writer: creates the file (in WAL mode) and
     /// Orlando's table when missing. For the demo, benchmarks and tests.
-    pub async fn create(path: impl AsRef<Path>) -> Result<Self, LogError> {
+    pub async fn create(path: impl AsRef<Path>) -> Result<SqliteWriter, LogError> {
         Self::create_with_busy_timeout(path, Self::DEFAULT_BUSY_TIMEOUT).await
     }
 
@@ -229,7 +226,7 @@ impl SqliteLog {
     pub async fn create_with_busy_timeout(
         path: impl AsRef<Path>,
         busy_timeout: Duration,
-    ) -> Result<Self, LogError> {
+    ) -> Result<SqliteWriter, LogError> {
         let path = path.as_ref().to_path_buf();
         let options = SqliteConnectOptions::new()
             .filename(&path)
@@ -242,7 +239,7 @@ impl SqliteLog {
             .execute(&log.pool)
             .await
             .map_err(|e| log.error(e))?;
-        Ok(log)
+        Ok(SqliteWriter(log))
     }
 
     async fn connect(
@@ -386,7 +383,11 @@ impl SqlLog for SqliteLog {
 }
 
 /// The grain's newest valid sequence (0 when none), through `executor`.
-async fn latest<'e, E>(executor: E, grain_type: &str, grain_key: &str) -> Result<u64, sqlx::Error>
+pub(super) async fn latest<'e, E>(
+    executor: E,
+    grain_type: &str,
+    grain_key: &str,
+) -> Result<u64, sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = Sqlite>,
 {
@@ -416,59 +417,6 @@ impl ReplicationLog for SqliteLog {
         latest(&self.pool, grain_type, grain_key)
             .await
             .map_err(|e| self.error(e))
-    }
-
-    async fn append(&self, entry: &LogEntry) -> Result<u64, LogError> {
-        let stored = seq::to_stored(entry.sequence)?;
-        let conflict = |latest| LogError::SequenceConflict {
-            grain_type: entry.grain_type.clone(),
-            grain_key: entry.grain_key.clone(),
-            sequence: entry.sequence,
-            latest,
-        };
-        // IMMEDIATE takes the write lock first, so the check and the insert
-        // cannot interleave with another writer's.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| self.error(e))?;
-        let newest = latest(&mut *tx, &entry.grain_type, &entry.grain_key)
-            .await
-            .map_err(|e| self.error(e))?;
-        if entry.sequence <= newest {
-            let _ = tx.rollback().await;
-            return Err(conflict(newest));
-        }
-        let inserted = sqlx::query(INSERT)
-            .bind(&entry.grain_type)
-            .bind(&entry.grain_key)
-            .bind(stored)
-            .bind(entry.timestamp_millis)
-            .bind(&entry.source_cluster)
-            .bind(entry.entry_type.code())
-            .bind(entry.payload.as_slice())
-            .execute(&mut *tx)
-            .await;
-        match inserted {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                let _ = tx.rollback().await;
-                return Err(conflict(newest.max(entry.sequence)));
-            }
-            Err(e) => return Err(self.error(e)),
-        }
-        tx.commit().await.map_err(|e| self.error(e))?;
-        Ok(entry.sequence)
-    }
-
-    async fn truncate(
-        &self,
-        grain_type: &str,
-        grain_key: &str,
-        before: u64,
-    ) -> Result<u64, LogError> {
-        Sql(self).truncate(grain_type, grain_key, before).await
     }
 
     async fn grain_heads(&self, grain_type: &str) -> Result<Vec<GrainHead>, LogError> {

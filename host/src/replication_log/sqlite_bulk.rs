@@ -156,7 +156,7 @@ impl BulkReader {
                     timestamp_millis: integer(row.get_ref(2)?),
                     source_cluster: text(row.get_ref(3)?),
                     entry_type: integer(row.get_ref(4)?),
-                    payload: blob(row.get_ref(5)?),
+                    payload: blob(row.get_ref(5)?).map(bytes::Bytes::from),
                 };
                 rows.push((grain_key, loose.interpret()));
                 Ok(())

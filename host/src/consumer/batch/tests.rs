@@ -9,7 +9,7 @@ fn entry(sequence: u64, entry_type: EntryType) -> LogRecord {
         timestamp_millis: 0,
         source_cluster: "us-east".into(),
         entry_type,
-        payload: Vec::new(),
+        payload: bytes::Bytes::new(),
     })
 }
 

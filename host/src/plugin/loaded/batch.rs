@@ -85,7 +85,7 @@ impl LoadedPlugin {
             let in_flight = enter(offset + i);
             let outcome = world
                 .replica_plugin_decoder()
-                .call_decode(&mut store, &input);
+                .call_decode(&mut store, input);
             drop(in_flight);
             let result = self.finish(&store, s, outcome);
             let fault = result.as_ref().is_err_and(|e| e.kind.is_guest_fault());

@@ -65,7 +65,7 @@ impl WarmInstance<'_> {
         match self
             .world
             .replica_plugin_decoder()
-            .call_decode(&mut self.store, &input)
+            .call_decode(&mut self.store, input)
         {
             Ok(Ok(bytes)) => Ok(bytes),
             Ok(Err(e)) => Err(self.plugin.decode_error(s, e)),

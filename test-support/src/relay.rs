@@ -1,6 +1,5 @@
 //! A TCP relay in front of a server that a test can cut and restore: an
 //! outage of the server, as its clients see it, without touching the server.
-#![allow(dead_code)] // each test file uses part of it
 
 use std::net::SocketAddr;
 use std::str::FromStr;

@@ -3,6 +3,10 @@
 //! snapshot through the bulk catch-up, never going backwards; a snapshot the
 //! new decoder refuses leaves the grain failing with its last good state; a
 //! grain failing under the old decoder recovers; removing stops the type.
+//!
+//! The in-process half of the plugin swap topic, with native decoders; the
+//! swap through the real binary (SIGHUP, the admin reload) is
+//! `plugin_swap.rs`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,7 +16,7 @@ use async_trait::async_trait;
 use replica_host::consumer::{ConsumerConfig, Replicator, SnapshotDecoder};
 use replica_host::decode::DecodedBy;
 use replica_host::plugin::{CallError, CallErrorKind};
-use replica_host::replication_log::{EntryType, LogEntry, MemoryLog, ReplicationLog};
+use replica_host::replication_log::{EntryType, LogEntry, LogWriter, MemoryLog, ReplicationLog};
 use replica_host::shutdown::Shutdown;
 use replica_host::store::{ChangeKind, ReplicaStatus, ReplicaStore};
 use replica_host::value::{State, Value};
@@ -54,7 +58,7 @@ impl SnapshotDecoder for Decoder {
             .lock()
             .unwrap()
             .push((entry.grain_key.clone(), entry.sequence));
-        let count = i64::from_le_bytes(entry.payload.as_slice().try_into().unwrap());
+        let count = i64::from_le_bytes(entry.payload.as_ref().try_into().unwrap());
         if self.refuses.contains(&count) {
             return Err(CallError {
                 plugin: self.by.plugin.clone(),
@@ -98,7 +102,7 @@ fn entry(key: &str, sequence: u64, entry_type: EntryType, count: i64) -> LogEntr
         timestamp_millis: 1_700_000_000_000,
         source_cluster: "primary".into(),
         entry_type,
-        payload: count.to_le_bytes().to_vec(),
+        payload: count.to_le_bytes().to_vec().into(),
     }
 }
 

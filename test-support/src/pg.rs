@@ -4,7 +4,6 @@
 //! [`DEFAULT_URL`]). When it cannot be reached, [`isolated_schema`] returns
 //! `None` after printing a `SKIPPED:` line, or panics when `CI` is set or
 //! `REPLICA_REQUIRE_POSTGRES=1`.
-#![allow(dead_code)] // each test file uses part of it
 
 use std::io::Write;
 use std::str::FromStr;
