@@ -103,10 +103,8 @@ pub(super) async fn checkpoint_and_restart(
             anyhow::ensure!(loaded.replicas == grains && loaded.stale_types.is_empty());
             Ok(started.elapsed().as_secs_f64())
         };
-        let (load_s, first_listings) = tokio::join!(
-            load,
-            list_first(log.as_ref(), [grain_type.to_owned()])
-        );
+        let (load_s, first_listings) =
+            tokio::join!(load, list_first(log.as_ref(), [grain_type.to_owned()]));
         let load_s = load_s?;
         let decoders = [(grain_type.to_owned(), Arc::clone(&decoder))]
             .into_iter()

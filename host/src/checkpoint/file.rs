@@ -462,8 +462,10 @@ fn stored_row(
     let grain_key: Arc<str> = Arc::from(text_ref(row, 1).map_err(get_err)?);
     let sequence: i64 = row.get(2).map_err(get_err)?;
     let timestamp_millis: i64 = row.get(3).map_err(get_err)?;
-    let source_cluster =
-        shared_text(&mut shared.source_cluster, text_ref(row, 4).map_err(get_err)?);
+    let source_cluster = shared_text(
+        &mut shared.source_cluster,
+        text_ref(row, 4).map_err(get_err)?,
+    );
     let build: Option<i64> = row.get(5).map_err(get_err)?;
     let status: i64 = row.get(6).map_err(get_err)?;
     let status_sequence: i64 = row.get(7).map_err(get_err)?;

@@ -311,7 +311,11 @@ mod tests {
         }
         assert_eq!(store.get("Counter", "c000004").unwrap().sequence, 5);
         let [reads, listings, ..] = log.counts();
-        assert_eq!(reads, changed.len() as u64, "only the changed grains are read");
+        assert_eq!(
+            reads,
+            changed.len() as u64,
+            "only the changed grains are read"
+        );
         assert_eq!(listings, 1, "the listing made ahead is not repeated");
         assert_eq!(log.scans.load(std::sync::atomic::Ordering::Relaxed), 0);
         stop.stop();

@@ -96,8 +96,7 @@ enum Finished {
 
 /// A listing under way: its answer, how long it took, and when it started
 /// (Unix ms: what the listing confirms the type as of).
-type Listing =
-    Pin<Box<dyn Future<Output = (Result<HeadChanges, LogError>, Duration, i64)> + Send>>;
+type Listing = Pin<Box<dyn Future<Output = (Result<HeadChanges, LogError>, Duration, i64)> + Send>>;
 /// A catch-up page being fetched: the key it starts after, and the answer.
 type Scanning =
     Pin<Box<dyn Future<Output = (Option<String>, Result<Option<ScanPage>, LogError>)> + Send>>;

@@ -35,8 +35,8 @@ use crate::value::State;
 
 pub use feed::{BadCursor, Cursor, FeedChange, FeedPage};
 pub use replica::{
-    ChangeKind, Replica, ReplicaChange, ReplicaStatus, Restored, Snapshot, StaleSnapshot,
-    Standing, StatusCounts,
+    ChangeKind, Replica, ReplicaChange, ReplicaStatus, Restored, Snapshot, StaleSnapshot, Standing,
+    StatusCounts,
 };
 
 use feed::{FeedKey, TypeFeed};

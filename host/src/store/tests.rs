@@ -479,7 +479,11 @@ fn a_restore_beside_existing_replicas_keeps_their_state() {
     // Not in key order, and the type holds a replica: one at a time.
     let restored_count = store.restore(
         "Counter",
-        vec![restored("c", 2, 2), restored("b", 1, 1), restored("a", 3, 3)],
+        vec![
+            restored("c", 2, 2),
+            restored("b", 1, 1),
+            restored("a", 3, 3),
+        ],
     );
     assert_eq!(restored_count, 2);
     assert_eq!(store.get("Counter", "b").unwrap().sequence, 5);
@@ -498,7 +502,10 @@ fn a_quiet_apply_still_reaches_subscribers_and_the_feed() {
         .apply_quietly("Counter", "a", snap(2, 2, 1), ReplicaStatus::Ok)
         .unwrap();
     let change = changes.try_recv().unwrap();
-    assert_eq!((change.kind, change.replica.sequence), (ChangeKind::Applied, 2));
+    assert_eq!(
+        (change.kind, change.replica.sequence),
+        (ChangeKind::Applied, 2)
+    );
     assert!(
         store
             .apply_quietly("Counter", "a", snap(1, 9, 1), ReplicaStatus::Ok)
