@@ -235,25 +235,22 @@ mod tests {
         assert!(store.grain_types().is_empty());
     }
 
-    /// Decodes any snapshot as `{"count": sequence}`.
-    struct SequenceDecoder;
-
-    #[async_trait::async_trait]
-    impl crate::consumer::SnapshotDecoder for SequenceDecoder {
-        async fn decode(
-            &self,
-            entry: &crate::replication_log::LogEntry,
-        ) -> Result<State, crate::decode::CallError> {
-            Ok(State::from_serialize(&serde_json::json!({ "count": entry.sequence })).unwrap())
-        }
-    }
-
     #[cfg(feature = "tools")]
     #[tokio::test]
     async fn a_warm_start_reads_only_the_grains_the_log_changed_since_and_lists_once() {
         use crate::bench::CountingLog;
         use crate::consumer::{ConsumerConfig, Replicator, SnapshotDecoder, list_first};
         use crate::replication_log::{EntryType, LogEntry, LogWriter, MemoryLog};
+
+        /// Decodes any snapshot as `{"count": sequence}`.
+        struct SequenceDecoder;
+
+        #[async_trait::async_trait]
+        impl SnapshotDecoder for SequenceDecoder {
+            async fn decode(&self, entry: &LogEntry) -> Result<State, crate::decode::CallError> {
+                Ok(State::from_serialize(&serde_json::json!({ "count": entry.sequence })).unwrap())
+            }
+        }
 
         const GRAINS: usize = 300;
         let entry = |n: usize, sequence: u64| LogEntry {
