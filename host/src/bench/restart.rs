@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::checkpoint::{CheckpointFile, CheckpointWriter, Identity, load_into};
-use crate::consumer::{ConsumerConfig, Replicator, SnapshotDecoder};
+use crate::consumer::{ConsumerConfig, Replicator, SnapshotDecoder, list_first};
 use crate::replication_log::{self, DEFAULT_SCAN_ROWS, EntryType, LogEntry};
 use crate::shutdown::Shutdown;
 use crate::store::ReplicaStore;
@@ -91,19 +91,26 @@ pub(super) async fn checkpoint_and_restart(
     let restart = async |label: &str| -> anyhow::Result<(f64, f64)> {
         let started = Instant::now();
         let store = Arc::new(ReplicaStore::new());
-        let mut file = CheckpointFile::open(&path).await?;
-        file.claim(&identity).await?;
-        let limits = [(grain_type.to_owned(), OutputLimits::default())].into();
-        let builds = [(grain_type.to_owned(), decoder.decoded_by())].into();
-        let loaded = load_into(&mut file, &store, &limits, &builds).await?;
-        anyhow::ensure!(loaded.replicas == grains && loaded.stale_types.is_empty());
-        drop(file);
-        let load_s = started.elapsed().as_secs_f64();
+        let log = replication_log::open(url).await?;
+        // As the daemon does: the checkpoint loaded while the log's heads
+        // are listed.
+        let load = async {
+            let mut file = CheckpointFile::open(&path).await?;
+            file.claim(&identity).await?;
+            let limits = [(grain_type.to_owned(), OutputLimits::default())].into();
+            let builds = [(grain_type.to_owned(), decoder.decoded_by())].into();
+            let loaded = load_into(&mut file, &store, &limits, &builds).await?;
+            anyhow::ensure!(loaded.replicas == grains && loaded.stale_types.is_empty());
+            Ok(started.elapsed().as_secs_f64())
+        };
+        let (load_s, first_listings) =
+            tokio::join!(load, list_first(log.as_ref(), [grain_type.to_owned()]));
+        let load_s = load_s?;
         let decoders = [(grain_type.to_owned(), Arc::clone(&decoder))]
             .into_iter()
             .collect();
-        let log = replication_log::open(url).await?;
-        let replicator = Replicator::new(log, Arc::clone(&store), decoders, config.clone());
+        let replicator = Replicator::new(log, Arc::clone(&store), decoders, config.clone())
+            .with_first_listings(first_listings);
         let catch_up = replicator.catch_up();
         let stopping = Shutdown::new();
         let handle = replicator.spawn(stopping.signal());

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::file::{CheckpointError, CheckpointFile};
 use crate::decode::DecodedBy;
-use crate::store::{DecodedSnapshot, ReplicaStatus, ReplicaStore};
+use crate::store::{ReplicaStore, Restored};
 use crate::value::{OutputLimits, State};
 
 /// What a load put in the store.
@@ -24,8 +24,8 @@ pub struct Loaded {
 /// (`types`; other types' rows are left out) and its plugin build
 /// (`builds`). Every state is validated under its limits; at the first bad
 /// row nothing stays in the store and the error is returned. Replicas go
-/// in with [`ReplicaStore::restore`] (a chunk at a time, unpublished), so
-/// call it before anything watches the store.
+/// in with [`ReplicaStore::restore`] (a grain type at a time, in bulk,
+/// unpublished), so call it before anything watches the store.
 pub async fn load_into(
     file: &mut CheckpointFile,
     store: &ReplicaStore,
@@ -35,55 +35,66 @@ pub async fn load_into(
     let mut loaded = Loaded::default();
     let mut stale = HashSet::new();
     let path = file.path().display().to_string();
+    // Rows come in (grain type, key) order: a type's replicas are gathered
+    // over the chunks and restored in one call, which builds the store's
+    // maps in bulk (the file is only trusted once every row checked out).
+    let mut run: Vec<Restored> = Vec::new();
+    let mut run_type: Option<Arc<str>> = None;
+    let mut run_limits: Option<&OutputLimits> = None;
+    let mut run_build: Option<&Option<Arc<DecodedBy>>> = None;
     let result = file
         .read_all(|rows| {
-            // Rows come in (grain type, key) order: one restore per run of
-            // a type within the chunk.
-            let mut run: Vec<(String, Option<DecodedSnapshot>, ReplicaStatus)> = Vec::new();
-            let mut run_type: Option<String> = None;
             for row in rows {
-                let Some(limits) = types.get(&row.grain_type) else {
+                if run_type.as_deref() != Some(&*row.grain_type) {
+                    if let Some(grain_type) = run_type.take()
+                        && !run.is_empty()
+                    {
+                        store.restore(&grain_type, std::mem::take(&mut run));
+                    }
+                    run_limits = types.get(&*row.grain_type);
+                    run_build = builds.get(&*row.grain_type);
+                    run_type = Some(Arc::clone(&row.grain_type));
+                }
+                let Some(limits) = run_limits else {
                     loaded.skipped += 1;
                     continue;
                 };
-                if builds
-                    .get(&row.grain_type)
-                    .is_some_and(|b| *b != row.decoded_by)
+                if run_build.is_some_and(|b| *b != row.decoded_by)
+                    && !stale.contains(&*row.grain_type)
                 {
-                    stale.insert(row.grain_type.clone());
+                    stale.insert(row.grain_type.to_string());
                 }
-                let snapshot = match row.state {
-                    Some(bytes) => Some(DecodedSnapshot {
-                        state: State::validate(&bytes, limits).map_err(|e| {
-                            CheckpointError::Corrupt {
-                                path: path.clone(),
-                                grain_type: crate::text::escape(&row.grain_type),
-                                grain_key: crate::text::escape(&row.grain_key),
-                                reason: format!("the state does not validate: {e}"),
-                            }
-                        })?,
-                        sequence: row.sequence,
-                        timestamp_millis: row.timestamp_millis,
-                        source_cluster: row.source_cluster,
-                        decoded_by: row.decoded_by,
-                    }),
+                let state = match row.state {
+                    Some(bytes) => Some(State::validate(&bytes, limits).map_err(|e| {
+                        CheckpointError::Corrupt {
+                            path: path.clone(),
+                            grain_type: crate::text::escape(&row.grain_type),
+                            grain_key: crate::text::escape(&row.grain_key),
+                            reason: format!("the state does not validate: {e}"),
+                        }
+                    })?),
                     None => None,
                 };
-                if run_type.as_deref() != Some(row.grain_type.as_str()) {
-                    if let Some(grain_type) = run_type.take() {
-                        store.restore(&grain_type, std::mem::take(&mut run));
-                    }
-                    run_type = Some(row.grain_type);
-                }
-                run.push((row.grain_key, snapshot, row.status));
+                run.push(Restored {
+                    grain_key: row.grain_key,
+                    state,
+                    sequence: row.sequence,
+                    timestamp_millis: row.timestamp_millis,
+                    source_cluster: row.source_cluster,
+                    decoded_by: row.decoded_by,
+                    status: row.status,
+                });
                 loaded.replicas += 1;
-            }
-            if let Some(grain_type) = run_type {
-                store.restore(&grain_type, run);
             }
             Ok(())
         })
         .await;
+    if result.is_ok()
+        && let Some(grain_type) = run_type
+        && !run.is_empty()
+    {
+        store.restore(&grain_type, run);
+    }
     match result {
         Ok(_) => {
             let mut stale_types: Vec<String> = stale.into_iter().collect();
@@ -104,7 +115,7 @@ pub async fn load_into(
 mod tests {
     use super::*;
     use crate::checkpoint::{CheckpointFile, Identity};
-    use crate::store::Replica;
+    use crate::store::{Replica, ReplicaStatus};
 
     const ROWS: usize = 30_000;
 
@@ -222,5 +233,89 @@ mod tests {
             "{error}"
         );
         assert!(store.grain_types().is_empty());
+    }
+
+    #[cfg(feature = "tools")]
+    #[tokio::test]
+    async fn a_warm_start_reads_only_the_grains_the_log_changed_since_and_lists_once() {
+        use crate::bench::CountingLog;
+        use crate::consumer::{ConsumerConfig, Replicator, SnapshotDecoder, list_first};
+        use crate::replication_log::{EntryType, LogEntry, LogWriter, MemoryLog};
+
+        /// Decodes any snapshot as `{"count": sequence}`.
+        struct SequenceDecoder;
+
+        #[async_trait::async_trait]
+        impl SnapshotDecoder for SequenceDecoder {
+            async fn decode(&self, entry: &LogEntry) -> Result<State, crate::decode::CallError> {
+                Ok(State::from_serialize(&serde_json::json!({ "count": entry.sequence })).unwrap())
+            }
+        }
+
+        const GRAINS: usize = 300;
+        let entry = |n: usize, sequence: u64| LogEntry {
+            grain_type: "Counter".into(),
+            grain_key: format!("c{n:06}"),
+            sequence,
+            timestamp_millis: 7,
+            source_cluster: "eu".into(),
+            entry_type: EntryType::FullState,
+            payload: vec![1].into(),
+        };
+        let memory = Arc::new(MemoryLog::new());
+        for n in 0..GRAINS {
+            memory.append(&entry(n, 1 + n as u64)).await.unwrap();
+        }
+        // The checkpoint holds every grain at its head; then five move on.
+        let dir = tempfile::tempdir().unwrap();
+        let path = written(dir.path()).await;
+        let changed = [3, 10, 150, 151, 299];
+        for &n in &changed {
+            memory.append(&entry(n, 1_000)).await.unwrap();
+        }
+        let log = Arc::new(CountingLog::new(memory, true));
+        let store = Arc::new(ReplicaStore::new());
+        let mut file = CheckpointFile::open(&path).await.unwrap();
+        let builds = [("Counter".to_owned(), None)].into();
+        let limits = limits();
+        let (loaded, first) = tokio::join!(
+            load_into(&mut file, &store, &limits, &builds),
+            list_first(log.as_ref(), ["Counter".to_owned()]),
+        );
+        assert_eq!(loaded.unwrap().replicas, ROWS as u64);
+        let decoder: Arc<dyn SnapshotDecoder> = Arc::new(SequenceDecoder);
+        let decoders = [("Counter".to_owned(), decoder)].into_iter().collect();
+        let replicator = Replicator::new(
+            log.clone(),
+            Arc::clone(&store),
+            decoders,
+            ConsumerConfig::default(),
+        )
+        .with_first_listings(first);
+        let catch_up = replicator.catch_up();
+        let stop = crate::shutdown::Shutdown::new();
+        let running = replicator.spawn(stop.signal());
+        tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while !catch_up.progress().complete {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("caught up");
+        for &n in &changed {
+            let got = store.get("Counter", &format!("c{n:06}")).unwrap();
+            assert_eq!(got.sequence, 1_000, "grain {n} caught up");
+        }
+        assert_eq!(store.get("Counter", "c000004").unwrap().sequence, 5);
+        let [reads, listings, ..] = log.counts();
+        assert_eq!(
+            reads,
+            changed.len() as u64,
+            "only the changed grains are read"
+        );
+        assert_eq!(listings, 1, "the listing made ahead is not repeated");
+        assert_eq!(log.scans.load(std::sync::atomic::Ordering::Relaxed), 0);
+        stop.stop();
+        running.await.unwrap();
     }
 }

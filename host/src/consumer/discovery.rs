@@ -19,12 +19,57 @@
 //!
 //! [`ReplicationLog::changes_since`]: crate::replication_log::ReplicationLog::changes_since
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::config::ConsumerConfig;
-use crate::replication_log::{ChangeCursor, HeadChanges};
+use crate::replication_log::{ChangeCursor, HeadChanges, ReplicationLog};
+
+/// A grain type's first listing (every grain's head), made before its
+/// scheduler starts: beside a checkpoint's load, so a warm start does not
+/// wait for one and then the other ([`list_first`]).
+#[derive(Debug)]
+pub struct FirstListing {
+    /// The answer of `changes_since` without a cursor.
+    pub(crate) changes: HeadChanges,
+    /// How long it took.
+    pub(crate) took: Duration,
+    /// When it started (Unix ms): what it confirms the type as of.
+    pub(crate) started_millis: i64,
+}
+
+/// The first listing of each of `grain_types`, one after another, to hand
+/// to [`crate::consumer::Replicator::with_first_listings`]. A type whose
+/// listing fails is left out: its scheduler lists it again.
+pub async fn list_first(
+    log: &dyn ReplicationLog,
+    grain_types: impl IntoIterator<Item = String>,
+) -> HashMap<String, FirstListing> {
+    let mut listed = HashMap::new();
+    for grain_type in grain_types {
+        let started = Instant::now();
+        let started_millis = crate::store::now_millis();
+        match log.changes_since(&grain_type, None).await {
+            Ok(changes) => {
+                let took = started.elapsed();
+                listed.insert(
+                    grain_type,
+                    FirstListing {
+                        changes,
+                        took,
+                        started_millis,
+                    },
+                );
+            }
+            Err(error) => {
+                tracing::debug!(grain_type = %grain_type, %error, "the first listing ahead failed; the scheduler lists again");
+            }
+        }
+    }
+    listed
+}
 
 /// How often discovery lists every grain even when the log can answer
 /// incrementally: the safety net against a watermark that missed a change.

@@ -83,22 +83,22 @@ impl GrainProgress {
     }
 
     fn starting(ctx: &TypeContext, grain_key: &str, redecode: bool) -> Self {
-        let replica = ctx.store.get(&ctx.grain_type, grain_key);
-        let applied = replica
-            .as_ref()
-            .filter(|r| r.has_state())
-            .map_or(0, |r| r.sequence);
+        // Not a copy of the replica: at a warm start this runs for every
+        // grain of the first listing.
+        let standing = ctx.store.standing(&ctx.grain_type, grain_key);
+        let applied = standing.as_ref().and_then(|s| s.applied);
         let stale = redecode
-            && replica
+            && standing
                 .as_ref()
-                .is_some_and(|r| r.has_state() && r.decoded_by != ctx.decoded_by);
+                .is_some_and(|s| s.applied.is_some() && s.decoded_by != ctx.decoded_by);
+        let applied = applied.unwrap_or(0);
         Self {
             cursor: if stale {
                 Cursor::redecode(applied)
             } else {
                 Cursor::new(applied)
             },
-            last_status: replica.map(|r| r.status),
+            last_status: standing.map(|s| s.status),
             read: Backoff::default(),
             decode: Backoff::default(),
             more: false,
@@ -379,7 +379,7 @@ impl GrainRef<'_> {
             let sequence = snapshot.sequence;
             match ctx
                 .store
-                .apply(grain_type, grain_key, snapshot, status.clone())
+                .apply_quietly(grain_type, grain_key, snapshot, status.clone())
             {
                 Ok(_) => {
                     ctx.counters.snapshot_applied();

@@ -64,6 +64,7 @@ pub use crate::decode::SnapshotDecoder;
 pub use anti_entropy::VerifySettings;
 pub use catch_up::{CatchUp, CatchUpProgress, TypeCatchUp};
 pub use config::{ConsumerConfig, DEFAULT_WORKERS};
+pub use discovery::list_first;
 pub use freshness::Freshness;
 pub use metrics::{ConsumerMetrics, GrainTypeStats};
 pub use replicator::{Replicator, ReplicatorControl};

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use super::SnapshotDecoder;
 use super::catch_up::{CatchUp, TypeCatchUp};
 use super::config::ConsumerConfig;
+use super::discovery::FirstListing;
 use super::freshness::Freshness;
 use super::grain::TypeContext;
 use super::metrics::ConsumerMetrics;
@@ -43,6 +44,8 @@ pub struct Replicator {
     scan_rows: usize,
     /// The grains this host replicates, when sharded.
     shard: Option<Shard>,
+    /// First listings made ahead ([`super::list_first`]), by grain type.
+    first_listings: HashMap<String, FirstListing>,
     /// Commands from [`ReplicatorControl`] handles, to the run loop.
     commands: (
         mpsc::UnboundedSender<Command>,
@@ -72,8 +75,17 @@ impl Replicator {
             workers,
             scan_rows,
             shard,
+            first_listings: HashMap::new(),
             commands: mpsc::unbounded_channel(),
         }
+    }
+
+    /// Starts each grain type from its first listing in `listings` (made
+    /// ahead with [`super::list_first`], e.g. beside a checkpoint's load)
+    /// instead of listing it again.
+    pub(crate) fn with_first_listings(mut self, listings: HashMap<String, FirstListing>) -> Self {
+        self.first_listings = listings;
+        self
     }
 
     /// The initial catch-up's progress, live.
@@ -124,6 +136,7 @@ impl Replicator {
             workers,
             scan_rows,
             shard,
+            mut first_listings,
             commands: (_, mut commands),
         } = self;
         let running = Running {
@@ -146,7 +159,8 @@ impl Replicator {
             let Some(progress) = catch_up.grain_type(&grain_type).cloned() else {
                 continue;
             };
-            let run = running.start(&grain_type, decoder, progress, false);
+            let first = first_listings.remove(&grain_type);
+            let run = running.start(&grain_type, decoder, progress, false, first);
             types.insert(grain_type, run);
         }
         let unhandled = tokio::spawn(report_unhandled_types(
@@ -176,7 +190,7 @@ impl Replicator {
             }
             let progress = decoder.map(|decoder| {
                 let progress = Arc::new(TypeCatchUp::default());
-                let run = running.start(&grain_type, decoder, Arc::clone(&progress), true);
+                let run = running.start(&grain_type, decoder, Arc::clone(&progress), true, None);
                 types.insert(grain_type.clone(), run);
                 progress
             });
@@ -297,13 +311,15 @@ impl TypeRun {
 }
 
 impl Running {
-    /// Starts a grain type's scheduler; `redecode` when it replaces another.
+    /// Starts a grain type's scheduler; `redecode` when it replaces another;
+    /// from `first_listing` when it was made ahead.
     fn start(
         &self,
         grain_type: &str,
         decoder: Arc<dyn SnapshotDecoder>,
         progress: Arc<TypeCatchUp>,
         redecode: bool,
+        first_listing: Option<FirstListing>,
     ) -> TypeRun {
         self.handled_write().insert(grain_type.to_string());
         let stop = Shutdown::new();
@@ -324,6 +340,7 @@ impl Running {
             scan_rows: self.scan_rows,
             shard: self.shard,
             freshness: Arc::clone(&self.freshness),
+            first_listing,
         };
         let task = tokio::spawn(scheduler.run(stop.signal()));
         TypeRun { stop, task }

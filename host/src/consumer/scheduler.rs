@@ -39,7 +39,7 @@ use tokio::time::Instant;
 
 use super::bulk;
 use super::catch_up::TypeCatchUp;
-use super::discovery::Discovery;
+use super::discovery::{Discovery, FirstListing};
 use super::freshness::{Freshness, Generation, Generations};
 use super::grain::{GrainProgress, Step, StepOutcome, Stopped, TypeContext, panic_message};
 use super::metrics::ConsumerMetrics;
@@ -94,7 +94,9 @@ enum Finished {
     Panicked(String),
 }
 
-type Listing = Pin<Box<dyn Future<Output = (Result<HeadChanges, LogError>, Duration)> + Send>>;
+/// A listing under way: its answer, how long it took, and when it started
+/// (Unix ms: what the listing confirms the type as of).
+type Listing = Pin<Box<dyn Future<Output = (Result<HeadChanges, LogError>, Duration, i64)> + Send>>;
 /// A catch-up page being fetched: the key it starts after, and the answer.
 type Scanning =
     Pin<Box<dyn Future<Output = (Option<String>, Result<Option<ScanPage>, LogError>)> + Send>>;
@@ -110,6 +112,12 @@ const FEW_TO_SCAN: usize = 20;
 /// Heads of a periodic full listing handed to the table per turn of the
 /// scheduler's loop, so a million of them never hold up the live path.
 const RECONCILE_CHUNK: usize = 4096;
+
+/// Finished grains taken back into the table per turn of the scheduler's
+/// loop: a turn (its timers, gauges and `select!`) costs more than a
+/// grain, so a catch-up takes them in runs, bounded so the live path
+/// still gets its turn.
+const DRAIN_PER_TURN: usize = 1024;
 
 /// How often a failed catch-up page is tried again before the remaining
 /// grains are read one by one.
@@ -131,17 +139,27 @@ pub(crate) struct Scheduler {
     pub(crate) shard: Option<Shard>,
     /// Where confirmations and the log's health go.
     pub(crate) freshness: Arc<Freshness>,
+    /// The first listing, when it was made ahead (beside a checkpoint's
+    /// load): used instead of listing again.
+    pub(crate) first_listing: Option<FirstListing>,
 }
 
 impl Scheduler {
     /// Runs until shutdown, then waits for its running steps to stop.
-    pub(crate) async fn run(self, mut shutdown: StopSignal) {
+    pub(crate) async fn run(mut self, mut shutdown: StopSignal) {
         let mut table = Table {
             generations: Generations::new(self.freshness.register(&self.ctx.grain_type)),
             ..Table::default()
         };
         let mut discovery = Discovery::default();
-        let mut listing: Option<Listing> = None;
+        let mut listing: Option<Listing> = self.first_listing.take().map(|ahead| {
+            let FirstListing {
+                changes,
+                took,
+                started_millis,
+            } = ahead;
+            Box::pin(std::future::ready((Ok(changes), took, started_millis))) as Listing
+        });
         // The periodic full listing, beside the incremental ones, and the
         // heads it found that the table has yet to see.
         let mut reconciling: Option<Listing> = None;
@@ -203,31 +221,48 @@ impl Scheduler {
 
             tokio::select! {
                 () = shutdown.stopped() => break,
-                Some(joined) = steps.join_next() => match joined {
-                    Ok((index, finished)) => self.finished(&mut table, index, finished),
-                    Err(error) => tracing::error!(grain_type = %self.ctx.grain_type, %error, "a grain step failed"),
-                },
+                Some(joined) = steps.join_next() => {
+                    // And every other step already done: one turn of the
+                    // loop per wake-up, not per grain.
+                    let mut joined = Some(joined);
+                    for _ in 0..DRAIN_PER_TURN {
+                        match joined.take().or_else(|| steps.try_join_next()) {
+                            Some(Ok((index, finished))) => self.finished(&mut table, index, finished),
+                            Some(Err(error)) => tracing::error!(grain_type = %self.ctx.grain_type, %error, "a grain step failed"),
+                            None => break,
+                        }
+                    }
+                }
                 Some((index, finished)) = bulk_finished.recv() => {
                     self.finished(&mut table, index, finished);
+                    for _ in 1..DRAIN_PER_TURN {
+                        let Ok((index, finished)) = bulk_finished.try_recv() else {
+                            break;
+                        };
+                        self.finished(&mut table, index, finished);
+                    }
                 }
                 Some(joined) = bulks.join_next() => {
                     if let Err(error) = joined {
                         tracing::error!(grain_type = %self.ctx.grain_type, %error, "a catch-up page failed");
                     }
                 }
-                (listed, took) = async { listing.as_mut().expect("guarded").await }, if listing.is_some() => {
+                (listed, took, started) = async { listing.as_mut().expect("guarded").await }, if listing.is_some() => {
                     listing = None;
                     let now = Instant::now();
                     match listed {
                         Ok(changes) => {
                             self.freshness.log_answered();
-                            let started = now_millis() - took.as_millis() as i64;
                             let generation = table.generations.listed(started);
                             let (wait, failures) = discovery.succeeded(&changes, took, &self.ctx.config, now);
                             if failures > 0 {
                                 tracing::info!(grain_type = %self.ctx.grain_type, failures, "listing grains again");
                             }
                             let first = !listed_once;
+                            if first {
+                                table.slots.reserve(changes.heads.len());
+                                table.index.reserve(changes.heads.len());
+                            }
                             for head in changes.heads {
                                 self.update(&mut table, head.grain_key, head.latest_sequence, first, now, generation);
                             }
@@ -303,7 +338,7 @@ impl Scheduler {
                         }
                     }
                 }
-                (listed, took) = async { reconciling.as_mut().expect("guarded").await }, if reconciling.is_some() => {
+                (listed, took, _) = async { reconciling.as_mut().expect("guarded").await }, if reconciling.is_some() => {
                     reconciling = None;
                     match listed {
                         Ok(changes) => {
@@ -358,11 +393,12 @@ impl Scheduler {
         let ctx = Arc::clone(&self.ctx);
         Box::pin(async move {
             let started = Instant::now();
+            let started_millis = now_millis();
             let listed = ctx
                 .log
                 .changes_since(&ctx.grain_type, cursor.as_ref())
                 .await;
-            (listed, started.elapsed())
+            (listed, started.elapsed(), started_millis)
         })
     }
 

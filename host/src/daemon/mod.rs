@@ -244,10 +244,17 @@ pub async fn run_with_store(
     ));
     let consumer_config = config.consumer.consumer_config();
 
-    // Loaded before anything reads the store or the consumers start.
-    let checkpoint = match config.checkpoint_path() {
-        Some(path) => checkpoint::open(&config, &path, &plugins, &decoders, &store).await,
-        None => None,
+    // Loaded before anything reads the store or the consumers start; the
+    // log's heads are listed meanwhile, so a warm start waits for the
+    // longer of the two, not for both.
+    let (checkpoint, first_listings) = match config.checkpoint_path() {
+        Some(path) => {
+            tokio::join!(
+                checkpoint::open(&config, &path, &plugins, &decoders, &store),
+                crate::consumer::list_first(log.as_ref(), decoders.keys().cloned()),
+            )
+        }
+        None => (None, std::collections::HashMap::new()),
     };
 
     let stopping = Shutdown::new();
@@ -263,7 +270,8 @@ pub async fn run_with_store(
         decoders,
         consumer_config,
     )
-    .with_metrics(Arc::clone(&consumer_metrics));
+    .with_metrics(Arc::clone(&consumer_metrics))
+    .with_first_listings(first_listings);
     let catch_up = replicator.catch_up();
     let freshness = replicator.freshness();
     let plugin_reloader = Arc::new(PluginReloader::new(

@@ -35,7 +35,8 @@ use crate::value::State;
 
 pub use feed::{Cursor, FeedChange, FeedPage};
 pub use replica::{
-    ChangeKind, DecodedSnapshot, Replica, ReplicaChange, ReplicaStatus, StaleSnapshot, StatusCounts,
+    ChangeKind, DecodedSnapshot, Replica, ReplicaChange, ReplicaStatus, Restored, StaleSnapshot,
+    Standing, StatusCounts,
 };
 
 use feed::{FeedKey, TypeFeed};
@@ -273,6 +274,36 @@ impl ReplicaStore {
         snapshot: DecodedSnapshot,
         status: ReplicaStatus,
     ) -> Result<Replica, StaleSnapshot> {
+        let replica = self
+            .apply_keeping(grain_type, grain_key, snapshot, status, true)?
+            .expect("asked for");
+        Ok(replica)
+    }
+
+    /// [`Self::apply`] for a caller that does not need the replica back
+    /// (the consumer): a copy of it is made only for the subscribers of
+    /// [`Self::subscribe`], when there are any. At a million grains a
+    /// catch-up saves a million copies, or two.
+    pub(crate) fn apply_quietly(
+        &self,
+        grain_type: &str,
+        grain_key: &str,
+        snapshot: DecodedSnapshot,
+        status: ReplicaStatus,
+    ) -> Result<(), StaleSnapshot> {
+        self.apply_keeping(grain_type, grain_key, snapshot, status, false)
+            .map(drop)
+    }
+
+    /// [`Self::apply`]; the replica is returned when `keep`.
+    fn apply_keeping(
+        &self,
+        grain_type: &str,
+        grain_key: &str,
+        snapshot: DecodedSnapshot,
+        status: ReplicaStatus,
+        keep: bool,
+    ) -> Result<Option<Replica>, StaleSnapshot> {
         let mut grains = self.write();
         let current = grains
             .by_type
@@ -316,7 +347,8 @@ impl ReplicaStore {
                 .and_then(|(_, _, kept)| *kept)
                 .unwrap_or(version),
         };
-        let replica = stored.to_replica(grain_type, grain_key);
+        let copy = keep || self.changes.receiver_count() > 0;
+        let replica = copy.then(|| stored.to_replica(grain_type, grain_key));
         let of_type = grains.of_type(grain_type);
         match previous {
             Some((key, previous_version, _)) => {
@@ -330,8 +362,22 @@ impl ReplicaStore {
             }
         }
         drop(grains);
-        self.publish(ChangeKind::Applied, replica.clone(), version);
-        Ok(replica)
+        match replica {
+            Some(replica) if keep => {
+                self.publish(ChangeKind::Applied, replica.clone(), version);
+                Ok(Some(replica))
+            }
+            Some(replica) => {
+                self.publish(ChangeKind::Applied, replica, version);
+                Ok(None)
+            }
+            None => {
+                // Nobody subscribes: the feed and the waiters still learn.
+                self.version_reached(version);
+                self.waiters.changed(grain_type, grain_key);
+                Ok(None)
+            }
+        }
     }
 
     /// Sets a grain's status, keeping its state. A grain not in the store yet
@@ -382,6 +428,19 @@ impl ReplicaStore {
         let grains = self.read();
         let stored = grains.by_type.get(grain_type)?.by_key.get(grain_key)?;
         Some(stored.to_replica(grain_type, grain_key))
+    }
+
+    /// Where a grain's replica stands, without copying its state or names:
+    /// what a consumer starting on the grain needs (`None` when the store
+    /// does not hold the grain).
+    pub fn standing(&self, grain_type: &str, grain_key: &str) -> Option<Standing> {
+        let grains = self.read();
+        let stored = grains.by_type.get(grain_type)?.by_key.get(grain_key)?;
+        Some(Standing {
+            applied: stored.has_state().then_some(stored.sequence),
+            decoded_by: stored.decoded_by.clone(),
+            status: stored.status.to_status(),
+        })
     }
 
     /// The applied sequence of a grain that has state.
@@ -642,66 +701,29 @@ impl ReplicaStore {
     }
 
     /// Restores replicas saved earlier (a checkpoint being loaded) into
-    /// `grain_type`: each `(grain key, snapshot, status)`, without a
-    /// snapshot for a grain that never decoded. One write-lock hold for
-    /// all of them; nothing is broadcast (meant for a store nobody
-    /// subscribes to yet), but the change feed holds them like any change. A grain
-    /// that already has a state keeps it. Returns how many were restored.
-    pub fn restore(
-        &self,
-        grain_type: &str,
-        replicas: Vec<(String, Option<DecodedSnapshot>, ReplicaStatus)>,
-    ) -> usize {
+    /// `grain_type`. One write-lock hold for all of them; nothing is
+    /// broadcast (meant for a store nobody subscribes to yet), but the
+    /// change feed holds them like any change. A grain that already has a
+    /// state keeps it. Returns how many were restored.
+    ///
+    /// Into a grain type that holds no replica, with the keys ascending
+    /// (a checkpoint's order), the maps are built in bulk, not one insert at
+    /// a time: hand over a type's replicas in one call.
+    pub fn restore(&self, grain_type: &str, replicas: Vec<Restored>) -> usize {
         let applied_at = SystemTime::now();
+        let ascending = replicas
+            .windows(2)
+            .all(|pair| pair[0].grain_key < pair[1].grain_key);
         let mut grains = self.write();
-        let mut restored = 0;
-        for (grain_key, snapshot, status) in replicas {
-            let previous = match grains
-                .by_type
-                .get(grain_type)
-                .and_then(|t| t.by_key.get_key_value(grain_key.as_str()))
-            {
-                Some((_, stored)) if stored.has_state() => continue,
-                Some((key, stored)) => Some((Arc::clone(key), stored.version)),
-                None => None,
-            };
-            grains.version += 1;
-            let version = grains.version;
-            let cluster = snapshot.as_ref().map_or("", |s| s.source_cluster.as_str());
-            let source_cluster = intern(&mut grains.clusters, cluster);
-            let stored = match snapshot {
-                Some(s) => Stored {
-                    state: Some(s.state),
-                    sequence: s.sequence,
-                    timestamp_millis: s.timestamp_millis,
-                    source_cluster,
-                    applied_at: Some(applied_at),
-                    decoded_by: s.decoded_by,
-                    status: status.into(),
-                    version,
-                    sequence_version: version,
-                },
-                None => Stored {
-                    state: None,
-                    sequence: 0,
-                    timestamp_millis: 0,
-                    source_cluster,
-                    applied_at: None,
-                    decoded_by: None,
-                    status: status.into(),
-                    version,
-                    sequence_version: version,
-                },
-            };
-            let of_type = grains.of_type(grain_type);
-            let (key, previous_version) = match previous {
-                Some((key, previous_version)) => (key, Some(previous_version)),
-                None => (Arc::from(grain_key), None),
-            };
-            of_type.feed.moved(&key, previous_version, version);
-            of_type.by_key.insert(key, stored);
-            restored += 1;
-        }
+        let empty = grains
+            .by_type
+            .get(grain_type)
+            .is_none_or(|t| t.by_key.is_empty());
+        let restored = if empty && ascending {
+            restore_in_bulk(&mut grains, grain_type, replicas, applied_at)
+        } else {
+            restore_each(&mut grains, grain_type, replicas, applied_at)
+        };
         let version = grains.version;
         drop(grains);
         self.version_reached(version);
@@ -712,6 +734,112 @@ impl ReplicaStore {
     pub fn subscribe(&self) -> broadcast::Receiver<ReplicaChange> {
         self.changes.subscribe()
     }
+}
+
+/// What the store keeps of a restored replica, at `version`; its source
+/// cluster already interned.
+fn restored(r: Restored, cluster: Arc<str>, applied_at: SystemTime, version: u64) -> Stored {
+    let has_state = r.state.is_some();
+    Stored {
+        sequence: if has_state { r.sequence } else { 0 },
+        timestamp_millis: if has_state { r.timestamp_millis } else { 0 },
+        source_cluster: cluster,
+        applied_at: has_state.then_some(applied_at),
+        decoded_by: if has_state { r.decoded_by } else { None },
+        state: r.state,
+        status: r.status.into(),
+        version,
+        sequence_version: version,
+    }
+}
+
+/// Interns restored replicas' clusters, remembering the last one (a
+/// checkpoint's rows share a few clusters, handed over as one `Arc` each).
+#[derive(Default)]
+struct LastCluster(Option<(Arc<str>, Arc<str>)>);
+
+impl LastCluster {
+    fn intern(&mut self, clusters: &mut HashSet<Arc<str>>, r: &Restored) -> Arc<str> {
+        let given = if r.state.is_some() {
+            &r.source_cluster
+        } else {
+            return intern(clusters, "");
+        };
+        if let Some((last, interned)) = &self.0
+            && (Arc::ptr_eq(last, given) || last == given)
+        {
+            return Arc::clone(interned);
+        }
+        let interned = intern(clusters, given);
+        self.0 = Some((Arc::clone(given), Arc::clone(&interned)));
+        interned
+    }
+}
+
+/// [`ReplicaStore::restore`] into a grain type without replicas, the keys
+/// ascending: both maps built from sorted runs.
+fn restore_in_bulk(
+    grains: &mut Grains,
+    grain_type: &str,
+    replicas: Vec<Restored>,
+    applied_at: SystemTime,
+) -> usize {
+    let count = replicas.len();
+    let mut by_key = Vec::with_capacity(count);
+    let mut by_version = Vec::with_capacity(count);
+    let mut last = LastCluster::default();
+    for r in replicas {
+        grains.version += 1;
+        let version = grains.version;
+        let cluster = last.intern(&mut grains.clusters, &r);
+        let key = Arc::clone(&r.grain_key);
+        by_version.push((version, Arc::clone(&key)));
+        by_key.push((key, restored(r, cluster, applied_at, version)));
+    }
+    let of_type = grains.of_type(grain_type);
+    // Both runs are sorted: the maps are built without a search per key.
+    of_type.by_key = by_key.into_iter().collect();
+    if of_type.feed.by_version.is_empty() {
+        of_type.feed.by_version = by_version.into_iter().collect();
+    } else {
+        of_type.feed.by_version.extend(by_version);
+    }
+    count
+}
+
+/// [`ReplicaStore::restore`] one replica at a time.
+fn restore_each(
+    grains: &mut Grains,
+    grain_type: &str,
+    replicas: Vec<Restored>,
+    applied_at: SystemTime,
+) -> usize {
+    let mut restored_count = 0;
+    let mut last = LastCluster::default();
+    for r in replicas {
+        let previous = match grains
+            .by_type
+            .get(grain_type)
+            .and_then(|t| t.by_key.get_key_value(&r.grain_key))
+        {
+            Some((_, stored)) if stored.has_state() => continue,
+            Some((key, stored)) => Some((Arc::clone(key), stored.version)),
+            None => None,
+        };
+        grains.version += 1;
+        let version = grains.version;
+        let cluster = last.intern(&mut grains.clusters, &r);
+        let (key, previous_version) = match previous {
+            Some((key, previous_version)) => (key, Some(previous_version)),
+            None => (Arc::clone(&r.grain_key), None),
+        };
+        let stored = restored(r, cluster, applied_at, version);
+        let of_type = grains.of_type(grain_type);
+        of_type.feed.moved(&key, previous_version, version);
+        of_type.by_key.insert(key, stored);
+        restored_count += 1;
+    }
+    restored_count
 }
 
 /// A number that differs between store instances (and processes).

@@ -97,6 +97,40 @@ impl Replica {
     }
 }
 
+/// Where one grain's replica stands ([`super::ReplicaStore::standing`]):
+/// a few fields, not a copy of the replica.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Standing {
+    /// The applied snapshot's sequence; `None` without state.
+    pub applied: Option<u64>,
+    /// The plugin build that decoded the state.
+    pub decoded_by: Option<Arc<DecodedBy>>,
+    /// How current the replica is.
+    pub status: ReplicaStatus,
+}
+
+/// A replica saved earlier, handed back to [`super::ReplicaStore::restore`]
+/// (a checkpoint being loaded). Names are `Arc`s so the loader can share
+/// one allocation between its rows and the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restored {
+    /// The grain's key.
+    pub grain_key: Arc<str>,
+    /// The saved state; `None` for a grain that never decoded (the
+    /// fields below but `status` are then not used).
+    pub state: Option<State>,
+    /// The applied snapshot's sequence.
+    pub sequence: u64,
+    /// The primary's clock when it wrote that snapshot (Unix ms).
+    pub timestamp_millis: i64,
+    /// The cluster that wrote it.
+    pub source_cluster: Arc<str>,
+    /// The plugin build that decoded it.
+    pub decoded_by: Option<Arc<DecodedBy>>,
+    /// How current the replica was.
+    pub status: ReplicaStatus,
+}
+
 /// What changed in a [`ReplicaChange`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChangeKind {

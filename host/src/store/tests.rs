@@ -422,3 +422,96 @@ async fn wait_for_wakes_on_its_grain_and_unregisters() {
     assert_eq!(waiter.await.unwrap().unwrap().sequence, 2);
     assert_eq!(store.waiting(), 0);
 }
+
+fn restored(key: &str, sequence: u64, count: i64) -> Restored {
+    Restored {
+        grain_key: key.into(),
+        state: Some(State::from_serialize(&Counter { count }).unwrap()),
+        sequence,
+        timestamp_millis: 1_000,
+        source_cluster: "eu".into(),
+        decoded_by: None,
+        status: ReplicaStatus::Ok,
+    }
+}
+
+#[test]
+fn a_restore_into_an_empty_type_in_key_order_holds_every_replica_and_feeds_it() {
+    let store = ReplicaStore::new();
+    let mut replicas: Vec<Restored> = (0..100)
+        .map(|n| restored(&format!("k{n:04}"), n + 1, n as i64))
+        .collect();
+    replicas[7] = Restored {
+        state: None,
+        status: ReplicaStatus::Failing {
+            sequence: 3,
+            reason: "trap".into(),
+        },
+        ..restored("k0007", 0, 0)
+    };
+    assert_eq!(store.restore("Counter", replicas), 100);
+    assert_eq!(store.version(), 100);
+    assert_eq!(store.get("Counter", "k0050").unwrap().sequence, 51);
+    assert_eq!(store.get("Counter", "k0050").unwrap().source_cluster, "eu");
+    let never = store.get("Counter", "k0007").unwrap();
+    assert!(!never.has_state());
+    assert_eq!((never.sequence, never.source_cluster.as_str()), (0, ""));
+    assert_eq!(store.status_counts("Counter").failing, 1);
+    assert_eq!(store.keys("Counter", Some("k0097"), 10), ["k0098", "k0099"]);
+    // The feed holds each in restore order, and later changes after them.
+    let (changes, next) = feed_of(&store, store.feed_start());
+    assert_eq!(changes.len(), 100);
+    assert_eq!(changes[0].0, "k0000");
+    assert_eq!(changes[99].0, "k0099");
+    store
+        .apply("Counter", "k0001", snap(9, 9, 1), ReplicaStatus::Ok)
+        .unwrap();
+    let (changes, _) = feed_of(&store, next);
+    assert_eq!(changes, [("k0001".to_owned(), 9, true)]);
+}
+
+#[test]
+fn a_restore_beside_existing_replicas_keeps_their_state() {
+    let store = ReplicaStore::new();
+    store
+        .apply("Counter", "b", snap(5, 5, 1), ReplicaStatus::Ok)
+        .unwrap();
+    // Not in key order, and the type holds a replica: one at a time.
+    let restored_count = store.restore(
+        "Counter",
+        vec![
+            restored("c", 2, 2),
+            restored("b", 1, 1),
+            restored("a", 3, 3),
+        ],
+    );
+    assert_eq!(restored_count, 2);
+    assert_eq!(store.get("Counter", "b").unwrap().sequence, 5);
+    assert_eq!(store.get("Counter", "a").unwrap().sequence, 3);
+    assert_eq!(store.keys("Counter", None, 10), ["a", "b", "c"]);
+}
+
+#[test]
+fn a_quiet_apply_still_reaches_subscribers_and_the_feed() {
+    let store = ReplicaStore::new();
+    store
+        .apply_quietly("Counter", "a", snap(1, 1, 1), ReplicaStatus::Ok)
+        .unwrap();
+    let mut changes = store.subscribe();
+    store
+        .apply_quietly("Counter", "a", snap(2, 2, 1), ReplicaStatus::Ok)
+        .unwrap();
+    let change = changes.try_recv().unwrap();
+    assert_eq!(
+        (change.kind, change.replica.sequence),
+        (ChangeKind::Applied, 2)
+    );
+    assert!(
+        store
+            .apply_quietly("Counter", "a", snap(1, 9, 1), ReplicaStatus::Ok)
+            .is_err()
+    );
+    let (fed, _) = feed_of(&store, store.feed_start());
+    assert_eq!(fed, [("a".to_owned(), 2, true)]);
+    assert_eq!(*store.versions().borrow(), 2);
+}
