@@ -9,7 +9,7 @@ use replica_e2e::daemon::{self, Daemon};
 use replica_e2e::log_writer::LogWriter;
 use replica_e2e::orlando::{self, CounterState};
 
-/// Every route of `daemon/http.rs`'s router, in OpenAPI's notation.
+/// Every route of `daemon/http/mod.rs`'s router, in OpenAPI's notation.
 const ROUTES: &[&str] = &[
     "/",
     "/healthz",
