@@ -5,6 +5,9 @@
 //! repository) or by git URL at a pinned revision. Its `Cargo.lock` is
 //! resolved from this workspace's, so it builds with the versions we test
 //! (and offline, where those are in cargo's cache).
+//!
+//! A quarter of the file is its unit tests; most of the rest is the
+//! scaffold's file templates.
 
 use std::path::{Path, PathBuf};
 

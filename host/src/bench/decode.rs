@@ -31,6 +31,9 @@
 //! instance, no call), the call on a warm instance without validating (copy
 //! in, guest decode and encoding, copy out), validating alone; and natively
 //! the decode alone and the encoding alone.
+//!
+//! A benchmark is one file: its run and its report are read together (feature
+//! `tools`, not part of the library's data path).
 
 use std::path::PathBuf;
 use std::sync::Arc;

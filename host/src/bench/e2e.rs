@@ -18,6 +18,9 @@
 //! the consumer's apply time minus that timestamp, for every snapshot it
 //! applies. A grain is current once its applied sequence is the last one
 //! the producer writes for it.
+//!
+//! A benchmark is one file: its run, its worker processes and its report are
+//! read together (feature `tools`, not part of the library's data path).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;

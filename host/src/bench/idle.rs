@@ -13,6 +13,9 @@
 //!
 //! Each run is a child process (`bench worker idle`), so that its CPU and
 //! memory are its own.
+//!
+//! A benchmark is one file: its run, its worker processes and its report are
+//! read together (feature `tools`, not part of the library's data path).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

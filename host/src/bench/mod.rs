@@ -6,6 +6,10 @@
 //! idle, memory) run each side in a child process of the same binary
 //! (`replica-host bench worker …`) so that `getrusage` and peak RSS belong
 //! to that side alone.
+//!
+//! Longer than most modules: the helpers every benchmark shares (the logs,
+//! `CountingLog`, CPU and RSS readings, percentiles, the sample plugins) are
+//! here once rather than copied per benchmark.
 
 pub mod catchup;
 pub mod decode;

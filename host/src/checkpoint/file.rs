@@ -10,6 +10,11 @@
 //! WAL journal, `synchronous = NORMAL`: a committed flush survives the
 //! process being killed at any instant (not a power loss, which costs at
 //! most the last flushes: the log has them).
+//!
+//! Longer than most modules on purpose: this file is the on-disk format
+//! (schema, row encoding, checksum, chunked read, batched write), kept whole
+//! so that a change to the format is a change to one file; loading into the
+//! store is `load.rs`, the background writer `writer.rs`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,10 @@
 //! apply snapshots, keep the replica's status, and schedule retries. No
 //! task waits on a grain between steps; the scheduler
 //! ([`super::scheduler`]) decides when the next step is due.
+//!
+//! Longer than most modules on purpose: one grain step, from its read to its
+//! apply and retry, is one state machine; its pure rules are
+//! `consumer::batch`, its backoff `backoff.rs`.
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;

@@ -22,6 +22,12 @@
 //! - **Timers.** Retries after a read error or a snapshot that did not decode
 //!   sit in a min-heap until due.
 //!
+//! Longer than most modules on purpose: the scheduler's loop owns its table,
+//! ready queue and timers, and each turn touches all three; split apart, the
+//! invariants between them (a grain is in at most one of queue, timer or
+//! worker) would span files. The grain step itself is `grain.rs`, the verify
+//! slice `scheduler/verify.rs`.
+//!
 //! [`ReplicationLog::scan`]: crate::replication_log::ReplicationLog::scan
 
 use std::cmp::Reverse;

@@ -4,6 +4,10 @@
 //! SQLite is dynamically typed: every column is read together with its
 //! `typeof()` and judged by [`LooseRow`](super::record::LooseRow), so one
 //! odd row is refused rather than failing the read.
+//!
+//! Longer than most modules: most of it is the SQL text and the loose reading
+//! of each column; writes are `sqlite_writer.rs`, bulk reads
+//! `sqlite_bulk.rs`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -18,6 +18,11 @@
 //!   every [`ReplicaChange`], in store order. A receiver that falls more than
 //!   the channel's capacity behind gets `RecvError::Lagged` and should
 //!   re-read what it needs with [`ReplicaStore::get`].
+//!
+//! Longer than most modules on purpose: every method that takes the store's
+//! one lock is here, so the rules that lock guards (the sequence guard, the
+//! version bump, the change feed, the waiters) read in one place; the parts
+//! that need no lock live beside it (`feed.rs`, `waiters.rs`, `replica.rs`).
 
 mod feed;
 mod replica;

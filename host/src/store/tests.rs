@@ -1,3 +1,5 @@
+//! Unit tests of the replica store ([`super::ReplicaStore`]).
+
 use std::sync::Arc;
 
 use tokio::sync::broadcast::error::TryRecvError;

@@ -1,3 +1,5 @@
+//! Unit tests of the batch rules ([`super`]): which snapshot of a batch is applied.
+
 use super::*;
 use crate::replication_log::{LogEntry, RefusedRow};
 

@@ -14,6 +14,8 @@
 //! open the operator page. Its sha256 is compared with every configured hash
 //! in constant time. Which scope a route needs is declared where it is
 //! routed ([`super::access`]).
+//!
+//! A fifth of the file is its unit tests, beside the code they check.
 
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};

@@ -5,6 +5,8 @@
 //! the failing and behind grains a page at a time (a failing one with the
 //! command that captures it as a test case). Protected like the API
 //! (`read`); a browser sends its token as the password of HTTP Basic.
+//!
+//! A fifth of the file is its unit tests, beside the code they check.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
