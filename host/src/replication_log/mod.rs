@@ -71,9 +71,11 @@ mod url;
 pub use error::{Cause, LogError};
 pub use forward::ForwardLog;
 pub use memory::{MemoryLog, RawRow};
-pub use postgres::{PostgresLog, PostgresWriter};
+pub use postgres::PostgresLog;
+pub use postgres_writer::PostgresWriter;
 pub use scan::{DEFAULT_SCAN_ROWS, ScanPage, ScannedGrain};
-pub use sqlite::{SqliteLog, SqliteWriter};
+pub use sqlite::SqliteLog;
+pub use sqlite_writer::SqliteWriter;
 pub use url::redact_password;
 
 /// What a log entry carries: a full snapshot, or a delta (reserved by Orlando,

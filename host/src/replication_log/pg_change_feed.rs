@@ -26,7 +26,8 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
 use sqlx::{Connection, Executor};
 
-use super::pg_driver::{GRAIN_HEADS, error, has_code, invalid_url};
+use super::pg_connect::invalid_url;
+use super::pg_driver::{GRAIN_HEADS, error, has_code};
 use super::{ChangeCursor, CursorState, HeadChanges, LogError, redact_password, seq};
 
 /// The change feed column.

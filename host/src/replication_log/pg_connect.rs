@@ -67,8 +67,7 @@ pub(super) fn options(
     shown: &str,
     password: Option<&Secret>,
 ) -> Result<PgConnectOptions, LogError> {
-    let mut options =
-        PgConnectOptions::from_str(url).map_err(|e| super::pg_driver::invalid_url(shown, e))?;
+    let mut options = PgConnectOptions::from_str(url).map_err(|e| invalid_url(shown, e))?;
     if let Some(password) = password {
         options = options.password(password.expose());
     }
@@ -149,6 +148,14 @@ pub(super) fn sslmode_name(options: &PgConnectOptions) -> &'static str {
         PgSslMode::Require => "require",
         PgSslMode::VerifyCa => "verify-ca",
         PgSslMode::VerifyFull => "verify-full",
+    }
+}
+
+/// A URL sqlx cannot parse, shown as `shown` (password hidden).
+pub(super) fn invalid_url(shown: &str, err: sqlx::Error) -> LogError {
+    LogError::Config {
+        message: format!("invalid PostgreSQL URL {shown}: {err}"),
+        source: Some(err.into()),
     }
 }
 

@@ -20,14 +20,6 @@ pub(super) fn has_code(err: &sqlx::Error, codes: &[&str]) -> bool {
     }
 }
 
-/// A URL sqlx cannot parse, shown as `shown` (password hidden).
-pub(super) fn invalid_url(shown: &str, err: sqlx::Error) -> LogError {
-    LogError::Config {
-        message: format!("invalid PostgreSQL URL {shown}: {err}"),
-        source: Some(err.into()),
-    }
-}
-
 /// Maps a sqlx error, naming the server: a lost, refused or timed-out
 /// connection is [`LogError::Unavailable`]; a database that does not exist
 /// is [`LogError::Missing`].

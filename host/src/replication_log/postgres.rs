@@ -18,7 +18,6 @@ use sqlx::Postgres;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgQueryResult};
 
 use super::pg_driver::{GRAIN_HEADS, error, has_code};
-pub use super::postgres_writer::PostgresWriter;
 use super::sql::{Queries, Sql, SqlLog};
 use super::{
     ChangeCursor, CursorState, GrainHead, HeadChanges, HeadsSnapshot, LogError, LogRecord,
@@ -27,7 +26,7 @@ use super::{
 use crate::secret::Secret;
 
 /// Orlando's table, as Orlando creates it.
-const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS replication_log (
+pub(super) const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS replication_log (
     grain_type TEXT NOT NULL,
     grain_key TEXT NOT NULL,
     sequence BIGINT NOT NULL,
@@ -39,7 +38,7 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS replication_log (
 )";
 
 /// Whether the table is there and readable.
-const PROBE: &str = "SELECT 1 FROM replication_log LIMIT 1";
+pub(super) const PROBE: &str = "SELECT 1 FROM replication_log LIMIT 1";
 
 /// Whether the table is there (on the search path), without touching it.
 const HAS_TABLE: &str = "SELECT to_regclass('replication_log') IS NOT NULL";
@@ -168,32 +167,6 @@ impl PostgresLog {
         Ok(log)
     }
 
-    /// Connects as a writer and creates Orlando's table when missing. For
-    /// the demo, benchmarks and tests that stand in for an Orlando primary.
-    pub async fn create(url: &str) -> Result<PostgresWriter, LogError> {
-        Self::create_with_timeout(url, Self::DEFAULT_ACQUIRE_TIMEOUT).await
-    }
-
-    /// Like [`PostgresLog::create`], giving up on a connection after
-    /// `acquire_timeout` (here and in every later call).
-    pub async fn create_with_timeout(
-        url: &str,
-        acquire_timeout: Duration,
-    ) -> Result<PostgresWriter, LogError> {
-        let (log, _) = Self::open_pool(url, None, acquire_timeout, false).await?;
-        if let Err(e) = sqlx::query(CREATE_TABLE).execute(&log.pool).await {
-            // Two processes creating the table at once: one loses the race
-            // on the catalog. A writer without CREATE rights is fine too, as
-            // long as the table is there.
-            let raced = has_code(&e, &["23505", "42P07"]);
-            if !raced && sqlx::query(PROBE).execute(&log.pool).await.is_err() {
-                return Err(log.error(e));
-            }
-        }
-        log.detect_change_feed().await?;
-        Ok(PostgresWriter(log))
-    }
-
     /// Whether discovery uses the change feed (the table has the
     /// `replica_tx` column, see `replica-host log enable-change-feed`) rather
     /// than listing every grain each poll. Detected when the log is opened.
@@ -201,7 +174,7 @@ impl PostgresLog {
         self.change_feed.load(Ordering::Relaxed)
     }
 
-    async fn open_pool(
+    pub(super) async fn open_pool(
         url: &str,
         password: Option<&Secret>,
         acquire_timeout: Duration,
@@ -244,7 +217,7 @@ impl PostgresLog {
         }
     }
 
-    async fn detect_change_feed(&self) -> Result<(), LogError> {
+    pub(super) async fn detect_change_feed(&self) -> Result<(), LogError> {
         let enabled = pg_change_feed::has_column(&self.pool)
             .await
             .map_err(|e| self.error(e))?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::pg_driver::has_code;
-use super::postgres::{LATEST, PostgresLog};
+use super::postgres::{CREATE_TABLE, LATEST, PROBE, PostgresLog};
 use super::sql::{Sql, SqlLog};
 use super::{ForwardLog, LogEntry, LogError, LogWriter, ReplicationLog, seq};
 
@@ -17,6 +17,34 @@ const APPEND_RETRIES: u32 = 12;
 const INSERT: &str = "INSERT INTO replication_log
     (grain_type, grain_key, sequence, timestamp_millis, source_cluster, entry_type, payload)
 VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+impl PostgresLog {
+    /// Connects as a writer and creates Orlando's table when missing. For
+    /// the demo, benchmarks and tests that stand in for an Orlando primary.
+    pub async fn create(url: &str) -> Result<PostgresWriter, LogError> {
+        Self::create_with_timeout(url, Self::DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// Like [`PostgresLog::create`], giving up on a connection after
+    /// `acquire_timeout` (here and in every later call).
+    pub async fn create_with_timeout(
+        url: &str,
+        acquire_timeout: Duration,
+    ) -> Result<PostgresWriter, LogError> {
+        let (log, _) = Self::open_pool(url, None, acquire_timeout, false).await?;
+        if let Err(e) = sqlx::query(CREATE_TABLE).execute(&log.pool).await {
+            // Two processes creating the table at once: one loses the race
+            // on the catalog. A writer without CREATE rights is fine too, as
+            // long as the table is there.
+            let raced = has_code(&e, &["23505", "42P07"]);
+            if !raced && sqlx::query(PROBE).execute(&log.pool).await.is_err() {
+                return Err(log.error(e));
+            }
+        }
+        log.detect_change_feed().await?;
+        Ok(PostgresWriter(log))
+    }
+}
 
 /// A PostgreSQL log opened to be written (see [`PostgresLog::create`]):
 /// read-write sessions. It reads as the [`PostgresLog`] it derefs to.

@@ -16,22 +16,20 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
-    SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteQueryResult, SqliteRow,
 };
 use sqlx::{Row, Sqlite};
 
 use super::record::LooseColumns;
 use super::sql::{Queries, Sql, SqlLog};
 use super::sqlite_bulk::{BulkError, BulkReader, RowidQueries};
-pub use super::sqlite_writer::SqliteWriter;
 use super::{
     ChangeCursor, CursorState, GrainHead, HeadChanges, HeadsSnapshot, LogError, LogRecord,
     ReplicationLog, ScanPage, seq,
 };
 
 /// Orlando's table, as Orlando creates it.
-const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS replication_log (
+pub(super) const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS replication_log (
     grain_type TEXT NOT NULL,
     grain_key TEXT NOT NULL,
     sequence INTEGER NOT NULL,
@@ -220,33 +218,7 @@ impl SqliteLog {
         Ok(log)
     }
 
-    /// Opens the log as a writer: creates the file (in WAL mode) and
-    /// Orlando's table when missing. For the demo, benchmarks and tests.
-    pub async fn create(path: impl AsRef<Path>) -> Result<SqliteWriter, LogError> {
-        Self::create_with_busy_timeout(path, Self::DEFAULT_BUSY_TIMEOUT).await
-    }
-
-    /// Like [`SqliteLog::create`], waiting at most `busy_timeout` for locks.
-    pub async fn create_with_busy_timeout(
-        path: impl AsRef<Path>,
-        busy_timeout: Duration,
-    ) -> Result<SqliteWriter, LogError> {
-        let path = path.as_ref().to_path_buf();
-        let options = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(busy_timeout);
-        let log = Self::connect(path, options, busy_timeout).await?;
-        sqlx::query(CREATE_TABLE)
-            .execute(&log.pool)
-            .await
-            .map_err(|e| log.error(e))?;
-        Ok(SqliteWriter(log))
-    }
-
-    async fn connect(
+    pub(super) async fn connect(
         path: PathBuf,
         options: SqliteConnectOptions,
         busy_timeout: Duration,

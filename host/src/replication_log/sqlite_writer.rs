@@ -2,15 +2,47 @@
 //! returns, appends and truncates as an Orlando primary does, and reads
 //! through the [`SqliteLog`] it wraps.
 
+use std::path::Path;
+use std::time::Duration;
+
 use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
 use super::sql::{Sql, SqlLog};
-use super::sqlite::{SqliteLog, latest};
+use super::sqlite::{CREATE_TABLE, SqliteLog, latest};
 use super::{ForwardLog, LogEntry, LogError, LogWriter, ReplicationLog, seq};
 
 const INSERT: &str = "INSERT INTO replication_log
     (grain_type, grain_key, sequence, timestamp_millis, source_cluster, entry_type, payload)
 VALUES (?, ?, ?, ?, ?, ?, ?)";
+
+impl SqliteLog {
+    /// Opens the log as a writer: creates the file (in WAL mode) and
+    /// Orlando's table when missing. For the demo, benchmarks and tests.
+    pub async fn create(path: impl AsRef<Path>) -> Result<SqliteWriter, LogError> {
+        Self::create_with_busy_timeout(path, Self::DEFAULT_BUSY_TIMEOUT).await
+    }
+
+    /// Like [`SqliteLog::create`], waiting at most `busy_timeout` for locks.
+    pub async fn create_with_busy_timeout(
+        path: impl AsRef<Path>,
+        busy_timeout: Duration,
+    ) -> Result<SqliteWriter, LogError> {
+        let path = path.as_ref().to_path_buf();
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(busy_timeout);
+        let log = Self::connect(path, options, busy_timeout).await?;
+        sqlx::query(CREATE_TABLE)
+            .execute(&log.pool)
+            .await
+            .map_err(|e| log.error(e))?;
+        Ok(SqliteWriter(log))
+    }
+}
 
 /// A SQLite log opened to be written (see [`SqliteLog::create`]). It reads
 /// as the [`SqliteLog`] it derefs to.
