@@ -176,16 +176,22 @@ pub(crate) async fn sqlite_pool(path: &Path) -> SqlitePool {
         .expect("raw SQLite connection")
 }
 
-pub(crate) async fn sqlite(_case: &str) -> Option<Box<dyn Harness>> {
-    let dir = TempDir::new().expect("tempdir");
-    let path = dir.path().join("log.db");
-    let raw = SqlitePool::connect_with(
+/// A raw connection to a new SQLite file at `path`, for a test that makes
+/// its own table before the log opens it.
+pub(crate) async fn new_sqlite_file(path: &Path) -> SqlitePool {
+    SqlitePool::connect_with(
         SqliteConnectOptions::new()
-            .filename(&path)
+            .filename(path)
             .create_if_missing(true),
     )
     .await
-    .expect("raw SQLite connection");
+    .expect("raw SQLite connection")
+}
+
+pub(crate) async fn sqlite(_case: &str) -> Option<Box<dyn Harness>> {
+    let dir = TempDir::new().expect("tempdir");
+    let path = dir.path().join("log.db");
+    let raw = new_sqlite_file(&path).await;
     raw.execute(orlando::SQLITE_DDL)
         .await
         .expect("Orlando's DDL");

@@ -102,13 +102,7 @@ async fn sqlite_reader_follows_a_wal_writer_and_creates_nothing() {
     assert!(!missing.exists());
     // Nor a table in a database that has none.
     let empty = dir.path().join("empty.db");
-    let raw = SqlitePool::connect_with(
-        SqliteConnectOptions::new()
-            .filename(&empty)
-            .create_if_missing(true),
-    )
-    .await
-    .unwrap();
+    let raw = new_sqlite_file(&empty).await;
     raw.execute("CREATE TABLE other (x INTEGER)").await.unwrap();
     assert!(matches!(
         replication_log::open(&format!("sqlite://{}", empty.display())).await,
@@ -227,13 +221,7 @@ async fn sqlite_changes_since_uses_the_rowid_watermark() {
 async fn sqlite_changes_since_lists_everything_without_a_rowid() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("norowid.db");
-    let raw = SqlitePool::connect_with(
-        SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true),
-    )
-    .await
-    .unwrap();
+    let raw = new_sqlite_file(&path).await;
     raw.execute(
         "CREATE TABLE replication_log (grain_type TEXT NOT NULL, grain_key TEXT NOT NULL,
          sequence INTEGER NOT NULL, timestamp_millis INTEGER NOT NULL,
@@ -256,13 +244,7 @@ async fn sqlite_changes_since_lists_everything_without_a_rowid() {
 async fn sqlite_refuses_nulls_of_a_looser_table() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("nullable.db");
-    let raw = SqlitePool::connect_with(
-        SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true),
-    )
-    .await
-    .unwrap();
+    let raw = new_sqlite_file(&path).await;
     // An older writer's table without NOT NULL; our CREATE IF NOT EXISTS keeps it.
     raw.execute(
         "CREATE TABLE replication_log (grain_type TEXT, grain_key TEXT, sequence INTEGER,
