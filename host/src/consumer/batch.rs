@@ -117,6 +117,19 @@ impl Cursor {
         }
     }
 
+    /// Whether the cursor is what [`Cursor::new`] makes of its applied
+    /// sequence: read up to it, nothing blocked, failing, behind or
+    /// reported beyond it.
+    pub fn is_settled_at_applied(&self) -> bool {
+        self.position == self.applied
+            && self.seen == self.applied
+            && self.reported == self.applied
+            && self.blocker.is_none()
+            && self.failing.is_none()
+            && self.behind.is_none()
+            && self.unsequenced.is_empty()
+    }
+
     /// A cursor that decodes the applied snapshot `applied` again (after a
     /// plugin swap): reads from just below it, with refusals up to it
     /// already reported. If the snapshot no longer decodes, the grain is

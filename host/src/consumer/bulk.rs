@@ -19,9 +19,9 @@ use std::sync::Arc;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 
-use super::grain::{Step, StepOutcome, Stopped, TypeContext};
+use super::grain::{Applies, Progress, Step, StepOutcome, Stopped, TypeContext};
 use crate::decode::{CallError, CallErrorKind};
-use crate::replication_log::LogEntry;
+use crate::replication_log::{LogEntry, LogRecord};
 use crate::shutdown::StopSignal;
 use crate::value::State;
 
@@ -33,38 +33,70 @@ const CALLS_IN_FLIGHT: usize = 8;
 /// their first attempts together: in calls of the decoder's
 /// [`batch_max`](crate::decode::SnapshotDecoder::batch_max), several in
 /// flight, each call's grains finished as soon as it returns and handed to
-/// `deliver` one by one. `Err(Stopped)` when shutdown came first.
+/// `deliver` together. `Err(Stopped)` when shutdown came first.
 pub(crate) async fn run(
     ctx: Arc<TypeContext>,
-    steps: Vec<(u32, Step)>,
+    handed: Vec<Handed>,
     shutdown: &mut StopSignal,
-    deliver: &mut (dyn FnMut(u32, StepOutcome) + Send),
+    deliver: &mut (dyn FnMut(Vec<(u32, StepOutcome)>) + Send),
 ) -> Result<(), Stopped> {
-    let mut groups: Vec<Vec<((u32, Step), LogEntry)>> = Vec::new();
+    let mut groups: Vec<Vec<Lent>> = Vec::new();
     let chunk = ctx.decoder.batch_max().max(1);
     let mut group = Vec::with_capacity(chunk);
-    for (index, mut step) in steps {
+    let mut nothing_to_decode = Vec::new();
+    for grain in handed {
+        let index = grain.index;
+        let Some(mut step) = grain.into_step(&ctx) else {
+            continue; // a step already runs (not handed over so)
+        };
         match step.first_attempt() {
-            Some(entry) => {
-                group.push(((index, step), entry));
+            Some((at, entry)) => {
+                group.push(Lent {
+                    index,
+                    step,
+                    at,
+                    entry,
+                });
                 if group.len() == chunk {
                     groups.push(std::mem::replace(&mut group, Vec::with_capacity(chunk)));
                 }
             }
             // Nothing to decode (Deltas, refused rows): finished at once.
-            None => deliver(index, step.run_with(shutdown, None).await?),
+            None => nothing_to_decode.push((index, step.run_with(shutdown, None, None).await?)),
         }
+    }
+    if !nothing_to_decode.is_empty() {
+        deliver(nothing_to_decode);
     }
     if !group.is_empty() {
         groups.push(group);
     }
     let mut groups = groups.into_iter();
     let mut in_flight = FuturesUnordered::new();
-    let call = |group: Vec<((u32, Step), LogEntry)>| {
+    let call = |group: Vec<Lent>| {
         let ctx = &ctx;
         async move {
-            let (steps, entries): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+            let mut entries = Vec::with_capacity(group.len());
+            let mut steps = Vec::with_capacity(group.len());
+            for Lent {
+                index,
+                step,
+                at,
+                entry,
+            } in group
+            {
+                entries.push(entry);
+                steps.push((index, step, at));
+            }
             let results = decode_batch_catching(ctx, &entries).await;
+            let steps: Vec<(u32, Step)> = steps
+                .into_iter()
+                .zip(entries)
+                .map(|((index, mut step, at), entry)| {
+                    step.give_back(at, entry);
+                    (index, step)
+                })
+                .collect();
             (steps, results)
         }
     };
@@ -76,11 +108,57 @@ pub(crate) async fn run(
         };
         let Some((steps, results)) = next else { break };
         in_flight.extend(groups.next().map(call));
+        let mut finished = Vec::with_capacity(steps.len());
+        let mut applies = Applies::default();
         for ((index, step), result) in steps.into_iter().zip(results) {
-            deliver(index, step.run_with(shutdown, Some(result)).await?);
+            let outcome = step
+                .run_with(shutdown, Some(result), Some(&mut applies))
+                .await?;
+            finished.push((index, outcome));
         }
+        // In the store before the scheduler counts them caught up.
+        applies.apply(&ctx);
+        deliver(finished);
     }
     Ok(())
+}
+
+/// A grain the catch-up scan handed over whole, as its slot had it: its
+/// step is made in the worker, not on the scheduler's task.
+pub(crate) struct Handed {
+    /// The grain's slot in the scheduler's table.
+    pub(crate) index: u32,
+    /// The grain's key.
+    pub(crate) grain_key: Arc<str>,
+    /// Where the grain stood.
+    pub(crate) progress: Progress,
+    /// The grain's newest sequence in the log.
+    pub(crate) head: u64,
+    /// Every row of the grain, from the scan.
+    pub(crate) records: Vec<LogRecord>,
+}
+
+impl Handed {
+    /// The grain's step over its scanned rows.
+    fn into_step(self, ctx: &Arc<TypeContext>) -> Option<Step> {
+        let progress = self.progress.into_progress(ctx, &self.grain_key)?;
+        Some(Step {
+            ctx: Arc::clone(ctx),
+            grain_key: self.grain_key,
+            progress,
+            head: self.head,
+            prefetched: Some(self.records),
+        })
+    }
+}
+
+/// A grain whose first attempt is out to the decoder: its step, and the
+/// entry lent from the step's rows at `at`.
+struct Lent {
+    index: u32,
+    step: Step,
+    at: usize,
+    entry: LogEntry,
 }
 
 /// The decoder's batch call, a panic turned into a trap of every entry.

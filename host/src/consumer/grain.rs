@@ -26,7 +26,7 @@ use crate::decode::{CallError, CallErrorKind, DecodedBy};
 use crate::repeat_limiter::limited;
 use crate::replication_log::{LogEntry, LogRecord, ReplicationLog};
 use crate::shutdown::StopSignal;
-use crate::store::{DecodedSnapshot, ReplicaStatus, ReplicaStore};
+use crate::store::{DecodedSnapshot, ReplicaStatus, ReplicaStore, StaleSnapshot};
 use crate::value::State;
 
 /// Shutdown was signalled in the middle of a step.
@@ -110,6 +110,28 @@ impl GrainProgress {
         }
     }
 
+    /// The sequence this grain has read up to, when nothing else needs
+    /// keeping: [`GrainProgress::new`] would make the same progress again
+    /// from the store (read up to the applied snapshot, status `Ok` or,
+    /// with nothing applied, none; no retry waiting). What a scheduler keeps
+    /// of an idle grain instead of the whole progress.
+    pub(crate) fn settled(&self) -> Option<u64> {
+        let status_as_stored = match &self.last_status {
+            Some(ReplicaStatus::Ok) => true,
+            None => self.cursor.applied() == 0,
+            Some(_) => false,
+        };
+        let settled = status_as_stored
+            && self.cursor.is_settled_at_applied()
+            && self.read.failures() == 0
+            && self.read.retry_at().is_none()
+            && self.decode.failures() == 0
+            && self.decode.retry_at().is_none()
+            && !self.more
+            && self.served_head <= self.cursor.seen();
+        settled.then(|| self.cursor.seen())
+    }
+
     /// Whether a step is due now, given the grain's newest sequence in the log.
     pub(crate) fn due(&self, head: u64, now: Instant) -> bool {
         let retry = self.decode.is_due(now);
@@ -137,10 +159,64 @@ impl GrainProgress {
     }
 }
 
+/// Where an idle grain stands, as its slot keeps it: most grains are
+/// settled (read up to their applied snapshot, nothing to retry), and those
+/// keep one sequence instead of a boxed [`GrainProgress`]; the progress is
+/// made again from the store when a step of theirs runs.
+pub(crate) enum Progress {
+    /// Settled, read up to this sequence ([`GrainProgress::settled`]).
+    Settled(u64),
+    /// Anything else to remember: a retry, a failure, a blocker.
+    Kept(Box<GrainProgress>),
+    /// A step of the grain runs and has it.
+    Running,
+}
+
+impl Progress {
+    /// What a slot keeps of `progress`.
+    pub(crate) fn keep(progress: GrainProgress) -> Self {
+        match progress.settled() {
+            Some(seen) => Progress::Settled(seen),
+            None => Progress::Kept(Box::new(progress)),
+        }
+    }
+
+    /// Whether a step of the grain runs.
+    pub(crate) fn is_running(&self) -> bool {
+        matches!(self, Progress::Running)
+    }
+
+    /// Hands the progress to a step (made again from the store when
+    /// settled); `None` when a step already has it.
+    pub(crate) fn take(&mut self, ctx: &TypeContext, grain_key: &str) -> Option<GrainProgress> {
+        std::mem::replace(self, Progress::Running).into_progress(ctx, grain_key)
+    }
+
+    /// The whole progress (made again from the store when settled);
+    /// `None` when a step already has it.
+    pub(crate) fn into_progress(self, ctx: &TypeContext, grain_key: &str) -> Option<GrainProgress> {
+        match self {
+            Progress::Settled(_) => Some(GrainProgress::new(ctx, grain_key)),
+            Progress::Kept(progress) => Some(*progress),
+            Progress::Running => None,
+        }
+    }
+
+    /// Whether the grain's rows from the catch-up scan can stand in for
+    /// its next read.
+    pub(crate) fn takes_prefetched(&self) -> bool {
+        match self {
+            Progress::Settled(_) => true,
+            Progress::Kept(progress) => progress.takes_prefetched(),
+            Progress::Running => false,
+        }
+    }
+}
+
 /// What a step did, for the scheduler.
 pub(crate) struct StepOutcome {
-    /// The grain's progress after the step.
-    pub(crate) progress: Box<GrainProgress>,
+    /// The grain's progress after the step, as its slot keeps it.
+    pub(crate) progress: Progress,
     /// The step read the grain's log successfully and has nothing more to
     /// read right now, or the grain is failing: it has caught up.
     pub(crate) caught_up: bool,
@@ -153,7 +229,7 @@ pub(crate) struct Step {
     /// The grain's key.
     pub(crate) grain_key: Arc<str>,
     /// Where the grain stands (moved in and handed back).
-    pub(crate) progress: Box<GrainProgress>,
+    pub(crate) progress: GrainProgress,
     /// The grain's newest sequence in the log when the step was dispatched.
     pub(crate) head: u64,
     /// Every row of the grain, from the catch-up scan, if it applies.
@@ -164,13 +240,16 @@ impl Step {
     /// Runs the step: one read (or the prefetched rows), then decode, apply
     /// and retry bookkeeping. `Err(Stopped)` when shutdown interrupted it.
     pub(crate) async fn run(self, shutdown: &mut StopSignal) -> Result<StepOutcome, Stopped> {
-        self.run_with(shutdown, None).await
+        self.run_with(shutdown, None, None).await
     }
 
     /// The snapshot the step would decode first, when it has prefetched
     /// rows: the one the streaming catch-up decodes in a batch with other
-    /// grains' and hands to [`Step::run_with`].
-    pub(crate) fn first_attempt(&mut self) -> Option<LogEntry> {
+    /// grains' and hands to [`Step::run_with`]. The entry is lent, not
+    /// copied: its names and payload move out (its sequence and type stay
+    /// for the step's plan) and go back with [`Step::give_back`], with the
+    /// position returned here.
+    pub(crate) fn first_attempt(&mut self) -> Option<(usize, LogEntry)> {
         let retry = self.progress.decode.is_due(Instant::now());
         let from = self.progress.cursor.read_after(retry);
         let limit = self.ctx.config.limit();
@@ -179,19 +258,41 @@ impl Step {
         records.retain(|r| sequence_of(r).is_none_or(|s| s > from));
         records.truncate(limit);
         let plan = self.progress.cursor.plan(records);
-        match &records[*plan.attempts.first()?] {
-            LogRecord::Entry(entry) => Some(entry.clone()),
+        let at = *plan.attempts.first()?;
+        match &mut records[at] {
+            LogRecord::Entry(entry) => {
+                let husk = LogEntry {
+                    grain_type: String::new(),
+                    grain_key: String::new(),
+                    sequence: entry.sequence,
+                    timestamp_millis: entry.timestamp_millis,
+                    source_cluster: String::new(),
+                    entry_type: entry.entry_type,
+                    payload: bytes::Bytes::new(),
+                };
+                Some((at, std::mem::replace(entry, husk)))
+            }
             LogRecord::Refused(_) => None,
+        }
+    }
+
+    /// Puts back the entry [`Step::first_attempt`] lent out from `at`.
+    pub(crate) fn give_back(&mut self, at: usize, entry: LogEntry) {
+        if let Some(slot) = self.prefetched.as_mut().and_then(|r| r.get_mut(at)) {
+            *slot = LogRecord::Entry(entry);
         }
     }
 
     /// Like [`Step::run`], with the outcome of decoding
     /// [`Step::first_attempt`] already known (`first`): it is used instead
-    /// of calling the decoder for that snapshot.
+    /// of calling the decoder for that snapshot. With `applies`, the decoded
+    /// snapshot joins that batch instead of going to the store at once: the
+    /// caller applies the batch before it hands the outcome on.
     pub(crate) async fn run_with(
         self,
         shutdown: &mut StopSignal,
         first: Option<Result<State, CallError>>,
+        applies: Option<&mut Applies>,
     ) -> Result<StepOutcome, Stopped> {
         let Step {
             ctx,
@@ -204,7 +305,7 @@ impl Step {
             ctx: &ctx,
             grain_key: &grain_key,
         };
-        let p = &mut *progress;
+        let p = &mut progress;
         let limit = ctx.config.limit();
         let now = Instant::now();
         let retry = p.decode.is_due(now);
@@ -240,7 +341,7 @@ impl Step {
                         });
                         p.more = false;
                         return Ok(StepOutcome {
-                            progress,
+                            progress: Progress::keep(progress),
                             caught_up: false,
                         });
                     }
@@ -269,6 +370,7 @@ impl Step {
                     shutdown,
                     &mut p.last_status,
                     first,
+                    applies,
                 )
                 .await?;
         }
@@ -285,7 +387,7 @@ impl Step {
         }
         let caught_up = !p.more || p.cursor.failing().is_some();
         Ok(StepOutcome {
-            progress,
+            progress: Progress::keep(progress),
             caught_up,
         })
     }
@@ -294,7 +396,68 @@ impl Step {
 /// A grain, for the batch handling and its log lines.
 struct GrainRef<'a> {
     ctx: &'a TypeContext,
-    grain_key: &'a str,
+    grain_key: &'a Arc<str>,
+}
+
+/// Snapshots that several grains' steps decoded, applied to the store in
+/// one call ([`ReplicaStore::apply_many`]) once those steps are done: what
+/// a catch-up's decoder call hands the store.
+#[derive(Default)]
+pub(crate) struct Applies {
+    batch: Vec<(Arc<str>, DecodedSnapshot, ReplicaStatus)>,
+}
+
+impl Applies {
+    /// Applies the batch, then counts and logs each grain's outcome as a
+    /// step applying its own snapshot does.
+    pub(crate) fn apply(self, ctx: &TypeContext) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let reports: Vec<(Arc<str>, u64, ReplicaStatus)> = self
+            .batch
+            .iter()
+            .map(|(key, snapshot, status)| (Arc::clone(key), snapshot.sequence, status.clone()))
+            .collect();
+        let outcomes = ctx.store.apply_many(&ctx.grain_type, self.batch);
+        for ((grain_key, sequence, status), outcome) in reports.into_iter().zip(outcomes) {
+            report_applied(ctx, &grain_key, sequence, &status, outcome);
+        }
+    }
+}
+
+/// Counts and logs the store's answer to one grain's applied snapshot; a
+/// snapshot the store already holds newer keeps the grain's status current.
+fn report_applied(
+    ctx: &TypeContext,
+    grain_key: &str,
+    sequence: u64,
+    status: &ReplicaStatus,
+    outcome: Result<(), StaleSnapshot>,
+) {
+    let grain_type = ctx.grain_type.as_str();
+    match outcome {
+        Ok(()) => {
+            ctx.counters.snapshot_applied();
+            tracing::debug!(
+                grain_type = %grain_type,
+                grain_key = %grain_key,
+                sequence,
+                status = status.label(),
+                "applied snapshot"
+            );
+        }
+        Err(stale) => {
+            tracing::warn!(
+                grain_type = %grain_type,
+                grain_key = %grain_key,
+                sequence,
+                current = stale.current,
+                "the store holds a newer snapshot; not applied"
+            );
+            ctx.store.set_status(grain_type, grain_key, status.clone());
+        }
+    }
 }
 
 impl GrainRef<'_> {
@@ -308,6 +471,7 @@ impl GrainRef<'_> {
         shutdown: &mut StopSignal,
         last_status: &mut Option<ReplicaStatus>,
         mut first: Option<Result<State, CallError>>,
+        applies: Option<&mut Applies>,
     ) -> Result<(), Stopped> {
         let ctx = self.ctx;
         let grain_type = ctx.grain_type.as_str();
@@ -380,30 +544,18 @@ impl GrainRef<'_> {
         let status = cursor.status();
         let was_failing = matches!(last_status, Some(ReplicaStatus::Failing { .. }));
         if let Some(snapshot) = snapshot {
-            let sequence = snapshot.sequence;
-            match ctx
-                .store
-                .apply_quietly(grain_type, grain_key, snapshot, status.clone())
-            {
-                Ok(_) => {
-                    ctx.counters.snapshot_applied();
-                    tracing::debug!(
-                        grain_type = %grain_type,
-                        grain_key = %grain_key,
-                        sequence,
-                        status = status.label(),
-                        "applied snapshot"
-                    );
+            match applies {
+                Some(applies) => {
+                    applies
+                        .batch
+                        .push((Arc::clone(grain_key), snapshot, status.clone()));
                 }
-                Err(stale) => {
-                    tracing::warn!(
-                        grain_type = %grain_type,
-                        grain_key = %grain_key,
-                        sequence,
-                        current = stale.current,
-                        "the store holds a newer snapshot; not applied"
-                    );
-                    ctx.store.set_status(grain_type, grain_key, status.clone());
+                None => {
+                    let sequence = snapshot.sequence;
+                    let outcome =
+                        ctx.store
+                            .apply_quietly(grain_type, grain_key, snapshot, status.clone());
+                    report_applied(ctx, grain_key, sequence, &status, outcome);
                 }
             }
         } else if last_status.as_ref() != Some(&status)

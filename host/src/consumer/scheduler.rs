@@ -31,7 +31,7 @@
 //! [`ReplicationLog::scan`]: crate::replication_log::ReplicationLog::scan
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -47,7 +47,9 @@ use super::bulk;
 use super::catch_up::TypeCatchUp;
 use super::discovery::{Discovery, FirstListing};
 use super::freshness::{Freshness, Generation, Generations};
-use super::grain::{GrainProgress, Step, StepOutcome, Stopped, TypeContext, panic_message};
+use super::grain::{
+    GrainProgress, Progress, Step, StepOutcome, Stopped, TypeContext, panic_message,
+};
 use super::metrics::ConsumerMetrics;
 use super::shard::Shard;
 use crate::replication_log::{ChangeCursor, GrainHead, HeadChanges, LogError, LogRecord, ScanPage};
@@ -62,8 +64,8 @@ struct Slot {
     key: Arc<str>,
     /// The grain's newest sequence in the log, as discovery last saw it.
     head: u64,
-    /// Where the grain stands; `None` while a step of it runs.
-    progress: Option<Box<GrainProgress>>,
+    /// Where the grain stands.
+    progress: Progress,
     /// The grain's rows from the catch-up scan, until its first step.
     prefetched: Option<Vec<LogRecord>>,
     /// The retry time a timer is armed for, if any.
@@ -84,7 +86,7 @@ struct Table {
     /// One compact entry per grain, addressed by index.
     slots: Vec<Slot>,
     /// A grain key's slot index.
-    index: HashMap<Arc<str>, u32>,
+    index: HashMap<Arc<str>, u32, foldhash::fast::RandomState>,
     /// Grains with a step due, and since when.
     ready: VecDeque<(u32, Instant)>,
     /// Armed retry timers (lazily cancelled: checked against `wake_at`).
@@ -181,7 +183,7 @@ impl Scheduler {
         let mut steps: JoinSet<(u32, Finished)> = JoinSet::new();
         let mut bulks: JoinSet<()> = JoinSet::new();
         // What the bulk work finishes, grain by grain, as it goes.
-        let (bulk_done, mut bulk_finished) = mpsc::unbounded_channel::<(u32, Finished)>();
+        let (bulk_done, mut bulk_finished) = mpsc::unbounded_channel::<Vec<(u32, Finished)>>();
         // Anti-entropy: the slice being read, and when the next is due.
         let mut anti_entropy = verify::AntiEntropy::new(self.ctx.config.verify, Instant::now());
 
@@ -239,13 +241,19 @@ impl Scheduler {
                         }
                     }
                 }
-                Some((index, finished)) = bulk_finished.recv() => {
-                    self.finished(&mut table, index, finished);
-                    for _ in 1..DRAIN_PER_TURN {
-                        let Ok((index, finished)) = bulk_finished.try_recv() else {
-                            break;
-                        };
-                        self.finished(&mut table, index, finished);
+                Some(finished) = bulk_finished.recv() => {
+                    // A decoder call's grains at a time, and the next
+                    // calls' already waiting, up to a bound per turn.
+                    let mut taken = 0;
+                    let mut next = Some(finished);
+                    while let Some(finished) = next.take() {
+                        taken += finished.len();
+                        for (index, finished) in finished {
+                            self.finished(&mut table, index, finished);
+                        }
+                        if taken < DRAIN_PER_TURN {
+                            next = bulk_finished.try_recv().ok();
+                        }
                     }
                 }
                 Some(joined) = bulks.join_next() => {
@@ -277,7 +285,13 @@ impl Scheduler {
                                 let startup = table.slots.len() as u64;
                                 self.catch_up.listed(startup);
                                 let awaiting = table.slots.iter().filter(|s| s.awaiting_scan).count();
-                                tracing::info!(grain_type = %self.ctx.grain_type, grains = startup, to_read = awaiting, "catching up");
+                                tracing::info!(
+                                    grain_type = %self.ctx.grain_type,
+                                    grains = startup,
+                                    to_read = awaiting,
+                                    listing_ms = took.as_millis() as u64,
+                                    "catching up"
+                                );
                                 if awaiting * FEW_TO_SCAN < table.slots.len() {
                                     // Few grains changed since a checkpoint:
                                     // reading each is cheaper than the scan.
@@ -457,7 +471,7 @@ impl Scheduler {
         table.slots.push(Slot {
             key: Arc::clone(&key),
             head,
-            progress: Some(Box::new(progress)),
+            progress: Progress::keep(progress),
             prefetched: None,
             wake_at: None,
             queued: false,
@@ -484,8 +498,25 @@ impl Scheduler {
         if slot.queued || slot.awaiting_scan {
             return;
         }
-        let Some(progress) = &slot.progress else {
-            return; // a step runs; it is considered again when it ends
+        let progress = match &slot.progress {
+            Progress::Running => return, // considered again when it ends
+            Progress::Settled(seen) => {
+                if slot.head > *seen {
+                    slot.queued = true;
+                    table.ready.push_back((index, now));
+                    return;
+                }
+                // Read up to its head, nothing to retry.
+                if slot.startup {
+                    slot.startup = false;
+                    self.catch_up.grain_caught_up();
+                }
+                table
+                    .generations
+                    .settled(std::mem::take(&mut slot.generation));
+                return;
+            }
+            Progress::Kept(progress) => progress,
         };
         if progress.due(slot.head, now) {
             slot.queued = true;
@@ -526,7 +557,7 @@ impl Scheduler {
         let slot = &mut table.slots[index as usize];
         slot.queued = false;
         slot.wake_at = None;
-        let Some(progress) = slot.progress.take() else {
+        let Some(progress) = slot.progress.take(&self.ctx, &slot.key) else {
             return;
         };
         let step = Step {
@@ -560,7 +591,7 @@ impl Scheduler {
         let slot = &mut table.slots[index as usize];
         match finished {
             Finished::Done(outcome) => {
-                slot.progress = Some(outcome.progress);
+                slot.progress = outcome.progress;
                 if outcome.caught_up && slot.startup {
                     slot.startup = false;
                     self.catch_up.grain_caught_up();
@@ -575,8 +606,7 @@ impl Scheduler {
                     panic = %message,
                     "grain consumer panicked; restarting it at the next poll"
                 );
-                let progress = GrainProgress::new(&self.ctx, &slot.key);
-                slot.progress = Some(Box::new(progress));
+                slot.progress = Progress::keep(GrainProgress::new(&self.ctx, &slot.key));
                 let at = now + self.ctx.config.poll();
                 slot.wake_at = Some(at);
                 table.timers.push(Reverse((at, index)));
@@ -587,7 +617,7 @@ impl Scheduler {
     /// Gives the scanned grains their rows: those handed over whole become
     /// steps of the page's bulk work (returned); the rest are considered as
     /// usual (read by themselves).
-    fn take_page(&self, table: &mut Table, page: ScanPage) -> Vec<(u32, Step)> {
+    fn take_page(&self, table: &mut Table, page: ScanPage) -> Vec<bulk::Handed> {
         let now = Instant::now();
         let mut whole = Vec::new();
         for grain in page.grains {
@@ -599,21 +629,17 @@ impl Scheduler {
                 continue;
             }
             slot.awaiting_scan = false;
-            let takes = slot.progress.as_ref().is_some_and(|p| p.takes_prefetched());
+            let takes = slot.progress.takes_prefetched();
             if grain.complete && takes && !grain.records.is_empty() && !slot.queued {
                 slot.head = slot.head.max(grain.head);
                 slot.wake_at = None;
-                let progress = slot.progress.take().expect("an idle grain");
-                whole.push((
+                whole.push(bulk::Handed {
                     index,
-                    Step {
-                        ctx: Arc::clone(&self.ctx),
-                        grain_key: Arc::clone(&slot.key),
-                        progress,
-                        head: slot.head,
-                        prefetched: Some(grain.records),
-                    },
-                ));
+                    grain_key: Arc::clone(&slot.key),
+                    progress: std::mem::replace(&mut slot.progress, Progress::Running),
+                    head: slot.head,
+                    records: grain.records,
+                });
             } else {
                 self.consider(table, index, now);
             }
@@ -621,13 +647,14 @@ impl Scheduler {
         whole
     }
 
-    /// Starts the bulk work of one page's whole grains, on one worker; each
-    /// grain comes back through `done` as soon as it is finished.
+    /// Starts the bulk work of one page's whole grains, on one worker; the
+    /// grains come back through `done` as soon as each decoder call's are
+    /// finished.
     fn spawn_bulk(
         &self,
         bulks: &mut JoinSet<()>,
-        steps: Vec<(u32, Step)>,
-        done: &mpsc::UnboundedSender<(u32, Finished)>,
+        handed: Vec<bulk::Handed>,
+        done: &mpsc::UnboundedSender<Vec<(u32, Finished)>>,
         shutdown: &StopSignal,
     ) {
         let ctx = Arc::clone(&self.ctx);
@@ -636,7 +663,8 @@ impl Scheduler {
         let mut shutdown = shutdown.clone();
         let done = done.clone();
         bulks.spawn(async move {
-            let mut left: HashSet<u32> = steps.iter().map(|(index, _)| *index).collect();
+            let mut all: Vec<u32> = handed.iter().map(|grain| grain.index).collect();
+            let mut delivered: Vec<u32> = Vec::with_capacity(all.len());
             let permit = tokio::select! {
                 () = shutdown.stopped() => None,
                 permit = workers.acquire_owned() => permit.ok(),
@@ -645,30 +673,44 @@ impl Scheduler {
                 None => Ok(Err(Stopped)),
                 Some(_permit) => {
                     metrics.worker_started();
-                    let mut deliver = |index: u32, outcome: StepOutcome| {
-                        left.remove(&index);
-                        let _ = done.send((index, Finished::Done(outcome)));
+                    let mut deliver = |outcomes: Vec<(u32, StepOutcome)>| {
+                        delivered.extend(outcomes.iter().map(|(index, _)| *index));
+                        let finished = outcomes
+                            .into_iter()
+                            .map(|(index, outcome)| (index, Finished::Done(outcome)))
+                            .collect();
+                        let _ = done.send(finished);
                     };
                     let outcome =
-                        AssertUnwindSafe(bulk::run(ctx, steps, &mut shutdown, &mut deliver))
+                        AssertUnwindSafe(bulk::run(ctx, handed, &mut shutdown, &mut deliver))
                             .catch_unwind()
                             .await;
                     metrics.worker_finished();
                     outcome
                 }
             };
+            if delivered.len() == all.len() {
+                return;
+            }
             // What was not delivered: stopped, or lost to a panic.
             let message = match &outcome {
                 Err(panic) => Some(panic_message(panic.as_ref()).to_owned()),
                 Ok(_) => None,
             };
-            for index in left {
-                let finished = match &message {
-                    Some(message) => Finished::Panicked(message.clone()),
-                    None => Finished::Stopped,
-                };
-                let _ = done.send((index, finished));
-            }
+            all.sort_unstable();
+            delivered.sort_unstable();
+            let left = all
+                .into_iter()
+                .filter(|index| delivered.binary_search(index).is_err())
+                .map(|index| {
+                    let finished = match &message {
+                        Some(message) => Finished::Panicked(message.clone()),
+                        None => Finished::Stopped,
+                    };
+                    (index, finished)
+                })
+                .collect();
+            let _ = done.send(left);
         });
     }
 

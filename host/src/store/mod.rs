@@ -310,62 +310,17 @@ impl ReplicaStore {
         keep: bool,
     ) -> Result<Option<Replica>, StaleSnapshot> {
         let mut grains = self.write();
-        let current = grains
-            .by_type
-            .get(grain_type)
-            .and_then(|t| t.by_key.get_key_value(grain_key));
-        if let Some((_, current)) = current
-            && current.has_state()
-            && (snapshot.sequence < current.sequence
-                || (snapshot.sequence == current.sequence
-                    && snapshot.decoded_by == current.decoded_by))
-        {
-            return Err(StaleSnapshot {
-                grain_type: grain_type.to_owned(),
-                grain_key: grain_key.to_owned(),
-                current: current.sequence,
-                offered: snapshot.sequence,
-            });
-        }
-        let previous = current.map(|(key, stored)| {
-            let same_sequence = stored.has_state() && stored.sequence == snapshot.sequence;
-            (
-                Arc::clone(key),
-                stored.version,
-                same_sequence.then_some(stored.sequence_version),
-            )
-        });
-        grains.version += 1;
-        let version = grains.version;
-        let source_cluster = intern(&mut grains.clusters, &snapshot.source_cluster);
-        let stored = Stored {
-            state: Some(snapshot.state),
-            sequence: snapshot.sequence,
-            timestamp_millis: snapshot.timestamp_millis,
-            source_cluster,
-            applied_at: Some(SystemTime::now()),
-            decoded_by: snapshot.decoded_by,
-            status: status.into(),
-            version,
-            sequence_version: previous
-                .as_ref()
-                .and_then(|(_, _, kept)| *kept)
-                .unwrap_or(version),
-        };
         let copy = keep || self.changes.receiver_count() > 0;
-        let replica = copy.then(|| stored.to_replica(grain_type, grain_key));
-        let of_type = grains.of_type(grain_type);
-        match previous {
-            Some((key, previous_version, _)) => {
-                of_type.feed.moved(&key, Some(previous_version), version);
-                of_type.by_key.insert(key, stored);
-            }
-            None => {
-                let key: Arc<str> = grain_key.into();
-                of_type.feed.moved(&key, None, version);
-                of_type.by_key.insert(key, stored);
-            }
-        }
+        let applied_at = SystemTime::now();
+        let (version, replica) = apply_locked(
+            &mut grains,
+            grain_type,
+            KeyOf::Str(grain_key),
+            snapshot,
+            status,
+            applied_at,
+            copy,
+        )?;
         drop(grains);
         match replica {
             Some(replica) if keep => {
@@ -383,6 +338,55 @@ impl ReplicaStore {
                 Ok(None)
             }
         }
+    }
+
+    /// [`Self::apply_quietly`] for many grains of one type at once (a
+    /// catch-up's decoder call): one hold of the lock and one wake-up of the
+    /// feed's readers for all of them. Each grain's key is shared with the
+    /// caller, not copied. Returns each grain's outcome, in order.
+    pub(crate) fn apply_many(
+        &self,
+        grain_type: &str,
+        batch: Vec<(Arc<str>, DecodedSnapshot, ReplicaStatus)>,
+    ) -> Vec<Result<(), StaleSnapshot>> {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut published = Vec::new();
+        let mut keys = Vec::with_capacity(batch.len());
+        let mut reached = 0;
+        let mut grains = self.write();
+        let copy = self.changes.receiver_count() > 0;
+        let applied_at = SystemTime::now();
+        for (key, snapshot, status) in batch {
+            let applied = apply_locked(
+                &mut grains,
+                grain_type,
+                KeyOf::Shared(&key),
+                snapshot,
+                status,
+                applied_at,
+                copy,
+            );
+            outcomes.push(applied.map(|(version, replica)| {
+                reached = version;
+                published.extend(replica);
+            }));
+            keys.push(key);
+        }
+        drop(grains);
+        if reached > 0 {
+            self.version_reached(reached);
+        }
+        for key in &keys {
+            self.waiters.changed(grain_type, key);
+        }
+        for replica in published {
+            // No receivers is not an error for the store.
+            let _ = self.changes.send(ReplicaChange {
+                kind: ChangeKind::Applied,
+                replica,
+            });
+        }
+        outcomes
     }
 
     /// Sets a grain's status, keeping its state. A grain not in the store yet
@@ -739,6 +743,98 @@ impl ReplicaStore {
     pub fn subscribe(&self) -> broadcast::Receiver<ReplicaChange> {
         self.changes.subscribe()
     }
+}
+
+/// A grain key as a caller has it: borrowed (copied into the store when
+/// the grain is new) or already shared.
+enum KeyOf<'a> {
+    Str(&'a str),
+    Shared(&'a Arc<str>),
+}
+
+impl KeyOf<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            KeyOf::Str(key) => key,
+            KeyOf::Shared(key) => key,
+        }
+    }
+
+    fn to_shared(&self) -> Arc<str> {
+        match self {
+            KeyOf::Str(key) => Arc::from(*key),
+            KeyOf::Shared(key) => Arc::clone(key),
+        }
+    }
+}
+
+/// The sequence guard and the update of one grain, under the write lock:
+/// the new version, and a copy of the replica when `copy`.
+fn apply_locked(
+    grains: &mut Grains,
+    grain_type: &str,
+    grain_key: KeyOf<'_>,
+    snapshot: DecodedSnapshot,
+    status: ReplicaStatus,
+    applied_at: SystemTime,
+    copy: bool,
+) -> Result<(u64, Option<Replica>), StaleSnapshot> {
+    let key_str = grain_key.as_str();
+    let current = grains
+        .by_type
+        .get(grain_type)
+        .and_then(|t| t.by_key.get_key_value(key_str));
+    if let Some((_, current)) = current
+        && current.has_state()
+        && (snapshot.sequence < current.sequence
+            || (snapshot.sequence == current.sequence && snapshot.decoded_by == current.decoded_by))
+    {
+        return Err(StaleSnapshot {
+            grain_type: grain_type.to_owned(),
+            grain_key: key_str.to_owned(),
+            current: current.sequence,
+            offered: snapshot.sequence,
+        });
+    }
+    let previous = current.map(|(key, stored)| {
+        let same_sequence = stored.has_state() && stored.sequence == snapshot.sequence;
+        (
+            Arc::clone(key),
+            stored.version,
+            same_sequence.then_some(stored.sequence_version),
+        )
+    });
+    grains.version += 1;
+    let version = grains.version;
+    let source_cluster = intern(&mut grains.clusters, &snapshot.source_cluster);
+    let stored = Stored {
+        state: Some(snapshot.state),
+        sequence: snapshot.sequence,
+        timestamp_millis: snapshot.timestamp_millis,
+        source_cluster,
+        applied_at: Some(applied_at),
+        decoded_by: snapshot.decoded_by,
+        status: status.into(),
+        version,
+        sequence_version: previous
+            .as_ref()
+            .and_then(|(_, _, kept)| *kept)
+            .unwrap_or(version),
+    };
+    let replica = copy.then(|| stored.to_replica(grain_type, key_str));
+    let of_type = grains.of_type(grain_type);
+    match previous {
+        Some((key, previous_version, _)) => {
+            of_type.feed.moved(&key, Some(previous_version), version);
+            of_type.by_key.insert(key, stored);
+        }
+        None => {
+            let key = grain_key.to_shared();
+            of_type.feed.moved(&key, None, version);
+            of_type.by_key.insert(key, stored);
+        }
+    }
+    Ok((version, replica))
 }
 
 /// What the store keeps of a restored replica, at `version`; its source

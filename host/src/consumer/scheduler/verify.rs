@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::{Scheduler, Table};
+use super::{Progress, Scheduler, Table};
 use crate::consumer::anti_entropy::{self, VerifySettings};
 use crate::consumer::grain::{GrainProgress, TypeContext};
 use crate::repeat_limiter::limited;
@@ -134,7 +134,7 @@ impl Scheduler {
                 continue; // another shard's, or new: discovery brings it
             };
             let slot = &mut table.slots[index as usize];
-            let idle = slot.progress.is_some()
+            let idle = !slot.progress.is_running()
                 && !slot.queued
                 && !slot.awaiting_scan
                 && slot.wake_at.is_none();
@@ -162,7 +162,7 @@ impl Scheduler {
                     );
                 },
             );
-            slot.progress = Some(Box::new(GrainProgress::repair(&self.ctx, &slot.key)));
+            slot.progress = Progress::Kept(Box::new(GrainProgress::repair(&self.ctx, &slot.key)));
             self.consider(table, index, now);
         }
     }
