@@ -36,6 +36,12 @@ impl TypeCatchUp {
         }
     }
 
+    /// `grains` more to catch up, found before the count is complete (a
+    /// cold start's scan finds them as it goes; [`Self::listed`] ends it).
+    pub(crate) fn found(&self, grains: u64) {
+        self.grains.fetch_add(grains, Ordering::Relaxed);
+    }
+
     /// One of the listed grains has caught up.
     pub(crate) fn grain_caught_up(&self) {
         let now = self.caught_up.fetch_add(1, Ordering::Relaxed) + 1;

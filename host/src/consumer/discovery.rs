@@ -144,6 +144,11 @@ impl Discovery {
         (wait, failures)
     }
 
+    /// Drops the cursor: the next listing lists every grain.
+    pub(crate) fn forget_cursor(&mut self) {
+        self.cursor = None;
+    }
+
     /// Records a failed listing; returns the backoff and the failure count.
     pub(crate) fn failed(&mut self, config: &ConsumerConfig) -> (Duration, u32) {
         self.failures += 1;

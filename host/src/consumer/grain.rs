@@ -26,7 +26,7 @@ use crate::decode::{CallError, CallErrorKind, DecodedBy};
 use crate::repeat_limiter::limited;
 use crate::replication_log::{LogEntry, LogRecord, ReplicationLog};
 use crate::shutdown::StopSignal;
-use crate::store::{DecodedSnapshot, ReplicaStatus, ReplicaStore, StaleSnapshot};
+use crate::store::{DecodedSnapshot, ReplicaStatus, ReplicaStore, StaleSnapshot, Standing};
 use crate::value::State;
 
 /// Shutdown was signalled in the middle of a step.
@@ -86,15 +86,31 @@ impl GrainProgress {
         Self::starting(ctx, grain_key, true)
     }
 
+    /// A grain the store holds nothing of: read from its first entry.
+    pub(crate) fn unseen() -> Self {
+        Self::from_standing(None, None, false)
+    }
+
     fn starting(ctx: &TypeContext, grain_key: &str, redecode: bool) -> Self {
         // Not a copy of the replica: at a warm start this runs for every
         // grain of the first listing.
         let standing = ctx.store.standing(&ctx.grain_type, grain_key);
+        Self::from_standing(standing, ctx.decoded_by.as_ref(), redecode)
+    }
+
+    /// Where a grain stands given what the store holds of it; with
+    /// `redecode`, a replica decoded by another build than `decoded_by` is
+    /// decoded again.
+    fn from_standing(
+        standing: Option<Standing>,
+        decoded_by: Option<&Arc<DecodedBy>>,
+        redecode: bool,
+    ) -> Self {
         let applied = standing.as_ref().and_then(|s| s.applied);
         let stale = redecode
             && standing
                 .as_ref()
-                .is_some_and(|s| s.applied.is_some() && s.decoded_by != ctx.decoded_by);
+                .is_some_and(|s| s.applied.is_some() && s.decoded_by.as_ref() != decoded_by);
         let applied = applied.unwrap_or(0);
         Self {
             cursor: if stale {
@@ -164,6 +180,9 @@ impl GrainProgress {
 /// keep one sequence instead of a boxed [`GrainProgress`]; the progress is
 /// made again from the store when a step of theirs runs.
 pub(crate) enum Progress {
+    /// Nothing read yet, and the store held nothing of the grain when its
+    /// slot was made (a cold start's grain): no need to ask it again.
+    Unseen,
     /// Settled, read up to this sequence ([`GrainProgress::settled`]).
     Settled(u64),
     /// Anything else to remember: a retry, a failure, a blocker.
@@ -196,6 +215,7 @@ impl Progress {
     /// `None` when a step already has it.
     pub(crate) fn into_progress(self, ctx: &TypeContext, grain_key: &str) -> Option<GrainProgress> {
         match self {
+            Progress::Unseen => Some(GrainProgress::unseen()),
             Progress::Settled(_) => Some(GrainProgress::new(ctx, grain_key)),
             Progress::Kept(progress) => Some(*progress),
             Progress::Running => None,
@@ -206,7 +226,7 @@ impl Progress {
     /// its next read.
     pub(crate) fn takes_prefetched(&self) -> bool {
         match self {
-            Progress::Settled(_) => true,
+            Progress::Unseen | Progress::Settled(_) => true,
             Progress::Kept(progress) => progress.takes_prefetched(),
             Progress::Running => false,
         }

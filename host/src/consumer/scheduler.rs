@@ -93,6 +93,27 @@ struct Table {
     timers: BinaryHeap<Reverse<(Instant, u32)>>,
     /// Listings whose grains are not all read yet.
     generations: Generations,
+    /// A cold start's catch-up while the scan, not a listing, finds the
+    /// grains (see [`Finding`]).
+    finding: Option<Finding>,
+}
+
+/// A cold start (the store holds none of the type's replicas): instead of
+/// listing a million heads and then scanning them, the scheduler takes the
+/// log's change cursor ([`ReplicationLog::change_cursor`]), scans, and makes
+/// each scanned grain a startup grain as it comes. The incremental
+/// listings go on from the cursor, so nothing appended meanwhile is
+/// missed. Should the scan fail, one full listing finds the rest.
+///
+/// [`ReplicationLog::change_cursor`]: crate::replication_log::ReplicationLog::change_cursor
+struct Finding {
+    /// The listing generation the found grains are outstanding in; held
+    /// open (one extra count) until the finding ends.
+    generation: Generation,
+    /// Startup grains found so far.
+    found: u64,
+    /// The scan failed: the next full listing finds the rest.
+    by_listing: bool,
 }
 
 /// How a step ended, as the worker reports it.
@@ -111,7 +132,7 @@ type Scanning =
 
 /// Catch-up pages worked on at once (one decoding while another is
 /// applied), besides the one being fetched.
-const BULKS_IN_FLIGHT: usize = 2;
+const BULKS_IN_FLIGHT: usize = 4;
 
 /// The scan is skipped when fewer than one grain in this many has
 /// anything to catch up (a start from a checkpoint): each is read by itself.
@@ -160,7 +181,11 @@ impl Scheduler {
             ..Table::default()
         };
         let mut discovery = Discovery::default();
-        let mut listing: Option<Listing> = self.first_listing.take().map(|ahead| {
+        let ahead = self.first_listing.take();
+        // A cold start finds its grains through the scan, after taking the
+        // log's cursor (an answer without heads); anything else lists first.
+        let mut cursor_first = ahead.is_none() && !self.ctx.store.holds_type(&self.ctx.grain_type);
+        let mut listing: Option<Listing> = ahead.map(|ahead| {
             let FirstListing {
                 changes,
                 took,
@@ -168,6 +193,9 @@ impl Scheduler {
             } = ahead;
             Box::pin(std::future::ready((Ok(changes), took, started_millis))) as Listing
         });
+        if cursor_first {
+            listing = Some(self.take_cursor());
+        }
         // The periodic full listing, beside the incremental ones, and the
         // heads it found that the table has yet to see.
         let mut reconciling: Option<Listing> = None;
@@ -265,6 +293,45 @@ impl Scheduler {
                     listing = None;
                     let now = Instant::now();
                     match listed {
+                        // The cursor of a cold start: a backend without one
+                        // is listed in full instead.
+                        Ok(changes) if cursor_first => {
+                            cursor_first = false;
+                            if changes.cursor.is_none() {
+                                listing = Some(self.list(None));
+                                continue;
+                            }
+                            self.freshness.log_answered();
+                            let generation = table.generations.listed(started);
+                            let (wait, _) = discovery.succeeded(&changes, took, &self.ctx.config, now);
+                            table.finding = Some(Finding {
+                                generation: table.generations.outstanding(0, generation),
+                                found: 0,
+                                by_listing: false,
+                            });
+                            listed_once = true;
+                            scan_next = Some(None);
+                            next_listing = now + wait;
+                            tracing::info!(
+                                grain_type = %self.ctx.grain_type,
+                                "catching up: a cold start, the scan finds the grains"
+                            );
+                        }
+                        // After a failed scan, a full listing finds the rest.
+                        Ok(changes) if changes.complete && table.finding.as_ref().is_some_and(|f| f.by_listing) => {
+                            self.freshness.log_answered();
+                            let generation = table.generations.listed(started);
+                            let (wait, _) = discovery.succeeded(&changes, took, &self.ctx.config, now);
+                            for head in changes.heads {
+                                if table.index.contains_key(head.grain_key.as_str()) {
+                                    self.update(&mut table, head.grain_key, head.latest_sequence, false, now, generation);
+                                } else if let Some(index) = self.found(&mut table, head.grain_key, head.latest_sequence, false) {
+                                    self.consider(&mut table, index, now);
+                                }
+                            }
+                            self.found_all(&mut table);
+                            next_listing = now + wait;
+                        }
                         Ok(changes) => {
                             self.freshness.log_answered();
                             let generation = table.generations.listed(started);
@@ -295,7 +362,7 @@ impl Scheduler {
                                 if awaiting * FEW_TO_SCAN < table.slots.len() {
                                     // Few grains changed since a checkpoint:
                                     // reading each is cheaper than the scan.
-                                    self.scan_done(&mut table, "few grains to catch up");
+                                    self.scan_done(&mut table, "few grains to catch up", true);
                                 } else {
                                     scan_next = Some(None);
                                 }
@@ -303,6 +370,8 @@ impl Scheduler {
                             next_listing = now + wait;
                         }
                         Err(error) => {
+                            // A cold start's cursor that failed: list instead.
+                            cursor_first = false;
                             self.freshness.log_failed();
                             let (delay, failures) = discovery.failed(&self.ctx.config);
                             self.ctx.counters.discovery_error();
@@ -329,10 +398,17 @@ impl Scheduler {
                             }
                             match next {
                                 Some(after) => scan_next = Some(Some(after)),
-                                None => self.scan_done(&mut table, "the scan is complete"),
+                                None => {
+                                    self.scan_done(&mut table, "the scan is complete", true);
+                                }
                             }
                         }
-                        Ok(None) => self.scan_done(&mut table, "the log has no bulk scan"),
+                        Ok(None) => {
+                            if self.scan_done(&mut table, "the log has no bulk scan", false) {
+                                discovery.forget_cursor();
+                                next_listing = Instant::now();
+                            }
+                        }
                         Err(error) if scan_failures < SCAN_RETRIES => {
                             scan_failures += 1;
                             self.ctx.counters.read_error();
@@ -354,7 +430,10 @@ impl Scheduler {
                                 %error,
                                 "the catch-up scan keeps failing; reading the remaining grains one by one"
                             );
-                            self.scan_done(&mut table, "the scan failed");
+                            if self.scan_done(&mut table, "the scan failed", false) {
+                                discovery.forget_cursor();
+                                next_listing = Instant::now();
+                            }
                         }
                     }
                 }
@@ -419,6 +498,24 @@ impl Scheduler {
                 .changes_since(&ctx.grain_type, cursor.as_ref())
                 .await;
             (listed, started.elapsed(), started_millis)
+        })
+    }
+
+    /// Takes the log's change cursor, as a listing without heads that
+    /// stands for every grain (the scan lists them): a cold start's first
+    /// answer. Its cursor is `None` when the backend has none.
+    fn take_cursor(&self) -> Listing {
+        let ctx = Arc::clone(&self.ctx);
+        Box::pin(async move {
+            let started = Instant::now();
+            let started_millis = now_millis();
+            let cursor = ctx.log.change_cursor(&ctx.grain_type).await;
+            let answer = cursor.map(|cursor| HeadChanges {
+                heads: Vec::new(),
+                complete: true,
+                cursor,
+            });
+            (answer, started.elapsed(), started_millis)
         })
     }
 
@@ -500,8 +597,12 @@ impl Scheduler {
         }
         let progress = match &slot.progress {
             Progress::Running => return, // considered again when it ends
-            Progress::Settled(seen) => {
-                if slot.head > *seen {
+            Progress::Unseen | Progress::Settled(_) => {
+                let seen = match slot.progress {
+                    Progress::Settled(seen) => seen,
+                    _ => 0,
+                };
+                if slot.head > seen {
                     slot.queued = true;
                     table.ready.push_back((index, now));
                     return;
@@ -621,8 +722,16 @@ impl Scheduler {
         let now = Instant::now();
         let mut whole = Vec::new();
         for grain in page.grains {
-            let Some(&index) = table.index.get(grain.grain_key.as_str()) else {
-                continue; // new since the first listing: discovery finds it
+            let index = match table.index.get(grain.grain_key.as_str()) {
+                Some(&index) => index,
+                // A cold start's grain, found by the scan.
+                None if table.finding.is_some() => {
+                    match self.found(table, grain.grain_key, grain.head, true) {
+                        Some(index) => index,
+                        None => continue, // another shard's
+                    }
+                }
+                None => continue, // new since the first listing: discovery finds it
             };
             let slot = &mut table.slots[index as usize];
             if !slot.awaiting_scan {
@@ -714,8 +823,11 @@ impl Scheduler {
         });
     }
 
-    /// Ends the catch-up scan: grains it did not hand over are read one by one.
-    fn scan_done(&self, table: &mut Table, why: &str) {
+    /// Ends the catch-up scan: grains it did not hand over are read one by
+    /// one. On a cold start the scan was finding the grains: when it did
+    /// not end `complete`, returns true, and a full listing must find the
+    /// rest.
+    fn scan_done(&self, table: &mut Table, why: &str, complete: bool) -> bool {
         let now = Instant::now();
         let mut left = 0u64;
         for index in 0..table.slots.len() as u32 {
@@ -727,6 +839,72 @@ impl Scheduler {
             }
         }
         tracing::debug!(grain_type = %self.ctx.grain_type, left, why, "catch-up scan ended");
+        match &mut table.finding {
+            None => false,
+            Some(_) if complete => {
+                self.found_all(table);
+                false
+            }
+            Some(finding) => {
+                finding.by_listing = true;
+                true
+            }
+        }
+    }
+
+    /// A grain a cold start found (by its scan, `scanned`, or by the full
+    /// listing after a failed scan) that the table does not hold: a new
+    /// startup grain, outstanding in the finding's generation. `None` for
+    /// another shard's grain, or when nothing is being found.
+    fn found(&self, table: &mut Table, key: String, head: u64, scanned: bool) -> Option<u32> {
+        let Table {
+            slots,
+            index,
+            generations,
+            finding,
+            ..
+        } = table;
+        let finding = finding.as_mut()?;
+        if self
+            .shard
+            .is_some_and(|shard| !shard.owns(&self.ctx.grain_type, &key))
+        {
+            return None;
+        }
+        finding.found += 1;
+        self.catch_up.found(1);
+        self.ctx.counters.grain_discovered();
+        let key: Arc<str> = key.into();
+        let at = u32::try_from(slots.len()).expect("fewer than 2^32 grains per type");
+        slots.push(Slot {
+            key: Arc::clone(&key),
+            head,
+            // The store holds nothing of the type but what this table
+            // applies: a new grain starts from nothing.
+            progress: Progress::Unseen,
+            prefetched: None,
+            wake_at: None,
+            queued: false,
+            startup: true,
+            awaiting_scan: scanned,
+            generation: generations.outstanding(0, finding.generation),
+        });
+        index.insert(key, at);
+        Some(at)
+    }
+
+    /// A cold start has found every grain: their number is the catch-up's,
+    /// and the finding's generation may be confirmed once they are read.
+    fn found_all(&self, table: &mut Table) {
+        if let Some(finding) = table.finding.take() {
+            table.generations.settled(finding.generation);
+            self.catch_up.listed(finding.found);
+            tracing::info!(
+                grain_type = %self.ctx.grain_type,
+                grains = finding.found,
+                "catching up: every grain found"
+            );
+        }
     }
 
     /// Queues the grains whose retry time has come.

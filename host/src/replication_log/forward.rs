@@ -94,6 +94,11 @@ pub trait ForwardLog: Send + Sync + 'static {
         self.inner().changes_since(grain_type, cursor).await
     }
 
+    /// [`ReplicationLog::change_cursor`].
+    async fn change_cursor(&self, grain_type: &str) -> Result<Option<ChangeCursor>, LogError> {
+        self.inner().change_cursor(grain_type).await
+    }
+
     /// [`ReplicationLog::grain_types`].
     async fn grain_types(&self) -> Result<Vec<String>, LogError> {
         self.inner().grain_types().await
@@ -158,6 +163,10 @@ impl<T: ForwardLog> ReplicationLog for T {
         cursor: Option<&ChangeCursor>,
     ) -> Result<HeadChanges, LogError> {
         ForwardLog::changes_since(self, grain_type, cursor).await
+    }
+
+    async fn change_cursor(&self, grain_type: &str) -> Result<Option<ChangeCursor>, LogError> {
+        ForwardLog::change_cursor(self, grain_type).await
     }
 
     async fn grain_types(&self) -> Result<Vec<String>, LogError> {

@@ -245,6 +245,10 @@ impl ReplicationLog for MemoryLog {
         })
     }
 
+    async fn change_cursor(&self, _grain_type: &str) -> Result<Option<ChangeCursor>, LogError> {
+        Ok(Some(ChangeCursor(CursorState::Stamp(self.lock().stamp))))
+    }
+
     async fn grain_types(&self) -> Result<Vec<String>, LogError> {
         let mut types: Vec<String> = self
             .lock()

@@ -262,6 +262,16 @@ pub trait ReplicationLog: Send + Sync + 'static {
         Ok(HeadChanges::listing(self.grain_heads(grain_type).await?))
     }
 
+    /// Where an incremental listing of `grain_type` would start if it ran
+    /// now, without listing anything: a cold catch-up that finds every
+    /// grain through [`Self::scan`] takes this cursor first and lists from
+    /// it afterwards. `None` when the backend cannot list incrementally
+    /// (the default), so the caller lists everything instead.
+    async fn change_cursor(&self, grain_type: &str) -> Result<Option<ChangeCursor>, LogError> {
+        let _ = grain_type;
+        Ok(None)
+    }
+
     /// The distinct grain types present in the log.
     async fn grain_types(&self) -> Result<Vec<String>, LogError>;
 

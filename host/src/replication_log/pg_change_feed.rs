@@ -129,6 +129,16 @@ pub(super) async fn changes_since(
     })
 }
 
+/// The cursor [`changes_since`] would return now, without listing: every
+/// transaction below it had finished.
+pub(super) async fn cursor_now(pool: &PgPool) -> Result<ChangeCursor, sqlx::Error> {
+    let bound: String = sqlx::query_scalar(BOUND).fetch_one(pool).await?;
+    let hi = bound.parse::<u64>().map_err(|e| {
+        sqlx::Error::Decode(format!("pg_snapshot_xmin {bound:?} is not a u64: {e}").into())
+    })?;
+    Ok(ChangeCursor(CursorState::Xid8(hi)))
+}
+
 /// What [`enable`] did or would do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enabled {

@@ -315,6 +315,18 @@ impl ReplicationLog for PostgresLog {
         Ok(HeadChanges::listing(self.grain_heads(grain_type).await?))
     }
 
+    async fn change_cursor(&self, _grain_type: &str) -> Result<Option<ChangeCursor>, LogError> {
+        if !self.change_feed_enabled() {
+            return Ok(None);
+        }
+        match pg_change_feed::cursor_now(&self.pool).await {
+            Ok(cursor) => Ok(Some(cursor)),
+            // Without the feed's column the caller lists everything.
+            Err(e) if has_code(&e, &["42703"]) => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
     async fn grain_types(&self) -> Result<Vec<String>, LogError> {
         Sql(self).grain_types().await
     }

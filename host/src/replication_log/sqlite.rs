@@ -447,6 +447,16 @@ impl ReplicationLog for SqliteLog {
         }
     }
 
+    async fn change_cursor(&self, _grain_type: &str) -> Result<Option<ChangeCursor>, LogError> {
+        if self.no_rowid.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        self.bulk
+            .change_cursor(TOP_ROW)
+            .await
+            .map_err(|e| bulk_error(&self.path, e))
+    }
+
     async fn grain_types(&self) -> Result<Vec<String>, LogError> {
         Sql(self).grain_types().await
     }

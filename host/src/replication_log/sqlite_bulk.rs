@@ -195,6 +195,15 @@ impl BulkReader {
             .await
     }
 
+    /// The cursor of a listing that has seen every row so far, without
+    /// listing (see [`top_cursor`]).
+    pub(super) async fn change_cursor(
+        self: &Arc<Self>,
+        top_row: &'static str,
+    ) -> Result<Option<ChangeCursor>, BulkError> {
+        self.run(move |conn| Ok(top_cursor(conn, top_row)?.1)).await
+    }
+
     /// `changes_since` by rowid, in one read transaction; see
     /// [`super::SqliteLog`]'s `changes_since`. `queries` are
     /// `(top row, row identity, heads since, grain heads)`.
@@ -207,18 +216,7 @@ impl BulkReader {
         let grain_type = grain_type.to_owned();
         self.run(move |conn| {
             let tx = conn.transaction()?;
-            let top: Option<(i64, String)> = tx
-                .query_row(queries.top_row, [], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let (top_rowid, top_identity) = match top {
-                Some((rowid, identity)) => (rowid, Some(identity)),
-                None => (0, None),
-            };
-            // Rowids at i64::MAX are handed out at random: no watermark then.
-            let next = (top_rowid < i64::MAX).then_some(ChangeCursor(CursorState::Rowid {
-                rowid: top_rowid,
-                identity: top_identity,
-            }));
+            let (top_rowid, next) = top_cursor(&tx, queries.top_row)?;
             let trusted = match &cursor {
                 Some((0, _)) => true,
                 Some((rowid, identity)) => {
@@ -255,6 +253,24 @@ impl BulkReader {
         })
         .await
     }
+}
+
+/// The newest rowid, and the cursor of a listing that has seen every row
+/// up to it (`None` when rowids are handed out at random, at i64::MAX).
+fn top_cursor(conn: &Connection, top_row: &str) -> rusqlite::Result<(i64, Option<ChangeCursor>)> {
+    let top: Option<(i64, String)> = conn
+        .query_row(top_row, [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (top_rowid, top_identity) = match top {
+        Some((rowid, identity)) => (rowid, Some(identity)),
+        None => (0, None),
+    };
+    // Rowids at i64::MAX are handed out at random: no watermark then.
+    let cursor = (top_rowid < i64::MAX).then_some(ChangeCursor(CursorState::Rowid {
+        rowid: top_rowid,
+        identity: top_identity,
+    }));
+    Ok((top_rowid, cursor))
 }
 
 /// The queries of [`BulkReader::changes_by_rowid`].

@@ -356,22 +356,44 @@ impl ReplicaStore {
         let mut grains = self.write();
         let copy = self.changes.receiver_count() > 0;
         let applied_at = SystemTime::now();
+        grains.of_type(grain_type);
+        let Grains {
+            by_type,
+            clusters,
+            version,
+            ..
+        } = &mut *grains;
+        let of_type = by_type.get_mut(grain_type).expect("made above");
+        let mut cluster: Option<Arc<str>> = None;
+        let mut next = *version;
         for (key, snapshot, status) in batch {
-            let applied = apply_locked(
-                &mut grains,
+            let source_cluster = match &cluster {
+                Some(last) if **last == *snapshot.source_cluster => Arc::clone(last),
+                _ => {
+                    let interned = intern(clusters, &snapshot.source_cluster);
+                    cluster = Some(Arc::clone(&interned));
+                    interned
+                }
+            };
+            let applied = apply_to_type(
+                of_type,
+                next + 1,
                 grain_type,
                 KeyOf::Shared(&key),
                 snapshot,
+                source_cluster,
                 status,
                 applied_at,
                 copy,
             );
-            outcomes.push(applied.map(|(version, replica)| {
-                reached = version;
+            outcomes.push(applied.map(|replica| {
+                next += 1;
+                reached = next;
                 published.extend(replica);
             }));
             keys.push(key);
         }
+        *version = next;
         drop(grains);
         if reached > 0 {
             self.version_reached(reached);
@@ -450,6 +472,14 @@ impl ReplicaStore {
             decoded_by: stored.decoded_by.clone(),
             status: stored.status.to_status(),
         })
+    }
+
+    /// Whether the store holds any replica of `grain_type`.
+    pub fn holds_type(&self, grain_type: &str) -> bool {
+        self.read()
+            .by_type
+            .get(grain_type)
+            .is_some_and(|t| !t.by_key.is_empty())
     }
 
     /// The applied sequence of a grain that has state.
@@ -752,22 +782,6 @@ enum KeyOf<'a> {
     Shared(&'a Arc<str>),
 }
 
-impl KeyOf<'_> {
-    fn as_str(&self) -> &str {
-        match self {
-            KeyOf::Str(key) => key,
-            KeyOf::Shared(key) => key,
-        }
-    }
-
-    fn to_shared(&self) -> Arc<str> {
-        match self {
-            KeyOf::Str(key) => Arc::from(*key),
-            KeyOf::Shared(key) => Arc::clone(key),
-        }
-    }
-}
-
 /// The sequence guard and the update of one grain, under the write lock:
 /// the new version, and a copy of the replica when `copy`.
 fn apply_locked(
@@ -779,62 +793,99 @@ fn apply_locked(
     applied_at: SystemTime,
     copy: bool,
 ) -> Result<(u64, Option<Replica>), StaleSnapshot> {
-    let key_str = grain_key.as_str();
-    let current = grains
-        .by_type
-        .get(grain_type)
-        .and_then(|t| t.by_key.get_key_value(key_str));
-    if let Some((_, current)) = current
-        && current.has_state()
-        && (snapshot.sequence < current.sequence
-            || (snapshot.sequence == current.sequence && snapshot.decoded_by == current.decoded_by))
-    {
-        return Err(StaleSnapshot {
-            grain_type: grain_type.to_owned(),
-            grain_key: key_str.to_owned(),
-            current: current.sequence,
-            offered: snapshot.sequence,
-        });
-    }
-    let previous = current.map(|(key, stored)| {
-        let same_sequence = stored.has_state() && stored.sequence == snapshot.sequence;
-        (
-            Arc::clone(key),
-            stored.version,
-            same_sequence.then_some(stored.sequence_version),
-        )
-    });
-    grains.version += 1;
-    let version = grains.version;
     let source_cluster = intern(&mut grains.clusters, &snapshot.source_cluster);
+    let next = grains.version + 1;
+    let of_type = grains.of_type(grain_type);
+    let applied = apply_to_type(
+        of_type,
+        next,
+        grain_type,
+        grain_key,
+        snapshot,
+        source_cluster,
+        status,
+        applied_at,
+        copy,
+    )?;
+    grains.version = next;
+    Ok((next, applied))
+}
+
+/// [`apply_locked`] within one grain type's replicas, at store version
+/// `version`, with the source cluster already interned: a shared key is
+/// looked up once, a borrowed one copied only when the grain is new.
+#[allow(clippy::too_many_arguments)]
+fn apply_to_type(
+    of_type: &mut TypeGrains,
+    version: u64,
+    grain_type: &str,
+    grain_key: KeyOf<'_>,
+    snapshot: DecodedSnapshot,
+    source_cluster: Arc<str>,
+    status: ReplicaStatus,
+    applied_at: SystemTime,
+    copy: bool,
+) -> Result<Option<Replica>, StaleSnapshot> {
+    use std::collections::btree_map::Entry;
+    let key = match grain_key {
+        KeyOf::Shared(key) => Arc::clone(key),
+        KeyOf::Str(key) => match of_type.by_key.get_key_value(key) {
+            Some((known, _)) => Arc::clone(known),
+            None => Arc::from(key),
+        },
+    };
+    let DecodedSnapshot {
+        state,
+        sequence,
+        timestamp_millis,
+        decoded_by,
+        ..
+    } = snapshot;
+    let (key, sequence_version, slot) = match of_type.by_key.entry(key) {
+        Entry::Vacant(vacant) => {
+            let key = Arc::clone(vacant.key());
+            of_type.feed.moved(&key, None, version);
+            (key, version, Err(vacant))
+        }
+        Entry::Occupied(occupied) => {
+            let current = occupied.get();
+            if current.has_state()
+                && (sequence < current.sequence
+                    || (sequence == current.sequence && decoded_by == current.decoded_by))
+            {
+                return Err(StaleSnapshot {
+                    grain_type: grain_type.to_owned(),
+                    grain_key: occupied.key().as_ref().to_owned(),
+                    current: current.sequence,
+                    offered: sequence,
+                });
+            }
+            let kept = (current.has_state() && current.sequence == sequence)
+                .then_some(current.sequence_version);
+            let key = Arc::clone(occupied.key());
+            of_type.feed.moved(&key, Some(current.version), version);
+            (key, kept.unwrap_or(version), Ok(occupied))
+        }
+    };
     let stored = Stored {
-        state: Some(snapshot.state),
-        sequence: snapshot.sequence,
-        timestamp_millis: snapshot.timestamp_millis,
+        state: Some(state),
+        sequence,
+        timestamp_millis,
         source_cluster,
         applied_at: Some(applied_at),
-        decoded_by: snapshot.decoded_by,
+        decoded_by,
         status: status.into(),
         version,
-        sequence_version: previous
-            .as_ref()
-            .and_then(|(_, _, kept)| *kept)
-            .unwrap_or(version),
+        sequence_version,
     };
-    let replica = copy.then(|| stored.to_replica(grain_type, key_str));
-    let of_type = grains.of_type(grain_type);
-    match previous {
-        Some((key, previous_version, _)) => {
-            of_type.feed.moved(&key, Some(previous_version), version);
-            of_type.by_key.insert(key, stored);
+    let stored: &Stored = match slot {
+        Err(vacant) => vacant.insert(stored),
+        Ok(mut occupied) => {
+            occupied.insert(stored);
+            occupied.into_mut()
         }
-        None => {
-            let key = grain_key.to_shared();
-            of_type.feed.moved(&key, None, version);
-            of_type.by_key.insert(key, stored);
-        }
-    }
-    Ok((version, replica))
+    };
+    Ok(copy.then(|| stored.to_replica(grain_type, &key)))
 }
 
 /// What the store keeps of a restored replica, at `version`; its source
