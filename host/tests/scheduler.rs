@@ -1,6 +1,7 @@
 //! The consumer's scheduler at size: 100,000 grains caught up in bulk and
 //! then kept current while a writer appends, with per-grain order kept and
-//! no sequence decoded or applied twice; catch-up progress; sharding.
+//! no sequence decoded or applied twice; catch-up progress; sharding; a
+//! cold start that finds its grains through the scan.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -10,7 +11,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use replica_host::Shutdown;
 use replica_host::State;
-use replica_host::replication_log::{EntryType, LogEntry, LogWriter, MemoryLog, ReplicationLog};
+use replica_host::replication_log::forward::ForwardLog;
+use replica_host::replication_log::{
+    ChangeCursor, EntryType, HeadChanges, LogEntry, LogError, LogWriter, MemoryLog, ReplicationLog,
+    ScanPage,
+};
 use replica_host::{CallError, CallErrorKind};
 use replica_host::{ChangeKind, ReplicaStore};
 use replica_host::{ConsumerConfig, Replicator, Shard, SnapshotDecoder};
@@ -384,4 +389,123 @@ async fn a_scan_that_keeps_failing_falls_back_to_reading_each_grain() {
         "three retries, then none"
     );
     assert!(log.reads.load(Ordering::SeqCst) >= 40);
+}
+
+/// A memory log that counts full listings and cursors, and appends to
+/// itself when its second scan page is asked for: a primary that writes
+/// during a cold start's catch-up.
+#[derive(Default)]
+struct WrittenDuringScan {
+    inner: MemoryLog,
+    full_listings: std::sync::atomic::AtomicU32,
+    cursors: std::sync::atomic::AtomicU32,
+    scans: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait]
+impl ForwardLog for WrittenDuringScan {
+    fn inner(&self) -> &dyn ReplicationLog {
+        &self.inner
+    }
+
+    async fn changes_since(
+        &self,
+        grain_type: &str,
+        cursor: Option<&ChangeCursor>,
+    ) -> Result<HeadChanges, LogError> {
+        if cursor.is_none() {
+            self.full_listings.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.changes_since(grain_type, cursor).await
+    }
+
+    async fn change_cursor(&self, grain_type: &str) -> Result<Option<ChangeCursor>, LogError> {
+        self.cursors.fetch_add(1, Ordering::SeqCst);
+        self.inner.change_cursor(grain_type).await
+    }
+
+    async fn scan(
+        &self,
+        grain_type: &str,
+        after: Option<&str>,
+        max_rows: usize,
+    ) -> Result<Option<ScanPage>, LogError> {
+        if self.scans.fetch_add(1, Ordering::SeqCst) == 1 {
+            // The first page taken, the second asked for: a grain the scan
+            // has passed moves on, and a new one appears before the scan's
+            // position.
+            self.inner
+                .append(&entry("c0000", 2, EntryType::FullState))
+                .await
+                .unwrap();
+            self.inner
+                .append(&entry("b-new", 1, EntryType::FullState))
+                .await
+                .unwrap();
+        }
+        self.inner.scan(grain_type, after, max_rows).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_start_finds_its_grains_through_the_scan_and_misses_nothing_written_meanwhile() {
+    let log = Arc::new(WrittenDuringScan::default());
+    for n in 0..3000 {
+        log.inner
+            .append(&entry(&format!("c{n:04}"), 1, EntryType::FullState))
+            .await
+            .unwrap();
+    }
+    let store = Arc::new(ReplicaStore::new());
+    let decoder: Arc<dyn SnapshotDecoder> = Arc::new(CountingDecoder::default());
+    let replicator = Replicator::new(
+        Arc::clone(&log) as Arc<dyn ReplicationLog>,
+        Arc::clone(&store),
+        HashMap::from([(COUNTER.to_owned(), decoder)]),
+        ConsumerConfig {
+            // Several pages, so the grains are found as the scan goes.
+            scan_rows: 500,
+            ..config()
+        },
+    );
+    let catch_up = replicator.catch_up();
+    let stop = Shutdown::new();
+    let running = replicator.spawn(stop.signal());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !catch_up.progress().complete {
+        assert!(Instant::now() < deadline, "{:?}", catch_up.progress());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let progress = catch_up.progress();
+    // The scan's 3,000, and `b-new` too when a listing found it before
+    // the scan ended (it then counts as a startup grain).
+    assert!(
+        (3000..=3001).contains(&progress.grains),
+        "the startup grains are the scan's: {progress:?}"
+    );
+    assert_eq!(progress.caught_up, progress.grains);
+    assert!(
+        log.scans.load(Ordering::SeqCst) >= 6,
+        "3,000 rows in pages of 500"
+    );
+    assert_eq!(log.cursors.load(Ordering::SeqCst), 1, "one cursor first");
+    assert_eq!(
+        log.full_listings.load(Ordering::SeqCst),
+        0,
+        "a cold start lists no heads before or during its scan"
+    );
+    // What was written while the scan ran comes through the incremental
+    // listings from the cursor taken before it.
+    while store.get(COUNTER, "b-new").is_none()
+        || store.get(COUNTER, "c0000").map(|r| r.sequence) != Some(2)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "writes during the scan were missed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(store.status_counts(COUNTER).ok, 3001);
+    stop.stop();
+    running.await.unwrap();
 }

@@ -323,11 +323,7 @@ impl Scheduler {
                             let generation = table.generations.listed(started);
                             let (wait, _) = discovery.succeeded(&changes, took, &self.ctx.config, now);
                             for head in changes.heads {
-                                if table.index.contains_key(head.grain_key.as_str()) {
-                                    self.update(&mut table, head.grain_key, head.latest_sequence, false, now, generation);
-                                } else if let Some(index) = self.found(&mut table, head.grain_key, head.latest_sequence, false) {
-                                    self.consider(&mut table, index, now);
-                                }
+                                self.update(&mut table, head.grain_key, head.latest_sequence, false, now, generation);
                             }
                             self.found_all(&mut table);
                             next_listing = now + wait;
@@ -546,6 +542,15 @@ impl Scheduler {
             if head > slot.head {
                 slot.head = head;
                 slot.generation = table.generations.outstanding(slot.generation, generation);
+                self.consider(table, index, now);
+            }
+            return;
+        }
+        if table.finding.is_some() {
+            // A cold start's grain listed before the scan handed it over
+            // (it moved meanwhile, or lies behind the scan's position): a
+            // startup grain all the same, read by itself.
+            if let Some(index) = self.found(table, key, head, false) {
                 self.consider(table, index, now);
             }
             return;
@@ -852,8 +857,8 @@ impl Scheduler {
         }
     }
 
-    /// A grain a cold start found (by its scan, `scanned`, or by the full
-    /// listing after a failed scan) that the table does not hold: a new
+    /// A grain a cold start found (by its scan, `scanned`, or by a listing
+    /// before the scan reached it) that the table does not hold: a new
     /// startup grain, outstanding in the finding's generation. `None` for
     /// another shard's grain, or when nothing is being found.
     fn found(&self, table: &mut Table, key: String, head: u64, scanned: bool) -> Option<u32> {
