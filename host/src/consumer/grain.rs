@@ -321,9 +321,10 @@ impl Step {
             head,
             prefetched,
         } = self;
-        let grain = GrainRef {
+        let mut grain = GrainRef {
             ctx: &ctx,
             grain_key: &grain_key,
+            applies,
         };
         let p = &mut progress;
         let limit = ctx.config.limit();
@@ -390,7 +391,6 @@ impl Step {
                     shutdown,
                     &mut p.last_status,
                     first,
-                    applies,
                 )
                 .await?;
         }
@@ -417,6 +417,8 @@ impl Step {
 struct GrainRef<'a> {
     ctx: &'a TypeContext,
     grain_key: &'a Arc<str>,
+    /// Where a decoded snapshot goes when the caller applies a batch.
+    applies: Option<&'a mut Applies>,
 }
 
 /// Snapshots that several grains' steps decoded, applied to the store in
@@ -484,14 +486,13 @@ impl GrainRef<'_> {
     /// Handles one non-empty batch read after `from`; `first`, when known,
     /// is the outcome of the plan's first attempt.
     async fn process(
-        &self,
+        &mut self,
         cursor: &mut Cursor,
         from: u64,
         records: &[LogRecord],
         shutdown: &mut StopSignal,
         last_status: &mut Option<ReplicaStatus>,
         mut first: Option<Result<State, CallError>>,
-        applies: Option<&mut Applies>,
     ) -> Result<(), Stopped> {
         let ctx = self.ctx;
         let grain_type = ctx.grain_type.as_str();
@@ -564,7 +565,7 @@ impl GrainRef<'_> {
         let status = cursor.status();
         let was_failing = matches!(last_status, Some(ReplicaStatus::Failing { .. }));
         if let Some(snapshot) = snapshot {
-            match applies {
+            match self.applies.as_deref_mut() {
                 Some(applies) => {
                     applies
                         .batch
