@@ -164,14 +164,20 @@ pub(crate) fn validate(buf: &[u8], limits: &OutputLimits) -> Result<(), StateErr
         let bad_key = |what| StateError::BadKey { what, at };
         // The value's separator (`,` or `:`), and a key's quotes.
         rendered.add(if in_key { 3 } else { 1 })?;
+        // Strings first, the commonest value; small integers, a range of
+        // tags, last.
         let scalar = match t {
+            tag::STRING => {
+                let len = r
+                    .bytes()
+                    .and_then(checked_escaped_len)
+                    .ok_or(malformed("string", at))?;
+                rendered.add(2 + len)?;
+                true
+            }
             tag::UNIT if in_key => return Err(bad_key("unit")),
             tag::UNIT | tag::FALSE | tag::TRUE => {
                 rendered.add(5)?;
-                true
-            }
-            t if small_int(t).is_some() => {
-                rendered.add(4)?;
                 true
             }
             tag::SIGNED | tag::UNSIGNED => {
@@ -193,14 +199,6 @@ pub(crate) fn validate(buf: &[u8], limits: &OutputLimits) -> Result<(), StateErr
                     return Err(bad_key("a non-finite float"));
                 }
                 rendered.add(FLOAT_CHARS)?;
-                true
-            }
-            tag::STRING => {
-                let len = r
-                    .bytes()
-                    .and_then(checked_escaped_len)
-                    .ok_or(malformed("string", at))?;
-                rendered.add(2 + len)?;
                 true
             }
             tag::BYTES if in_key => return Err(bad_key("bytes")),
@@ -258,6 +256,10 @@ pub(crate) fn validate(buf: &[u8], limits: &OutputLimits) -> Result<(), StateErr
                 } else {
                     true
                 }
+            }
+            t if small_int(t).is_some() => {
+                rendered.add(4)?;
+                true
             }
             other => return Err(StateError::UnknownTag { tag: other, at }),
         };
