@@ -65,7 +65,8 @@ pub struct DecodeOptions {
     pub repeat: usize,
     /// Only the cases whose grain type contains this (all when empty).
     pub only: String,
-    /// Only run the default path (fresh pooled calls), for a profiler.
+    /// Only run the default path (batches in one fresh instance, crash
+    /// guard on), for a profiler.
     pub profile: bool,
 }
 
@@ -334,41 +335,41 @@ pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
             (plugin_state.encoded_len() - case.once_per_buffer) as f64 / case.bincode_len as f64,
         ));
 
-        if options.profile {
-            // Only the default path, for a profiler.
-            let rate = rate(options.seconds, || {
-                std::hint::black_box(pooled.decode(snap).expect("decode"));
+        let batch = vec![snap; PluginLimits::DEFAULT_BATCH_MAX];
+        let mut decode_batch = || {
+            let results = pooled.decode_batch(&batch, |i| {
+                sequence += 1;
+                let id = crate::plugin::crash_guard::SnapshotId::new(
+                    pooled.sha256(),
+                    batch[i].grain_type,
+                    batch[i].grain_key,
+                    sequence,
+                );
+                let verdict = guard.verdict(&id);
+                guard.enter(&id, &verdict)
             });
+            assert!(results.iter().all(Result::is_ok), "batch decode");
+            std::hint::black_box(results);
+        };
+        if options.profile {
+            // Only the default path (a batch in one fresh instance, crash
+            // guard on), for a profiler.
+            let rate = batch.len() as f64 * rate(options.seconds, &mut decode_batch);
             println!(
-                "{} {}: {rate:.0} fresh pooled calls/s",
+                "{} {}: {rate:.0} snapshots/s in batches of {}",
                 case.grain_type,
-                case.size.label()
+                case.size.label(),
+                batch.len()
             );
             continue;
         }
-        let batch = vec![snap; PluginLimits::DEFAULT_BATCH_MAX];
         let mut rounds = Vec::new();
         for _ in 0..options.repeat {
             let mut r = Round {
                 native: rate(options.seconds, || {
                     std::hint::black_box((case.native)(&case.payload));
                 }),
-                batch: batch.len() as f64
-                    * rate(options.seconds, || {
-                        let results = pooled.decode_batch(&batch, |i| {
-                            sequence += 1;
-                            let id = crate::plugin::crash_guard::SnapshotId::new(
-                                pooled.sha256(),
-                                batch[i].grain_type,
-                                batch[i].grain_key,
-                                sequence,
-                            );
-                            let verdict = guard.verdict(&id);
-                            guard.enter(&id, &verdict)
-                        });
-                        assert!(results.iter().all(Result::is_ok), "batch decode");
-                        std::hint::black_box(results);
-                    }),
+                batch: batch.len() as f64 * rate(options.seconds, &mut decode_batch),
                 pooled: rate(options.seconds, || {
                     std::hint::black_box(pooled.decode(snap).expect("decode"));
                 }),

@@ -32,7 +32,8 @@ pub enum BenchCommand {
         /// Only plugins whose grain type contains this.
         #[arg(long, default_value = "")]
         only: String,
-        /// Only run the default path (fresh pooled calls), for a profiler.
+        /// Only run the default path (batches in one fresh instance, crash
+        /// guard on), for a profiler.
         #[arg(long, hide = true)]
         profile: bool,
         /// The sample plugins' sources.

@@ -34,8 +34,8 @@ pub(crate) fn small_int(t: u8) -> Option<Result<u64, i64>> {
 pub(crate) enum NameRef<'a> {
     /// The struct ends here.
     End,
-    /// A name, new or seen before, and its index in the buffer's names.
-    Name(&'a str, usize),
+    /// A name, new or seen before.
+    Name(&'a str),
 }
 
 impl<'a> Reader<'a> {
@@ -53,10 +53,12 @@ impl<'a> Reader<'a> {
         self.pos == self.buf.len()
     }
 
+    #[inline]
     pub(crate) fn peek(&self) -> Option<u8> {
         self.buf.get(self.pos).copied()
     }
 
+    #[inline]
     pub(crate) fn u8(&mut self) -> Option<u8> {
         let b = self.peek()?;
         self.pos += 1;
@@ -64,6 +66,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An unsigned LEB128 varint of at most 10 bytes that fits in 64 bits.
+    #[inline]
     pub(crate) fn varint(&mut self) -> Option<u64> {
         let mut value = 0u64;
         for i in 0..10 {
@@ -84,6 +87,7 @@ impl<'a> Reader<'a> {
         Some(unzigzag(self.varint()?))
     }
 
+    #[inline]
     pub(crate) fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         let bytes = self.buf.get(self.pos..self.pos.checked_add(N)?)?;
         self.pos += N;
@@ -91,6 +95,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A varint length and that many bytes.
+    #[inline]
     pub(crate) fn bytes(&mut self) -> Option<&'a [u8]> {
         let len = usize::try_from(self.varint()?).ok()?;
         let end = self.pos.checked_add(len)?;
@@ -111,11 +116,11 @@ impl<'a> Reader<'a> {
             NEW_NAME => {
                 let name = self.str()?;
                 names.push(name);
-                Some(NameRef::Name(name, names.len() - 1))
+                Some(NameRef::Name(name))
             }
             n => {
                 let index = usize::try_from(n - NAME_INDEX_BASE).ok()?;
-                names.get(index).map(|name| NameRef::Name(name, index))
+                names.get(index).copied().map(NameRef::Name)
             }
         }
     }

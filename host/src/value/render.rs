@@ -82,7 +82,7 @@ impl Serialize for Walk<'_> {
                         let (r, names) = &mut *guard;
                         match r.name(names).ok_or_else(broken)? {
                             NameRef::End => break,
-                            NameRef::Name(name, _) => name,
+                            NameRef::Name(name) => name,
                         }
                     };
                     map.serialize_entry(name, self)?;
@@ -91,12 +91,12 @@ impl Serialize for Walk<'_> {
             }
             // Externally tagged, as serde_json writes enums.
             tag::UNIT_VARIANT => match r.name(names).ok_or_else(broken)? {
-                NameRef::Name(name, _) => s.serialize_str(name),
+                NameRef::Name(name) => s.serialize_str(name),
                 NameRef::End => Err(S::Error::custom("a variant without a name")),
             },
             tag::VARIANT => {
                 let name = match r.name(names).ok_or_else(broken)? {
-                    NameRef::Name(name, _) => name,
+                    NameRef::Name(name) => name,
                     NameRef::End => return Err(S::Error::custom("a variant without a name")),
                 };
                 drop(guard);

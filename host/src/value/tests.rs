@@ -382,3 +382,47 @@ fn the_rendered_bound_counts_json_escapes() {
         .unwrap();
     assert_eq!(json.len(), 6_002);
 }
+
+#[test]
+fn strings_and_names_are_measured_and_checked_exactly_at_every_position() {
+    // Every byte value at every position of texts of 1 to 19 bytes (the
+    // validator reads eight bytes at a time): the rendered bound is the
+    // exact JSON length, and text that is not UTF-8 is refused.
+    let at = |limit| OutputLimits {
+        max_rendered_bytes: limit,
+        ..OutputLimits::default()
+    };
+    for len in 1..20u8 {
+        for position in 0..usize::from(len) {
+            for byte in 0..=255u8 {
+                let mut text = vec![b'a'; usize::from(len)];
+                text[position] = byte;
+                // The text as a string, then as a unit variant's name.
+                let mut string = vec![1, tag::STRING, len];
+                string.extend(&text);
+                let mut name = vec![1, tag::UNIT_VARIANT, 1, len];
+                name.extend(&text);
+                for buf in [string, name] {
+                    match std::str::from_utf8(&text) {
+                        Err(_) => assert!(
+                            matches!(check(&buf), Err(StateError::Malformed { .. })),
+                            "{text:?}"
+                        ),
+                        Ok(s) => {
+                            // The value's separator, the quotes and the text.
+                            let exact = 1 + serde_json::to_string(s).unwrap().len() as u64;
+                            assert!(State::validate(&buf, &at(exact)).is_ok(), "{text:?}");
+                            assert!(
+                                matches!(
+                                    State::validate(&buf, &at(exact - 1)),
+                                    Err(StateError::RendersTooLarge { .. })
+                                ),
+                                "{text:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -40,19 +40,17 @@ pub(crate) fn read<'a>(r: &mut Reader<'a>, names: &mut Vec<&'a str>) -> Option<V
         }
         tag::STRUCT => {
             let mut fields = Vec::new();
-            while let NameRef::Name(name, _) = r.name(names)? {
+            while let NameRef::Name(name) = r.name(names)? {
                 fields.push((name.to_owned(), read(r, names)?));
             }
             Value::Record(fields)
         }
         tag::UNIT_VARIANT => match r.name(names)? {
-            NameRef::Name(name, _) => Value::Variant(name.to_owned(), None),
+            NameRef::Name(name) => Value::Variant(name.to_owned(), None),
             NameRef::End => return None,
         },
         tag::VARIANT => match r.name(names)? {
-            NameRef::Name(name, _) => {
-                Value::Variant(name.to_owned(), Some(Box::new(read(r, names)?)))
-            }
+            NameRef::Name(name) => Value::Variant(name.to_owned(), Some(Box::new(read(r, names)?))),
             NameRef::End => return None,
         },
         t => match small_int(t)? {

@@ -15,8 +15,10 @@
 
 use replica_encoding::{VERSION, tag};
 
+use replica_encoding::{END_OF_STRUCT, NAME_INDEX_BASE, NEW_NAME};
+
 use super::OutputLimits;
-use super::reader::{NameRef, Reader, small_int};
+use super::reader::{Reader, small_int};
 
 /// Why an encoded state was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,26 +113,27 @@ pub(crate) fn validate(buf: &[u8], limits: &OutputLimits) -> Result<(), StateErr
         Some(v) => return Err(StateError::UnknownVersion(v)),
     }
     let max_depth = limits.depth();
-    let mut names: Vec<&str> = Vec::new();
     let mut rendered = RenderedSize::new(limits.max_rendered_bytes);
-    let mut stack: Vec<Frame> = Vec::new();
+    let mut stack: Vec<Frame> = Vec::with_capacity(8);
     let mut nodes = 0usize;
     let malformed = |what, at| StateError::Malformed { what, at };
     loop {
         // What the enclosing container expects next.
         let at = r.position();
         match stack.last() {
-            Some(Frame::Struct) => match r.name(&mut names).ok_or(malformed("field name", at))? {
-                NameRef::End => {
+            Some(Frame::Struct) => match rendered
+                .name_ref(&mut r)
+                .ok_or(malformed("field name", at))?
+            {
+                None => {
                     stack.pop();
                     if close(&mut stack) {
                         break;
                     }
                     continue;
                 }
-                NameRef::Name(name, index) => {
+                Some(name) => {
                     // `"name":` (the field's `,` is counted with its value).
-                    let name = rendered.name(name, index);
                     rendered.add(1 + name)?;
                 }
             },
@@ -161,14 +164,20 @@ pub(crate) fn validate(buf: &[u8], limits: &OutputLimits) -> Result<(), StateErr
         let bad_key = |what| StateError::BadKey { what, at };
         // The value's separator (`,` or `:`), and a key's quotes.
         rendered.add(if in_key { 3 } else { 1 })?;
+        // Strings first, the commonest value; small integers, a range of
+        // tags, last.
         let scalar = match t {
+            tag::STRING => {
+                let len = r
+                    .bytes()
+                    .and_then(checked_escaped_len)
+                    .ok_or(malformed("string", at))?;
+                rendered.add(2 + len)?;
+                true
+            }
             tag::UNIT if in_key => return Err(bad_key("unit")),
             tag::UNIT | tag::FALSE | tag::TRUE => {
                 rendered.add(5)?;
-                true
-            }
-            t if small_int(t).is_some() => {
-                rendered.add(4)?;
                 true
             }
             tag::SIGNED | tag::UNSIGNED => {
@@ -190,11 +199,6 @@ pub(crate) fn validate(buf: &[u8], limits: &OutputLimits) -> Result<(), StateErr
                     return Err(bad_key("a non-finite float"));
                 }
                 rendered.add(FLOAT_CHARS)?;
-                true
-            }
-            tag::STRING => {
-                let s = r.str().ok_or(malformed("string", at))?;
-                rendered.add(2 + json_escaped_len(s))?;
                 true
             }
             tag::BYTES if in_key => return Err(bad_key("bytes")),
@@ -236,10 +240,9 @@ pub(crate) fn validate(buf: &[u8], limits: &OutputLimits) -> Result<(), StateErr
                 false
             }
             tag::UNIT_VARIANT | tag::VARIANT => {
-                match r.name(&mut names) {
+                match rendered.name_ref(&mut r) {
                     // `"name"`, or `{"name":` … `}`.
-                    Some(NameRef::Name(name, index)) => {
-                        let name = rendered.name(name, index);
+                    Some(Some(name)) => {
                         rendered.add(name + if t == tag::VARIANT { 3 } else { 0 })?
                     }
                     _ => return Err(malformed("variant name", at)),
@@ -253,6 +256,10 @@ pub(crate) fn validate(buf: &[u8], limits: &OutputLimits) -> Result<(), StateErr
                 } else {
                     true
                 }
+            }
+            t if small_int(t).is_some() => {
+                rendered.add(4)?;
+                true
             }
             other => return Err(StateError::UnknownTag { tag: other, at }),
         };
@@ -278,8 +285,9 @@ struct RenderedSize {
     total: u64,
     /// The most it may reach.
     limit: u64,
-    /// The escaped length of each name, by its index in the buffer's names,
-    /// so a name referred to many times is measured once.
+    /// The quoted, escaped length of each name, by its index in the
+    /// buffer's names (names are defined in index order), so a name
+    /// referred to many times is measured once.
     names: Vec<u64>,
 }
 
@@ -288,7 +296,7 @@ impl RenderedSize {
         Self {
             total: 0,
             limit,
-            names: Vec::new(),
+            names: Vec::with_capacity(16),
         }
     }
 
@@ -302,14 +310,75 @@ impl RenderedSize {
         }
     }
 
-    /// The quoted, escaped length of the name at `index` (measured when
-    /// first seen: names are defined in index order).
-    fn name(&mut self, name: &str, index: usize) -> u64 {
-        if index == self.names.len() {
-            self.names.push(2 + json_escaped_len(name));
+    /// Reads a name-ref: `Some(None)` for the end of a struct, otherwise
+    /// the quoted, escaped length of the name, new (then measured and
+    /// remembered) or defined before; `None` when the name-ref is cut
+    /// off, not UTF-8, or points at a name not yet defined.
+    fn name_ref(&mut self, r: &mut Reader<'_>) -> Option<Option<u64>> {
+        match r.varint()? {
+            END_OF_STRUCT => Some(None),
+            NEW_NAME => {
+                let len = 2 + checked_escaped_len(r.bytes()?)?;
+                self.names.push(len);
+                Some(Some(len))
+            }
+            n => {
+                let index = usize::try_from(n - NAME_INDEX_BASE).ok()?;
+                self.names.get(index).copied().map(Some)
+            }
         }
-        self.names[index]
     }
+}
+
+/// [`json_escaped_len`] of `bytes`, or `None` when they are not UTF-8.
+/// Plain ASCII (nothing to escape), the common case, is recognised eight
+/// bytes at a time, which proves both in one pass; anything else takes the
+/// exact path.
+fn checked_escaped_len(bytes: &[u8]) -> Option<u64> {
+    if is_plain_ascii(bytes) {
+        return Some(bytes.len() as u64);
+    }
+    std::str::from_utf8(bytes).ok().map(json_escaped_len)
+}
+
+/// Whether every byte of `bytes` is ASCII that serde_json writes as it is:
+/// none at or above 0x80, none below 0x20, no `"` and no `\\`.
+fn is_plain_ascii(bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut special = 0;
+    for chunk in &mut chunks {
+        special |= special_bytes(u64::from_le_bytes(
+            chunk.try_into().expect("chunks of eight bytes"),
+        ));
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        // The last eight bytes when there are that many (some checked
+        // twice), else the rest padded with a plain byte.
+        let mut last = [b' '; 8];
+        match bytes.len().checked_sub(8) {
+            Some(start) => last.copy_from_slice(&bytes[start..]),
+            None => last[..rest.len()].copy_from_slice(rest),
+        }
+        special |= special_bytes(u64::from_le_bytes(last));
+    }
+    special == 0
+}
+
+/// Not zero when a byte of `w` is at or above 0x80, below 0x20, `"` or
+/// `\\`, and zero otherwise (the bit tricks' "has a byte less than n" and
+/// "has a zero byte", exact as a yes or no).
+fn special_bytes(w: u64) -> u64 {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    // A byte below `n` (n ≤ 0x80): the lowest one borrows into its top bit.
+    let below = |n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
+    // A byte equal to `b`: a zero byte of `w ^ b…b`.
+    let equal = |b: u8| {
+        let x = w ^ (ONES * u64::from(b));
+        x.wrapping_sub(ONES) & !x & HIGH
+    };
+    (w & HIGH) | below(0x20) | equal(b'"') | equal(b'\\')
 }
 
 /// How many bytes serde_json writes for `s` between its quotes: `"` and
