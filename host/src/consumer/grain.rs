@@ -673,8 +673,9 @@ pub(super) fn panic_message(panic: &(dyn Any + Send)) -> &str {
 mod tests {
     use super::*;
 
-    /// Every grain holds one boxed `GrainProgress`: at a million grains each
-    /// 16 bytes is 16 MB. glibc serves a request from chunks of 16-byte
+    /// A grain with something to remember (a retry, a failure) holds one
+    /// boxed `GrainProgress`, and a step moves one by value: at a million
+    /// grains each 16 bytes is 16 MB. glibc serves a request from chunks of 16-byte
     /// steps after an 8-byte header, so 216 bytes is the most that still
     /// fits the 224-byte chunk this struct took before `Backoff` existed.
     #[test]

@@ -130,8 +130,10 @@ type Listing = Pin<Box<dyn Future<Output = (Result<HeadChanges, LogError>, Durat
 type Scanning =
     Pin<Box<dyn Future<Output = (Option<String>, Result<Option<ScanPage>, LogError>)> + Send>>;
 
-/// Catch-up pages worked on at once (one decoding while another is
-/// applied), besides the one being fetched.
+/// Catch-up pages worked on at once, besides the one being fetched: enough
+/// that both cores stay busy while the scheduler's one task takes the next
+/// page (a million grains caught up 10–20 % sooner with four than with two,
+/// BENCHMARKS.md §19), few enough to bound the rows held.
 const BULKS_IN_FLIGHT: usize = 4;
 
 /// The scan is skipped when fewer than one grain in this many has
