@@ -30,6 +30,12 @@ impl TypeCatchUp {
     /// Records the first listing: `grains` grains to catch up.
     pub(crate) fn listed(&self, grains: u64) {
         self.grains.store(grains, Ordering::Relaxed);
+        self.all_found();
+    }
+
+    /// The grains [`Self::found`] counted are all there are: the count is
+    /// complete.
+    pub(crate) fn all_found(&self) {
         self.listed.store(true, Ordering::Release);
         if self.is_complete() {
             self.completed.notify_waiters();
@@ -37,7 +43,7 @@ impl TypeCatchUp {
     }
 
     /// `grains` more to catch up, found before the count is complete (a
-    /// cold start's scan finds them as it goes; [`Self::listed`] ends it).
+    /// cold start's scan finds them as it goes; [`Self::all_found`] ends it).
     pub(crate) fn found(&self, grains: u64) {
         self.grains.fetch_add(grains, Ordering::Relaxed);
     }

@@ -200,6 +200,16 @@ impl Progress {
         }
     }
 
+    /// The sequence a grain that needs no whole progress has read up to
+    /// (0 when unseen); `None` for a kept or running one.
+    pub(crate) fn settled_at(&self) -> Option<u64> {
+        match self {
+            Progress::Unseen => Some(0),
+            Progress::Settled(seen) => Some(*seen),
+            Progress::Kept(_) | Progress::Running => None,
+        }
+    }
+
     /// Whether a step of the grain runs.
     pub(crate) fn is_running(&self) -> bool {
         matches!(self, Progress::Running)

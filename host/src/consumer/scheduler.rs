@@ -110,8 +110,6 @@ struct Finding {
     /// The listing generation the found grains are outstanding in; held
     /// open (one extra count) until the finding ends.
     generation: Generation,
-    /// Startup grains found so far.
-    found: u64,
     /// The scan failed: the next full listing finds the rest.
     by_listing: bool,
 }
@@ -131,9 +129,10 @@ type Scanning =
     Pin<Box<dyn Future<Output = (Option<String>, Result<Option<ScanPage>, LogError>)> + Send>>;
 
 /// Catch-up pages worked on at once, besides the one being fetched: enough
-/// that both cores stay busy while the scheduler's one task takes the next
-/// page (a million grains caught up 10–20 % sooner with four than with two,
-/// BENCHMARKS.md §19), few enough to bound the rows held.
+/// that both cores have work while the scheduler's one task takes the next
+/// page, few enough to bound the rows held (four pages of `scan_rows`).
+/// Raised from two in issue 20's fourth round, within that round's other
+/// changes; its own effect was not measured apart.
 const BULKS_IN_FLIGHT: usize = 4;
 
 /// The scan is skipped when fewer than one grain in this many has
@@ -308,7 +307,6 @@ impl Scheduler {
                             let (wait, _) = discovery.succeeded(&changes, took, &self.ctx.config, now);
                             table.finding = Some(Finding {
                                 generation: table.generations.outstanding(0, generation),
-                                found: 0,
                                 by_listing: false,
                             });
                             listed_once = true;
@@ -318,17 +316,6 @@ impl Scheduler {
                                 grain_type = %self.ctx.grain_type,
                                 "catching up: a cold start, the scan finds the grains"
                             );
-                        }
-                        // After a failed scan, a full listing finds the rest.
-                        Ok(changes) if changes.complete && table.finding.as_ref().is_some_and(|f| f.by_listing) => {
-                            self.freshness.log_answered();
-                            let generation = table.generations.listed(started);
-                            let (wait, _) = discovery.succeeded(&changes, took, &self.ctx.config, now);
-                            for head in changes.heads {
-                                self.update(&mut table, head.grain_key, head.latest_sequence, false, now, generation);
-                            }
-                            self.found_all(&mut table);
-                            next_listing = now + wait;
                         }
                         Ok(changes) => {
                             self.freshness.log_answered();
@@ -342,8 +329,13 @@ impl Scheduler {
                                 table.slots.reserve(changes.heads.len());
                                 table.index.reserve(changes.heads.len());
                             }
+                            let complete = changes.complete;
                             for head in changes.heads {
                                 self.update(&mut table, head.grain_key, head.latest_sequence, first, now, generation);
+                            }
+                            // After a failed scan, a full listing found the rest.
+                            if complete && table.finding.as_ref().is_some_and(|f| f.by_listing) {
+                                self.found_all(&mut table);
                             }
                             if first {
                                 listed_once = true;
@@ -605,11 +597,7 @@ impl Scheduler {
         let progress = match &slot.progress {
             Progress::Running => return, // considered again when it ends
             Progress::Unseen | Progress::Settled(_) => {
-                let seen = match slot.progress {
-                    Progress::Settled(seen) => seen,
-                    _ => 0,
-                };
-                if slot.head > seen {
+                if slot.head > slot.progress.settled_at().unwrap_or(0) {
                     slot.queued = true;
                     table.ready.push_back((index, now));
                     return;
@@ -878,7 +866,6 @@ impl Scheduler {
         {
             return None;
         }
-        finding.found += 1;
         self.catch_up.found(1);
         self.ctx.counters.grain_discovered();
         let key: Arc<str> = key.into();
@@ -905,10 +892,10 @@ impl Scheduler {
     fn found_all(&self, table: &mut Table) {
         if let Some(finding) = table.finding.take() {
             table.generations.settled(finding.generation);
-            self.catch_up.listed(finding.found);
+            self.catch_up.all_found();
             tracing::info!(
                 grain_type = %self.ctx.grain_type,
-                grains = finding.found,
+                grains = self.catch_up.progress().grains,
                 "catching up: every grain found"
             );
         }

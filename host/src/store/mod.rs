@@ -475,7 +475,7 @@ impl ReplicaStore {
     }
 
     /// Whether the store holds any replica of `grain_type`.
-    pub fn holds_type(&self, grain_type: &str) -> bool {
+    pub(crate) fn holds_type(&self, grain_type: &str) -> bool {
         self.read()
             .by_type
             .get(grain_type)
