@@ -1,6 +1,7 @@
 //! The PostgreSQL change feed against a real server: exactly-once windows
 //! under concurrent writers, transactions still in flight, the fallback to
-//! the full listing, and `replica-host log enable-change-feed` through the
+//! the full listing, the cursor a cold start takes without listing, and
+//! `replica-host log enable-change-feed` through the
 //! real binary. Each test works in a schema of its own.
 
 use std::collections::BTreeMap;
@@ -268,6 +269,10 @@ async fn without_the_column_every_call_is_the_full_listing() {
     orlando::postgres_insert(&primary, "a", 1).await;
     let reader = PostgresLog::connect(schema.url()).await.unwrap();
     assert!(!reader.change_feed_enabled());
+    assert!(
+        reader.change_cursor(COUNTER).await.unwrap().is_none(),
+        "no cursor without the feed: a cold start lists first"
+    );
     let first = reader.changes_since(COUNTER, None).await.unwrap();
     assert!(first.complete && first.cursor.is_none());
     assert_eq!(heads_map(&first.heads), BTreeMap::from([("a".into(), 1)]));
@@ -285,6 +290,32 @@ async fn without_the_column_every_call_is_the_full_listing() {
         change_feed::catalog(&schema).await,
         (None, None),
         "the reader added nothing"
+    );
+}
+
+#[tokio::test]
+async fn the_change_cursor_lists_only_what_commits_after_it() {
+    let Some((schema, primary)) = orlando::postgres_schema("feed_cursor").await else {
+        return;
+    };
+    enable(&schema).await;
+    orlando::postgres_insert(&primary, "a", 1).await;
+    orlando::postgres_insert(&primary, "c", 1).await;
+    let reader = PostgresLog::connect(schema.url()).await.unwrap();
+    // What a cold start takes before its scan, without listing.
+    let cursor = reader
+        .change_cursor(COUNTER)
+        .await
+        .unwrap()
+        .expect("a cursor with the feed on");
+    orlando::postgres_insert(&primary, "b", 2).await;
+    orlando::postgres_insert(&primary, "a", 3).await;
+    let next = reader.changes_since(COUNTER, Some(&cursor)).await.unwrap();
+    assert!(!next.complete, "an incremental answer");
+    assert_eq!(
+        heads_map(&next.heads),
+        BTreeMap::from([("a".into(), 3), ("b".into(), 2)]),
+        "c, written only before the cursor, is the scan's"
     );
 }
 

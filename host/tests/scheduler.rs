@@ -17,8 +17,8 @@ use replica_host::replication_log::{
     ScanPage,
 };
 use replica_host::{CallError, CallErrorKind};
+use replica_host::{CatchUp, ConsumerConfig, Replicator, Shard, SnapshotDecoder};
 use replica_host::{ChangeKind, ReplicaStore};
-use replica_host::{ConsumerConfig, Replicator, Shard, SnapshotDecoder};
 use replica_test_support::logs::FlakyScanLog;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -96,6 +96,33 @@ fn collect_applied(
             }
         }
     })
+}
+
+/// A replicator of `log`'s Counter grains into `store`, decoding with a
+/// `CountingDecoder`, running until `stop`; returns its catch-up and task.
+fn start_counting(
+    log: Arc<dyn ReplicationLog>,
+    store: &Arc<ReplicaStore>,
+    config: ConsumerConfig,
+    stop: &Shutdown,
+) -> (Arc<CatchUp>, tokio::task::JoinHandle<()>) {
+    let decoder: Arc<dyn SnapshotDecoder> = Arc::new(CountingDecoder::default());
+    let replicator = Replicator::new(
+        log,
+        Arc::clone(store),
+        HashMap::from([(COUNTER.to_owned(), decoder)]),
+        config,
+    );
+    (replicator.catch_up(), replicator.spawn(stop.signal()))
+}
+
+/// Waits until `catch_up` is complete, failing after 20 s.
+async fn until_caught_up(catch_up: &CatchUp) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !catch_up.progress().complete {
+        assert!(Instant::now() < deadline, "{:?}", catch_up.progress());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,17 +325,15 @@ async fn three_shards_hold_every_grain_exactly_once() {
     let stop = Shutdown::new();
     for index in 0..3 {
         let store = Arc::new(ReplicaStore::new());
-        let decoder: Arc<dyn SnapshotDecoder> = Arc::new(CountingDecoder::default());
-        let replicator = Replicator::new(
+        running.push(start_counting(
             Arc::clone(&log) as Arc<dyn ReplicationLog>,
-            Arc::clone(&store),
-            HashMap::from([(COUNTER.to_owned(), decoder)]),
+            &store,
             ConsumerConfig {
                 shard: Some(Shard { index, count: 3 }),
                 ..config()
             },
-        );
-        running.push((replicator.catch_up(), replicator.spawn(stop.signal())));
+            &stop,
+        ));
         stores.push(store);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -345,24 +370,17 @@ async fn catch_up_with_scan_failures(failures: u32) -> Arc<FlakyScanLog> {
             .unwrap();
     }
     let store = Arc::new(ReplicaStore::new());
-    let decoder: Arc<dyn SnapshotDecoder> = Arc::new(CountingDecoder::default());
-    let replicator = Replicator::new(
+    let stop = Shutdown::new();
+    let (catch_up, running) = start_counting(
         Arc::clone(&log) as Arc<dyn ReplicationLog>,
-        Arc::clone(&store),
-        HashMap::from([(COUNTER.to_owned(), decoder)]),
+        &store,
         ConsumerConfig {
             initial_backoff: Duration::from_millis(10),
             ..config()
         },
+        &stop,
     );
-    let catch_up = replicator.catch_up();
-    let stop = Shutdown::new();
-    let running = replicator.spawn(stop.signal());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !catch_up.progress().complete {
-        assert!(Instant::now() < deadline, "{:?}", catch_up.progress());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_caught_up(&catch_up).await;
     assert_eq!(store.status_counts(COUNTER).ok, 40);
     stop.stop();
     running.await.unwrap();
@@ -457,25 +475,19 @@ async fn a_cold_start_finds_its_grains_through_the_scan_and_misses_nothing_writt
             .unwrap();
     }
     let store = Arc::new(ReplicaStore::new());
-    let decoder: Arc<dyn SnapshotDecoder> = Arc::new(CountingDecoder::default());
-    let replicator = Replicator::new(
+    let stop = Shutdown::new();
+    let (catch_up, running) = start_counting(
         Arc::clone(&log) as Arc<dyn ReplicationLog>,
-        Arc::clone(&store),
-        HashMap::from([(COUNTER.to_owned(), decoder)]),
+        &store,
         ConsumerConfig {
             // Several pages, so the grains are found as the scan goes.
             scan_rows: 500,
             ..config()
         },
+        &stop,
     );
-    let catch_up = replicator.catch_up();
-    let stop = Shutdown::new();
-    let running = replicator.spawn(stop.signal());
+    until_caught_up(&catch_up).await;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !catch_up.progress().complete {
-        assert!(Instant::now() < deadline, "{:?}", catch_up.progress());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
     let progress = catch_up.progress();
     // The scan's 3,000, and `b-new` too when a listing found it before
     // the scan ended (it then counts as a startup grain).

@@ -41,6 +41,7 @@ suite_for_all_backends!(
     racing_appends_end_in_conflicts,
     changes_since_lists_then_reports_only_new_rows,
     changes_since_sees_rows_after_the_newest_were_deleted,
+    change_cursor_continues_like_a_listings_cursor,
     scan_hands_each_grain_over_as_read_from_would,
     reads_what_an_orlando_primary_wrote,
 );
@@ -308,6 +309,30 @@ mod cases {
             sorted_heads(all.heads),
             heads(&[("a", 5), ("b", 9), ("c", 1)])
         );
+    }
+
+    /// A cold start takes `change_cursor` instead of listing: from it, an
+    /// incremental listing names what was written after, and only that. A
+    /// backend that cannot list incrementally (PostgreSQL without the
+    /// change feed) has no cursor, and its listings are all complete.
+    pub async fn change_cursor_continues_like_a_listings_cursor(h: &dyn Harness) {
+        let log = h.log();
+        log.append(&entry(COUNTER, "a", 1, b"")).await.unwrap();
+        log.append(&entry(COUNTER, "c", 1, b"")).await.unwrap();
+        let cursor = log.change_cursor(COUNTER).await.unwrap();
+        let listed = log.changes_since(COUNTER, None).await.unwrap();
+        assert_eq!(
+            cursor.is_some(),
+            listed.cursor.is_some(),
+            "a cursor exactly where listings have one"
+        );
+        log.append(&entry(COUNTER, "b", 2, b"")).await.unwrap();
+        log.append(&entry(COUNTER, "a", 3, b"")).await.unwrap();
+        if let Some(cursor) = cursor {
+            let changes = log.changes_since(COUNTER, Some(&cursor)).await.unwrap();
+            assert!(!changes.complete, "{changes:?}");
+            assert_eq!(sorted_heads(changes.heads), heads(&[("a", 3), ("b", 2)]));
+        }
     }
 
     pub async fn changes_since_sees_rows_after_the_newest_were_deleted(h: &dyn Harness) {
