@@ -1,8 +1,8 @@
 //! The PostgreSQL change feed against a real server: exactly-once windows
 //! under concurrent writers, transactions still in flight, the fallback to
 //! the full listing, the cursor a cold start takes without listing, and
-//! `replica-host log enable-change-feed` through the
-//! real binary. Each test works in a schema of its own.
+//! `replica-host log enable-change-feed` through the real binary. Each test
+//! works in a schema of its own.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
