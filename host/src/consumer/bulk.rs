@@ -5,11 +5,14 @@
 //! exactly what its own step would decode first) is collected, and all of
 //! them go to the decoder in [`SnapshotDecoder::decode_batch`] calls of its
 //! `batch_max` (a plugin decodes each call's snapshots in one fresh
-//! instance), several calls in flight to keep the decode slots busy. Then each grain's step runs with its result known
-//! ([`Step::run_with`]): the same batch rules, status, logging and store
-//! update as a step of its own, and the decoder is called again only for a
-//! grain whose first attempt failed (its next newest snapshot). No grain
-//! goes back through the scheduler's ready queue in between.
+//! instance), several calls in flight to keep the decode slots busy. Then
+//! each grain's step runs with its result known ([`Step::run_with`]): the
+//! same batch rules, status, logging and store update as a step of its
+//! own, and the decoder is called again only for a grain whose first
+//! attempt failed (its next newest snapshot). No grain goes back through
+//! the scheduler's ready queue in between. The grains of the calls that
+//! have returned go to the store in one call and to the scheduler in one
+//! message.
 //!
 //! [`SnapshotDecoder::decode_batch`]: crate::decode::SnapshotDecoder::decode_batch
 
@@ -28,6 +31,15 @@ use crate::value::State;
 /// Decoder calls of one page in flight at once: enough to keep every
 /// decode slot busy, so one slow call holds only its own grains.
 const CALLS_IN_FLIGHT: usize = 8;
+
+/// At most this many grains of calls that have returned go to the store in
+/// one [`ReplicaStore::apply_many`] and to the scheduler in one message. A
+/// decoder of one snapshot per call (a native one) returns at once, so
+/// without it every grain would take the store's lock, wake the feed's
+/// readers and send a message of its own.
+///
+/// [`ReplicaStore::apply_many`]: crate::store::ReplicaStore::apply_many
+const APPLY_MAX: usize = 256;
 
 /// Runs the steps of one page's grains (`(table index, step)`), decoding
 /// their first attempts together: in calls of the decoder's
@@ -106,15 +118,29 @@ pub(crate) async fn run(
             () = shutdown.stopped() => return Err(Stopped),
             next = in_flight.next() => next,
         };
-        let Some((steps, results)) = next else { break };
+        let Some(first) = next else { break };
         in_flight.extend(groups.next().map(call));
-        let mut finished = Vec::with_capacity(steps.len());
+        // Calls that have returned meanwhile join this one, without waiting
+        // for any that have not.
+        let mut grains = first.0.len();
+        let mut returned = vec![first];
+        while grains < APPLY_MAX {
+            let Some(Some(more)) = in_flight.next().now_or_never() else {
+                break;
+            };
+            in_flight.extend(groups.next().map(call));
+            grains += more.0.len();
+            returned.push(more);
+        }
+        let mut finished = Vec::with_capacity(grains);
         let mut applies = Applies::default();
-        for ((index, step), result) in steps.into_iter().zip(results) {
-            let outcome = step
-                .run_with(shutdown, Some(result), Some(&mut applies))
-                .await?;
-            finished.push((index, outcome));
+        for (steps, results) in returned {
+            for ((index, step), result) in steps.into_iter().zip(results) {
+                let outcome = step
+                    .run_with(shutdown, Some(result), Some(&mut applies))
+                    .await?;
+                finished.push((index, outcome));
+            }
         }
         // In the store before the scheduler counts them caught up.
         applies.apply(&ctx);
@@ -201,4 +227,85 @@ fn failed_all(entries: &[LogEntry], message: &str) -> Vec<Result<State, CallErro
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consumer::ConsumerConfig;
+    use crate::consumer::metrics::ConsumerMetrics;
+    use crate::decode::SnapshotDecoder;
+    use crate::replication_log::{EntryType, MemoryLog};
+    use crate::shutdown::Shutdown;
+    use crate::store::ReplicaStore;
+
+    /// Decodes any snapshot as `{"count": sequence}`, one per call.
+    struct Native;
+
+    #[async_trait::async_trait]
+    impl SnapshotDecoder for Native {
+        async fn decode(&self, entry: &LogEntry) -> Result<State, CallError> {
+            Ok(State::from_serialize(&serde_json::json!({ "count": entry.sequence })).unwrap())
+        }
+    }
+
+    /// A decoder of one snapshot per call returns at once: its grains reach
+    /// the store and the scheduler together, not one message each, and
+    /// every grain arrives exactly once.
+    #[tokio::test]
+    async fn a_one_snapshot_decoder_s_grains_arrive_together_each_once() {
+        const GRAINS: u32 = 1_000;
+        let store = Arc::new(ReplicaStore::new());
+        let ctx = Arc::new(TypeContext {
+            grain_type: "Counter".into(),
+            log: Arc::new(MemoryLog::new()),
+            store: Arc::clone(&store),
+            decoder: Arc::new(Native),
+            config: Arc::new(ConsumerConfig::default()),
+            counters: ConsumerMetrics::default().counters("Counter"),
+            decoded_by: None,
+            redecode: false,
+        });
+        let handed = (0..GRAINS)
+            .map(|n| {
+                let key = format!("c{n:05}");
+                Handed {
+                    index: n,
+                    grain_key: key.as_str().into(),
+                    progress: Progress::Unseen,
+                    head: u64::from(n) + 1,
+                    records: vec![LogRecord::Entry(LogEntry {
+                        grain_type: "Counter".into(),
+                        grain_key: key,
+                        sequence: u64::from(n) + 1,
+                        timestamp_millis: 7,
+                        source_cluster: "eu".into(),
+                        entry_type: EntryType::FullState,
+                        payload: vec![1].into(),
+                    })],
+                }
+            })
+            .collect();
+        let shutdown = Shutdown::new();
+        let mut messages = 0;
+        let mut seen = vec![0u32; GRAINS as usize];
+        let mut deliver = |outcomes: Vec<(u32, StepOutcome)>| {
+            messages += 1;
+            for (index, outcome) in outcomes {
+                assert!(outcome.caught_up, "grain {index} not caught up");
+                seen[index as usize] += 1;
+            }
+        };
+        let ran = run(ctx, handed, &mut shutdown.signal(), &mut deliver).await;
+        assert!(ran.is_ok(), "stopped without a shutdown");
+        assert!(seen.iter().all(|&n| n == 1), "a grain missing or twice");
+        assert!(
+            messages <= GRAINS as usize / 64,
+            "{messages} messages for {GRAINS} grains"
+        );
+        for n in [0, 499, GRAINS - 1] {
+            let replica = store.get("Counter", &format!("c{n:05}")).unwrap();
+            assert_eq!(replica.sequence, u64::from(n) + 1);
+        }
+    }
 }
