@@ -52,6 +52,12 @@ impl Backoff {
     pub(crate) fn is_due(&self, now: Instant) -> bool {
         self.retry_at.is_some_and(|at| now >= at)
     }
+
+    /// Whether a try is waiting and due now. The clock is read only when a
+    /// try is waiting: most grains of a catch-up have none.
+    pub(crate) fn is_due_now(&self) -> bool {
+        self.retry_at.is_some_and(|at| Instant::now() >= at)
+    }
 }
 
 #[cfg(test)]

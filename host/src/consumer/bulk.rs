@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
+use smallvec::SmallVec;
 
 use super::grain::{Applies, Progress, Step, StepOutcome, Stopped, TypeContext};
 use crate::decode::{CallError, CallErrorKind};
@@ -52,9 +53,9 @@ pub(crate) async fn run(
     shutdown: &mut StopSignal,
     deliver: &mut (dyn FnMut(Vec<(u32, StepOutcome)>) + Send),
 ) -> Result<(), Stopped> {
-    let mut groups: Vec<Vec<Lent>> = Vec::new();
+    let mut calls: Vec<Call> = Vec::new();
     let chunk = ctx.decoder.batch_max().max(1);
-    let mut group = Vec::with_capacity(chunk);
+    let mut next_call = Call::default();
     let mut nothing_to_decode = Vec::new();
     for grain in handed {
         let index = grain.index;
@@ -63,14 +64,10 @@ pub(crate) async fn run(
         };
         match step.first_attempt() {
             Some((at, entry)) => {
-                group.push(Lent {
-                    index,
-                    step,
-                    at,
-                    entry,
-                });
-                if group.len() == chunk {
-                    groups.push(std::mem::replace(&mut group, Vec::with_capacity(chunk)));
+                next_call.entries.push(entry);
+                next_call.steps.push((index, step, at));
+                if next_call.steps.len() == chunk {
+                    calls.push(std::mem::take(&mut next_call));
                 }
             }
             // Nothing to decode (Deltas, refused rows): finished at once.
@@ -80,46 +77,29 @@ pub(crate) async fn run(
     if !nothing_to_decode.is_empty() {
         deliver(nothing_to_decode);
     }
-    if !group.is_empty() {
-        groups.push(group);
+    if !next_call.steps.is_empty() {
+        calls.push(next_call);
     }
-    let mut groups = groups.into_iter();
+    let mut calls = calls.into_iter();
     let mut in_flight = FuturesUnordered::new();
-    let call = |group: Vec<Lent>| {
+    let call = |mut call: Call| {
         let ctx = &ctx;
         async move {
-            let mut entries = Vec::with_capacity(group.len());
-            let mut steps = Vec::with_capacity(group.len());
-            for Lent {
-                index,
-                step,
-                at,
-                entry,
-            } in group
-            {
-                entries.push(entry);
-                steps.push((index, step, at));
+            let results = decode_batch_catching(ctx, &call.entries).await;
+            for ((_, step, at), entry) in call.steps.iter_mut().zip(call.entries) {
+                step.give_back(*at, entry);
             }
-            let results = decode_batch_catching(ctx, &entries).await;
-            let steps: Vec<(u32, Step)> = steps
-                .into_iter()
-                .zip(entries)
-                .map(|((index, mut step, at), entry)| {
-                    step.give_back(at, entry);
-                    (index, step)
-                })
-                .collect();
-            (steps, results)
+            (call.steps, results)
         }
     };
-    in_flight.extend(groups.by_ref().take(CALLS_IN_FLIGHT).map(call));
+    in_flight.extend(calls.by_ref().take(CALLS_IN_FLIGHT).map(call));
     loop {
         let next = tokio::select! {
             () = shutdown.stopped() => return Err(Stopped),
             next = in_flight.next() => next,
         };
         let Some(first) = next else { break };
-        in_flight.extend(groups.next().map(call));
+        in_flight.extend(calls.next().map(call));
         // Calls that have returned meanwhile join this one, without waiting
         // for any that have not.
         let mut grains = first.0.len();
@@ -128,14 +108,14 @@ pub(crate) async fn run(
             let Some(Some(more)) = in_flight.next().now_or_never() else {
                 break;
             };
-            in_flight.extend(groups.next().map(call));
+            in_flight.extend(calls.next().map(call));
             grains += more.0.len();
             returned.push(more);
         }
         let mut finished = Vec::with_capacity(grains);
         let mut applies = Applies::default();
         for (steps, results) in returned {
-            for ((index, step), result) in steps.into_iter().zip(results) {
+            for ((index, step, _), result) in steps.into_iter().zip(results) {
                 let outcome = step
                     .run_with(shutdown, Some(result), Some(&mut applies))
                     .await?;
@@ -178,13 +158,14 @@ impl Handed {
     }
 }
 
-/// A grain whose first attempt is out to the decoder: its step, and the
-/// entry lent from the step's rows at `at`.
-struct Lent {
-    index: u32,
-    step: Step,
-    at: usize,
-    entry: LogEntry,
+/// One decoder call's grains: the entries lent from their steps' rows, and
+/// in the same order each grain's table index, step, and where in the
+/// step's rows its entry was. A call of one grain (a decoder of one
+/// snapshot per call) allocates nothing for it.
+#[derive(Default)]
+struct Call {
+    entries: SmallVec<[LogEntry; 1]>,
+    steps: SmallVec<[(u32, Step, usize); 1]>,
 }
 
 /// The decoder's batch call, a panic turned into a trap of every entry.

@@ -280,7 +280,7 @@ impl Step {
     /// for the step's plan) and go back with [`Step::give_back`], with the
     /// position returned here.
     pub(crate) fn first_attempt(&mut self) -> Option<(usize, LogEntry)> {
-        let retry = self.progress.decode.is_due(Instant::now());
+        let retry = self.progress.decode.is_due_now();
         let from = self.progress.cursor.read_after(retry);
         let limit = self.ctx.config.limit();
         let records = self.prefetched.as_mut()?;
@@ -338,8 +338,7 @@ impl Step {
         };
         let p = &mut progress;
         let limit = ctx.config.limit();
-        let now = Instant::now();
-        let retry = p.decode.is_due(now);
+        let retry = p.decode.is_due_now();
         let from = p.cursor.read_after(retry);
 
         let records = match prefetched {

@@ -262,9 +262,10 @@ impl Scheduler {
                     // And every other step already done: one turn of the
                     // loop per wake-up, not per grain.
                     let mut joined = Some(joined);
+                    let now = Instant::now();
                     for _ in 0..DRAIN_PER_TURN {
                         match joined.take().or_else(|| steps.try_join_next()) {
-                            Some(Ok((index, finished))) => self.finished(&mut table, index, finished),
+                            Some(Ok((index, finished))) => self.finished(&mut table, index, finished, now),
                             Some(Err(error)) => tracing::error!(grain_type = %self.ctx.grain_type, %error, "a grain step failed"),
                             None => break,
                         }
@@ -275,10 +276,11 @@ impl Scheduler {
                     // calls' already waiting, up to a bound per turn.
                     let mut taken = 0;
                     let mut next = Some(finished);
+                    let now = Instant::now();
                     while let Some(finished) = next.take() {
                         taken += finished.len();
                         for (index, finished) in finished {
-                            self.finished(&mut table, index, finished);
+                            self.finished(&mut table, index, finished, now);
                         }
                         if taken < DRAIN_PER_TURN {
                             next = bulk_finished.try_recv().ok();
@@ -682,8 +684,7 @@ impl Scheduler {
     }
 
     /// Takes a step's outcome back into the table.
-    fn finished(&self, table: &mut Table, index: u32, finished: Finished) {
-        let now = Instant::now();
+    fn finished(&self, table: &mut Table, index: u32, finished: Finished, now: Instant) {
         let slot = &mut table.slots[index as usize];
         match finished {
             Finished::Done(outcome) => {
