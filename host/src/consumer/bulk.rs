@@ -53,6 +53,9 @@ pub(crate) async fn run(
     shutdown: &mut StopSignal,
     deliver: &mut (dyn FnMut(Vec<(u32, StepOutcome)>) + Send),
 ) -> Result<(), Stopped> {
+    // The steps stay here while their entries are out to the decoder: a
+    // step is a few hundred bytes, an entry a hundred.
+    let mut waiting: Vec<Option<Waiting>> = Vec::with_capacity(handed.len());
     let mut calls: Vec<Call> = Vec::new();
     let chunk = ctx.decoder.batch_max().max(1);
     let mut next_call = Call::default();
@@ -65,9 +68,11 @@ pub(crate) async fn run(
         match step.first_attempt() {
             Some((at, entry)) => {
                 next_call.entries.push(entry);
-                next_call.steps.push((index, step, at));
-                if next_call.steps.len() == chunk {
-                    calls.push(std::mem::take(&mut next_call));
+                waiting.push(Some(Waiting { index, step, at }));
+                if next_call.entries.len() == chunk {
+                    let next = waiting.len();
+                    let call = std::mem::replace(&mut next_call, Call::starting(next));
+                    calls.push(call);
                 }
             }
             // Nothing to decode (Deltas, refused rows): finished at once.
@@ -77,19 +82,16 @@ pub(crate) async fn run(
     if !nothing_to_decode.is_empty() {
         deliver(nothing_to_decode);
     }
-    if !next_call.steps.is_empty() {
+    if !next_call.entries.is_empty() {
         calls.push(next_call);
     }
     let mut calls = calls.into_iter();
     let mut in_flight = FuturesUnordered::new();
-    let call = |mut call: Call| {
+    let call = |call: Call| {
         let ctx = &ctx;
         async move {
             let results = decode_batch_catching(ctx, &call.entries).await;
-            for ((_, step, at), entry) in call.steps.iter_mut().zip(call.entries) {
-                step.give_back(*at, entry);
-            }
-            (call.steps, results)
+            (call, results)
         }
     };
     in_flight.extend(calls.by_ref().take(CALLS_IN_FLIGHT).map(call));
@@ -102,20 +104,30 @@ pub(crate) async fn run(
         in_flight.extend(calls.next().map(call));
         // Calls that have returned meanwhile join this one, without waiting
         // for any that have not.
-        let mut grains = first.0.len();
+        let mut grains = first.0.entries.len();
         let mut returned = vec![first];
         while grains < APPLY_MAX {
             let Some(Some(more)) = in_flight.next().now_or_never() else {
                 break;
             };
             in_flight.extend(calls.next().map(call));
-            grains += more.0.len();
+            grains += more.0.entries.len();
             returned.push(more);
         }
         let mut finished = Vec::with_capacity(grains);
         let mut applies = Applies::default();
-        for (steps, results) in returned {
-            for ((index, step, _), result) in steps.into_iter().zip(results) {
+        for (call, results) in returned {
+            let slots = &mut waiting[call.first..call.first + call.entries.len()];
+            for ((slot, entry), result) in slots.iter_mut().zip(call.entries).zip(results) {
+                let Some(Waiting {
+                    index,
+                    mut step,
+                    at,
+                }) = slot.take()
+                else {
+                    continue; // each call's grains come back once
+                };
+                step.give_back(at, entry);
                 let outcome = step
                     .run_with(shutdown, Some(result), Some(&mut applies))
                     .await?;
@@ -158,14 +170,31 @@ impl Handed {
     }
 }
 
-/// One decoder call's grains: the entries lent from their steps' rows, and
-/// in the same order each grain's table index, step, and where in the
-/// step's rows its entry was. A call of one grain (a decoder of one
-/// snapshot per call) allocates nothing for it.
+/// A grain whose first attempt is out to the decoder: its table index, its
+/// step, and where in the step's rows the lent entry was.
+struct Waiting {
+    index: u32,
+    step: Step,
+    at: usize,
+}
+
+/// One decoder call: the entries lent from the steps at `first..` of the
+/// waiting steps, in their order. A call of one entry (a decoder of one
+/// snapshot per call) allocates nothing for them.
 #[derive(Default)]
 struct Call {
+    first: usize,
     entries: SmallVec<[LogEntry; 1]>,
-    steps: SmallVec<[(u32, Step, usize); 1]>,
+}
+
+impl Call {
+    /// A call whose first entry is that of the waiting step at `first`.
+    fn starting(first: usize) -> Self {
+        Self {
+            first,
+            entries: SmallVec::new(),
+        }
+    }
 }
 
 /// The decoder's batch call, a panic turned into a trap of every entry.
