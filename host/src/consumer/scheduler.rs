@@ -31,7 +31,7 @@
 //! [`ReplicationLog::scan`]: crate::replication_log::ReplicationLog::scan
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -56,7 +56,10 @@ use crate::replication_log::{ChangeCursor, GrainHead, HeadChanges, LogError, Log
 use crate::shutdown::StopSignal;
 use crate::store::now_millis;
 
+mod key_index;
 mod verify;
+
+use key_index::KeyIndex;
 
 /// One grain's entry in the table.
 struct Slot {
@@ -86,7 +89,7 @@ struct Table {
     /// One compact entry per grain, addressed by index.
     slots: Vec<Slot>,
     /// A grain key's slot index.
-    index: HashMap<Arc<str>, u32, foldhash::fast::RandomState>,
+    index: KeyIndex,
     /// Grains with a step due, and since when.
     ready: VecDeque<(u32, Instant)>,
     /// Armed retry timers (lazily cancelled: checked against `wake_at`).
@@ -96,6 +99,13 @@ struct Table {
     /// A cold start's catch-up while the scan, not a listing, finds the
     /// grains (see [`Finding`]).
     finding: Option<Finding>,
+}
+
+impl Table {
+    /// The slot that holds `key`, if any.
+    fn slot_of(&self, key: &str) -> Option<u32> {
+        self.index.get(key, |at| &self.slots[at as usize].key)
+    }
 }
 
 /// A cold start (the store holds none of the type's replicas): instead of
@@ -533,7 +543,7 @@ impl Scheduler {
         now: Instant,
         generation: Generation,
     ) {
-        if let Some(&index) = table.index.get(key.as_str()) {
+        if let Some(index) = table.slot_of(&key) {
             let slot = &mut table.slots[index as usize];
             if head > slot.head {
                 slot.head = head;
@@ -577,7 +587,7 @@ impl Scheduler {
             awaiting_scan: startup && !first,
             generation: table.generations.outstanding(0, generation),
         });
-        table.index.insert(Arc::clone(&key), index);
+        table.index.insert(&key, index);
         self.ctx.counters.grain_discovered();
         tracing::debug!(
             grain_type = %self.ctx.grain_type,
@@ -718,8 +728,8 @@ impl Scheduler {
         let now = Instant::now();
         let mut whole = Vec::new();
         for grain in page.grains {
-            let index = match table.index.get(grain.grain_key.as_str()) {
-                Some(&index) => index,
+            let index = match table.slot_of(&grain.grain_key) {
+                Some(index) => index,
                 // A cold start's grain, found by the scan.
                 None if table.finding.is_some() => {
                     match self.found(table, grain.grain_key, grain.head, true) {
@@ -884,7 +894,7 @@ impl Scheduler {
             awaiting_scan: scanned,
             generation: generations.outstanding(0, finding.generation),
         });
-        index.insert(key, at);
+        index.insert(&key, at);
         Some(at)
     }
 

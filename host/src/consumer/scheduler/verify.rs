@@ -130,7 +130,7 @@ impl Scheduler {
         let now = Instant::now();
         let in_force = self.ctx.decoded_by.as_deref().map(|d| d.sha256.as_str());
         for head in heads {
-            let Some(&index) = table.index.get(head.grain_key.as_str()) else {
+            let Some(index) = table.slot_of(&head.grain_key) else {
                 continue; // another shard's, or new: discovery brings it
             };
             let slot = &mut table.slots[index as usize];
