@@ -96,7 +96,8 @@ impl Arena {
     unsafe fn bump(&self, layout: Layout) -> Option<*mut u8> {
         // SAFETY: single-threaded (see the `Sync` impl).
         let used = unsafe { &mut *self.used.get() };
-        let start = (self.base() + *used).checked_next_multiple_of(layout.align().max(MIN_ALIGN))?;
+        let start =
+            (self.base() + *used).checked_next_multiple_of(layout.align().max(MIN_ALIGN))?;
         let end = start.checked_add(layout.size())?;
         if end > self.base() + ARENA_BYTES {
             return None;
