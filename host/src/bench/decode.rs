@@ -304,7 +304,9 @@ pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
     }
     let plugins = PLUGIN_DIRS
         .iter()
-        .map(|&(grain_type, dir)| anyhow::Ok((grain_type, sample_plugin(&options.plugins_dir, dir)?)))
+        .map(|&(grain_type, dir)| {
+            anyhow::Ok((grain_type, sample_plugin(&options.plugins_dir, dir)?))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let no_arena_target = std::env::temp_dir().join("replica-bench-no-arena");
     let no_arena_env = [
