@@ -16,7 +16,8 @@ pub const PLUGIN_TARGET: &str = "wasm32-unknown-unknown";
 /// codegen unit, so that LLVM inlines the standard library's and the SDK's
 /// small functions (UTF-8 checks, the arena, the encoder's writes) into the
 /// decode. About 4 % fewer instructions per decode of the ~1 KiB sample
-/// BankAccount (BENCHMARKS.md, section 20), for a slower plugin build. The
+/// BankAccount and a 10 % smaller module, in about the same build time
+/// (BENCHMARKS.md, section 20). The
 /// target already aborts on panic (the SDK's hook logs first). A variable
 /// already set in the environment wins.
 pub const PLUGIN_PROFILE: [(&str, &str); 2] = [
