@@ -10,6 +10,6 @@ pub use crate::plugin::crash_guard::{CrashGuard, SnapshotId, Verdict};
 pub use crate::store::now_millis;
 
 #[cfg(feature = "tools")]
-pub use crate::authoring::build::{componentize, ensure_target};
+pub use crate::authoring::build::{componentize, ensure_target, plugin_profile_env};
 #[cfg(feature = "tools")]
 pub use crate::demo::orlando;

@@ -60,6 +60,8 @@ pub fn plugin(name: &str) -> PathBuf {
     let built = BUILT.get_or_init(|| {
         replica_host::test_seam::ensure_target().expect("the wasm32-unknown-unknown target");
         let mut cmd = cargo();
+        // Built as `replica-host plugin build` builds them.
+        cmd.envs(replica_host::test_seam::plugin_profile_env());
         cmd.args([
             "build",
             "--release",

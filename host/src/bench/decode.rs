@@ -63,7 +63,8 @@ pub struct DecodeOptions {
     pub seconds: f64,
     /// Rounds; each round measures every variant once, interleaved.
     pub repeat: usize,
-    /// Only the cases whose grain type contains this (all when empty).
+    /// Only the cases whose name, grain type and payload size (`BankAccount
+    /// ~1 KiB`), contains this (all when empty).
     pub only: String,
     /// Only run the default path (batches in one fresh instance, crash
     /// guard on), for a profiler.
@@ -169,6 +170,83 @@ fn cases() -> Vec<Case> {
     cases
 }
 
+/// Each sample plugin's grain type and directory (under the plugins dir).
+const PLUGIN_DIRS: [(&str, &str); 3] = [
+    ("Counter", "counter"),
+    ("BankAccount", "bank-account"),
+    ("UserProfile", "user-profile"),
+];
+
+/// The cases whose name, grain type and payload size (`BankAccount ~1 KiB`),
+/// contains `only`.
+fn selected_cases(only: &str) -> impl Iterator<Item = Case> {
+    let only = only.to_string();
+    cases()
+        .into_iter()
+        .filter(move |c| format!("{} {}", c.grain_type, c.size.label()).contains(only.as_str()))
+}
+
+/// The default path for `batch`: one fresh instance decodes it, each
+/// snapshot marked in flight in `guard` as the daemon does.
+fn guarded_batch(
+    plugin: &LoadedPlugin,
+    guard: &crate::plugin::crash_guard::CrashGuard,
+    batch: &[SnapshotRef<'_>],
+    sequence: &mut u64,
+) {
+    let results = plugin.decode_batch(batch, |i| {
+        *sequence += 1;
+        let id = crate::plugin::crash_guard::SnapshotId::new(
+            plugin.sha256(),
+            batch[i].grain_type,
+            batch[i].grain_key,
+            *sequence,
+        );
+        let verdict = guard.verdict(&id);
+        guard.enter(&id, &verdict)
+    });
+    assert!(results.iter().all(Result::is_ok), "batch decode");
+    std::hint::black_box(results);
+}
+
+/// `--profile`: only the default path (a batch in one fresh instance, crash
+/// guard on), for a profiler. Builds and loads only the sample plugins the
+/// selected cases need, so that a profiler (or `valgrind`) sees little
+/// else; the time in `LoadedPlugin::decode_batch` divided by its calls is
+/// one batch. The pool has four slots instead of the default's 128, whose
+/// address space reservation (~0.5 TiB) valgrind refuses; a call's work
+/// and the compiled code are the same.
+fn profile(options: &DecodeOptions) -> anyhow::Result<()> {
+    let engine = PluginEngine::with_options(EngineOptions {
+        pool_slots: 4,
+        ..EngineOptions::default()
+    })?;
+    let guard_dir = tempfile::tempdir()?;
+    let (guard, _) = crate::plugin::crash_guard::CrashGuard::open(guard_dir.path(), &[])?;
+    let mut sequence = 0u64;
+    for case in selected_cases(&options.only) {
+        let dir = PLUGIN_DIRS
+            .iter()
+            .find(|(t, _)| *t == case.grain_type)
+            .expect("a sample plugin")
+            .1;
+        let path = sample_plugin(&options.plugins_dir, dir)?;
+        let plugin = LoadedPlugin::load(&engine, &path, PluginLimits::default())?;
+        let batch = vec![snapshot(case.grain_type, &case.payload); PluginLimits::DEFAULT_BATCH_MAX];
+        let rate = batch.len() as f64
+            * rate(options.seconds, || {
+                guarded_batch(&plugin, &guard, &batch, &mut sequence)
+            });
+        println!(
+            "{} {}: {rate:.0} snapshots/s in batches of {}",
+            case.grain_type,
+            case.size.label(),
+            batch.len()
+        );
+    }
+    Ok(())
+}
+
 /// Calls per second of `f`, run for about `seconds` after a short warm-up.
 fn rate(seconds: f64, mut f: impl FnMut()) -> f64 {
     for _ in 0..3 {
@@ -221,17 +299,15 @@ struct Round {
 
 /// Runs the benchmark and prints its tables (Markdown) on stdout.
 pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
-    let plugins = [
-        ("Counter", sample_plugin(&options.plugins_dir, "counter")?),
-        (
-            "BankAccount",
-            sample_plugin(&options.plugins_dir, "bank-account")?,
-        ),
-        (
-            "UserProfile",
-            sample_plugin(&options.plugins_dir, "user-profile")?,
-        ),
-    ];
+    if options.profile {
+        return profile(options);
+    }
+    let plugins = PLUGIN_DIRS
+        .iter()
+        .map(|&(grain_type, dir)| {
+            anyhow::Ok((grain_type, sample_plugin(&options.plugins_dir, dir)?))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let no_arena_target = std::env::temp_dir().join("replica-bench-no-arena");
     let no_arena_env = [
         (
@@ -240,12 +316,7 @@ pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
         ),
         ("RUSTFLAGS", "--cfg replica_guest_no_arena"),
     ];
-    let no_arena_plugins = [
-        ("Counter", "counter"),
-        ("BankAccount", "bank-account"),
-        ("UserProfile", "user-profile"),
-    ]
-    .map(|(grain_type, dir)| {
+    let no_arena_plugins = PLUGIN_DIRS.map(|(grain_type, dir)| {
         (
             grain_type,
             crate::authoring::build::build_plugin_with_env(
@@ -291,10 +362,7 @@ pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut breakdowns = Vec::new();
     let mut stored_rows = Vec::new();
-    for case in cases()
-        .into_iter()
-        .filter(|c| c.grain_type.contains(options.only.as_str()))
-    {
+    for case in selected_cases(&options.only) {
         let pooled = load(&pooled_engine, case.grain_type)?;
         let on_demand = load(&on_demand_engine, case.grain_type)?;
         let decommit = load(&decommit_engine, case.grain_type)?;
@@ -336,33 +404,7 @@ pub fn run(options: &DecodeOptions) -> anyhow::Result<()> {
         ));
 
         let batch = vec![snap; PluginLimits::DEFAULT_BATCH_MAX];
-        let mut decode_batch = || {
-            let results = pooled.decode_batch(&batch, |i| {
-                sequence += 1;
-                let id = crate::plugin::crash_guard::SnapshotId::new(
-                    pooled.sha256(),
-                    batch[i].grain_type,
-                    batch[i].grain_key,
-                    sequence,
-                );
-                let verdict = guard.verdict(&id);
-                guard.enter(&id, &verdict)
-            });
-            assert!(results.iter().all(Result::is_ok), "batch decode");
-            std::hint::black_box(results);
-        };
-        if options.profile {
-            // Only the default path (a batch in one fresh instance, crash
-            // guard on), for a profiler.
-            let rate = batch.len() as f64 * rate(options.seconds, &mut decode_batch);
-            println!(
-                "{} {}: {rate:.0} snapshots/s in batches of {}",
-                case.grain_type,
-                case.size.label(),
-                batch.len()
-            );
-            continue;
-        }
+        let mut decode_batch = || guarded_batch(&pooled, &guard, &batch, &mut sequence);
         let mut rounds = Vec::new();
         for _ in 0..options.repeat {
             let mut r = Round {

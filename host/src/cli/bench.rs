@@ -29,7 +29,8 @@ pub enum BenchCommand {
         /// Interleaved rounds.
         #[arg(long, default_value_t = 3)]
         repeat: usize,
-        /// Only plugins whose grain type contains this.
+        /// Only the cases whose name, grain type and payload size (e.g.
+        /// `BankAccount ~1 KiB`), contains this.
         #[arg(long, default_value = "")]
         only: String,
         /// Only run the default path (batches in one fresh instance, crash

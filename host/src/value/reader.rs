@@ -68,6 +68,18 @@ impl<'a> Reader<'a> {
     /// An unsigned LEB128 varint of at most 10 bytes that fits in 64 bits.
     #[inline]
     pub(crate) fn varint(&mut self) -> Option<u64> {
+        // One byte, the commonest varint (lengths, name-refs), inline.
+        match self.peek() {
+            Some(b) if b < 0x80 => {
+                self.pos += 1;
+                Some(u64::from(b))
+            }
+            _ => self.long_varint(),
+        }
+    }
+
+    /// [`Reader::varint`] of more than one byte (or cut off).
+    fn long_varint(&mut self) -> Option<u64> {
         let mut value = 0u64;
         for i in 0..10 {
             let b = self.u8()?;

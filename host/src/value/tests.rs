@@ -385,14 +385,15 @@ fn the_rendered_bound_counts_json_escapes() {
 
 #[test]
 fn strings_and_names_are_measured_and_checked_exactly_at_every_position() {
-    // Every byte value at every position of texts of 1 to 19 bytes (the
-    // validator reads eight bytes at a time): the rendered bound is the
-    // exact JSON length, and text that is not UTF-8 is refused.
+    // Every byte value at every position of texts of 1 to 35 bytes (the
+    // validator reads eight bytes at a time below sixteen, sixteen from
+    // there on): the rendered bound is the exact JSON length, and text that
+    // is not UTF-8 is refused.
     let at = |limit| OutputLimits {
         max_rendered_bytes: limit,
         ..OutputLimits::default()
     };
-    for len in 1..20u8 {
+    for len in 1..36u8 {
         for position in 0..usize::from(len) {
             for byte in 0..=255u8 {
                 let mut text = vec![b'a'; usize::from(len)];
