@@ -33,8 +33,8 @@ use crate::value::State;
 /// decode slot busy, so one slow call holds only its own grains.
 const CALLS_IN_FLIGHT: usize = 8;
 
-/// At most this many grains of calls that have returned go to the store in
-/// one [`ReplicaStore::apply_many`] and to the scheduler in one message. A
+/// Calls that have returned join one [`ReplicaStore::apply_many`] and one
+/// message to the scheduler until their grains reach this many. A
 /// decoder of one snapshot per call (a native one) returns at once, so
 /// without it every grain would take the store's lock, wake the feed's
 /// readers and send a message of its own.

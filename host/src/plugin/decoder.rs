@@ -356,8 +356,8 @@ impl PluginDecoder {
 }
 
 /// A batch's snapshots as the blocking task owns them: every name in one
-/// string, and each payload's shared buffer. A copy of each entry would
-/// cost three `String`s apiece, a fifth of a small snapshot's decode.
+/// string, and each payload's shared buffer. A copy of each entry costs
+/// three `String`s apiece: ~10 % of a Counter catch-up through the plugin.
 struct OwnedBatch {
     /// Each snapshot's grain type, grain key and source cluster, one after
     /// the other.
@@ -426,7 +426,7 @@ impl OwnedBatch {
     }
 }
 
-/// `entry`'s identity for the crash guard, as decoded by the plugin whose
+/// `snapshot`'s identity for the crash guard, as decoded by the plugin whose
 /// file has hex sha256 `plugin_sha256`.
 fn snapshot_id<'a>(plugin_sha256: &str, snapshot: &SnapshotRef<'a>) -> SnapshotId<'a> {
     SnapshotId::new(
