@@ -362,7 +362,14 @@ async fn three_shards_hold_every_grain_exactly_once() {
 }
 
 async fn catch_up_with_scan_failures(failures: u32) -> Arc<FlakyScanLog> {
+    catch_up_with_slow_scan_failures(failures, 0).await
+}
+
+/// As [`catch_up_with_scan_failures`], with incremental listings that take
+/// `incremental_ms` each.
+async fn catch_up_with_slow_scan_failures(failures: u32, incremental_ms: u64) -> Arc<FlakyScanLog> {
     let log = Arc::new(FlakyScanLog::new(failures));
+    log.incremental_ms.store(incremental_ms, Ordering::SeqCst);
     for n in 0..40 {
         log.inner
             .append(&entry(&format!("f{n}"), 1, EntryType::FullState))
@@ -406,6 +413,16 @@ async fn a_scan_that_keeps_failing_falls_back_to_reading_each_grain() {
         4,
         "three retries, then none"
     );
+    assert!(log.reads.load(Ordering::SeqCst) >= 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_that_gives_up_while_a_listing_is_out_still_finds_every_grain() {
+    // The scan gives up after about 70 ms (backoffs of 10, 20 and 40 ms),
+    // while the incremental listing started at 20 ms is still out: its
+    // answer must not stand in for the full listing that finds the grains.
+    let log = catch_up_with_slow_scan_failures(u32::MAX, 300).await;
+    assert_eq!(log.scans.load(Ordering::SeqCst), 4);
     assert!(log.reads.load(Ordering::SeqCst) >= 40);
 }
 

@@ -103,6 +103,8 @@ pub struct FlakyScanLog {
     pub scans: AtomicU32,
     /// `read_from` calls.
     pub reads: AtomicU32,
+    /// How long an incremental listing (one from a cursor) takes, in ms.
+    pub incremental_ms: AtomicU64,
 }
 
 impl FlakyScanLog {
@@ -132,6 +134,18 @@ impl ForwardLog for FlakyScanLog {
         self.inner
             .read_from(grain_type, grain_key, after, limit)
             .await
+    }
+
+    async fn changes_since(
+        &self,
+        grain_type: &str,
+        cursor: Option<&ChangeCursor>,
+    ) -> Result<HeadChanges, LogError> {
+        let delay = self.incremental_ms.load(Ordering::SeqCst);
+        if cursor.is_some() && delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+        self.inner.changes_since(grain_type, cursor).await
     }
 
     async fn scan(

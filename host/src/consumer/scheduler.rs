@@ -407,8 +407,7 @@ impl Scheduler {
                         }
                         Ok(None) => {
                             if self.scan_done(&mut table, "the log has no bulk scan", false) {
-                                discovery.forget_cursor();
-                                next_listing = Instant::now();
+                                listing = Some(self.list_all(&mut discovery));
                             }
                         }
                         Err(error) if scan_failures < SCAN_RETRIES => {
@@ -433,8 +432,7 @@ impl Scheduler {
                                 "the catch-up scan keeps failing; reading the remaining grains one by one"
                             );
                             if self.scan_done(&mut table, "the scan failed", false) {
-                                discovery.forget_cursor();
-                                next_listing = Instant::now();
+                                listing = Some(self.list_all(&mut discovery));
                             }
                         }
                     }
@@ -487,6 +485,15 @@ impl Scheduler {
         while bulks.join_next().await.is_some() {}
         self.ctx.counters.set_queue(0, 0);
         tracing::debug!(grain_type = %self.ctx.grain_type, "grain type's consumers stopped");
+    }
+
+    /// Starts a full listing at once, in place of any listing under way:
+    /// an incremental answer still out would bring back the cursor it
+    /// drops, and the full listing that must find a cold start's grains
+    /// after a failed scan would never come.
+    fn list_all(&self, discovery: &mut Discovery) -> Listing {
+        discovery.forget_cursor();
+        self.list(None)
     }
 
     /// Starts a listing from `cursor` (a full one when `None`).
