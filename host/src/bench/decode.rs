@@ -196,8 +196,8 @@ fn guarded_batch(
 ) {
     let results = plugin.decode_batch(batch, |i| {
         *sequence += 1;
-        let id = crate::plugin::crash_guard::SnapshotId::new(
-            plugin.sha256(),
+        let id = crate::plugin::crash_guard::SnapshotId::of(
+            plugin.sha256_bytes(),
             batch[i].grain_type,
             batch[i].grain_key,
             *sequence,

@@ -117,6 +117,12 @@ impl<'a> SnapshotId<'a> {
         let mut plugin = [0u8; 32];
         // A sha256 we computed ourselves; anything else identifies by zeros.
         let _ = hex::decode_to_slice(plugin_sha256, &mut plugin);
+        Self::of(plugin, grain_type, grain_key, sequence)
+    }
+
+    /// As [`SnapshotId::new`], with the plugin's sha256 as bytes (a decode
+    /// call's way: no hex to read per snapshot).
+    pub fn of(plugin: [u8; 32], grain_type: &'a str, grain_key: &'a str, sequence: u64) -> Self {
         let mut hasher = Sha256::new();
         hasher.update(b"replica-host crash guard 1\0");
         hasher.update(plugin);
@@ -257,6 +263,16 @@ impl CrashGuard {
     /// The state directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Whether any snapshot is quarantined: when none is, no snapshot
+    /// needs its identity to be refused.
+    pub fn quarantines_any(&self) -> bool {
+        !self
+            .quarantined
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
     }
 
     /// Whether `id` may be decoded, and how.
@@ -411,7 +427,9 @@ impl SlotFile {
         unsafe { AtomicU64::from_ptr(self.slot(slot).cast::<u64>()) }
     }
 
-    /// Writes `id` into `slot`, then marks it in use.
+    /// Writes `id` into `slot`, then marks it in use. Only the bytes the
+    /// names take are written: a reader goes by the lengths, so what a
+    /// longer earlier occupant left after them is never read.
     fn write(&self, slot: usize, id: &SnapshotId<'_>) {
         let mut bytes = [0u8; SLOT_BYTES];
         bytes[8..40].copy_from_slice(&id.digest);
@@ -427,14 +445,12 @@ impl SlotFile {
         names[..grain_type.len()].copy_from_slice(grain_type.as_bytes());
         names[grain_type.len()..grain_type.len() + grain_key.len()]
             .copy_from_slice(grain_key.as_bytes());
+        let used = NAMES_AT + grain_type.len() + grain_key.len();
         // SAFETY: the slot is this thread's (see the Sync impl); the state
-        // word (bytes 0..8) is left to the atomic store below.
+        // word (bytes 0..8) is left to the atomic store below; `used` is
+        // at most SLOT_BYTES (the names are cut to the room after NAMES_AT).
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes[8..].as_ptr(),
-                self.slot(slot).add(8),
-                SLOT_BYTES - 8,
-            )
+            std::ptr::copy_nonoverlapping(bytes[8..].as_ptr(), self.slot(slot).add(8), used - 8)
         };
         self.state(slot).store(1, Ordering::Release);
     }
@@ -554,6 +570,7 @@ mod tests {
             (record.grain_key.as_str(), record.sequence, record.crashes),
             ("poison", 7, 2)
         );
+        assert!(guard.quarantines_any());
         assert_eq!(guard.verdict(&poison), Verdict::Quarantined);
         assert_eq!(guard.verdict(&bystander), Verdict::Clear);
         // A newer snapshot of the grain, or another plugin build, is clear.
@@ -617,6 +634,42 @@ mod tests {
             guard.verdict(&SnapshotId::new(PLUGIN, "Counter", &other, 1)),
             Verdict::Clear
         );
+    }
+
+    #[test]
+    fn a_slot_reused_by_a_shorter_key_reads_back_only_that_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (guard, _) = CrashGuard::open(dir.path(), &[PLUGIN]).unwrap();
+        assert!(!guard.quarantines_any());
+        // Every slot once held a long key; a short one is in flight at a kill.
+        let long = "k".repeat(300);
+        let long_id = SnapshotId::new(PLUGIN, "Counter", &long, 1);
+        let held: Vec<_> = (0..SLOTS)
+            .map(|_| guard.enter(&long_id, &Verdict::Clear))
+            .collect();
+        drop(held);
+        let short = SnapshotId::of(hex_bytes(PLUGIN), "Counter", "s", 2);
+        std::mem::forget(guard.enter(&short, &Verdict::Clear));
+        std::mem::forget(guard);
+        release_lock(dir.path());
+        let (_guard, recovery) = CrashGuard::open(dir.path(), &[PLUGIN]).unwrap();
+        let found: Vec<_> = recovery
+            .in_flight
+            .iter()
+            .map(|r| (r.grain_key.as_str(), r.sequence, r.key_cut))
+            .collect();
+        assert_eq!(found, [("s", 2, false)]);
+        assert_eq!(
+            recovery.in_flight[0].snapshot,
+            hex::encode(SnapshotId::new(PLUGIN, "Counter", "s", 2).digest)
+        );
+    }
+
+    /// A hex sha256 as bytes.
+    fn hex_bytes(hex_sha256: &str) -> [u8; 32] {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(hex_sha256, &mut bytes).unwrap();
+        bytes
     }
 
     #[test]

@@ -155,10 +155,7 @@ impl SnapshotDecoder for PluginDecoder {
         let result = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let _in_flight = crash_guard.as_deref().map(|guard| {
-                InFlightCall::start(
-                    guard,
-                    snapshot_id(plugin.sha256(), &snapshot_ref(&entry_owned)),
-                )
+                InFlightCall::start(guard, snapshot_id(&plugin, &snapshot_ref(&entry_owned)))
             });
             plugin.decode(snapshot_ref(&entry_owned))
         })
@@ -235,7 +232,8 @@ impl PluginDecoder {
             message,
         };
         if let Some(guard) = self.slots.crash_guard()
-            && guard.verdict(&snapshot_id(self.plugin.sha256(), &snapshot_ref(entry)))
+            && guard.quarantines_any()
+            && guard.verdict(&snapshot_id(&self.plugin, &snapshot_ref(entry)))
                 == Verdict::Quarantined
         {
             return Some(fail(
@@ -290,9 +288,9 @@ impl PluginDecoder {
             let snapshots: Vec<SnapshotRef<'_>> =
                 runs.iter().map(|&i| snapshot_ref(&entries[i])).collect();
             let decoded = plugin.decode_batch(&snapshots, |k| {
-                crash_guard.as_deref().map(|guard| {
-                    InFlightCall::start(guard, snapshot_id(plugin.sha256(), &snapshots[k]))
-                })
+                crash_guard
+                    .as_deref()
+                    .map(|guard| InFlightCall::start(guard, snapshot_id(&plugin, &snapshots[k])))
             });
             for (&i, result) in runs.iter().zip(decoded) {
                 results[i] = Some(result);
@@ -321,9 +319,9 @@ impl PluginDecoder {
             let _permit = permit;
             let snapshots = owned.snapshots();
             plugin.decode_batch(&snapshots, |i| {
-                crash_guard.as_deref().map(|guard| {
-                    InFlightCall::start(guard, snapshot_id(plugin.sha256(), &snapshots[i]))
-                })
+                crash_guard
+                    .as_deref()
+                    .map(|guard| InFlightCall::start(guard, snapshot_id(&plugin, &snapshots[i])))
             })
         })
         .await;
@@ -426,11 +424,10 @@ impl OwnedBatch {
     }
 }
 
-/// `snapshot`'s identity for the crash guard, as decoded by the plugin whose
-/// file has hex sha256 `plugin_sha256`.
-fn snapshot_id<'a>(plugin_sha256: &str, snapshot: &SnapshotRef<'a>) -> SnapshotId<'a> {
-    SnapshotId::new(
-        plugin_sha256,
+/// `snapshot`'s identity for the crash guard, as decoded by `plugin`.
+fn snapshot_id<'a>(plugin: &LoadedPlugin, snapshot: &SnapshotRef<'a>) -> SnapshotId<'a> {
+    SnapshotId::of(
+        plugin.sha256_bytes(),
         snapshot.grain_type,
         snapshot.grain_key,
         snapshot.sequence,

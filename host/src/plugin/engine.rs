@@ -162,6 +162,12 @@ impl PluginEngine {
         // Every guest runs in a fresh instance; copy-on-write memory images
         // keep instantiation cheap.
         config.memory_init_cow(true);
+        // A profiling aid (BENCHMARKS.md): with `REPLICA_PERFMAP` set,
+        // wasmtime writes /tmp/perf-<pid>.map, so `perf` names the guest's
+        // functions.
+        if std::env::var_os("REPLICA_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let slots = match options.allocation {
             InstanceAllocation::Pooling => {
                 let slots = options.pool_slots.max(1);

@@ -80,6 +80,8 @@ pub struct LoadedPlugin {
     description: PluginDescription,
     /// Hex sha256 of the file.
     sha256: String,
+    /// The same sha256 as bytes (the crash guard's snapshot identities).
+    sha256_bytes: [u8; 32],
     /// The file's size in bytes.
     size: usize,
     /// The component's import names, as checked.
@@ -167,7 +169,8 @@ impl LoadedPlugin {
         cache: Option<&ComponentCache>,
     ) -> Result<Self, PluginError> {
         check_header(bytes)?;
-        let sha256 = hex::encode(Sha256::digest(bytes));
+        let sha256_bytes: [u8; 32] = Sha256::digest(bytes).into();
+        let sha256 = hex::encode(sha256_bytes);
         let started = Instant::now();
         let (component, cache_outcome) = match cache {
             Some(cache) => cache.load_or_compile(engine, bytes, &sha256),
@@ -194,6 +197,7 @@ impl LoadedPlugin {
                 state_versions: Vec::new(),
             },
             sha256,
+            sha256_bytes,
             size: bytes.len(),
             imports,
             compile_time,
@@ -221,6 +225,11 @@ impl LoadedPlugin {
     /// Hex sha256 of the plugin file.
     pub fn sha256(&self) -> &str {
         &self.sha256
+    }
+
+    /// The plugin file's sha256 as bytes.
+    pub fn sha256_bytes(&self) -> [u8; 32] {
+        self.sha256_bytes
     }
     /// Size of the plugin file in bytes.
     pub fn size(&self) -> usize {
