@@ -26,6 +26,18 @@ use crate::decode::{DecodedBy, SnapshotDecoder};
 use crate::replication_log::LogEntry;
 use crate::value::State;
 
+/// How many fresh instances' batches (of `[limits] batch_max` each) one
+/// trip to the blocking pool decodes, one after another on one decode slot:
+/// the hand-off, a thread wake-up each way, is shared by that many more
+/// snapshots (BENCHMARKS.md, section 22).
+const INSTANCES_PER_TASK: usize = 4;
+
+/// The most payload bytes one trip to the blocking pool takes, whatever
+/// the count: a slot is held for a few milliseconds at most, so a live
+/// call of another grain type never waits behind a long run of large
+/// snapshots.
+const TASK_PAYLOAD_BYTES: usize = 1 << 20;
+
 /// Decodes snapshots with one plugin.
 pub struct PluginDecoder {
     /// The plugin that decodes.
@@ -173,11 +185,13 @@ impl SnapshotDecoder for PluginDecoder {
         result
     }
 
-    /// Up to `batch_max` snapshots per fresh instance, each instance on a
-    /// decode slot of its own. With a circuit breaker, one call per
-    /// snapshot (a trial is one snapshot).
+    /// Up to `batch_max` snapshots per fresh instance (one per snapshot
+    /// when it is 1), several instances one after another per trip to the
+    /// blocking pool (see `tasks`), each trip on a decode slot of its
+    /// own. With a circuit breaker, one call per snapshot (a trial is one
+    /// snapshot).
     async fn decode_batch(&self, entries: &[LogEntry]) -> Vec<Result<State, CallError>> {
-        if self.batch_max() <= 1 || entries.len() <= 1 {
+        if self.breaker.is_some() || entries.len() <= 1 {
             let mut results = Vec::with_capacity(entries.len());
             for entry in entries {
                 results.push(self.decode(entry).await);
@@ -189,13 +203,13 @@ impl SnapshotDecoder for PluginDecoder {
         let runs: Vec<usize> = (0..entries.len())
             .filter(|&i| results[i].is_none())
             .collect();
-        let chunk = self.batch_max();
-        let calls = runs.chunks(chunk).map(|indices| {
+        let tasks = tasks(&runs, entries, self.batch_max());
+        let calls = tasks.iter().map(|indices| {
             let batch: Vec<&LogEntry> = indices.iter().map(|&i| &entries[i]).collect();
             self.run_batch(batch)
         });
         let decoded = futures::future::join_all(calls).await;
-        for (indices, outcome) in runs.chunks(chunk).zip(decoded) {
+        for (indices, outcome) in tasks.iter().zip(decoded) {
             for (&i, result) in indices.iter().zip(outcome) {
                 results[i] = Some(result);
             }
@@ -210,7 +224,10 @@ impl SnapshotDecoder for PluginDecoder {
         if self.breaker.is_some() {
             1
         } else {
-            self.plugin.limits().batch_max
+            self.plugin
+                .limits()
+                .batch_max
+                .saturating_mul(INSTANCES_PER_TASK)
         }
     }
 
@@ -424,6 +441,26 @@ impl OwnedBatch {
     }
 }
 
+/// `runs` (indices into `entries`) split into the trips to the blocking
+/// pool: consecutive runs of at most `max` snapshots and, past the first,
+/// at most [`TASK_PAYLOAD_BYTES`] of payload.
+fn tasks<'r>(runs: &'r [usize], entries: &[LogEntry], max: usize) -> Vec<&'r [usize]> {
+    let mut tasks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (at, &i) in runs.iter().enumerate() {
+        let len = entries[i].payload.len();
+        if at > start && (at - start == max || bytes + len > TASK_PAYLOAD_BYTES) {
+            tasks.push(&runs[start..at]);
+            (start, bytes) = (at, 0);
+        }
+        bytes += len;
+    }
+    if start < runs.len() {
+        tasks.push(&runs[start..]);
+    }
+    tasks
+}
+
 /// `snapshot`'s identity for the crash guard, as decoded by `plugin`.
 fn snapshot_id<'a>(plugin: &LoadedPlugin, snapshot: &SnapshotRef<'a>) -> SnapshotId<'a> {
     SnapshotId::of(
@@ -474,5 +511,48 @@ impl Drop for InFlightCall<'_, '_> {
         if self.suspect {
             self.guard.acquit(&self.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication_log::EntryType;
+
+    fn entry(payload_bytes: usize) -> LogEntry {
+        LogEntry {
+            grain_type: "T".into(),
+            grain_key: "k".into(),
+            sequence: 1,
+            timestamp_millis: 0,
+            source_cluster: String::new(),
+            entry_type: EntryType::FullState,
+            payload: vec![0; payload_bytes].into(),
+        }
+    }
+
+    #[test]
+    fn trips_to_the_blocking_pool_are_bounded_by_count_and_bytes() {
+        let small: Vec<LogEntry> = (0..10).map(|_| entry(10)).collect();
+        let runs: Vec<usize> = (0..10).filter(|i| i % 3 != 1).collect();
+        let lengths = |tasks: Vec<&[usize]>| tasks.iter().map(|t| t.len()).collect::<Vec<_>>();
+        assert_eq!(lengths(tasks(&runs, &small, 3)), [3, 3, 1]);
+        assert_eq!(tasks(&runs, &small, 3).concat(), runs);
+        assert_eq!(lengths(tasks(&runs, &small, 100)), [7]);
+        assert!(tasks(&[], &small, 3).is_empty());
+        // Large payloads: cut by bytes; one larger than the bound goes alone.
+        let third = TASK_PAYLOAD_BYTES / 3;
+        let large = vec![
+            entry(third),
+            entry(third),
+            entry(third),
+            entry(third),
+            entry(TASK_PAYLOAD_BYTES * 2),
+            entry(1),
+        ];
+        assert_eq!(
+            lengths(tasks(&[0, 1, 2, 3, 4, 5], &large, 100)),
+            [3, 1, 1, 1]
+        );
     }
 }
