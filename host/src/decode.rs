@@ -22,8 +22,9 @@ pub trait SnapshotDecoder: Send + Sync + 'static {
     /// Decodes several snapshots (of one grain type, any grains), one
     /// result per entry in the same order. Each result is the one
     /// [`SnapshotDecoder::decode`] would give; a decoder may share work
-    /// between them (a plugin: one instance for a batch). By default, one
-    /// call after another.
+    /// between them (a plugin: a fresh instance per `[limits] batch_max`
+    /// snapshots, up to four of them per trip to the blocking pool). By
+    /// default, one call after another.
     async fn decode_batch(&self, entries: &[LogEntry]) -> Vec<Result<State, CallError>> {
         let mut results = Vec::with_capacity(entries.len());
         for entry in entries {

@@ -4,15 +4,15 @@
 //! Each grain's first attempt (the newest FullState above what it applied,
 //! exactly what its own step would decode first) is collected, and all of
 //! them go to the decoder in [`SnapshotDecoder::decode_batch`] calls of its
-//! `batch_max` (a plugin decodes each call's snapshots in one fresh
-//! instance), several calls in flight to keep the decode slots busy. Then
-//! each grain's step runs with its result known ([`Step::run_with`]): the
-//! same batch rules, status, logging and store update as a step of its
-//! own, and the decoder is called again only for a grain whose first
-//! attempt failed (its next newest snapshot). No grain goes back through
-//! the scheduler's ready queue in between. The grains of the calls that
-//! have returned go to the store in one call and to the scheduler in one
-//! message.
+//! `batch_max` (a plugin's: a fresh instance per `[limits] batch_max`
+//! snapshots, up to four of them per trip to the blocking pool), several
+//! calls in flight to keep the decode slots busy. Then each grain's step
+//! runs with its result known ([`Step::run_with`]): the same batch rules,
+//! status, logging and store update as a step of its own, and the decoder
+//! is called again only for a grain whose first attempt failed (its next
+//! newest snapshot). No grain goes back through the scheduler's ready queue
+//! in between. The grains of the calls that have returned go to the store
+//! in one call and to the scheduler in one message.
 //!
 //! [`SnapshotDecoder::decode_batch`]: crate::decode::SnapshotDecoder::decode_batch
 
