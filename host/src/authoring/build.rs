@@ -25,7 +25,7 @@ pub const PLUGIN_PROFILE: [(&str, &str); 2] = [
     ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1"),
 ];
 
-/// The [`PLUGIN_PROFILE`] variables the environment does not set already.
+/// The `PLUGIN_PROFILE` variables the environment does not set already.
 pub fn plugin_profile_env() -> Vec<(&'static str, &'static str)> {
     PLUGIN_PROFILE
         .into_iter()
@@ -34,7 +34,7 @@ pub fn plugin_profile_env() -> Vec<(&'static str, &'static str)> {
 }
 
 /// Builds the plugin crate in `dir` (release profile, with
-/// [`PLUGIN_PROFILE`]) and returns the path of the component it wrote.
+/// `PLUGIN_PROFILE`) and returns the path of the component it wrote.
 /// Cargo's own diagnostics go to stderr.
 pub fn build_plugin(dir: &Path) -> anyhow::Result<PathBuf> {
     build_plugin_with_env(dir, &[])
